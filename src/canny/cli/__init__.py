@@ -1,0 +1,70 @@
+"""The ``canny`` command line: a click group whose commands are imported on first use.
+
+``canny --help`` imports only click and this module; each command's module (and whatever
+heavy library it needs: the SDK, the emulator's web stack, psycopg) is imported when that
+command runs. Library errors are turned into one clean stderr line and an exit code in
+:mod:`canny.cli._render`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from canny import __version__
+
+__all__ = ["main"]
+
+#: command name -> "module:attribute"; modules live in this package.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ask": ("canny.cli._ask:ask", "Ask Claude; stream the answer, then a usage-and-cost line."),
+    "key": ("canny.cli._key:key", "Store, inspect or delete the API key in the OS keyring."),
+    "models": ("canny.cli._models:models", "List the models canny knows, with prices and retirement dates."),
+    "doctor": ("canny.cli._doctor:doctor", "Check configuration, key, ledger and connectivity."),
+    "emulator": ("canny.cli._emulator:emulator", "Run the local Anthropic-compatible emulator."),
+    "prices": ("canny.cli._prices:prices", "Show the price rows that apply to a model."),
+    "cost": ("canny.cli._prices:cost", "Price a usage object; prints the dollar figure alone."),
+    "replay": ("canny.cli._replay:replay", "Read a recorded SSE or JSON response; show text, usage, cost."),
+    "report": ("canny.cli._report:report", "Summarise the ledger by day, model, tag, project or outcome."),
+    "ledger": ("canny.cli._report:ledger", "Export the ledger, or show where it lives."),
+    "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when the command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module_name, attr = spec[0].split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help comes from the table above, so `canny --help` imports no command module.
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="canny")
+def main() -> None:
+    """Production-grade, cost-aware calls to Claude.
+
+    Every call streams, retries safely, is priced to the micro-dollar and recorded in a
+    ledger. Try `canny ask --offline "hello"`: it needs no key and no network.
+    """
+
+
+def run(argv: list[str] | None = None) -> Any:
+    """Entry point for ``python -m canny`` and the console script."""
+    return main.main(args=argv, prog_name="canny")

@@ -1,0 +1,276 @@
+"""Every error canny raises, in one tree.
+
+::
+
+    CannyError
+    ├── ConfigError                 bad configuration or usage           (exit 2)
+    │   ├── MissingKeyError         no API key from any source
+    │   └── ModelRetiredError       the model's retirement date has passed
+    ├── LedgerError                 the ledger cannot be opened or written (exit 1)
+    ├── BudgetExceeded              a budget would be crossed; nothing was sent (exit 4)
+    └── APIError                    anything the API or the network did
+        ├── AuthenticationError     401 / 403: bad, revoked or unauthorised key (exit 3)
+        ├── RequestRejected         400, 404, 413, 422 ...: never retried     (exit 8)
+        ├── SpendLimitReached       429 for an org spend cap: never retried   (exit 4)
+        ├── TransientError          worth retrying before any output was shown (exit 7)
+        │   ├── RateLimited         429
+        │   ├── Overloaded          529, or an in-band ``overloaded_error``
+        │   ├── ServerError         500, 502, 503, 504, 408, 409, in-band ``api_error``
+        │   ├── ConnectionFailed    refused, reset, dropped, DNS, TLS
+        │   └── TimeoutError        connect, first-event, idle-gap or total timeout
+        └── StreamInterrupted       a failure after output was shown          (exit 6)
+
+A refusal is not an error: it is an answer (``CallResult.outcome == "refused"``).
+``CallResult.raise_for_outcome()`` turns it into :class:`Refused` (exit 5) for callers
+that prefer exceptions.
+
+Error text never contains the API key: messages are built from status, type, the API's
+own message and the request id, and ``__reduce__`` keeps only those fields, so pickling an
+error (multiprocessing, task queues) cannot carry request headers along.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from canny.result import CallResult
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BudgetExceeded",
+    "CannyError",
+    "ConfigError",
+    "ConnectionFailed",
+    "LedgerError",
+    "MissingKeyError",
+    "ModelRetiredError",
+    "Overloaded",
+    "RateLimited",
+    "Refused",
+    "RequestRejected",
+    "ServerError",
+    "SpendLimitReached",
+    "StreamInterrupted",
+    "TimeoutError",
+    "TransientError",
+]
+
+
+class CannyError(Exception):
+    """Base of every error canny raises on purpose."""
+
+    #: Process exit code the CLI uses for this error.
+    exit_code: int = 1
+    #: What the user can do about it; the CLI prints it after the message.
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, dict(self._public_state())))
+
+    def _public_state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "message"}
+
+
+def _rebuild(cls: type[CannyError], message: str, state: dict[str, Any]) -> CannyError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.message = message
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(CannyError):
+    """Configuration or command-line usage is wrong; nothing was sent."""
+
+    exit_code = 2
+
+
+class MissingKeyError(ConfigError):
+    """No API key was found as an argument, in ``ANTHROPIC_API_KEY`` or in the keyring."""
+
+    hint = (
+        "set one with `canny key set` (OS keyring), export ANTHROPIC_API_KEY, "
+        "or pass --api-key; `canny ask --offline` needs no key"
+    )
+
+
+class ModelRetiredError(ConfigError):
+    """The requested model was retired; the API would reject it."""
+
+
+class LedgerError(CannyError):
+    """The ledger could not be opened, migrated or written."""
+
+    exit_code = 1
+
+
+class BudgetExceeded(CannyError):
+    """A call would cross a budget, so it was refused before sending.
+
+    Attributes name the budget (``budget``), its ``limit``, what is already ``spent`` and
+    ``reserved`` by calls in flight, and the worst-case cost ``needed`` by this call.
+    """
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str = "",
+        limit: Decimal | None = None,
+        spent: Decimal | None = None,
+        reserved: Decimal | None = None,
+        needed: Decimal | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.needed = needed
+
+
+class APIError(CannyError):
+    """The API answered with an error, or could not be reached.
+
+    ``status_code`` is the HTTP status (200 for an error event inside a stream, ``None``
+    when no response arrived), ``error_type`` the API's ``error.type``, ``error_code`` its
+    ``error.details.error_code``, ``request_id`` the ``request-id`` header.
+    """
+
+    exit_code = 1
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.error_code = error_code
+        self.request_id = request_id
+        #: Seconds the server asked us to wait (``retry-after-ms`` / ``retry-after``).
+        self.retry_after = retry_after
+        #: The server's ``x-should-retry`` header, when it sent one.
+        self.should_retry = should_retry
+        #: The partial result of the attempt that failed, when there is one.
+        self.result: CallResult | None = None
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.request_id:
+            parts.append(f"(request id {self.request_id})")
+        return " ".join(parts)
+
+    def _public_state(self) -> dict[str, Any]:
+        state = super()._public_state()
+        state["result"] = None
+        return state
+
+
+class AuthenticationError(APIError):
+    """The API rejected the key (401) or the key lacks permission (403)."""
+
+    exit_code = 3
+    hint = "check the key with `canny key status`, or replace it with `canny key set`"
+
+
+class RequestRejected(APIError):
+    """The API rejected the request itself (400, 404, 413, 422 ...). Never retried."""
+
+    exit_code = 8
+    hint = "fix the request (model name, parameters, size); retrying will not help"
+
+
+class SpendLimitReached(APIError):
+    """The organisation reached a spend limit (429 ``*_spend_limit_reached``). Never retried."""
+
+    exit_code = 4
+    hint = "raise the spend limit in the Claude Console, or wait for it to reset"
+
+
+class TransientError(APIError):
+    """A failure that may pass: retried while no output has been shown."""
+
+    exit_code = 7
+    retryable = True
+    hint = "try again later; canny already retried with backoff"
+
+
+class RateLimited(TransientError):
+    """429: a rate or acceleration limit."""
+
+
+class Overloaded(TransientError):
+    """529, or an in-band ``overloaded_error`` event: the API is overloaded."""
+
+
+class ServerError(TransientError):
+    """5xx, 408, 409, or an in-band ``api_error`` event."""
+
+
+class ConnectionFailed(TransientError):
+    """The connection could not be made or broke (refused, reset, dropped, DNS, TLS)."""
+
+    hint = "check the network and the base URL"
+
+
+class TimeoutError(TransientError):  # noqa: A001 - canny.errors.TimeoutError is deliberate
+    """A connect, first-event, idle-gap or total timeout passed."""
+
+    def __init__(self, message: str, *, phase: str = "total", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        #: ``connect``, ``first_event``, ``idle`` or ``total``.
+        self.phase = phase
+
+
+class StreamInterrupted(APIError):
+    """The stream failed after output was shown. It is not re-sent: the text would repeat.
+
+    ``result`` holds the partial text and the usage seen so far (billed by the API);
+    ``__cause__`` is the underlying error.
+    """
+
+    exit_code = 6
+    hint = "the answer above is incomplete; run the request again if you need all of it"
+
+
+class Refused(CannyError):
+    """The model declined to answer (``stop_reason: refusal``).
+
+    Raised only by ``CallResult.raise_for_outcome()``; ``category`` is
+    ``stop_details.category`` (may be ``None``).
+    """
+
+    exit_code = 5
+    hint = "rephrase the request or start a new conversation; the refused turn must not be resent"
+
+    def __init__(self, message: str, *, category: str | None = None, result: CallResult | None = None) -> None:
+        super().__init__(message)
+        self.category = category
+        self.result = result
+
+    def _public_state(self) -> dict[str, Any]:
+        state = super()._public_state()
+        state["result"] = None
+        return state

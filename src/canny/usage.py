@@ -1,0 +1,235 @@
+"""Token usage in disjoint buckets, and the one accumulator every entry point shares.
+
+The API reports ``input_tokens`` *excluding* the cache, ``cache_creation_input_tokens``
+(optionally split into 5-minute and 1-hour writes), ``cache_read_input_tokens`` and
+``output_tokens`` (thinking included). canny keeps them as five disjoint buckets, plus
+server-tool request counts, so that no token is ever priced twice:
+
+=================  =========================================================
+``input``          uncached input tokens
+``cache_write_5m`` tokens written to the 5-minute cache
+``cache_write_1h`` tokens written to the 1-hour cache
+``cache_read``     tokens read from the cache
+``output``         output tokens, thinking included
+=================  =========================================================
+
+A ``cache_creation_input_tokens`` figure without its 5m/1h breakdown counts as 5-minute
+writes (the API's default TTL).
+
+Streams: :class:`UsageAccumulator` starts from ``message_start.message.usage``; every
+``message_delta.usage`` is *cumulative* and replaces the fields it carries (input and
+cache figures can grow after server tools run). The 5m/1h split only arrives in
+``message_start``; when a later delta changes the write total, the split is kept in
+proportion and any difference goes to the bucket that already held writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["IterationUsage", "Usage", "UsageAccumulator", "usage_from_api"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one attempt, call or report line, in disjoint buckets."""
+
+    input: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+    output: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    code_execution_requests: int = 0
+    #: Per-iteration usage (server-side fallback, advisor, compaction), each with its model.
+    iterations: tuple[IterationUsage, ...] = ()
+
+    @property
+    def cache_write(self) -> int:
+        """All cache writes, 5-minute and 1-hour."""
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token of the request: uncached, written and read."""
+        return self.input + self.cache_write + self.cache_read
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(getattr(self, f.name) for f in fields(self))
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            **{
+                f.name: getattr(self, f.name) + getattr(other, f.name)
+                for f in fields(self)
+                if f.name != "iterations"
+            },
+            iterations=self.iterations + other.iterations,
+        )
+
+    def buckets(self) -> dict[str, int]:
+        """The counters as a plain dict (no iterations), for JSON and ledger rows."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "iterations"}
+
+    def to_api(self) -> dict[str, Any]:
+        """The API's own shape (``input_tokens``, ``cache_creation`` ...), for round trips."""
+        out: dict[str, Any] = {
+            "input_tokens": self.input,
+            "cache_creation_input_tokens": self.cache_write,
+            "cache_read_input_tokens": self.cache_read,
+            "output_tokens": self.output,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write_5m,
+                "ephemeral_1h_input_tokens": self.cache_write_1h,
+            },
+        }
+        tools = {
+            "web_search_requests": self.web_search_requests,
+            "web_fetch_requests": self.web_fetch_requests,
+            "code_execution_requests": self.code_execution_requests,
+        }
+        if any(tools.values()):
+            out["server_tool_use"] = tools
+        if self.iterations:
+            out["iterations"] = [{"model": it.model, **it.usage.to_api()} for it in self.iterations]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IterationUsage:
+    """One entry of ``usage.iterations``: its own model, priced at that model's rates."""
+
+    model: str | None
+    usage: Usage
+    type: str = "message"
+
+
+def _get(obj: Any, name: str) -> Any:
+    """Read a field from a dict or an SDK object, tolerating absence and ``None``."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _split_writes(total: int, breakdown: Any) -> tuple[int, int]:
+    """Split a cache-write total into (5m, 1h). No breakdown means all 5-minute."""
+    if breakdown is None:
+        return total, 0
+    w5 = _int(_get(breakdown, "ephemeral_5m_input_tokens"))
+    w1h = _int(_get(breakdown, "ephemeral_1h_input_tokens"))
+    if w5 + w1h == total:
+        return w5, w1h
+    if w5 + w1h == 0:
+        return total, 0
+    # The total moved (a later delta) or the parts disagree: keep 1h as reported, rest is 5m.
+    w1h = min(w1h, total)
+    return total - w1h, w1h
+
+
+def usage_from_api(obj: Any) -> Usage:
+    """Build :class:`Usage` from the API's usage object or dict (``anthropic.types.Usage``,
+    a ``message_delta`` usage, or JSON), including ``cache_creation`` and ``iterations``."""
+    if obj is None:
+        return Usage()
+    if isinstance(obj, Usage):
+        return obj
+    writes = _int(_get(obj, "cache_creation_input_tokens"))
+    breakdown = _get(obj, "cache_creation")
+    if not writes and breakdown is not None:
+        writes = _int(_get(breakdown, "ephemeral_5m_input_tokens")) + _int(
+            _get(breakdown, "ephemeral_1h_input_tokens")
+        )
+    w5, w1h = _split_writes(writes, breakdown)
+    tools = _get(obj, "server_tool_use")
+    iterations = tuple(
+        IterationUsage(
+            model=_get(it, "model"),
+            usage=usage_from_api({k: v for k, v in _as_dict(it).items() if k != "iterations"}),
+            type=str(_get(it, "type") or "message"),
+        )
+        for it in (_get(obj, "iterations") or ())
+    )
+    return Usage(
+        input=_int(_get(obj, "input_tokens")),
+        cache_write_5m=w5,
+        cache_write_1h=w1h,
+        cache_read=_int(_get(obj, "cache_read_input_tokens")),
+        output=_int(_get(obj, "output_tokens")),
+        web_search_requests=_int(_get(tools, "web_search_requests")),
+        web_fetch_requests=_int(_get(tools, "web_fetch_requests")),
+        code_execution_requests=_int(_get(tools, "code_execution_requests")),
+        iterations=iterations,
+    )
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        result = dump()
+        if isinstance(result, dict):
+            return result
+    return dict(vars(obj))
+
+
+@dataclass(slots=True)
+class UsageAccumulator:
+    """Folds streamed usage into one :class:`Usage`: ``message_start`` first, then every
+    cumulative ``message_delta`` replaces the fields it carries (last value wins)."""
+
+    _fields: dict[str, Any] = field(default_factory=dict)
+    _breakdown: Any = None
+    seen_start: bool = False
+    seen_delta: bool = False
+
+    def start(self, usage: Any) -> None:
+        """Take the usage of ``message_start.message``."""
+        if usage is None:
+            return
+        self.seen_start = True
+        self._fields = _as_dict(usage)
+        self._breakdown = self._fields.get("cache_creation")
+
+    def delta(self, usage: Any) -> None:
+        """Apply a cumulative ``message_delta.usage``: present, non-null fields replace."""
+        if usage is None:
+            return
+        self.seen_delta = True
+        for key, value in _as_dict(usage).items():
+            if value is not None:
+                self._fields[key] = value
+        if "cache_creation" in self._fields and self._fields["cache_creation"] is not None:
+            self._breakdown = self._fields["cache_creation"]
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        """Apply a raw stream event dict; events without usage are ignored."""
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message")
+            if isinstance(message, Mapping):
+                self.start(message.get("usage"))
+        elif kind == "message_delta":
+            self.delta(event.get("usage"))
+
+    @property
+    def usage(self) -> Usage:
+        merged = dict(self._fields)
+        merged["cache_creation"] = self._breakdown
+        return usage_from_api(merged)
+
+    def with_output(self, output: int) -> Usage:
+        """The usage so far with ``output`` replaced (used for interrupted streams)."""
+        return replace(self.usage, output=output)
