@@ -64,13 +64,16 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
+        left, right = self.iterations, other.iterations
+        # Priced per iteration when any are present: a side without iterations becomes one
+        # (at the call's model), or its tokens would drop out of the cost of the sum.
+        if left and not right and not other.is_empty:
+            right = (IterationUsage(model=None, usage=other),)
+        elif right and not left and not self.is_empty:
+            left = (IterationUsage(model=None, usage=self),)
         return Usage(
-            **{
-                f.name: getattr(self, f.name) + getattr(other, f.name)
-                for f in fields(self)
-                if f.name != "iterations"
-            },
-            iterations=self.iterations + other.iterations,
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self) if f.name != "iterations"},
+            iterations=left + right,
         )
 
     def buckets(self) -> dict[str, int]:
@@ -148,9 +151,7 @@ def usage_from_api(obj: Any) -> Usage:
     writes = _int(_get(obj, "cache_creation_input_tokens"))
     breakdown = _get(obj, "cache_creation")
     if not writes and breakdown is not None:
-        writes = _int(_get(breakdown, "ephemeral_5m_input_tokens")) + _int(
-            _get(breakdown, "ephemeral_1h_input_tokens")
-        )
+        writes = _int(_get(breakdown, "ephemeral_5m_input_tokens")) + _int(_get(breakdown, "ephemeral_1h_input_tokens"))
     w5, w1h = _split_writes(writes, breakdown)
     tools = _get(obj, "server_tool_use")
     iterations = tuple(
@@ -182,7 +183,10 @@ def _as_dict(obj: Any) -> dict[str, Any]:
         result = dump()
         if isinstance(result, dict):
             return result
-    return dict(vars(obj))
+    try:
+        return dict(vars(obj))
+    except TypeError:
+        return {}
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("canny.cli._ask:ask", "Ask Claude; stream the answer, then a usage-and-cost line."),
     "key": ("canny.cli._key:key", "Store, inspect or delete the API key in the OS keyring."),
     "models": ("canny.cli._models:models", "List the models canny knows, with prices and retirement dates."),
-    "doctor": ("canny.cli._doctor:doctor", "Check configuration, key, ledger and connectivity."),
+    "doctor": ("canny.cli._models:doctor", "Check configuration, key, ledger and connectivity."),
     "emulator": ("canny.cli._emulator:emulator", "Run the local Anthropic-compatible emulator."),
     "prices": ("canny.cli._prices:prices", "Show the price rows that apply to a model."),
     "cost": ("canny.cli._prices:cost", "Price a usage object; prints the dollar figure alone."),

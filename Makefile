@@ -1,0 +1,37 @@
+# canny's two Quick start commands, plus helpers. Every target installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . --group dev
+	@rm -f $(VENV)/.installed-* && touch $@
+
+## demo: stream an answer from the embedded emulator (no key, no network)
+demo: $(STAMP)
+	@$(BIN)/canny ask --offline "Hello! What can canny do for my API bill?"
+
+## test: lint, type-check and run the whole test suite (starts a throwaway PostgreSQL)
+test: $(STAMP)
+	@$(BIN)/ruff check src tests benchmarks examples
+	@$(BIN)/ruff format --check src tests benchmarks examples
+	@$(BIN)/mypy
+	@bash scripts/with-postgres.sh $(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	@$(BIN)/ruff check src tests benchmarks examples && $(BIN)/ruff format --check src tests benchmarks examples
+
+typecheck: $(STAMP)
+	@$(BIN)/mypy
+
+## bench: canny vs the raw anthropic SDK on the emulator, as ratios
+bench: $(STAMP)
+	@$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

@@ -1,0 +1,380 @@
+"""One call's state: its attempts, their ledger rows, the retry decision and the result.
+
+Sync and async clients (and streamed and non-streamed calls) drive the same
+:class:`CallRun`; only the I/O differs. Each attempt's ledger row is written in
+``finally`` by :meth:`CallRun.close_attempt`, whatever happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from canny import errors
+from canny._sdk_errors import error_from_event
+from canny.ledger import AttemptRecord, Outcome
+from canny.result import CallResult
+from canny.retry import RetryPolicy, RetryState
+from canny.streaming import MessageAccumulator, parse_body
+from canny.usage import Usage
+
+if TYPE_CHECKING:
+    from canny.ledger import Ledger
+
+__all__ = ["MIN_MAX_TOKENS", "CallRun", "CallSpec", "CannyWarning", "Reservation", "Reserver"]
+
+#: The smallest ``max_tokens`` a budget may lower a call to before refusing it.
+MIN_MAX_TOKENS = 16
+
+
+class CannyWarning(UserWarning):
+    """Something the user should know that does not stop the call."""
+
+
+class Reservation(Protocol):
+    """A budget reservation held for the duration of one call."""
+
+    max_tokens: int
+
+    def settle(self, cost: Decimal | None) -> None:
+        """Replace the reservation by the actual cost."""
+
+    def release(self) -> None:
+        """Drop the reservation (nothing was sent)."""
+
+
+class Reserver(Protocol):
+    """Anything that can reserve a call's worst case against budgets (see ``canny.budget``)."""
+
+    def reserve(self, spec: CallSpec) -> Reservation:
+        """Reserve ``spec``'s worst case, possibly lowering ``max_tokens``; may raise
+        :class:`~canny.errors.BudgetExceeded`."""
+
+
+@dataclass(slots=True)
+class CallSpec:
+    """What is being asked, and how it is accounted."""
+
+    model: str
+    params: dict[str, Any]
+    stream: bool
+    project: str | None = None
+    tags: tuple[str, ...] = ()
+    session_id: str | None = None
+    log_content: bool = False
+    endpoint: str | None = None
+    key_fingerprint: str | None = None
+    max_cost: Decimal | None = None
+    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.params["max_tokens"])
+
+    @property
+    def prompt_json(self) -> str:
+        keys = ("system", "messages", "tools")
+        return json.dumps({k: self.params.get(k) for k in keys}, sort_keys=True, ensure_ascii=False, default=str)
+
+    def estimated_input_tokens(self) -> int:
+        """A deliberately high local estimate (UTF-8 bytes / 3) for worst-case budgeting."""
+        return math.ceil(len(self.prompt_json.encode()) / 3) + 16
+
+    def worst_case(self, max_tokens: int | None = None) -> Decimal | None:
+        """Input estimate at the input rate plus ``max_tokens`` at the output rate."""
+        from canny.pricing import worst_case_cost
+
+        return worst_case_cost(
+            self.model,
+            input_tokens=self.estimated_input_tokens(),
+            max_tokens=self.max_tokens if max_tokens is None else max_tokens,
+            inference_geo=self.params.get("inference_geo"),
+            speed=self.params.get("speed"),
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One HTTP attempt and what it saw."""
+
+    number: int
+    started_at: datetime
+    acc: MessageAccumulator = field(default_factory=MessageAccumulator)
+    request_id: str | None = None
+    first_token_at: datetime | None = None
+    error: errors.CannyError | None = None
+    outcome: Outcome | None = None
+    recorded: bool = False
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal | None = None
+
+    def headers(self, headers: Mapping[str, str]) -> None:
+        self.request_id = headers.get("request-id") or self.request_id
+
+    def feed(self, event: Mapping[str, Any]) -> str:
+        """Apply one stream event; raises the in-band error as a canny error."""
+        text = self.acc.feed(event)
+        if self.acc.error is not None:
+            raise error_from_event(self.acc.error, self.request_id)
+        if text and self.first_token_at is None:
+            self.first_token_at = _now()
+        return text
+
+    def end_of_stream(self) -> None:
+        """The body ended: fine if the answer ended, a broken connection otherwise."""
+        if not self.acc.complete:
+            raise errors.ConnectionFailed("the stream ended before the answer was complete")
+
+    def body(self, raw: bytes) -> None:
+        """Take a whole non-streamed response body."""
+        try:
+            self.acc = parse_body(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise errors.ServerError("the API sent a response that is not JSON") from None
+        if self.acc.error is not None:
+            raise error_from_event(self.acc.error, self.request_id)
+        self.first_token_at = _now()
+
+
+class CallRun:
+    """Drives one call: attempts, retry decisions, ledger rows, the final result."""
+
+    def __init__(
+        self,
+        spec: CallSpec,
+        *,
+        policy: RetryPolicy,
+        ledger: Ledger | None,
+        reservation: Reservation | None = None,
+    ) -> None:
+        self.spec = spec
+        self.policy = policy
+        self.ledger = ledger
+        self.reservation = reservation
+        self.retry: RetryState = policy.start()
+        self.attempts: list[Attempt] = []
+        self.ledger_errors: list[errors.LedgerError] = []
+        self._settled = False
+        self._prompt_hash = hashlib.sha256(spec.prompt_json.encode()).hexdigest()
+
+    # -- attempts -----------------------------------------------------------------------
+    def start_attempt(self) -> Attempt:
+        attempt = Attempt(number=self.retry.begin_attempt(), started_at=_now())
+        self.attempts.append(attempt)
+        return attempt
+
+    def check_deadline(self, started_monotonic: float, total: float) -> None:
+        if self.policy.clock() - started_monotonic > total:
+            raise errors.TimeoutError(f"the attempt took longer than the {total:.0f} s total timeout", phase="total")
+
+    def failed(self, attempt: Attempt, error: errors.CannyError) -> float:
+        """An attempt failed: return the delay before the next one, or raise the final error."""
+        attempt.error = error
+        if isinstance(error, errors.APIError) and error.request_id is None:
+            error.request_id = attempt.request_id
+        if attempt.acc.shown:
+            attempt.outcome = "interrupted"
+            self.close_attempt(attempt)
+            self._settle()
+            interrupted = errors.StreamInterrupted(
+                f"the stream broke after output was shown: {error}",
+                status_code=getattr(error, "status_code", None),
+                error_type=getattr(error, "error_type", None),
+                request_id=attempt.request_id,
+            )
+            interrupted.result = self.result(attempt)
+            raise interrupted from error
+        attempt.outcome = "error"
+        self.close_attempt(attempt)
+        delay = self.retry.next_delay(error)
+        if delay is None:
+            self._settle()
+            if isinstance(error, errors.APIError):
+                if error.retryable and self.retry.gave_up_because and self.retry.gave_up_because != "not retryable":
+                    error.message = f"{error.message}; {self.retry.gave_up_because}"
+                error.result = self.result(attempt)
+            raise error
+        return delay
+
+    def aborted(self, attempt: Attempt) -> None:
+        """The caller stopped (closed the stream, Ctrl-C, cancelled task)."""
+        attempt.outcome = "cancelled"
+        self.close_attempt(attempt)
+        self._settle()
+
+    def succeeded(self, attempt: Attempt) -> CallResult:
+        reason = attempt.acc.stop_reason
+        if reason == "refusal":
+            attempt.outcome = "refused"
+        elif reason in ("max_tokens", "model_context_window_exceeded"):
+            attempt.outcome = "max_tokens"
+        else:
+            attempt.outcome = "ok"
+        self.close_attempt(attempt)
+        self._settle()
+        return self.result(attempt)
+
+    # -- accounting ---------------------------------------------------------------------
+    def _attempt_usage(self, attempt: Attempt) -> Usage:
+        usage = attempt.acc.usage
+        if attempt.outcome in ("interrupted", "cancelled") and not attempt.acc.usage_acc.seen_delta:
+            # Output tokens are unknown without a final message_delta: estimate from the text.
+            estimate = math.ceil(len(attempt.acc.text) / 4)
+            if estimate > usage.output:
+                usage = attempt.acc.usage_acc.with_output(estimate)
+        return usage
+
+    def _attempt_cost(self, attempt: Attempt, usage: Usage) -> Decimal | None:
+        if usage.is_empty:
+            return Decimal(0)
+        from canny.pricing import cost, refusal_billed
+
+        if attempt.outcome == "refused" and not refusal_billed(
+            attempt.acc.refusal_category, had_output=attempt.acc.shown
+        ):
+            return Decimal(0)
+        model = str(attempt.acc.message.get("model") or self.spec.model)
+        return cost(
+            model,
+            usage,
+            inference_geo=self.spec.params.get("inference_geo"),
+            speed=self.spec.params.get("speed"),
+            at=attempt.started_at,
+        )
+
+    def close_attempt(self, attempt: Attempt) -> None:
+        """Write the attempt's ledger row (once)."""
+        if attempt.recorded:
+            return
+        attempt.recorded = True
+        attempt.usage = self._attempt_usage(attempt)
+        attempt.cost = self._attempt_cost(attempt, attempt.usage)
+        if self.ledger is None:
+            return
+        from canny.pricing import price_version
+
+        error = attempt.error
+        record = AttemptRecord(
+            call_id=self.spec.call_id,
+            attempt=attempt.number,
+            started_at=attempt.started_at,
+            ended_at=_now(),
+            model=str(attempt.acc.message.get("model") or self.spec.model),
+            outcome=attempt.outcome or "error",
+            session_id=self.spec.session_id,
+            first_token_at=attempt.first_token_at,
+            status_code=getattr(error, "status_code", None) if error else 200,
+            error_type=(getattr(error, "error_type", None) or type(error).__name__) if error else None,
+            error_code=getattr(error, "error_code", None) if error else None,
+            request_id=attempt.request_id or (getattr(error, "request_id", None) if error else None),
+            stop_reason=attempt.acc.stop_reason,
+            refusal_category=attempt.acc.refusal_category,
+            cost_usd=attempt.cost,
+            price_version=price_version(),
+            inference_geo=self.spec.params.get("inference_geo"),
+            speed=self.spec.params.get("speed"),
+            streamed=self.spec.stream,
+            endpoint=self.spec.endpoint,
+            project=self.spec.project,
+            tags=self.spec.tags,
+            key_fingerprint=self.spec.key_fingerprint,
+            prompt_hash=self._prompt_hash,
+            prompt_text=self.spec.prompt_json if self.spec.log_content else None,
+            response_text=attempt.acc.text if self.spec.log_content else None,
+            input_tokens=attempt.usage.input,
+            cache_write_5m_tokens=attempt.usage.cache_write_5m,
+            cache_write_1h_tokens=attempt.usage.cache_write_1h,
+            cache_read_tokens=attempt.usage.cache_read,
+            output_tokens=attempt.usage.output,
+            web_search_requests=attempt.usage.web_search_requests,
+            web_fetch_requests=attempt.usage.web_fetch_requests,
+            code_execution_requests=attempt.usage.code_execution_requests,
+        )
+        self.write(record)
+
+    def write(self, record: AttemptRecord) -> None:
+        assert self.ledger is not None
+        try:
+            self.ledger.record(record)
+        except errors.LedgerError as exc:
+            self.ledger_errors.append(exc)
+            warnings.warn(f"ledger not written: {exc}", CannyWarning, stacklevel=2)
+
+    def _settle(self) -> None:
+        if self._settled or self.reservation is None:
+            self._settled = True
+            return
+        self._settled = True
+        self.reservation.settle(self.total_cost())
+
+    def total_usage(self) -> Usage:
+        total = Usage()
+        for attempt in self.attempts:
+            total = total + attempt.usage
+        return total
+
+    def total_cost(self) -> Decimal | None:
+        total = Decimal(0)
+        for attempt in self.attempts:
+            if attempt.cost is None:
+                return None
+            total += attempt.cost
+        return total
+
+    def result(self, attempt: Attempt) -> CallResult:
+        from canny.pricing import price_version
+
+        acc = attempt.acc
+        outcome: Outcome = attempt.outcome or "error"
+        return CallResult(
+            outcome=outcome,
+            model=str(acc.message.get("model") or self.spec.model),
+            text=acc.text,
+            message=acc.final_message(),
+            usage=self.total_usage(),
+            cost=self.total_cost(),
+            attempts=len(self.attempts),
+            call_id=self.spec.call_id,
+            last_usage=attempt.usage,
+            stop_reason=acc.stop_reason,
+            refusal_category=acc.refusal_category,
+            request_id=attempt.request_id,
+            price_version=price_version(),
+            complete=acc.complete,
+        )
+
+
+def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> AttemptRecord:
+    """The ledger row of a call refused before sending."""
+    now = _now()
+    return AttemptRecord(
+        call_id=spec.call_id,
+        attempt=1,
+        started_at=now,
+        ended_at=now,
+        model=spec.model,
+        outcome="budget_refused",
+        session_id=spec.session_id,
+        status_code=None,
+        error_type="BudgetExceeded",
+        error_code=error.budget or None,
+        cost_usd=Decimal(0),
+        streamed=spec.stream,
+        endpoint=spec.endpoint,
+        project=spec.project,
+        tags=spec.tags,
+        key_fingerprint=spec.key_fingerprint,
+        prompt_hash=hashlib.sha256(spec.prompt_json.encode()).hexdigest(),
+    )

@@ -1,0 +1,178 @@
+"""The one boundary where SDK, transport and in-band stream errors become canny errors.
+
+Every call path (sync, async, streamed, not streamed, and the iteration of a stream,
+where the SDK lets raw ``httpx2`` errors escape) goes through :func:`translate`, so
+``except canny.errors.APIError`` catches everything the network or the API can do.
+Messages are built from the status, the API's ``error.type`` / ``error.message`` and the
+request id, and scrubbed of anything key-shaped: never from request headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from canny import errors
+from canny._secrets import redact
+from canny.retry import parse_retry_after
+
+__all__ = ["error_from_event", "error_from_response", "map_exception", "translate"]
+
+_SPEND_CODES = ("spend_limit_reached", "credit_balance", "billing")
+
+_STATUS_WORDS = {
+    400: "request rejected",
+    401: "authentication failed",
+    402: "billing problem",
+    403: "permission denied",
+    404: "not found",
+    408: "request timed out",
+    409: "conflict",
+    413: "request too large",
+    422: "request unprocessable",
+    429: "rate limited",
+    500: "API error",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+    529: "API overloaded",
+}
+
+
+def _error_fields(body: Any) -> tuple[str | None, str | None, str | None]:
+    """(error.type, error.message, error.details.error_code) from an error body."""
+    if not isinstance(body, Mapping):
+        return None, None, None
+    err = body.get("error")
+    if not isinstance(err, Mapping):
+        return None, None, None
+    details = err.get("details")
+    code = details.get("error_code") if isinstance(details, Mapping) else None
+    etype, message = err.get("type"), err.get("message")
+    return (
+        str(etype) if etype is not None else None,
+        str(message) if message is not None else None,
+        str(code) if code is not None else None,
+    )
+
+
+def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
+    for key, value in headers.items():
+        if key.lower() == "x-should-retry":
+            return value.strip().lower() == "true"
+    return None
+
+
+def error_from_response(status: int, body: Any, headers: Mapping[str, str]) -> errors.APIError:
+    """Map an HTTP error response to the right canny error."""
+    etype, api_message, code = _error_fields(body)
+    request_id = headers.get("request-id") or (body.get("request_id") if isinstance(body, Mapping) else None)
+    word = _STATUS_WORDS.get(status, f"HTTP {status}")
+    detail = api_message or (etype or "")
+    if not detail and isinstance(body, str) and body.strip() and not body.lstrip().startswith("<"):
+        detail = body.strip()[:200]
+    message = redact(f"{word} ({status}{' ' + etype if etype else ''})" + (f": {detail}" if detail else ""))
+    kwargs: dict[str, Any] = {
+        "status_code": status,
+        "error_type": etype,
+        "error_code": code,
+        "request_id": str(request_id) if request_id else None,
+        "retry_after": parse_retry_after(headers),
+        "should_retry": _should_retry_header(headers),
+    }
+    cls: type[errors.APIError]
+    if status == 429 and code and any(s in code for s in _SPEND_CODES):
+        cls = errors.SpendLimitReached
+    elif status in (401, 403):
+        cls = errors.AuthenticationError
+    elif status == 402:
+        cls = errors.SpendLimitReached
+    elif status == 429:
+        cls = errors.RateLimited
+    elif status == 529 or etype == "overloaded_error":
+        cls = errors.Overloaded
+    elif status >= 500 or status in (408, 409):
+        cls = errors.ServerError
+    elif 400 <= status < 500:
+        cls = errors.RequestRejected
+    else:
+        cls = errors.ServerError
+    return cls(message, **kwargs)
+
+
+def error_from_event(payload: Mapping[str, Any], request_id: str | None) -> errors.APIError:
+    """Map an in-band ``event: error`` (HTTP status 200) to a canny error."""
+    etype, api_message, code = _error_fields(payload)
+    text = redact(f"stream error ({etype or 'unknown'})" + (f": {api_message}" if api_message else ""))
+    kwargs: dict[str, Any] = {
+        "status_code": 200,
+        "error_type": etype,
+        "error_code": code,
+        "request_id": request_id,
+    }
+    if etype == "overloaded_error":
+        return errors.Overloaded(text, **kwargs)
+    if etype in ("api_error", "timeout_error"):
+        return errors.ServerError(text, **kwargs)
+    if etype == "rate_limit_error":
+        return errors.RateLimited(text, **kwargs)
+    if etype in ("authentication_error", "permission_error"):
+        return errors.AuthenticationError(text, **kwargs)
+    if etype in ("invalid_request_error", "not_found_error", "request_too_large"):
+        return errors.RequestRejected(text, **kwargs)
+    return errors.ServerError(text, **kwargs)
+
+
+def map_exception(exc: BaseException) -> errors.CannyError | None:
+    """The canny error for an SDK or ``httpx2`` exception; ``None`` if it is neither."""
+    if isinstance(exc, errors.CannyError):
+        return exc
+    try:
+        import anthropic
+        import httpx2
+    except ImportError:  # pragma: no cover - both are dependencies
+        return None
+    if isinstance(exc, anthropic.APIStatusError):
+        return error_from_response(exc.status_code, exc.body, exc.response.headers)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return errors.TimeoutError("the request timed out before the API answered", phase="first_event")
+    if isinstance(exc, anthropic.APIConnectionError):
+        cause = exc.__cause__
+        if isinstance(cause, httpx2.TimeoutException):
+            return _timeout(cause)
+        reason = type(cause).__name__ if cause is not None else "connection error"
+        return errors.ConnectionFailed(f"could not connect to the API ({reason})")
+    if isinstance(exc, httpx2.TimeoutException):
+        return _timeout(exc)
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        return errors.ConnectionFailed("the connection was closed before the response was complete")
+    if isinstance(exc, (httpx2.ReadError, httpx2.WriteError)):
+        return errors.ConnectionFailed("the connection was reset")
+    if isinstance(exc, httpx2.TransportError):
+        return errors.ConnectionFailed(f"network failure ({type(exc).__name__})")
+    return None
+
+
+def _timeout(exc: BaseException) -> errors.TimeoutError:
+    import httpx2
+
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return errors.TimeoutError("timed out connecting to the API", phase="connect")
+    if isinstance(exc, httpx2.PoolTimeout):
+        return errors.TimeoutError("timed out waiting for a free connection", phase="connect")
+    return errors.TimeoutError("no data from the API within the timeout", phase="idle")
+
+
+@contextmanager
+def translate() -> Iterator[None]:
+    """Re-raise SDK and transport errors as canny errors (``from`` the original)."""
+    try:
+        yield
+    except errors.CannyError:
+        raise
+    except Exception as exc:
+        mapped = map_exception(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc

@@ -1,0 +1,156 @@
+"""``canny ask``: stream an answer to stdout, then one usage-and-cost line on stderr."""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+
+import click
+
+from canny.cli._render import (
+    cli_errors,
+    echo_err,
+    hide,
+    install_warning_printer,
+    result_usage_line,
+)
+
+__all__ = ["ask"]
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt == "-":
+        text = sys.stdin.read()
+        if not text.strip():
+            raise click.UsageError("no prompt on standard input")
+        return text
+    if not prompt.strip():
+        raise click.UsageError("the prompt is empty")
+    return prompt
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in).")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow.")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network.")
+@click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL).")
+@click.option("--profile", help="Use a [profiles.NAME] table from config.toml.")
+@click.option("--no-stream", is_flag=True, help="Make a non-streamed request; print the answer at the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print message, outcome, usage and cost as one JSON object.")
+@click.option("--max-cost", help="Refuse (or shorten) the call if it could cost more than this many dollars.")
+@click.option("--tag", "tags", multiple=True, help="Tag the ledger rows (repeatable).")
+@click.option("--project", help="Project name for the ledger rows and budgets.")
+@click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
+@click.option("--no-ledger", is_flag=True, help="Do not record this call in the ledger.")
+def ask(
+    prompt: str,
+    model: str | None,
+    max_tokens: int | None,
+    system: str | None,
+    offline: bool,
+    base_url: str | None,
+    profile: str | None,
+    no_stream: bool,
+    as_json: bool,
+    max_cost: str | None,
+    tags: tuple[str, ...],
+    project: str | None,
+    log_content: bool | None,
+    no_ledger: bool,
+) -> None:
+    """Ask Claude PROMPT (`-` reads standard input).
+
+    The answer streams to stdout as it arrives; one line with tokens and cost goes to
+    stderr. Exit codes: 0 ok, 2 usage/config, 3 auth, 4 budget, 5 refused, 6 interrupted,
+    7 transient failure after retries, 8 request rejected.
+    """
+    install_warning_printer()
+    with cli_errors():
+        from canny.client import Client
+        from canny.config import load_settings, parse_money
+        from canny.errors import APIError, StreamInterrupted
+
+        text = _read_prompt(prompt)
+        settings = load_settings(profile=profile, model=model, base_url=None if offline else base_url)
+        limit = parse_money(max_cost, "--max-cost") if max_cost is not None else None
+        client = Client(
+            settings=settings,
+            max_tokens=max_tokens,
+            offline=offline,
+            project=project,
+            tags=tags,
+            log_content=log_content,
+            ledger=False if no_ledger else None,
+        )
+        import anthropic  # noqa: F401 - imported before freezing the heap
+
+        gc.freeze()  # the SDK's ~3k modules need no collection; this halves exit time
+        try:
+            key = client._resolve_key()
+            hide(key.secret.reveal())
+            if no_stream or as_json:
+                result = client.create(text, system=system, max_tokens=max_tokens, max_cost=limit)
+                if as_json:
+                    click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+                else:
+                    _print_text(result.text)
+            else:
+                stream = client.stream(text, system=system, max_tokens=max_tokens, max_cost=limit)
+                shown = []
+                try:
+                    for chunk in stream:
+                        sys.stdout.write(chunk)
+                        sys.stdout.flush()
+                        shown.append(chunk)
+                except StreamInterrupted as exc:
+                    _end_line(shown)
+                    if exc.result is not None:
+                        echo_err(result_usage_line(exc.result))
+                    raise
+                _end_line(shown)
+                assert stream.result is not None
+                result = stream.result
+            _finish(result)
+        except APIError as exc:
+            if exc.result is not None and not isinstance(exc, StreamInterrupted) and not exc.result.usage.is_empty:
+                echo_err(result_usage_line(exc.result))
+            raise
+        finally:
+            client.close()
+
+
+def _print_text(text: str) -> None:
+    sys.stdout.write(text)
+    if text and not text.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _end_line(shown: list[str]) -> None:
+    if shown and not shown[-1].endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _finish(result: object) -> None:
+    from canny.result import CallResult
+
+    assert isinstance(result, CallResult)
+    echo_err(result_usage_line(result))
+    if result.outcome == "max_tokens":
+        echo_err(
+            f"canny: warning: the answer stopped at the max_tokens limit ({result.usage.output} tokens)"
+            " — raise --max-tokens for a longer answer"
+        )
+    if result.outcome == "refused":
+        category = f" (category: {result.refusal_category})" if result.refusal_category else ""
+        discard = "; discard the partial text above" if result.text else ""
+        echo_err(
+            f"canny: the model declined to answer{category}{discard}"
+            + (f" [request id {result.request_id}]" if result.request_id else "")
+            + " — rephrase the request or start a new conversation"
+        )
+        raise SystemExit(5)

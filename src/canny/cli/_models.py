@@ -1,0 +1,144 @@
+"""``canny models`` and ``canny doctor``: what canny knows, and whether it can work here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date
+
+import click
+
+from canny.cli._render import cli_errors, echo_err, hide
+
+__all__ = ["doctor", "models"]
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model, in a list.")
+@click.option("--all", "show_all", is_flag=True, help="Include retired models.")
+def models(as_json: bool, show_all: bool) -> None:
+    """List the models canny knows: aliases, prices per million tokens, retirement."""
+    with cli_errors():
+        from canny.pricing import known_models, rates
+
+        today = date.today()
+        rows: list[dict[str, object]] = []
+        info_aliases: dict[str, list[str]] = {}
+        for info in known_models():
+            retired = info.retires_at is not None and info.retires_at <= today
+            if retired and not show_all:
+                continue
+            r = rates(info.id)
+            info_aliases[info.id] = list(info.aliases)
+            rows.append(
+                {
+                    "id": info.id,
+                    "name": info.display_name,
+                    "aliases": list(info.aliases),
+                    "input": None if r is None else str(r.input),
+                    "output": None if r is None else str(r.output),
+                    "cache_read": None if r is None else str(r.cache_read),
+                    "retires_at": info.retires_at.isoformat() if info.retires_at else None,
+                    "status": "retired" if retired else ("retiring" if info.retires_at else "active"),
+                }
+            )
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        width = max((len(str(row["id"])) for row in rows), default=10)
+        click.echo(f"{'model':<{width}}  {'in $/MTok':>9}  {'out $/MTok':>10}  {'status':<8}  aliases")
+        for row in rows:
+            price_in = "unpriced" if row["input"] is None else format_usd_rate(str(row["input"]))
+            price_out = "unpriced" if row["output"] is None else format_usd_rate(str(row["output"]))
+            status = str(row["status"]) + (f" {row['retires_at']}" if row["retires_at"] else "")
+            aliases = ", ".join(info_aliases[str(row["id"])])
+            click.echo(f"{row['id']!s:<{width}}  {price_in:>9}  {price_out:>10}  {status:<8}  {aliases}")
+
+
+def format_usd_rate(value: str) -> str:
+    return f"${value}"
+
+
+@click.command()
+@click.option("--offline", is_flag=True, help="Check against the embedded emulator instead of the API.")
+@click.option("--profile", help="Use a [profiles.NAME] table from config.toml.")
+def doctor(offline: bool, profile: str | None) -> None:
+    """Check configuration, key, model, ledger and connectivity; say what to fix."""
+    with cli_errors():
+        from canny._secrets import resolve_api_key
+        from canny.config import config_path, load_settings
+        from canny.errors import CannyError
+
+        problems = 0
+
+        def line(ok: bool, text: str) -> None:
+            nonlocal problems
+            problems += 0 if ok else 1
+            click.echo(f"{'ok ' if ok else 'FIX'}  {text}")
+
+        path = config_path()
+        try:
+            settings = load_settings(profile=profile)
+            line(True, f"config: {path}{'' if path.exists() else ' (not present; defaults apply)'}")
+        except CannyError as exc:
+            line(False, f"config: {exc}")
+            raise SystemExit(2) from None
+        key = None if offline else resolve_api_key()
+        if offline:
+            line(True, "key: not needed offline")
+        elif key is None:
+            line(False, "key: none found (`canny key set`, or export ANTHROPIC_API_KEY)")
+        else:
+            hide(key.secret.reveal())
+            line(True, f"key: {key.secret.masked} from {key.source}")
+        try:
+            from canny.client import check_model
+
+            model = check_model(settings.model)
+            line(True, f"model: {model} (from {settings.model_source})")
+        except CannyError as exc:
+            line(False, f"model: {exc}")
+        try:
+            from canny.ledger import open_ledger
+
+            ledger = open_ledger(settings.ledger)
+            line(True, f"ledger: {ledger.location}")
+            ledger.close()
+        except CannyError as exc:
+            line(False, f"ledger: {exc}")
+        if offline or key is not None:
+            _check_api(settings.base_url, key.secret.reveal() if key else None, offline, line)
+        if problems:
+            echo_err(f"canny: {problems} problem(s) found")
+            raise SystemExit(2)
+
+
+def _check_api(base_url: str | None, key: str | None, offline: bool, report: Callable[[bool, str], None]) -> None:
+    """Call GET /v1/models (free) to check the key and the connection."""
+    import anthropic
+
+    from canny._sdk_errors import translate
+    from canny.client import OFFLINE_KEY
+    from canny.errors import CannyError
+
+    emu_cm = None
+    try:
+        if offline:
+            from canny.emulator import serve_in_thread
+
+            emu_cm = serve_in_thread()
+            base_url = emu_cm.__enter__().base_url
+            key = OFFLINE_KEY
+        client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=15.0)
+        try:
+            with translate():
+                page = client.models.list(limit=1)
+            where = base_url or "https://api.anthropic.com"
+            report(True, f"API: reachable at {where}, key accepted ({len(page.data)} model listed)")
+        except CannyError as exc:
+            report(False, f"API: {exc}")
+        finally:
+            client.close()
+    finally:
+        if emu_cm is not None:
+            emu_cm.__exit__(None, None, None)

@@ -1,0 +1,136 @@
+"""How the CLI talks: data on stdout, everything else as single lines on stderr.
+
+:func:`cli_errors` is the one place where library errors become an exit code and one
+clean line (what happened, the request id, what to do next): never a traceback, and
+never the key, which :func:`canny._secrets.redact` scrubs from every line printed here.
+
+Exit codes::
+
+    0 ok (a max_tokens stop is 0 with a warning)   5 refused by the model
+    1 unexpected error, ledger error               6 interrupted after partial output
+    2 bad usage or configuration                   7 transient failure outlasted retries
+    3 authentication or permission                 8 request rejected by the API
+    4 budget exceeded / org spend limit reached
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from canny._secrets import redact
+from canny.errors import CannyError
+
+if TYPE_CHECKING:
+    from canny.result import CallResult
+    from canny.usage import Usage
+
+__all__ = ["EXIT_CODES", "cli_errors", "echo_err", "error_line", "install_warning_printer", "usage_line"]
+
+EXIT_CODES = {
+    "ok": 0,
+    "unexpected": 1,
+    "usage": 2,
+    "auth": 3,
+    "budget": 4,
+    "refused": 5,
+    "interrupted": 6,
+    "transient": 7,
+    "rejected": 8,
+}
+
+_secrets_to_hide: list[str] = []
+
+
+def hide(secret: str) -> None:
+    """Register a value (the key in use) that must never be printed."""
+    if secret:
+        _secrets_to_hide.append(secret)
+
+
+def echo_err(message: str, *, err_file: TextIO | None = None) -> None:
+    """Print one line on stderr, scrubbed of secrets."""
+    line = redact(message, *_secrets_to_hide).replace("\n", " ").strip()
+    click.echo(line, file=err_file or sys.stderr)
+
+
+def error_line(error: CannyError) -> str:
+    """``canny: <what happened> [request id] — <what to do>`` on one line."""
+    text = str(error)
+    hint = error.hint
+    return f"canny: {text}" + (f" — {hint}" if hint else "")
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn every failure into one stderr line and its exit code."""
+    try:
+        yield
+    except CannyError as exc:
+        echo_err(error_line(exc))
+        raise SystemExit(exc.exit_code) from None
+    except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        echo_err("canny: interrupted")
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        raise SystemExit(0) from None
+    except Exception as exc:
+        echo_err(f"canny: unexpected error: {type(exc).__name__}: {exc} — please report this bug")
+        raise SystemExit(1) from None
+
+
+def install_warning_printer() -> None:
+    """Show warnings as ``canny: warning: ...`` lines, once each."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            echo_err(f"canny: warning: {text}")
+
+    warnings.showwarning = show
+    warnings.simplefilter("default")
+    # The SDK's own deprecation notices point at old URLs; canny warns about models itself.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="anthropic")
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def usage_line(usage: Usage, cost: Decimal | None, model: str, *, attempts: int = 1) -> str:
+    """``[tokens in/out: 1204/534 · cache read 38,912 · write 1h 856 · $0.0101 · model]``."""
+    from canny.pricing import format_usd
+
+    parts = [f"tokens in/out: {usage.input}/{usage.output}"]
+    if usage.cache_read:
+        parts.append(f"cache read {_n(usage.cache_read)}")
+    if usage.cache_write_5m:
+        parts.append(f"write 5m {_n(usage.cache_write_5m)}")
+    if usage.cache_write_1h:
+        parts.append(f"write 1h {_n(usage.cache_write_1h)}")
+    if usage.web_search_requests:
+        parts.append(f"web searches {usage.web_search_requests}")
+    parts.append(format_usd(cost) if cost is not None else "$ unpriced")
+    parts.append(model)
+    if attempts > 1:
+        parts.append(f"{attempts} attempts")
+    return "[" + " · ".join(parts) + "]"
+
+
+def result_usage_line(result: CallResult) -> str:
+    return usage_line(result.usage, result.cost, result.model, attempts=result.attempts)
+
+
+def run_guarded(func: Callable[[], None]) -> None:
+    with cli_errors():
+        func()

@@ -1,0 +1,289 @@
+"""Settings: one documented precedence for every value.
+
+explicit argument > environment > profile in ``config.toml`` > top level of ``config.toml``
+> built-in default.
+
+Files live under ``CANNY_HOME`` when it is set (tests and containers use it), otherwise in
+the platform's user directories (platformdirs): ``config.toml`` and ``prices.toml`` in the
+config dir, ``ledger.db`` in the data dir. ``CANNY_CONFIG`` and ``CANNY_LEDGER`` point at
+a config file and a ledger (path or ``postgresql://`` URL) directly.
+
+The model comes from the argument, then ``CANNY_MODEL``, then ``CLAUDE_MODEL``, then the
+profile, then the default (:data:`DEFAULT_MODEL`). The API key is resolved separately
+(:mod:`canny._secrets`), only when a call needs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from canny.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MODEL",
+    "RetrySettings",
+    "Settings",
+    "Timeouts",
+    "check_base_url",
+    "config_path",
+    "home_dir",
+    "load_settings",
+]
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+DEFAULT_MAX_TOKENS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. ``first_event``: from sending to the first SSE event (or the whole body when
+    not streaming); ``idle``: the longest gap between two events; ``total``: the whole
+    attempt."""
+
+    connect: float = 10.0
+    first_event: float = 120.0
+    idle: float = 60.0
+    total: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Bounds of the one retry loop (see :mod:`canny.retry`)."""
+
+    max_attempts: int = 5
+    max_delay: float = 60.0
+    deadline: float = 300.0
+    initial_delay: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a call needs except the key. Build with :func:`load_settings`."""
+
+    model: str = DEFAULT_MODEL
+    model_source: str = "default"
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    base_url: str | None = None
+    profile: str | None = None
+    ledger: str = ""
+    log_content: bool = False
+    project: str | None = None
+    tags: tuple[str, ...] = ()
+    max_cost: Decimal | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    #: Budget limits from the profile, as written (``{"day": "5", "month": "100"}``).
+    budgets: Mapping[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+    time_zone: str = "UTC"
+
+
+def home_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """``CANNY_HOME`` as a path, or ``None`` when unset."""
+    env = os.environ if environ is None else environ
+    value = env.get("CANNY_HOME", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    home = home_dir(environ)
+    if home is not None:
+        return home
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("canny"))
+
+
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    home = home_dir(environ)
+    if home is not None:
+        return home
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("canny"))
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``config.toml`` is read from."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("CANNY_CONFIG", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    return config_dir(env) / "config.toml"
+
+
+def default_ledger(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    explicit = env.get("CANNY_LEDGER", "").strip()
+    if explicit:
+        return explicit
+    return str(data_dir(env) / "ledger.db")
+
+
+def check_base_url(url: str) -> str:
+    """Refuse to send a key in clear text: plain ``http://`` only to loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL must be an http(s) URL, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing to send the API key over plain HTTP to {parts.hostname}",
+            hint="use https://, or a loopback address for a local server",
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+_TIMEOUT_KEYS = {f.name for f in fields(Timeouts)}
+_RETRY_KEYS = {f.name for f in fields(RetrySettings)}
+_PLAIN_KEYS = {"model", "max_tokens", "base_url", "ledger", "log_content", "project", "tags", "max_cost", "time_zone"}
+
+
+def _layer(settings: Settings, table: Mapping[str, Any], where: str) -> Settings:
+    """Apply one config table (top level or a profile) over ``settings``."""
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("profiles", "default_profile"):
+            continue
+        if key == "timeouts":
+            changes["timeouts"] = _sub(settings.timeouts, value, _TIMEOUT_KEYS, f"{where}.timeouts")
+        elif key == "retry":
+            changes["retry"] = _sub(settings.retry, value, _RETRY_KEYS, f"{where}.retry")
+        elif key == "budget":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}.budget must be a table")
+            changes["budgets"] = dict(value)
+        elif key in _PLAIN_KEYS:
+            changes[key] = _coerce(key, value, where)
+        else:
+            raise ConfigError(f"unknown setting {where}.{key}")
+    if "model" in changes:
+        changes["model_source"] = f"config ({where})"
+    return replace(settings, **changes)
+
+
+def _sub(current: Any, value: Any, allowed: set[str], where: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(value) - allowed
+    if unknown:
+        raise ConfigError(f"unknown setting {where}.{sorted(unknown)[0]}")
+    coerced: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(item, (int, float)) or isinstance(item, bool) or item <= 0:
+            raise ConfigError(f"{where}.{key} must be a positive number")
+        coerced[key] = int(item) if key == "max_attempts" else float(item)
+    return replace(current, **coerced)
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    if key == "max_tokens":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{where}.max_tokens must be a positive integer")
+        return value
+    if key == "log_content":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}.log_content must be true or false")
+        return value
+    if key == "tags":
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ConfigError(f"{where}.tags must be a list of strings")
+        return tuple(value)
+    if key == "max_cost":
+        return parse_money(value, f"{where}.max_cost")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def parse_money(value: Any, what: str) -> Decimal:
+    """A non-negative dollar amount from TOML or the command line (never via float)."""
+    try:
+        amount = Decimal(str(value).strip().lstrip("$"))
+    except InvalidOperation:
+        raise ConfigError(f"{what} must be a dollar amount, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError(f"{what} must be a non-negative dollar amount, got {value!r}")
+    return amount
+
+
+def load_settings(
+    *,
+    profile: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    max_tokens: int | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Resolve settings with the documented precedence. Raises :class:`ConfigError`."""
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    data = _read_config(path)
+    settings = Settings(ledger=default_ledger(env), config_file=path if data else None)
+    settings = _layer(settings, data, "config")
+
+    chosen = profile or env.get("CANNY_PROFILE", "").strip() or data.get("default_profile")
+    if chosen:
+        profiles = data.get("profiles", {})
+        if not isinstance(profiles, Mapping) or chosen not in profiles:
+            raise ConfigError(
+                f"no profile named {chosen!r} in {path}",
+                hint="add a [profiles.NAME] table to config.toml, or drop --profile",
+            )
+        settings = _layer(settings, profiles[chosen], f"profiles.{chosen}")
+        settings = replace(settings, profile=str(chosen))
+
+    for var in ("CLAUDE_MODEL", "CANNY_MODEL"):  # later wins: CANNY_MODEL beats CLAUDE_MODEL
+        value = env.get(var, "").strip()
+        if value:
+            settings = replace(settings, model=value, model_source=var)
+    env_url = env.get("ANTHROPIC_BASE_URL", "").strip()
+    if env_url:
+        settings = replace(settings, base_url=env_url)
+
+    if model:
+        settings = replace(settings, model=model, model_source="argument")
+    if base_url:
+        settings = replace(settings, base_url=base_url)
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise ConfigError("max_tokens must be a positive integer")
+        settings = replace(settings, max_tokens=max_tokens)
+    known = {f.name for f in fields(Settings)}
+    bad = set(overrides) - known
+    if bad:
+        raise TypeError(f"unknown setting {sorted(bad)[0]!r}")
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if settings.base_url:
+        settings = replace(settings, base_url=check_base_url(settings.base_url))
+    return settings

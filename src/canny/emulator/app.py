@@ -1,0 +1,330 @@
+"""The emulator's Starlette application: routes, auth, fault selection and recording.
+
+Routes (each also under a fault-plan prefix ``/x/{run}/{plan}``):
+
+- ``POST /v1/messages``: streamed or not, with the fault for this request applied;
+- ``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``;
+- ``GET /v1/models`` and ``GET /v1/models/{model_id}``.
+
+Which fault a ``/v1/messages`` request gets: under ``/x/{run}/{plan}``, the N-th request
+of that run gets the N-th fault of the comma-separated plan, then ``ok``; without a
+prefix, the server's :class:`~canny.emulator.scenario.Scenario` decides. When that says
+``ok``, a ``[[fault=SPEC]]`` directive in the prompt may still pick one. Only
+``/v1/messages`` consumes plan entries; the other endpoints always answer normally.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
+
+from canny.emulator.cache import PromptCache, prompt_blocks
+from canny.emulator.faults import OK, Fault, parse_fault, parse_plan
+from canny.emulator.models import MODELS, resolve_model
+from canny.emulator.recorder import RecordedRequest, Recorder, redact_headers
+from canny.emulator.responses import (
+    api_error_script,
+    compose_answer,
+    error_body,
+    json_script,
+    message_script,
+    new_id,
+    status_fault_script,
+)
+from canny.emulator.scenario import Scenario
+from canny.emulator.tokens import Directives, parse_directives
+from canny.emulator.validation import ApiError, MessagesRequest, validate_messages
+from canny.emulator.wire import TRANSPORT_KEY, Start, Step, find_transport, play
+
+__all__ = ["EmulatorApp", "EmulatorState", "create_app"]
+
+#: The Messages API's request size limit.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+_NOT_JSON = object()
+
+Handler = Callable[[Request, str], Awaitable[Sequence[Step]]]
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(text: str) -> tuple[Fault, ...]:
+    return parse_plan(text)
+
+
+class EmulatorState:
+    """Everything the server remembers: config, request log, counters, prompt caches."""
+
+    def __init__(self, scenario: Scenario | None, api_key: str | None, chunk_delay: float) -> None:
+        if chunk_delay < 0:
+            raise ValueError(f"chunk_delay must not be negative, not {chunk_delay!r}")
+        self.scenario = scenario or Scenario()
+        self.api_key = api_key
+        self.chunk_delay = chunk_delay
+        self.recorder = Recorder()
+        #: Set when the server starts shutting down: pauses end, stalled streams are cut.
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.scenario.seed)
+        self._caches: dict[str | None, PromptCache] = {}
+
+    def cache_for(self, run: str | None) -> PromptCache:
+        """The prompt cache of a run (``None``: the unprefixed server-wide cache)."""
+        with self._lock:
+            return self._caches.setdefault(run, PromptCache())
+
+    def fault_for(self, run: str | None, plan: str | None) -> tuple[Fault, int]:
+        """Claim the next ``/v1/messages`` number for ``run`` and return its fault."""
+        with self._lock:
+            index = self.recorder.next_index(run)
+            if run is not None and plan is not None:
+                faults = _plan(plan)
+                return (faults[index] if index < len(faults) else OK), index
+            return self.scenario.fault_for(index, self._rng.random), index
+
+    def authenticate(self, request: Request) -> None:
+        """Accept ``x-api-key`` or ``Authorization: Bearer``; raise a 401 :class:`ApiError`."""
+        key = request.headers.get("x-api-key", "")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if not key and scheme.lower() == "bearer":
+            key = token.strip()
+        if not key:
+            raise ApiError(401, "authentication_error", "x-api-key header is required")
+        if self.api_key is not None and not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            raise ApiError(401, "authentication_error", "invalid x-api-key")
+
+
+class EmulatorApp(Starlette):
+    """A Starlette app that hands each connection's transport to the response scripts."""
+
+    emulator: EmulatorState
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[TRANSPORT_KEY] = find_transport(send)
+        await super().__call__(scope, receive, send)
+
+
+class _Endpoint:
+    """A raw ASGI endpoint: run the handler, then play its script."""
+
+    def __init__(self, state: EmulatorState, handler: Handler) -> None:
+        self._state = state
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        request_id = new_id("req_")
+        steps = await self._handler(request, request_id)
+        await play(steps, scope, receive, send, self._state.closing)
+
+
+def _status_of(steps: Sequence[Step]) -> int:
+    return next((step.status for step in steps if isinstance(step, Start)), 0)
+
+
+class _Handlers:
+    """The request handlers, bound to one :class:`EmulatorState`."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def _record(
+        self, request: Request, steps: Sequence[Step], *, fault: Fault | None, body: Any, index: int | None = None
+    ) -> None:
+        run = request.path_params.get("run")
+        self.state.recorder.add(
+            RecordedRequest(
+                method=request.method,
+                path=request.url.path,
+                run=run,
+                fault=None if fault is None else str(fault),
+                status=_status_of(steps),
+                body=None if body is _NOT_JSON else body,
+                headers=redact_headers(request.headers.items()),
+                received=request.state.received,
+                request_id=_request_id(steps),
+                index=index,
+            )
+        )
+
+    async def _read(self, request: Request) -> tuple[bytes, Any]:
+        request.state.received = time.monotonic()
+        raw = await request.body()
+        try:
+            return raw, json.loads(raw) if raw else _NOT_JSON
+        except (ValueError, RecursionError):
+            return raw, _NOT_JSON
+
+    async def messages(self, request: Request, request_id: str) -> Sequence[Step]:
+        """``POST /v1/messages``."""
+        raw, body = await self._read(request)
+        try:
+            self.state.authenticate(request)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+            self._record(request, steps, fault=None, body=body)
+            return steps
+        try:
+            fault, index = self.state.fault_for(request.path_params.get("run"), request.path_params.get("plan"))
+        except ValueError as exc:
+            steps = api_error_script(ApiError(400, "invalid_request_error", f"emulator fault plan: {exc}"), request_id)
+            self._record(request, steps, fault=None, body=body)
+            return steps
+        steps = self._answer(request, request_id, raw, body, fault)
+        self._record(request, steps, fault=fault, body=body, index=index)
+        return steps
+
+    def _answer(self, request: Request, request_id: str, raw: bytes, body: Any, fault: Fault) -> list[Step]:
+        if fault.kind == "status":
+            return status_fault_script(fault, request_id)
+        try:
+            parsed = _parse(raw, body)
+            directives, fault = _directives(parsed.last_user_text(), fault)
+            if fault.kind == "status":
+                return status_fault_script(fault, request_id)
+            usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
+        except ApiError as exc:
+            return api_error_script(exc, request_id)
+        answer = compose_answer(parsed, fault, directives, usage)
+        return message_script(answer, parsed, fault, request_id, self.state.chunk_delay)
+
+    async def count_tokens(self, request: Request, request_id: str) -> Sequence[Step]:
+        """``POST /v1/messages/count_tokens``: the cache-free input total."""
+        raw, body = await self._read(request)
+        try:
+            self.state.authenticate(request)
+            parsed = _parse(raw, body, count_only=True)
+            total = sum(block.tokens for block in prompt_blocks(parsed))
+            steps = json_script(200, {"input_tokens": total}, request_id)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+        self._record(request, steps, fault=None, body=body)
+        return steps
+
+    async def list_models(self, request: Request, request_id: str) -> Sequence[Step]:
+        """``GET /v1/models``: newest first, paginated by ``after_id`` / ``before_id``."""
+        await self._read(request)
+        try:
+            self.state.authenticate(request)
+            steps = json_script(200, _model_page(request), request_id)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+        self._record(request, steps, fault=None, body=_NOT_JSON)
+        return steps
+
+    async def get_model(self, request: Request, request_id: str) -> Sequence[Step]:
+        """``GET /v1/models/{model_id}`` (aliases resolve to the dated id)."""
+        await self._read(request)
+        model_id = request.path_params["model_id"]
+        try:
+            self.state.authenticate(request)
+            info = resolve_model(model_id)
+            if info is None:
+                raise ApiError(404, "not_found_error", f"model: {model_id}")
+            steps = json_script(200, info.to_json(), request_id)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+        self._record(request, steps, fault=None, body=_NOT_JSON)
+        return steps
+
+
+def _request_id(steps: Sequence[Step]) -> str:
+    """The ``request-id`` header of a script."""
+    for step in steps:
+        if isinstance(step, Start):
+            return dict(step.headers).get("request-id", "")
+    return ""
+
+
+def _directives(prompt: str, fault: Fault) -> tuple[Directives, Fault]:
+    """The prompt's directives, and the fault once ``[[fault=...]]`` is applied."""
+    try:
+        directives = parse_directives(prompt)
+        if fault == OK and directives.fault:
+            fault = parse_fault(directives.fault)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request_error", f"emulator directive: {exc}") from None
+    return directives, fault
+
+
+def _parse(raw: bytes, body: Any, *, count_only: bool = False) -> MessagesRequest:
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
+    if body is _NOT_JSON:
+        raise ApiError(400, "invalid_request_error", "There was an error parsing the body of your request as JSON.")
+    return validate_messages(body, count_only=count_only)
+
+
+def _model_page(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", "20"))
+    except ValueError:
+        raise ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "invalid_request_error", "limit: Input should be between 1 and 1000")
+    wanted = {v for key in ("lifecycle", "lifecycle[]") for raw in params.getlist(key) for v in raw.split(",") if v}
+    wanted = wanted or {"active", "deprecated"}
+    models = [info for info in MODELS.values() if info.lifecycle in wanted]
+    ids = [info.id for info in models]
+    start, end = 0, len(models)
+    if "after_id" in params:
+        start = ids.index(params["after_id"]) + 1 if params["after_id"] in ids else len(ids)
+        end = min(len(models), start + limit)
+    elif "before_id" in params:
+        end = ids.index(params["before_id"]) if params["before_id"] in ids else 0
+        start = max(0, end - limit)
+    else:
+        end = min(len(models), limit)
+    page = models[start:end]
+    has_more = end < len(models) if "before_id" not in params else start > 0
+    return {
+        "data": [info.to_json() for info in page],
+        "has_more": has_more,
+        "first_id": page[0].id if page else None,
+        "last_id": page[-1].id if page else None,
+    }
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    error_type = {404: "not_found_error", 405: "invalid_request_error"}.get(status, "api_error")
+    message = {404: "Not Found", 405: "Method Not Allowed"}.get(status, "Internal server error")
+    request_id = new_id("req_")
+    body = json.dumps(error_body(error_type, message, request_id), separators=(",", ":"))
+    return Response(body, status_code=status, media_type="application/json", headers={"request-id": request_id})
+
+
+def create_app(scenario: Scenario | None = None, *, api_key: str | None = None, chunk_delay: float = 0.0) -> EmulatorApp:
+    """The emulator as an ASGI app (serve it with uvicorn; see :func:`serve_in_thread`).
+
+    ``scenario`` scripts unprefixed requests; ``api_key``, when given, is the only key
+    accepted (otherwise any non-empty key is); ``chunk_delay`` is the pause in seconds
+    between streamed text deltas.
+    """
+    state = EmulatorState(scenario, api_key, chunk_delay)
+    handlers = _Handlers(state)
+    v1 = [
+        Route("/v1/messages", _Endpoint(state, handlers.messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", _Endpoint(state, handlers.count_tokens), methods=["POST"]),
+        Route("/v1/models", _Endpoint(state, handlers.list_models), methods=["GET"]),
+        Route("/v1/models/{model_id}", _Endpoint(state, handlers.get_model), methods=["GET"]),
+    ]
+    app = EmulatorApp(
+        routes=[*v1, Mount("/x/{run}/{plan}", routes=v1)],
+        exception_handlers={404: _http_error, 405: _http_error},
+    )
+    app.emulator = state
+    return app

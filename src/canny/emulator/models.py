@@ -1,0 +1,121 @@
+"""The models the emulator knows: ids, aliases, limits and lifecycle (data).
+
+From ``shared/reference/anthropic-api.md`` §2.1 (state 2026-11). Release dates marked
+"approx." there are approximate here too. Retired models stay in the catalogue (the
+Models API lists them with ``lifecycle=retired``) but ``/v1/messages`` answers them with
+404 ``not_found_error``, as the API does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["MODELS", "ModelInfo", "resolve_model"]
+
+Lifecycle = Literal["active", "deprecated", "retired"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model as the Models API describes it, plus emulator-only facts."""
+
+    id: str
+    display_name: str
+    created_at: str
+    line: str | None
+    lifecycle: Lifecycle = "active"
+    max_input_tokens: int = 1_000_000
+    max_tokens: int = 128_000
+    aliases: tuple[str, ...] = ()
+    deprecated_at: str | None = None
+    retires_at: str | None = None
+    #: Whether a final assistant message (prefill) is accepted (4.5 and earlier).
+    prefill: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``ModelInfo`` object of ``GET /v1/models``."""
+        return {
+            "type": "model",
+            "id": self.id,
+            "display_name": self.display_name,
+            "created_at": self.created_at,
+            "lifecycle": self.lifecycle,
+            "line": self.line,
+            "max_input_tokens": self.max_input_tokens,
+            "max_tokens": self.max_tokens,
+            "deprecated_at": self.deprecated_at,
+            "retires_at": self.retires_at,
+        }
+
+
+def _m(model_id: str, name: str, created: str, line: str | None, **kw: Any) -> ModelInfo:
+    return ModelInfo(model_id, name, f"{created}T00:00:00Z", line, **kw)
+
+
+_OLD = {"max_input_tokens": 200_000, "max_tokens": 64_000, "prefill": True}
+_RETIRED: dict[str, Any] = {**_OLD, "lifecycle": "retired"}
+
+_CATALOGUE: tuple[ModelInfo, ...] = (
+    _m("claude-fable-5-2", "Claude Fable 5.2", "2026-11-09", "fable"),
+    _m("claude-mythos-5-2", "Claude Mythos 5.2", "2026-11-09", "mythos"),
+    _m("claude-haiku-5-5", "Claude Haiku 5.5", "2026-10-07", "haiku"),
+    _m("claude-sonnet-5-5", "Claude Sonnet 5.5", "2026-09-28", "sonnet"),
+    _m("claude-opus-5-5", "Claude Opus 5.5", "2026-09-22", "opus"),
+    _m("claude-fable-5-1", "Claude Fable 5.1", "2026-09-01", "fable"),
+    _m("claude-mythos-5-1", "Claude Mythos 5.1", "2026-09-01", "mythos"),
+    _m("claude-opus-5", "Claude Opus 5", "2026-07-24", "opus"),
+    _m("claude-sonnet-5", "Claude Sonnet 5", "2026-07-01", "sonnet"),  # approx.
+    _m("claude-fable-5", "Claude Fable 5", "2026-06-09", "fable"),
+    _m("claude-mythos-5", "Claude Mythos 5", "2026-06-09", "mythos"),
+    _m("claude-opus-4-8", "Claude Opus 4.8", "2026-05-28", "opus"),
+    _m("claude-opus-4-7", "Claude Opus 4.7", "2026-04-16", "opus"),  # approx.
+    _m("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17", "sonnet"),
+    _m("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05", "opus"),  # approx.
+    _m("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24", "opus", aliases=("claude-opus-4-5",), **_OLD),
+    _m(
+        "claude-haiku-4-5-20251001",
+        "Claude Haiku 4.5",
+        "2025-10-15",
+        "haiku",
+        aliases=("claude-haiku-4-5",),
+        **_OLD,
+    ),
+    _m(
+        "claude-sonnet-4-5-20250929",
+        "Claude Sonnet 4.5",
+        "2025-09-29",
+        "sonnet",
+        aliases=("claude-sonnet-4-5",),
+        lifecycle="deprecated",
+        deprecated_at="2026-09-30T00:00:00Z",
+        retires_at="2026-11-30T00:00:00Z",
+        **_OLD,
+    ),
+    _m("claude-mythos-preview", "Claude Mythos Preview", "2026-04-07", "mythos", lifecycle="retired"),
+    _m("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05", "opus", aliases=("claude-opus-4-1",), **_RETIRED),
+    _m("claude-opus-4-20250514", "Claude Opus 4", "2025-05-22", "opus", aliases=("claude-opus-4-0",), **_RETIRED),
+    _m(
+        "claude-sonnet-4-20250514",
+        "Claude Sonnet 4",
+        "2025-05-22",
+        "sonnet",
+        aliases=("claude-sonnet-4-0",),
+        **_RETIRED,
+    ),
+    _m("claude-3-7-sonnet-20250219", "Claude Sonnet 3.7", "2025-02-24", "sonnet", **_RETIRED),
+    _m("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22", "haiku", **_RETIRED),
+    _m("claude-3-5-sonnet-20241022", "Claude Sonnet 3.5 (New)", "2024-10-22", "sonnet", **_RETIRED),
+    _m("claude-3-opus-20240229", "Claude Opus 3", "2024-02-29", "opus", **_RETIRED),
+    _m("claude-3-haiku-20240307", "Claude Haiku 3", "2024-03-07", "haiku", **_RETIRED),
+)
+
+#: Every model id the emulator knows -> its info, newest first.
+MODELS: Mapping[str, ModelInfo] = {info.id: info for info in _CATALOGUE}
+_BY_ALIAS: Mapping[str, ModelInfo] = {alias: info for info in _CATALOGUE for alias in info.aliases}
+
+
+def resolve_model(model_id: str) -> ModelInfo | None:
+    """The model for an id or alias (retired ones included), or ``None`` if unknown."""
+    return MODELS.get(model_id) or _BY_ALIAS.get(model_id)

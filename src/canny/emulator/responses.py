@@ -1,0 +1,270 @@
+"""What the emulator answers: the model's reply, and the response scripts that carry it.
+
+:func:`compose_answer` decides the text, stop reason and usage of a reply (a pure
+function of the request, the fault and the input usage). The ``*_script`` functions turn
+answers and errors into :mod:`~canny.emulator.wire` scripts, with the fault's stalls,
+drops and in-band errors placed at the right event.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import secrets
+import string
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from canny.emulator import sse
+from canny.emulator.cache import InputUsage
+from canny.emulator.faults import Fault
+from canny.emulator.tokens import Directives, count_tokens, generate_text, split_deltas, truncate_to_tokens
+from canny.emulator.validation import ApiError, MessagesRequest
+from canny.emulator.wire import Body, Cut, Pause, Start, Step
+
+__all__ = [
+    "Answer",
+    "api_error_script",
+    "compose_answer",
+    "error_body",
+    "json_script",
+    "message_script",
+    "new_id",
+    "status_fault_script",
+]
+
+_ALPHABET = string.ascii_letters + string.digits
+_JSON = "application/json"
+_SSE = "text/event-stream; charset=utf-8"
+#: Status an in-band error type would have had before the headers (non-streamed requests).
+_EVENT_STATUS = {"overloaded_error": 529, "api_error": 500, "timeout_error": 504, "rate_limit_error": 429}
+
+
+def new_id(prefix: str) -> str:
+    """A random API-style id such as ``req_...`` or ``msg_...``."""
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply: its text, why it stopped, and its usage."""
+
+    text: str
+    stop_reason: str
+    stop_sequence: str | None
+    usage: InputUsage
+    output_tokens: int
+    stop_details: Mapping[str, Any] | None = None
+
+
+def compose_answer(request: MessagesRequest, fault: Fault, directives: Directives, usage: InputUsage) -> Answer:
+    """The reply to ``request`` under ``fault`` (``ok``-like faults give the normal reply)."""
+    prompt = request.last_user_text()
+    limit = request.max_tokens
+    if fault.kind == "max_tokens":
+        text = truncate_to_tokens(generate_text(prompt, directives, max_tokens=limit, run_on=True), limit)
+        return Answer(text, "max_tokens", None, usage, count_tokens(text))
+    text = generate_text(prompt, directives, max_tokens=limit)
+    stop_reason, stop_sequence = "end_turn", None
+    if count_tokens(text) > limit:
+        text, stop_reason = truncate_to_tokens(text, limit), "max_tokens"
+    matches = [(text.find(s) + len(s), text.find(s), s) for s in request.stop_sequences if s in text]
+    if matches:
+        _, start, stop_sequence = min(matches)
+        text, stop_reason = text[:start], "stop_sequence"
+    if fault.kind == "refusal":
+        after = int(fault.number("after"))
+        text = "".join(split_deltas(text)[:after])
+        category = fault.text("category", "cyber")
+        details = {
+            "type": "refusal",
+            "category": None if category == "null" else category,
+            "explanation": fault.text("explanation"),
+        }
+        return Answer(text, "refusal", None, usage, count_tokens(text), details)
+    return Answer(text, stop_reason, stop_sequence, usage, count_tokens(text))
+
+
+def _usage(usage: InputUsage, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_creation,
+        "cache_read_input_tokens": usage.cache_read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": usage.cache_write_5m,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _message(answer: Answer, model: str, message_id: str, *, shell: bool = False) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [] if shell or not answer.text else [{"type": "text", "text": answer.text}],
+        "stop_reason": None if shell else answer.stop_reason,
+        "stop_sequence": None if shell else answer.stop_sequence,
+    }
+    if answer.stop_details is not None and not shell:
+        message["stop_details"] = answer.stop_details
+    message["usage"] = _usage(answer.usage, 1 if shell else answer.output_tokens)
+    return message
+
+
+def error_body(error_type: str, message: str, request_id: str, error_code: str | None = None) -> dict[str, Any]:
+    """The API's error object."""
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error, "request_id": request_id}
+
+
+def json_script(status: int, payload: object, request_id: str, headers: Mapping[str, str] | None = None) -> list[Step]:
+    """A complete JSON response (compact, like the API's)."""
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _fixed_script(status, data, _JSON, request_id, headers)
+
+
+def _fixed_script(
+    status: int, data: bytes, content_type: str, request_id: str, headers: Mapping[str, str] | None = None
+) -> list[Step]:
+    all_headers = {"content-type": content_type, "content-length": str(len(data)), "request-id": request_id}
+    all_headers.update(headers or {})
+    return [Start(status, tuple(all_headers.items())), Body(data)]
+
+
+def api_error_script(error: ApiError, request_id: str) -> list[Step]:
+    """An :class:`ApiError` as the API's error response."""
+    return json_script(error.status, error_body(error.error_type, error.message, request_id), request_id)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _retry_headers(fault: Fault) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    numeric = fault.get("retry_after")
+    explicit_other = fault.given("retry_after_ms") or fault.given("retry_after_date")
+    if numeric is not None and (fault.given("retry_after") or not explicit_other):
+        headers["retry-after"] = _seconds(fault.number("retry_after"))
+    if fault.get("retry_after_ms") is not None:
+        headers["retry-after-ms"] = _seconds(fault.number("retry_after_ms"))
+    if fault.get("retry_after_date") is not None:
+        headers["retry-after"] = email.utils.formatdate(time.time() + fault.number("retry_after_date"), usegmt=True)
+    should_retry = fault.get("should_retry")
+    if should_retry is not None:
+        headers["x-should-retry"] = "true" if should_retry else "false"
+    return headers
+
+
+def status_fault_script(fault: Fault, request_id: str) -> list[Step]:
+    """An HTTP error response from a ``status`` fault (JSON, or HTML for ``html=true``)."""
+    status = int(fault.number("status", 500))
+    headers = _retry_headers(fault)
+    if fault.get("html"):
+        phrase = f"{status} {_phrase(status)}"
+        page = f"<html>\r\n<head><title>{phrase}</title></head>\r\n<body>\r\n<center><h1>{phrase}</h1></center>\r\n"
+        page += "<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+        steps = _fixed_script(status, page.encode(), "text/html", request_id, headers)
+    else:
+        error_code = fault.get("error_code")
+        body = error_body(fault.text("error_type"), fault.text("message"), request_id, str(error_code or "") or None)
+        steps = json_script(status, body, request_id, headers)
+    return _delayed(fault, steps)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _delayed(fault: Fault, steps: list[Step]) -> list[Step]:
+    delay = fault.number("delay")
+    return [Pause(delay), *steps] if delay > 0 else steps
+
+
+def message_script(
+    answer: Answer, request: MessagesRequest, fault: Fault, request_id: str, chunk_delay: float = 0.0
+) -> list[Step]:
+    """The reply as a response script, streamed or not, with the fault applied."""
+    message_id = new_id("msg_")
+    gap = chunk_delay + (fault.number("seconds") if fault.kind == "slow" else 0.0)
+    if request.stream:
+        steps = _stream_steps(answer, request, fault, message_id, request_id, gap)
+    else:
+        steps = _json_steps(answer, request, fault, message_id, request_id, gap)
+    return _delayed(fault, steps)
+
+
+def _json_steps(
+    answer: Answer, request: MessagesRequest, fault: Fault, message_id: str, request_id: str, gap: float
+) -> list[Step]:
+    kind = fault.kind
+    if kind == "error_event":
+        error_type = fault.text("error_type")
+        status = _EVENT_STATUS.get(error_type, 500)
+        return json_script(status, error_body(error_type, fault.text("message"), request_id), request_id)
+    if kind == "malformed_event":
+        return _fixed_script(200, b'{"id": "' + message_id.encode() + b'", "type": "message", "content": [', _JSON, request_id)
+    steps = json_script(200, _message(answer, request.model.id, message_id), request_id)
+    generation = gap * max(0, len(split_deltas(answer.text)) - 1)
+    if kind in ("stall", "stall_headers"):
+        generation += fault.number("seconds")
+    if generation > 0:
+        steps.insert(0, Pause(generation))
+    if kind in ("drop", "reset"):
+        start, body = steps[-2], steps[-1]
+        assert isinstance(body, Body)
+        steps[-2:] = [start, Body(body.data[: len(body.data) // 2]), Cut(reset=kind == "reset")]
+    return steps
+
+
+def _stream_steps(
+    answer: Answer, request: MessagesRequest, fault: Fault, message_id: str, request_id: str, gap: float
+) -> list[Step]:
+    kind = fault.kind
+    if kind == "stall_headers":
+        return [Pause(fault.number("seconds")), *_stream_steps(answer, request, Fault("ok"), message_id, request_id, gap)]
+    steps: list[Step] = [Body(sse.message_start(_message(answer, request.model.id, message_id, shell=True)))]
+    marks: list[int] = []  # positions just after each text delta
+    deltas = split_deltas(answer.text)
+    if deltas:
+        steps += [Body(sse.content_block_start(0)), Body(sse.ping())]
+        for i, delta in enumerate(deltas):
+            if i and gap > 0:
+                steps.append(Pause(gap))
+            steps.append(Body(sse.text_delta(0, delta)))
+            marks.append(len(steps))
+        steps.append(Body(sse.content_block_stop(0)))
+    else:
+        steps.append(Body(sse.ping()))
+    usage = _usage(answer.usage, answer.output_tokens)
+    usage.pop("cache_creation")
+    usage.pop("service_tier")
+    steps.append(Body(sse.message_delta(answer.stop_reason, answer.stop_sequence, usage, answer.stop_details)))
+    if kind != "no_message_stop":
+        steps.append(Body(sse.message_stop()))
+    after = int(fault.number("after"))
+    cut = 1 if after == 0 or not marks else marks[min(after, len(marks)) - 1]
+    injected: list[Step] = []
+    if kind == "error_event":
+        steps[cut:] = [Body(sse.error(fault.text("error_type"), fault.text("message")))]
+    elif kind in ("drop", "reset"):
+        steps[cut:] = [Cut(reset=kind == "reset")]
+    elif kind == "stall":
+        injected = [Pause(fault.number("seconds"))]
+    elif kind == "malformed_event":
+        injected = [Body(sse.malformed())]
+    steps[cut:cut] = injected
+    headers = (("content-type", _SSE), ("cache-control", "no-cache"), ("request-id", request_id))
+    return [Start(200, headers), *steps]

@@ -1,0 +1,181 @@
+"""The ledger: one row per attempt, for every outcome, in SQLite (default) or PostgreSQL.
+
+This module holds the contract every backend implements (:class:`Ledger`) and the row
+(:class:`AttemptRecord`). :func:`open_ledger` picks the backend from a URL or path:
+``sqlite:///path/ledger.db`` or a bare path for SQLite, ``postgresql://...`` for
+PostgreSQL (needs the ``postgres`` extra; imported only then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from canny.usage import Usage
+
+__all__ = [
+    "ANSWER_OUTCOMES",
+    "GROUP_BYS",
+    "OUTCOMES",
+    "AttemptRecord",
+    "GroupBy",
+    "GroupTotals",
+    "Ledger",
+    "Outcome",
+    "ReportingLedger",
+    "open_ledger",
+]
+
+Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "ok",
+    "max_tokens",
+    "refused",
+    "interrupted",
+    "error",
+    "budget_refused",
+    "cancelled",
+)
+#: Outcomes that are answers; reports count every other outcome as a failure.
+ANSWER_OUTCOMES: frozenset[str] = frozenset({"ok", "max_tokens", "refused"})
+
+GroupBy = Literal["day", "week", "month", "model", "tag", "project", "outcome"]
+GROUP_BYS: tuple[GroupBy, ...] = ("day", "week", "month", "model", "tag", "project", "outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of one call, as stored. Text is stored only when the user opts in."""
+
+    call_id: str
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    model: str
+    outcome: Outcome
+    session_id: str | None = None
+    first_token_at: datetime | None = None
+    status_code: int | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    request_id: str | None = None
+    stop_reason: str | None = None
+    refusal_category: str | None = None
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    code_execution_requests: int = 0
+    #: Exact USD; ``None`` means unpriced (never stored as 0).
+    cost_usd: Decimal | None = None
+    price_version: str | None = None
+    batch: bool = False
+    inference_geo: str | None = None
+    speed: str | None = None
+    streamed: bool = True
+    endpoint: str | None = None
+    project: str | None = None
+    tags: tuple[str, ...] = ()
+    #: A short fingerprint of the key (never the key), for per-key budgets and reports.
+    key_fingerprint: str | None = None
+    #: SHA-256 of the request's messages/system, always stored; text only on opt-in.
+    prompt_hash: str | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def usage_fields(cls, usage: Usage) -> dict[str, int]:
+        """The usage columns of a record, from a :class:`~canny.usage.Usage`."""
+        return {
+            "input_tokens": usage.input,
+            "cache_write_5m_tokens": usage.cache_write_5m,
+            "cache_write_1h_tokens": usage.cache_write_1h,
+            "cache_read_tokens": usage.cache_read,
+            "output_tokens": usage.output,
+            "web_search_requests": usage.web_search_requests,
+            "web_fetch_requests": usage.web_fetch_requests,
+            "code_execution_requests": usage.code_execution_requests,
+        }
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """What the client needs from a ledger backend."""
+
+    #: Where the ledger lives (a path or a URL with the password masked).
+    location: str
+
+    def record(self, record: AttemptRecord) -> None:
+        """Store one attempt. Must be safe across threads and processes."""
+
+    def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[AttemptRecord]:
+        """Attempts started in ``[since, until)``, oldest first."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTotals:
+    """Sums over the attempts of one report group (or of the whole range).
+
+    ``key`` is the group's label (``2026-11-24``, ``2026-W48``, ``2026-11``, a model, tag,
+    project or outcome; ``None`` for attempts with no project/tag; ``"total"`` for totals).
+    ``calls`` counts distinct call ids, ``attempts`` rows.
+    ``cost_usd`` sums the priced attempts only and is ``None`` when none was priced;
+    ``unpriced`` counts attempts with no cost, which are never folded into $0.
+    """
+
+    key: str | None
+    calls: int
+    attempts: int
+    input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+    cost_usd: Decimal | None
+    unpriced: int
+    failures: int
+
+
+@runtime_checkable
+class ReportingLedger(Ledger, Protocol):
+    """A ledger that can sum its own rows (in SQL), which reports use when available."""
+
+    def aggregate(
+        self,
+        by: GroupBy | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: tzinfo | None = None,
+    ) -> tuple[list[GroupTotals], GroupTotals]:
+        """Totals per group of the attempts started in ``[since, until)``, and over all of
+        them (key ``"total"``). Time groups are calendar periods in ``tz`` (UTC if None);
+        ``by=None`` gives no groups, only the total. A call counts once per group it has
+        attempts in, and once in the total; ``--by tag`` groups overlap (an attempt counts
+        under each of its tags)."""
+
+
+def open_ledger(target: str | Path) -> Ledger:
+    """Open (creating and migrating as needed) the ledger at a path or URL."""
+    text = str(target)
+    if text.startswith(("postgres://", "postgresql://")):
+        from canny.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(text)
+    from canny.ledger.sqlite import SQLiteLedger
+
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]
+    return SQLiteLedger(Path(text))

@@ -1,0 +1,494 @@
+"""What the SQLite and PostgreSQL ledgers share: row mapping, a small connection pool, and
+the report query (sums pushed down to SQL, time zones turned into integer offsets).
+
+Times are stored as integer microseconds since the epoch (UTC). A report in a time zone
+needs local calendar periods; rather than depend on the database's time-zone support,
+:func:`utc_offset_segments` asks Python's ``zoneinfo`` for the offsets in force over the
+queried range, and the query adds them with a ``CASE`` on the start time. Local days and
+ISO weeks are then plain integer division; months use the dialect's date formatting.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Generic, TypeVar
+
+from canny.errors import LedgerError
+from canny.ledger import ANSWER_OUTCOMES, OUTCOMES, AttemptRecord, GroupBy, GroupTotals
+from canny.ledger import migrations
+from canny.ledger.migrations import Dialect, Transaction
+
+__all__ = [
+    "COLUMNS",
+    "SQLLedger",
+    "day_label",
+    "pico_to_usd",
+    "usd_to_pico",
+    "utc_offset_segments",
+    "week_label",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_EPOCH_DAY = date(1970, 1, 1)
+
+#: The ``attempts`` columns written and read, in AttemptRecord order.
+COLUMNS: tuple[str, ...] = (
+    "call_id", "attempt", "started_at_us", "ended_at_us", "model", "outcome", "session_id",
+    "first_token_at_us", "status_code", "error_type", "error_code", "request_id", "stop_reason",
+    "refusal_category", "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+    "cache_read_tokens", "output_tokens", "web_search_requests", "web_fetch_requests",
+    "code_execution_requests", "cost_usd", "price_version", "batch", "inference_geo", "speed",
+    "streamed", "endpoint", "project", "tags", "key_fingerprint", "prompt_hash", "prompt_text",
+    "response_text", "extra", "cost_pico",
+)  # fmt: skip
+_SELECT = ", ".join(COLUMNS[:-1])
+_INSERT = (
+    f"INSERT INTO attempts ({', '.join(COLUMNS)}, call_seq) VALUES ({', '.join('?' * len(COLUMNS))}, "
+    "(SELECT count(*) FROM attempts WHERE call_id = ?)) ON CONFLICT (call_id, attempt) DO NOTHING RETURNING id"
+)
+
+
+def to_us(moment: datetime) -> int:
+    """Exact microseconds since the epoch; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def usd_to_pico(cost: Decimal) -> int:
+    """USD as an integer count of 10^-12 USD (exact for every rate in the price table)."""
+    return int(cost.scaleb(12).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def pico_to_usd(pico: int) -> Decimal:
+    return Decimal(pico).scaleb(-12)
+
+
+def day_label(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number counted from 1970-01-01."""
+    return (_EPOCH_DAY + timedelta(days=day)).isoformat()
+
+
+def week_label(week: int) -> str:
+    """ISO week label (``2026-W48``) of week number ``(day + 3) // 7`` (weeks start Monday)."""
+    year, number, _ = (_EPOCH_DAY + timedelta(days=7 * week - 3)).isocalendar()
+    return f"{year}-W{number:02d}"
+
+
+def _offset(tz: tzinfo, us: int) -> int:
+    delta = from_us(us).astimezone(tz).utcoffset()
+    return int(delta.total_seconds()) if delta is not None else 0
+
+
+def utc_offset_segments(tz: tzinfo, lo_us: int, hi_us: int) -> list[tuple[int, int]]:
+    """``[(from_us, offset_seconds), ...]``: the UTC offsets of ``tz`` in force over
+    ``[lo_us, hi_us]``, each from its transition on (the first from ``lo_us``)."""
+    first = _offset(tz, lo_us)
+    segments = [(lo_us, first)]
+    if getattr(tz, "key", None) == "UTC" or isinstance(tz, type(UTC)):
+        return segments
+    span = max(hi_us - lo_us, 0)
+    step = 6 * 3600 * 10**6 if span < 200 * 365 * 86400 * 10**6 else 7 * 86400 * 10**6
+    t, current = lo_us, first
+    while t < hi_us:
+        nxt = min(t + step, hi_us)
+        if _offset(tz, nxt) != current:
+            lo, hi = t, nxt  # the offset changes in (lo, hi]: find the first second of it
+            while hi - lo > 10**6:
+                mid = (lo + hi) // 2
+                if _offset(tz, mid) == current:
+                    lo = mid
+                else:
+                    hi = mid
+            current = _offset(tz, hi)
+            segments.append((hi, current))
+        t = nxt
+    return segments
+
+
+C = TypeVar("C")
+
+
+class Pool(Generic[C]):
+    """Connections handed out one per transaction or scan and kept for reuse.
+
+    A connection that saw an exception is closed, not reused. After ``fork`` the child
+    drops (without closing) what it inherited and opens its own.
+    """
+
+    def __init__(self, connect: Callable[[], C], close: Callable[[C], None], max_idle: int = 4) -> None:
+        import os
+
+        self._connect = connect
+        self._close = close
+        self._max_idle = max_idle
+        self._idle: list[C] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._getpid = os.getpid
+        self._pid = os.getpid()
+
+    @contextmanager
+    def connection(self) -> Iterator[C]:
+        with self._lock:
+            if self._closed:
+                raise LedgerError("the ledger is closed")
+            if self._pid != self._getpid():
+                self._idle, self._pid = [], self._getpid()
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        except BaseException:
+            self._close(conn)
+            raise
+        with self._lock:
+            if not self._closed and len(self._idle) < self._max_idle and self._pid == self._getpid():
+                self._idle.append(conn)
+                return
+        self._close(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+        for conn in idle:
+            self._close(conn)
+
+
+def case_tree(column: str, cuts: Sequence[int], values: Sequence[int]) -> str:
+    """SQL choosing ``values[i]`` where ``cuts[i-1] <= column < cuts[i]``: a balanced tree of
+    ``CASE`` expressions, so a row costs ``log2(len(cuts))`` comparisons."""
+    if not cuts:
+        return str(values[0])
+    mid = len(cuts) // 2
+    left = case_tree(column, cuts[:mid], values[: mid + 1])
+    right = case_tree(column, cuts[mid + 1 :], values[mid + 1 :])
+    return f"CASE WHEN {column} < {cuts[mid]} THEN {left} ELSE {right} END"
+
+
+def local_seconds_sql(segments: Sequence[tuple[int, int]], column: str) -> str:
+    """SQL for the local wall-clock seconds of ``column`` (microseconds since the epoch)."""
+    offsets = case_tree(column, [start for start, _ in segments[1:]], [off for _, off in segments])
+    return f"({column} / 1000000 + {offsets})"
+
+
+def month_starts_us(tz: tzinfo, lo_us: int, hi_us: int) -> tuple[list[int], list[int]]:
+    """The UTC instants where local months begin inside ``(lo_us, hi_us]``, and the month
+    indexes (``year * 12 + month - 1``) in force from ``lo_us`` and after each of them."""
+    local = from_us(lo_us).astimezone(tz)
+    index = local.year * 12 + local.month - 1
+    cuts: list[int] = []
+    values = [index]
+    while True:
+        index += 1
+        start = to_us(datetime(index // 12, index % 12 + 1, 1, tzinfo=tz))
+        if start > hi_us:
+            return cuts, values
+        cuts.append(start)
+        values.append(index)
+
+
+def _month_label(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+_SUMS = (
+    "count(*), sum({a}.input_tokens), sum({a}.cache_write_5m_tokens), sum({a}.cache_write_1h_tokens), "
+    "sum({a}.cache_read_tokens), sum({a}.output_tokens), sum({a}.cost_pico), count({a}.cost_pico), "
+    "sum(CASE WHEN {a}.outcome IN ({answers}) THEN 0 ELSE 1 END)"
+)
+_ANSWERS = ", ".join(f"'{o}'" for o in sorted(ANSWER_OUTCOMES))
+
+
+class _Grouping:
+    """The SQL of one ``--by`` over one time range, for any table alias."""
+
+    def __init__(self, by: GroupBy | None, dialect: Dialect, tz: tzinfo, lo_us: int, hi_us: int) -> None:
+        self.by = by
+        self.dialect = dialect
+        self.segments = utc_offset_segments(tz, lo_us, hi_us)
+        self.months = month_starts_us(tz, lo_us, hi_us) if by == "month" else ([], [0])
+
+    def key(self, alias: str) -> str:
+        column = f"{alias}.started_at_us"
+        if self.by == "day":
+            return f"({local_seconds_sql(self.segments, column)} / 86400)"
+        if self.by == "week":
+            return f"(({local_seconds_sql(self.segments, column)} / 86400 + 3) / 7)"
+        if self.by == "month":
+            return f"({case_tree(column, *self.months)})"
+        if self.by == "tag":
+            return "t.tag"
+        if self.by is None:
+            return "'total'"
+        return f"{alias}.{self.by}"
+
+    def join(self, alias: str) -> str:
+        return f" LEFT JOIN attempt_tags t ON t.attempt_id = {alias}.id" if self.by == "tag" else ""
+
+    def same_group(self) -> str:
+        """Condition: row ``r`` falls in the same group as row ``a`` (tag: joined as ``t``)."""
+        if self.by is None:
+            return "1 = 1"
+        if self.by == "tag":
+            return (
+                "((t.tag IS NULL AND r.tags = '[]') OR EXISTS "
+                "(SELECT 1 FROM attempt_tags rt WHERE rt.attempt_id = r.id AND rt.tag = t.tag))"
+            )
+        same = "IS" if self.dialect == "sqlite" else "IS NOT DISTINCT FROM"
+        return f"{self.key('r')} {same} {self.key('a')}"
+
+    def label(self, key: Any) -> str | None:
+        if key is None or self.by is None:
+            return None if self.by is not None else "total"
+        if self.by == "day":
+            return day_label(int(key))
+        if self.by == "week":
+            return week_label(int(key))
+        if self.by == "month":
+            return _month_label(int(key))
+        return str(key)
+
+
+class SQLLedger(ABC):
+    """The ledger logic over a DB-API connection; subclasses supply connections and errors."""
+
+    dialect: Dialect
+    location: str
+
+    @abstractmethod
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
+        """One transaction on a pooled connection (see :class:`migrations.Transaction`)."""
+
+    @abstractmethod
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """Rows of one query, fetched in batches, on a connection of its own."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection."""
+
+    def __enter__(self) -> SQLLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    def migrate(self) -> list[str]:
+        """Apply registered migrations this database lacks; return their names."""
+        return migrations.migrate(self)
+
+    def applied_migrations(self) -> list[str]:
+        """Names of the migrations applied to this database, oldest first."""
+        return migrations.applied(self)
+
+    def record(self, record: AttemptRecord) -> None:
+        """Store one attempt in one short transaction. Writing the same ``(call_id,
+        attempt)`` again is a no-op, so a retried write cannot double a row."""
+        if record.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {record.outcome!r}; expected one of {', '.join(OUTCOMES)}")
+        params = _row_params(record)
+        with self.transaction() as tx:
+            inserted = tx.execute(_INSERT, (*params, record.call_id))
+            if inserted and record.tags:
+                attempt_id = inserted[0][0]
+                for tag in dict.fromkeys(record.tags):
+                    tx.execute(
+                        "INSERT INTO attempt_tags (tag, attempt_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (tag, attempt_id),
+                    )
+
+    def record_many(self, records: Iterable[AttemptRecord], *, batch: int = 5000) -> None:
+        """Store many attempts (an import, a benchmark), ``batch`` rows per transaction.
+        As with :meth:`record`, attempts already stored are skipped."""
+        chunk: list[AttemptRecord] = []
+        for record in records:
+            if record.outcome not in OUTCOMES:
+                raise ValueError(f"unknown outcome {record.outcome!r}")
+            chunk.append(record)
+            if len(chunk) >= batch:
+                self._insert_many(chunk)
+                chunk = []
+        if chunk:
+            self._insert_many(chunk)
+
+    def _insert_many(self, chunk: Sequence[AttemptRecord]) -> None:
+        insert = _INSERT.removesuffix(" RETURNING id")
+        tags = [(tag, r.call_id, r.attempt) for r in chunk for tag in dict.fromkeys(r.tags)]
+        with self.transaction() as tx:
+            tx.executemany(insert, [(*_row_params(r), r.call_id) for r in chunk])
+            tx.executemany(
+                "INSERT INTO attempt_tags (tag, attempt_id) SELECT ?, id FROM attempts "
+                "WHERE call_id = ? AND attempt = ? ON CONFLICT DO NOTHING",
+                tags,
+            )
+
+    def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[AttemptRecord]:
+        """Attempts started in ``[since, until)``, oldest first, exactly as recorded."""
+        where, params = _range(since, until)
+        sql = f"SELECT {_SELECT} FROM attempts{where} ORDER BY started_at_us, id"
+        for row in self._stream(sql, params):
+            yield _record_from_row(row)
+
+    def aggregate(
+        self,
+        by: GroupBy | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: tzinfo | None = None,
+    ) -> tuple[list[GroupTotals], GroupTotals]:
+        """Totals per group and overall, computed in SQL (see :class:`ReportingLedger`).
+
+        One scan sums the buckets per group; distinct calls are rows minus the later rows
+        of a call that share a group with an earlier row of it, found through the small
+        ``attempts_retries`` index (only rows with ``call_seq > 0``).
+        """
+        where, params = _range(since, until, "a.")
+        span = self._span(where, params)
+        if span is None:
+            return [], _empty_total()
+        lo, hi = span
+        scan_where = where
+        if where:  # a range covering much of the table is faster as a plain scan than via the index
+            whole = self._span("", ())
+            if whole and (hi - lo) * 4 > whole[1] - whole[0]:
+                scan_where = where.replace("a.started_at_us", "+a.started_at_us")
+        grouping = _Grouping(by, self.dialect, tz or UTC, lo, hi)
+        groups = self._sums(grouping, scan_where, params)
+        repeats = self._repeats(grouping, where, params)
+        if by is None or by == "tag":  # tag groups overlap: the total needs its own pass
+            plain = _Grouping(None, self.dialect, UTC, lo, hi)
+            total_row = groups[0][1] if by is None else self._sums(plain, scan_where, params)[0][1]
+            total_repeats = repeats if by is None else self._repeats(plain, where, params)
+        else:
+            total_row, total_repeats = _add([row for _, row in groups]), repeats
+        total = _totals("total", total_row, sum(overall for _, overall in total_repeats.values()))
+        if by is None:
+            return [], total
+        return [_totals(grouping.label(k), row, repeats.get(k, (0, 0))[0]) for k, row in groups], total
+
+    def _span(self, where: str, params: Sequence[Any]) -> tuple[int, int] | None:
+        """First and last start time in the range (two index probes), or None if empty."""
+        edge = "SELECT {}(a.started_at_us) FROM attempts a" + where
+        sql = f"SELECT ({edge.format('min')}), ({edge.format('max')})"
+        lo, hi = next(iter(self._stream(sql, [*params, *params])))
+        return None if lo is None else (int(lo), int(hi))
+
+    def _sums(self, grouping: _Grouping, where: str, params: Sequence[Any]) -> list[tuple[Any, tuple[Any, ...]]]:
+        key = grouping.key("a")
+        sql = f"SELECT {key} AS k, {_SUMS.format(a='a', answers=_ANSWERS)} FROM attempts a{grouping.join('a')}{where}"
+        if grouping.by is not None:
+            sql += " GROUP BY k ORDER BY k"
+        return [(row[0], tuple(row[1:])) for row in self._stream(sql, params)]
+
+    def _repeats(self, grouping: _Grouping, where: str, params: Sequence[Any]) -> dict[Any, tuple[int, int]]:
+        """Per group key: (rows repeating a call already seen in that group, rows repeating
+        a call already seen anywhere in the range)."""
+        also = where.replace(" WHERE ", " AND ")
+        earlier = (
+            "SELECT 1 FROM attempts r WHERE r.call_id = a.call_id AND r.call_seq < a.call_seq"
+            + also.replace("a.started_at_us", "r.started_at_us")
+        )
+        # A row repeating its call inside its group repeats it in the range too: the second
+        # EXISTS runs only for the rare rows whose earlier attempts fell in another group.
+        inner = (
+            f"SELECT {grouping.key('a')} AS k, a.call_id, a.call_seq, "
+            f"CASE WHEN EXISTS ({earlier} AND {grouping.same_group()}) THEN 1 ELSE 0 END AS g "
+            f"FROM attempts a{grouping.join('a')} WHERE a.call_seq > 0{also}"
+        )
+        sql = f"SELECT k, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) FROM ({inner}) a"
+        if grouping.by is not None:
+            sql += " GROUP BY k"
+        rows = self._stream(sql, [*params, *params, *params])
+        return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in rows}
+
+
+def _empty_total() -> GroupTotals:
+    return GroupTotals("total", 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
+
+
+def _add(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(sum(int(value or 0) for value in column) for column in zip(*rows, strict=True))
+
+
+def _totals(key: str | None, row: tuple[Any, ...], repeated: int) -> GroupTotals:
+    """A GroupTotals from a ``_SUMS`` row and the number of rows repeating a call."""
+    attempts, inp, w5, w1h, read, output, pico, priced, failures = (int(v or 0) for v in row)
+    return GroupTotals(
+        key=key,
+        calls=attempts - repeated,
+        attempts=attempts,
+        input_tokens=inp,
+        cache_write_5m_tokens=w5,
+        cache_write_1h_tokens=w1h,
+        cache_read_tokens=read,
+        output_tokens=output,
+        cost_usd=pico_to_usd(pico) if priced else None,
+        unpriced=attempts - priced,
+        failures=failures,
+    )
+
+
+def _range(since: datetime | None, until: datetime | None, prefix: str = "") -> tuple[str, list[int]]:
+    clauses: list[str] = []
+    params: list[int] = []
+    if since is not None:
+        clauses.append(f"{prefix}started_at_us >= ?")
+        params.append(to_us(since))
+    if until is not None:
+        clauses.append(f"{prefix}started_at_us < ?")
+        params.append(to_us(until))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _opt_us(moment: datetime | None) -> int | None:
+    return None if moment is None else to_us(moment)
+
+
+def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
+    cost = r.cost_usd
+    return (
+        r.call_id, r.attempt, to_us(r.started_at), to_us(r.ended_at), r.model, r.outcome, r.session_id,
+        _opt_us(r.first_token_at), r.status_code, r.error_type, r.error_code, r.request_id, r.stop_reason,
+        r.refusal_category, r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens,
+        r.cache_read_tokens, r.output_tokens, r.web_search_requests, r.web_fetch_requests,
+        r.code_execution_requests, None if cost is None else str(cost), r.price_version, bool(r.batch),
+        r.inference_geo, r.speed, bool(r.streamed), r.endpoint, r.project,
+        json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash, r.prompt_text,
+        r.response_text, json.dumps(r.extra, ensure_ascii=False, sort_keys=True),
+        None if cost is None else usd_to_pico(cost),
+    )  # fmt: skip
+
+
+def _record_from_row(row: Sequence[Any]) -> AttemptRecord:
+    values = dict(zip(COLUMNS, row, strict=False))
+    values.pop("cost_pico", None)
+    first = values.pop("first_token_at_us")
+    cost = values.pop("cost_usd")
+    values.update(
+        started_at=from_us(values.pop("started_at_us")),
+        ended_at=from_us(values.pop("ended_at_us")),
+        first_token_at=None if first is None else from_us(first),
+        cost_usd=None if cost is None else Decimal(cost),
+        batch=bool(values["batch"]),
+        streamed=bool(values["streamed"]),
+        tags=tuple(json.loads(values["tags"] or "[]")),
+        extra=dict(json.loads(values["extra"] or "{}")),
+    )
+    return AttemptRecord(**values)

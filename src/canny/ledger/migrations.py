@@ -1,0 +1,318 @@
+"""Named, ordered schema migrations, shared by the SQLite and PostgreSQL ledgers.
+
+A migration is a name plus one SQL script per dialect. Migrations run in the order they were
+registered, each in its own transaction, and each name is recorded in the
+``schema_migrations`` table (``name``, ``applied_at``) in that same transaction, so a
+migration is applied completely or not at all, exactly once per database. Opening a ledger
+applies every registered migration the database has not seen yet; concurrent openers are
+serialised (SQLite ``BEGIN IMMEDIATE``; a PostgreSQL advisory lock).
+
+Adding a migration from another module (the budget tables, say)::
+
+    from canny.ledger import migrations
+
+    migrations.register(
+        "budget.0001_reservations",
+        sqlite=\"""
+            CREATE TABLE reservations (id INTEGER PRIMARY KEY, budget TEXT NOT NULL, ...);
+            CREATE INDEX reservations_budget ON reservations (budget);
+        \""",
+        postgres=\"""
+            CREATE TABLE reservations (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ...);
+            CREATE INDEX reservations_budget ON reservations (budget);
+        \""",
+    )
+
+Rules:
+
+- Register at import time of your module, and import it before opening the ledger (or
+  call ``ledger.migrate()`` after registering): a ledger applies what is registered when it
+  opens or migrates.
+- Names are global and permanent: prefix them with your area (``ledger.``, ``budget.``) and
+  a sequence number. Registering a name twice with different SQL raises ``ValueError``
+  (the same name with the same SQL is a no-op, so re-importing a module is harmless).
+- Never edit a released migration: add a new one. A migration may depend on the ``ledger.*``
+  ones (they are registered first, when this module is imported), and on earlier ones of
+  its own area, but not on another area's.
+- Scripts may hold several statements separated by ``;``. Do not put ``BEGIN``/``COMMIT`` in
+  them: the runner owns the transaction (SQLite and PostgreSQL both roll DDL back).
+
+Inside a ledger, :meth:`transaction` yields a :class:`Transaction`; the same object serves
+other modules that need an atomic read-modify-write on the ledger's database (placeholders
+are always ``?``; the PostgreSQL backend translates them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "Dialect",
+    "Migration",
+    "Migrator",
+    "Transaction",
+    "applied",
+    "migrate",
+    "register",
+    "registered",
+    "split_sqlite_script",
+]
+
+Dialect = Literal["sqlite", "postgres"]
+
+#: Key of the PostgreSQL advisory lock that serialises migrations ("canny" in ASCII).
+PG_MIGRATION_LOCK = 0x63616E6E79
+
+
+class Transaction(Protocol):
+    """One open database transaction; committed on normal exit, rolled back on error."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement with ``?`` placeholders; return its rows (empty if none)."""
+        ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per parameter row."""
+        ...
+
+    def script(self, sql: str) -> None:
+        """Run several ``;``-separated statements without parameters."""
+        ...
+
+
+class Migrator(Protocol):
+    """What :func:`migrate` needs from a ledger backend."""
+
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
+        """A transaction; ``write=True`` takes the write lock up front (SQLite ``IMMEDIATE``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One named schema change, as a script per dialect."""
+
+    name: str
+    sqlite: str
+    postgres: str
+
+    def script(self, dialect: Dialect) -> str:
+        """The SQL for ``dialect``."""
+        return self.sqlite if dialect == "sqlite" else self.postgres
+
+
+_REGISTRY: list[Migration] = []
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register(name: str, *, sqlite: str, postgres: str) -> Migration:
+    """Append a migration to the global, ordered list; see the module docstring."""
+    if not name or name != name.strip():
+        raise ValueError(f"migration name must be non-empty with no surrounding spaces: {name!r}")
+    migration = Migration(name, sqlite, postgres)
+    with _REGISTRY_LOCK:
+        for existing in _REGISTRY:
+            if existing.name == name:
+                if existing == migration:
+                    return existing
+                raise ValueError(f"a different migration named {name!r} is already registered")
+        _REGISTRY.append(migration)
+    return migration
+
+
+def registered() -> tuple[Migration, ...]:
+    """Every registered migration, in the order it runs."""
+    with _REGISTRY_LOCK:
+        return tuple(_REGISTRY)
+
+
+def split_sqlite_script(script: str) -> list[str]:
+    """Split a script into complete statements (triggers and quoted ``;`` are kept whole)."""
+    statements: list[str] = []
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer.strip()[:60]!r}")
+    return statements
+
+
+_CREATE_BOOKKEEPING = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+_EXISTS = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+    "postgres": "SELECT count(*) FROM pg_catalog.pg_tables "
+    "WHERE tablename = 'schema_migrations' AND schemaname = current_schema()",
+}
+
+
+def applied(ledger: Migrator) -> list[str]:
+    """Names of the migrations this database has applied, oldest first."""
+    with ledger.transaction(write=False) as tx:
+        if not tx.execute(_EXISTS[tx.dialect])[0][0]:
+            return []
+        rows = tx.execute("SELECT name FROM schema_migrations ORDER BY applied_at, name")
+    return [str(row[0]) for row in rows]
+
+
+def _lock(tx: Transaction) -> None:
+    if tx.dialect == "postgres":
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (PG_MIGRATION_LOCK,))
+
+
+def migrate(ledger: Migrator) -> list[str]:
+    """Apply every registered migration the database lacks; return the names applied now.
+
+    Cheap when there is nothing to do: one read transaction, no write lock.
+    """
+    todo = registered()
+    done = set(applied(ledger))
+    if all(m.name in done for m in todo):
+        return []
+    with ledger.transaction() as tx:
+        _lock(tx)
+        tx.execute(_CREATE_BOOKKEEPING)
+    applied_now: list[str] = []
+    for migration in todo:
+        if migration.name in done:
+            continue
+        with ledger.transaction() as tx:
+            _lock(tx)
+            # Another process may have applied it since we looked: check under the lock.
+            if tx.execute("SELECT 1 FROM schema_migrations WHERE name = ?", (migration.name,)):
+                continue
+            tx.script(migration.script(tx.dialect))
+            stamp = datetime.now(UTC).isoformat(timespec="microseconds")
+            tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (migration.name, stamp))
+        applied_now.append(migration.name)
+    return applied_now
+
+
+# --- the ledger's own migrations --------------------------------------------------------
+# Times are integer microseconds since the Unix epoch (UTC): exact, compact and fast to
+# bucket. cost_usd keeps the exact Decimal as text; cost_pico is the same amount in
+# 10^-12 USD as an integer for fast, exact sums. Both are NULL when the attempt is unpriced.
+# call_seq counts the rows of the same call recorded before this one (0 for the first): the
+# report counts distinct calls as rows minus the few later rows of a call that share a group
+# with an earlier one: the partial index attempts_retries finds those few rows without a
+# full scan, and attempts_call_seq answers "an earlier row of this call in this group?".
+
+_ATTEMPT_COLUMNS = """
+    call_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    session_id TEXT,
+    started_at_us {big} NOT NULL,
+    first_token_at_us {big},
+    ended_at_us {big} NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    status_code INTEGER,
+    error_type TEXT,
+    error_code TEXT,
+    request_id TEXT,
+    stop_reason TEXT,
+    refusal_category TEXT,
+    input_tokens {big} NOT NULL DEFAULT 0,
+    cache_write_5m_tokens {big} NOT NULL DEFAULT 0,
+    cache_write_1h_tokens {big} NOT NULL DEFAULT 0,
+    cache_read_tokens {big} NOT NULL DEFAULT 0,
+    output_tokens {big} NOT NULL DEFAULT 0,
+    web_search_requests INTEGER NOT NULL DEFAULT 0,
+    web_fetch_requests INTEGER NOT NULL DEFAULT 0,
+    code_execution_requests INTEGER NOT NULL DEFAULT 0,
+    cost_usd TEXT,
+    cost_pico {big},
+    price_version TEXT,
+    batch {bool} NOT NULL DEFAULT {false},
+    inference_geo TEXT,
+    speed TEXT,
+    streamed {bool} NOT NULL DEFAULT {true},
+    endpoint TEXT,
+    project TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    key_fingerprint TEXT,
+    prompt_hash TEXT,
+    prompt_text TEXT,
+    response_text TEXT,
+    extra TEXT NOT NULL DEFAULT '{{}}',
+    call_seq INTEGER NOT NULL DEFAULT 0
+"""
+
+_INDEXES = """
+    CREATE UNIQUE INDEX attempts_call_attempt ON attempts (call_id, attempt);
+    CREATE INDEX attempts_started ON attempts (started_at_us);
+    CREATE INDEX attempts_call_seq ON attempts (call_id, call_seq, started_at_us);
+    CREATE INDEX attempts_retries ON attempts (started_at_us, call_id, call_seq) WHERE call_seq > 0;
+"""
+
+register(
+    "ledger.0001_attempts",
+    sqlite="CREATE TABLE attempts (id INTEGER PRIMARY KEY,"
+    + _ATTEMPT_COLUMNS.format(big="INTEGER", bool="INTEGER", false="0", true="1")
+    + ");"
+    + _INDEXES,
+    postgres="CREATE TABLE attempts (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    + _ATTEMPT_COLUMNS.format(big="BIGINT", bool="BOOLEAN", false="FALSE", true="TRUE")
+    + ");"
+    + _INDEXES,
+)
+
+register(
+    "ledger.0002_attempt_tags",
+    sqlite="""
+        CREATE TABLE attempt_tags (
+            tag TEXT NOT NULL,
+            attempt_id INTEGER NOT NULL REFERENCES attempts (id) ON DELETE CASCADE,
+            PRIMARY KEY (tag, attempt_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX attempt_tags_attempt ON attempt_tags (attempt_id);
+    """,
+    postgres="""
+        CREATE TABLE attempt_tags (
+            tag TEXT NOT NULL,
+            attempt_id BIGINT NOT NULL REFERENCES attempts (id) ON DELETE CASCADE,
+            PRIMARY KEY (tag, attempt_id)
+        );
+        CREATE INDEX attempt_tags_attempt ON attempt_tags (attempt_id);
+    """,
+)
+
+# A read-only view with readable UTC times and dollars, for Datasette, psql and spreadsheets.
+register(
+    "ledger.0003_attempts_readable_view",
+    sqlite="""
+        CREATE VIEW attempts_readable AS
+        SELECT id, call_id, attempt, session_id,
+               strftime('%Y-%m-%dT%H:%M:%fZ', started_at_us / 1e6, 'unixepoch') AS started_at,
+               strftime('%Y-%m-%dT%H:%M:%fZ', first_token_at_us / 1e6, 'unixepoch') AS first_token_at,
+               strftime('%Y-%m-%dT%H:%M:%fZ', ended_at_us / 1e6, 'unixepoch') AS ended_at,
+               model, outcome, status_code, error_type, stop_reason, refusal_category,
+               input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+               output_tokens, cost_usd, price_version, project, tags, request_id
+        FROM attempts;
+    """,
+    postgres="""
+        CREATE VIEW attempts_readable AS
+        SELECT id, call_id, attempt, session_id,
+               to_timestamp(started_at_us / 1e6) AS started_at,
+               to_timestamp(first_token_at_us / 1e6) AS first_token_at,
+               to_timestamp(ended_at_us / 1e6) AS ended_at,
+               model, outcome, status_code, error_type, stop_reason, refusal_category,
+               input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+               output_tokens, cost_usd::numeric AS cost_usd, price_version, project, tags, request_id
+        FROM attempts;
+    """,
+)

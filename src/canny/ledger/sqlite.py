@@ -1,0 +1,163 @@
+"""The default ledger: one SQLite file, safe across threads and processes.
+
+The file is created (with its parent directories) readable by its owner only (``0600``;
+SQLite gives the ``-wal`` and ``-shm`` files the same mode). Every connection runs in WAL
+mode with ``synchronous=NORMAL`` (a committed row survives a process crash; a power cut
+may lose the last few), a busy timeout (10 s by default) and foreign keys on.
+
+Connections come from a small pool: each write is one short ``BEGIN IMMEDIATE``
+transaction on a connection used by one thread at a time, and a scan (``records()``, a
+report) reads a consistent snapshot on a connection of its own, so writers are never
+blocked by a long export. Processes coordinate through SQLite's own file locks.
+
+Anything SQLite reports (a corrupt file, a read-only file or directory, a full disk, a
+lock held past the busy timeout) is raised as :class:`canny.errors.LedgerError` with one
+clean line naming the file, so callers can keep showing the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from canny.errors import LedgerError
+from canny.ledger._sql import Pool, SQLLedger
+from canny.ledger.migrations import Dialect, split_sqlite_script
+
+__all__ = ["SQLiteLedger"]
+
+_HINTS = {
+    "file is not a database": "the file is corrupt or not a canny ledger; move it aside to start a new one",
+    "readonly": "the ledger is read-only; check the file's permissions or set CANNY_LEDGER",
+    "database is locked": "another process held the ledger too long; try again",
+    "disk is full": "free some disk space",
+    "unable to open": "check that the directory exists and is writable, or set CANNY_LEDGER",
+}
+
+
+class _Tx:
+    """A :class:`canny.ledger.migrations.Transaction` over one sqlite3 connection."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._conn.execute(sql, tuple(params))
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows).close()
+
+    def script(self, sql: str) -> None:
+        for statement in split_sqlite_script(sql):
+            self._conn.execute(statement).close()
+
+
+class SQLiteLedger(SQLLedger):
+    """The ledger in one SQLite file at ``path`` (created and migrated on open)."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0, read_only: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.location = str(self.path)
+        self.read_only = read_only
+        self._busy_ms = int(busy_timeout * 1000)
+        if not read_only:
+            self._create_file()
+        elif not self.path.is_file():
+            raise LedgerError(f"ledger {self.location}: no such file")
+        self._pool: Pool[sqlite3.Connection] = Pool(self._connect, _close)
+        try:
+            if not read_only:
+                self.migrate()
+            else:
+                self.applied_migrations()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _create_file(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise LedgerError(f"ledger {self.location}: cannot create it ({exc.strerror or exc})") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}").close()
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode = WAL").close()
+            conn.execute("PRAGMA synchronous = NORMAL").close()
+            conn.execute("PRAGMA foreign_keys = ON").close()
+            conn.execute("SELECT count(*) FROM sqlite_master").close()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error(exc) from exc
+        return conn
+
+    def _error(self, exc: BaseException) -> LedgerError:
+        text = str(exc) or type(exc).__name__
+        hint = next((h for needle, h in _HINTS.items() if needle in text.lower()), None)
+        return LedgerError(f"ledger {self.location}: {text}", hint=hint)
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[_Tx]:
+        """One transaction (``BEGIN IMMEDIATE`` when ``write``); rolled back on error."""
+        with self._pool.connection() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN").close()
+                try:
+                    yield _Tx(conn)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK").close()
+                    raise
+                conn.execute("COMMIT").close()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            try:
+                cursor = conn.execute(sql, tuple(params))
+                try:
+                    while rows := cursor.fetchmany(2000):
+                        yield from rows
+                finally:
+                    cursor.close()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def close(self) -> None:
+        """Close every pooled connection; further use raises :class:`LedgerError`."""
+        self._pool.close()
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK").close()
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()

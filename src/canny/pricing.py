@@ -1,0 +1,520 @@
+"""Exact cost of a Claude call, from a dated price table.
+
+::
+
+    cost = Σ over buckets  tokens × rate per MTok / 1,000,000      (per iteration, at its model)
+           × 1.1 when inference_geo="us" (Claude 4.6 and later)
+           × 0.5 for the Batch API
+         + $0.01 × web searches
+
+Everything is :class:`~decimal.Decimal`, computed in a context that traps on any rounding,
+so a cost is the exact product of integer tokens and decimal rates. ``None`` means
+*unpriced*: the model is unknown, or the table has no confirmed figure for that date or
+mode. It is never 0, and it comes with one :class:`UnpricedModelWarning` per model per
+process.
+
+Modifier combinations the API itself rejects raise :class:`InvalidModifierError`, a
+:class:`ValueError` and a :class:`~canny.errors.ConfigError` (``inference_geo="us"``
+on a model before Claude 4.6, ``speed="fast"`` on a model without fast mode or after it was
+removed, fast mode in a batch), so a caller can check a request with :func:`rates` or
+:func:`worst_case_cost` before sending it. Modifiers read from the API's own usage object
+(``usage.inference_geo``, ``usage.speed``, ``usage.service_tier == "batch"``) are applied
+where they can apply and never raise: they describe what the server did.
+
+The table is ``canny/prices.toml`` plus, when present, ``$CANNY_HOME/prices.toml`` (or the
+user config dir's ``canny/prices.toml`` when ``CANNY_HOME`` is unset). It is loaded on first
+use, never at ``import canny``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import date, datetime
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from pathlib import Path
+from typing import Any
+
+from canny._price_table import BUCKETS, ModelEntry, ModelInfo, PriceTable, load_table, row_at, utc_day
+from canny.errors import ConfigError
+from canny.usage import Usage, usage_from_api
+
+__all__ = [
+    "InvalidModifierError",
+    "ModelInfo",
+    "PriceTable",
+    "Rates",
+    "UnpricedModelWarning",
+    "cost",
+    "default_table",
+    "format_usd",
+    "known_models",
+    "load_table",
+    "model_info",
+    "price_version",
+    "rates",
+    "refusal_billed",
+    "resolve_model",
+    "to_micros",
+    "user_price_file",
+    "worst_case_cost",
+]
+
+#: Arithmetic context for money: wide enough for any real bill, and rounding is an error.
+_EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, Overflow, DivisionByZero])
+_ONE = Decimal(1)
+_CENT = Decimal("0.01")
+_API_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+_CANNY_COUNTS = tuple(f.name for f in fields(Usage) if f.name != "iterations")
+#: Refusal categories not billed when the refusal came before any output (§7.2).
+_FREE_REFUSALS = frozenset({"cyber", "general_harms"})
+
+
+class UnpricedModelWarning(UserWarning):
+    """A cost could not be computed: unknown model, or no confirmed rate for that date or mode."""
+
+
+class InvalidModifierError(ConfigError, ValueError):
+    """A modifier the API rejects for this model (``inference_geo="us"`` before Claude 4.6,
+    ``speed="fast"`` without fast mode or in a batch). A :class:`ValueError` for callers of
+    the pricing functions, and a :class:`~canny.errors.ConfigError` (exit 2) for the CLI."""
+
+    hint = "drop the setting or choose a model that supports it; `canny prices --model M` shows what applies"
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The per-MTok rates that apply to one request, modifiers included.
+
+    ``factor`` is the product of the modifiers already applied to the five rates (batch,
+    data residency); ``band`` is ``standard`` or ``long_prompt``; ``speed`` is how the
+    request is billed (``fast`` or ``standard``).
+    """
+
+    model: str
+    input: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    output: Decimal
+    effective_from: date
+    source: str = ""
+    confidence: str = "official"
+    note: str = ""
+    band: str = "standard"
+    speed: str = "standard"
+    factor: Decimal = _ONE
+
+    def cost(self, usage: Usage) -> Decimal:
+        """Exact token cost of ``usage``'s own buckets at these rates (no fees, no iterations)."""
+        with localcontext(_EXACT):
+            total = sum((Decimal(getattr(usage, name)) * getattr(self, name) for name in BUCKETS), Decimal(0))
+            return total.scaleb(-6)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def user_price_file() -> Path | None:
+    """The user's price file if it exists: ``$CANNY_HOME/prices.toml`` when ``CANNY_HOME``
+    is set, else ``prices.toml`` in the platform's user config dir for canny."""
+    from canny.config import config_dir
+
+    path = config_dir() / "prices.toml"
+    return path if path.is_file() else None
+
+
+def default_table() -> PriceTable:
+    """The shipped table with the user's price file layered on top (cached)."""
+    path = user_price_file()
+    return load_table((path,) if path is not None else ())
+
+
+def resolve_model(name: str, *, table: PriceTable | None = None) -> str:
+    """Canonical model id for an id or alias (``sonnet``, a dated id ...); unknown names unchanged."""
+    return (table or default_table()).resolve(name)
+
+
+def model_info(name: str, *, table: PriceTable | None = None) -> ModelInfo | None:
+    """What the table knows about a model (found by id or alias), or ``None``."""
+    entry = (table or default_table()).entry(name)
+    return None if entry is None else entry.info
+
+
+def known_models(*, table: PriceTable | None = None) -> list[ModelInfo]:
+    """Every model in the table, newest lines first, as listed in ``prices.toml``."""
+    return [entry.info for entry in (table or default_table()).models.values()]
+
+
+def price_version(*, table: PriceTable | None = None) -> str:
+    """The table's version, e.g. ``2026-11-24``, or ``2026-11-24+acme-2026`` with a user file."""
+    return (table or default_table()).version
+
+
+# --------------------------------------------------------------------------- modifiers
+
+
+def _geo_is_us(value: str | None) -> bool:
+    if value is None or value == "global":
+        return False
+    if value == "us":
+        return True
+    raise InvalidModifierError(f"inference_geo must be 'global' or 'us', not {value!r}")
+
+
+def _speed_is_fast(value: str | None) -> bool:
+    if value is None or value == "standard":
+        return False
+    if value == "fast":
+        return True
+    raise InvalidModifierError(f"speed must be 'standard' or 'fast', not {value!r}")
+
+
+def _check_modifiers(entry: ModelEntry, day: date, *, batch: bool, geo_us: bool, fast: bool) -> None:
+    """Raise InvalidModifierError for a combination the API rejects for this model on this day."""
+    model = entry.info.id
+    if fast and batch:
+        raise InvalidModifierError("fast mode is not available in the Batch API (speed='fast' with batch=True)")
+    if geo_us and not entry.info.inference_geo:
+        raise InvalidModifierError(
+            f"{model} does not accept inference_geo (only Claude 4.6 and later models do; the API answers 400)"
+        )
+    if fast:
+        if not entry.fast:
+            raise InvalidModifierError(f"{model} does not offer fast mode (speed='fast')")
+        row = row_at(entry.fast, day)
+        if row is not None and row.kind == "unavailable":
+            raise InvalidModifierError(f"{model}: fast mode is not available on {day}: {row.note}".rstrip(": "))
+
+
+def _select(
+    table: PriceTable, model: str, day: date, *, batch: bool, geo_us: bool, fast: bool, prompt_tokens: int
+) -> Rates | None:
+    """The rates for one request; modifiers that cannot apply to this model are dropped."""
+    entry = table.entry(model)
+    if entry is None:
+        return None
+    info = entry.info
+    geo_us = geo_us and info.inference_geo
+    row = None
+    if fast and not batch and entry.fast:
+        fast_row = row_at(entry.fast, day)
+        if fast_row is None:
+            return None
+        if fast_row.kind in ("priced", "unpriced"):
+            row = fast_row
+    billed_fast = row is not None
+    if row is None:
+        row = row_at(entry.prices, day)
+    if row is None or row.rates is None:
+        return None
+    rate_set, band = row.rates, "standard"
+    threshold = row.long_prompt_threshold
+    if row.long_prompt is not None and threshold is not None and prompt_tokens > threshold:
+        rate_set, band = row.long_prompt, "long_prompt"
+    with localcontext(_EXACT):
+        factor = _ONE
+        if geo_us:
+            factor *= table.inference_geo_us
+        if batch:
+            factor *= table.batch
+        scaled = {name: value * factor for name, value in rate_set.as_dict().items()}
+    return Rates(
+        model=info.id,
+        **scaled,
+        effective_from=row.effective_from,
+        source=row.source,
+        confidence=row.confidence,
+        note=row.note,
+        band=band,
+        speed="fast" if billed_fast else "standard",
+        factor=factor,
+    )
+
+
+def rates(
+    model: str,
+    *,
+    at: datetime | date | None = None,
+    batch: bool = False,
+    inference_geo: str | None = None,
+    speed: str | None = None,
+    prompt_tokens: int = 0,
+    table: PriceTable | None = None,
+) -> Rates | None:
+    """The per-MTok rates in force for ``model`` at ``at`` (default now), modifiers applied.
+
+    ``prompt_tokens`` (input + cache writes + cache reads) picks the band for models priced
+    by prompt length. ``None`` when unpriced; :class:`ValueError` for a combination the API
+    rejects. Emits no warning: use it to inspect or to check a request before sending.
+    """
+    tbl = table or default_table()
+    day = utc_day(at)
+    geo_us, fast = _geo_is_us(inference_geo), _speed_is_fast(speed)
+    entry = tbl.entry(model)
+    if entry is None:
+        return None
+    _check_modifiers(entry, day, batch=batch, geo_us=geo_us, fast=fast)
+    return _select(tbl, model, day, batch=batch, geo_us=geo_us, fast=fast, prompt_tokens=prompt_tokens)
+
+
+# --------------------------------------------------------------------------- usage input
+
+
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    """Modifiers the API reported in the usage object itself."""
+
+    geo_us: bool = False
+    fast: bool = False
+    batch: bool = False
+
+
+def _count_error(where: str, value: Any) -> ValueError:
+    return ValueError(f"{where} must be a non-negative integer, got {value!r}")
+
+
+def _check_api_mapping(obj: Mapping[str, Any], where: str) -> None:
+    """Reject counts that ``usage_from_api`` would silently read as 0 (strings, floats ...)."""
+    for key in _API_COUNTS:
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise _count_error(f"{where}.{key}", value)
+    for sub in ("cache_creation", "server_tool_use"):
+        part = obj.get(sub)
+        if part is None:
+            continue
+        if not isinstance(part, Mapping):
+            raise ValueError(f"{where}.{sub} must be an object")
+        for key, value in part.items():
+            if not str(key).endswith(("_tokens", "_requests")) or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise _count_error(f"{where}.{sub}.{key}", value)
+    iterations = obj.get("iterations")
+    if iterations is not None:
+        if not isinstance(iterations, list):
+            raise ValueError(f"{where}.iterations must be a list")
+        for i, item in enumerate(iterations):
+            if not isinstance(item, Mapping):
+                raise ValueError(f"{where}.iterations[{i}] must be an object")
+            _check_api_mapping(item, f"{where}.iterations[{i}]")
+
+
+def _read(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _coerce_usage(usage: Usage | Mapping[str, Any] | Any) -> tuple[Usage, _Carried]:
+    """A :class:`Usage` from any accepted shape, plus the modifiers the API reported.
+
+    Mappings may use the API's names (``input_tokens`` ...) or canny's bucket names
+    (``input``, ``cache_write_1h`` ..., as in :meth:`Usage.buckets`).
+    """
+    if usage is None:
+        return Usage(), _Carried()
+    if isinstance(usage, Usage):
+        result, carried = usage, _Carried()
+    else:
+        if isinstance(usage, Mapping):
+            api_keys = {*_API_COUNTS, "cache_creation", "server_tool_use", "iterations"}
+            if not api_keys & set(usage) and set(_CANNY_COUNTS) & set(usage):
+                counts = {k: usage[k] for k in _CANNY_COUNTS if k in usage}
+                for key, value in counts.items():
+                    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                        raise _count_error(f"usage.{key}", value)
+                return Usage(**counts), _Carried()
+            _check_api_mapping(usage, "usage")
+        result = usage_from_api(usage)
+        carried = _Carried(
+            geo_us=_read(usage, "inference_geo") == "us",
+            fast=_read(usage, "speed") == "fast",
+            batch=_read(usage, "service_tier") == "batch",
+        )
+    for part in (result, *(it.usage for it in result.iterations)):
+        for name in _CANNY_COUNTS:
+            if getattr(part, name) < 0:
+                raise _count_error(f"usage.{name}", getattr(part, name))
+    return result, carried
+
+
+# --------------------------------------------------------------------------- cost
+
+_WARNED: set[str] = set()
+
+
+def _warn_unpriced(table: PriceTable, name: str, day: date, *, fast: bool, reason: str = "") -> None:
+    """One UnpricedModelWarning per model per process."""
+    model = table.resolve(name)
+    if model in _WARNED:
+        return
+    _WARNED.add(model)
+    entry = table.entry(name)
+    if reason:
+        why = f"{model}: {reason}"
+    elif entry is None:
+        why = f"unknown model {name!r}: add it to a price file (see docs/pricing.md)"
+    else:
+        rows = entry.fast if fast and entry.fast else entry.prices
+        row = row_at(rows, day)
+        mode = " in fast mode" if fast and entry.fast else ""
+        detail = f" ({row.note})" if row is not None and row.note else ""
+        why = f"{model}: no confirmed price{mode} on {day}{detail}"
+    warnings.warn(f"{why}; its cost is reported as unpriced, not $0", UnpricedModelWarning, stacklevel=3)
+
+
+def cost(
+    model: str,
+    usage: Usage | Mapping[str, Any] | Any,
+    *,
+    batch: bool = False,
+    inference_geo: str | None = None,
+    speed: str | None = None,
+    at: datetime | date | None = None,
+    table: PriceTable | None = None,
+) -> Decimal | None:
+    """Exact USD cost of one call's ``usage`` on ``model``, or ``None`` when unpriced.
+
+    ``usage`` is a canny :class:`Usage`, the API's usage dict (or its JSON), or an
+    ``anthropic.types.Usage``-like object. With ``usage.iterations``, the cost is the sum
+    over iterations, each at its own model (the call's model when it names none); if any
+    iteration is unpriced, so is the call. ``at`` (default now, UTC) picks the dated row.
+    """
+    tbl = table or default_table()
+    day = utc_day(at)
+    found, carried = _coerce_usage(usage)
+    explicit_geo, explicit_fast = _geo_is_us(inference_geo), _speed_is_fast(speed)
+    geo_us = explicit_geo if inference_geo is not None else carried.geo_us
+    fast = explicit_fast if speed is not None else carried.fast
+    batch = batch or carried.batch
+    entry = tbl.entry(model)
+    if entry is not None:
+        _check_modifiers(entry, day, batch=batch, geo_us=explicit_geo, fast=explicit_fast)
+    parts = [(it.model or model, it.usage) for it in found.iterations] or [(model, found)]
+    total = Decimal(0)
+    with localcontext(_EXACT):
+        for name, part in parts:
+            found_rates = _select(
+                tbl, name, day, batch=batch, geo_us=geo_us, fast=fast, prompt_tokens=part.prompt_tokens
+            )
+            if found_rates is None:
+                _warn_unpriced(tbl, name, day, fast=fast)
+                return None
+            total += found_rates.cost(part)
+        searches = found.web_search_requests or sum(it.usage.web_search_requests for it in found.iterations)
+        if searches:
+            fee = tbl.web_search_fee(day)
+            if fee is None:
+                _warn_unpriced(tbl, model, day, fast=fast, reason=f"no web-search fee known on {day}")
+                return None
+            total += fee * searches
+        return _tidy(total)
+
+
+def worst_case_cost(
+    model: str,
+    *,
+    input_tokens: int,
+    max_tokens: int,
+    cache_read_tokens: int = 0,
+    at: datetime | date | None = None,
+    batch: bool = False,
+    inference_geo: str | None = None,
+    speed: str | None = None,
+    cache_ttl: str | None = None,
+    table: PriceTable | None = None,
+) -> Decimal | None:
+    """The most a request can cost before it is sent: for budgets.
+
+    ``input_tokens`` at the input rate (at the 5m or 1h write rate when ``cache_ttl`` says
+    the request writes the cache: the most a prompt token can cost), ``cache_read_tokens``
+    at the cache-read rate, ``max_tokens`` at the output rate. The band of a model priced by
+    prompt length is the one ``input_tokens + cache_read_tokens`` falls in. Server-tool fees
+    and tokens added by server tools are not included.
+    """
+    for key, value in (("input_tokens", input_tokens), ("max_tokens", max_tokens)):
+        if value < 0:
+            raise _count_error(key, value)
+    if cache_read_tokens < 0:
+        raise _count_error("cache_read_tokens", cache_read_tokens)
+    if cache_ttl not in (None, "5m", "1h"):
+        raise InvalidModifierError(f"cache_ttl must be '5m' or '1h', not {cache_ttl!r}")
+    tbl = table or default_table()
+    found = rates(
+        model,
+        at=at,
+        batch=batch,
+        inference_geo=inference_geo,
+        speed=speed,
+        prompt_tokens=input_tokens + cache_read_tokens,
+        table=tbl,
+    )
+    if found is None:
+        _warn_unpriced(tbl, model, utc_day(at), fast=_speed_is_fast(speed))
+        return None
+    if cache_ttl == "5m":
+        usage = Usage(cache_write_5m=input_tokens, cache_read=cache_read_tokens, output=max_tokens)
+    elif cache_ttl == "1h":
+        usage = Usage(cache_write_1h=input_tokens, cache_read=cache_read_tokens, output=max_tokens)
+    else:
+        usage = Usage(input=input_tokens, cache_read=cache_read_tokens, output=max_tokens)
+    return _tidy(found.cost(usage))
+
+
+def _tidy(amount: Decimal) -> Decimal:
+    """Drop trailing zeros (``0.02800000`` → ``0.028``) without changing the value."""
+    with localcontext(_EXACT):
+        tidy = amount.normalize()
+        exponent = tidy.as_tuple().exponent
+        return tidy.quantize(_ONE) if isinstance(exponent, int) and exponent > 0 else tidy
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def refusal_billed(category: str | None, *, had_output: bool) -> bool:
+    """Whether a refused request is billed (refusals rule, Sep 2026 on).
+
+    After any output: billed. Before any output: not billed for ``cyber``,
+    ``general_harms`` or no category; billed for ``bio``, ``frontier_llm``,
+    ``reasoning_extraction`` and, to be safe, for any category canny does not know.
+    """
+    if had_output:
+        return True
+    return category is not None and category not in _FREE_REFUSALS
+
+
+def to_micros(amount: Decimal) -> int:
+    """Whole micro-dollars, rounded half-even (for storage and display, not for pricing)."""
+    with localcontext(_EXACT) as ctx:
+        ctx.traps[Inexact] = False
+        return int(amount.scaleb(6).quantize(_ONE, rounding=ROUND_HALF_EVEN))
+
+
+def format_usd(amount: Decimal | None) -> str:
+    """``$0.0101``: four decimals, more for sub-cent amounts (two significant digits,
+    e.g. ``$0.000075``), never scientific notation; ``unpriced`` for ``None``."""
+    if amount is None:
+        return "unpriced"
+    with localcontext(_EXACT) as ctx:
+        ctx.traps[Inexact] = False
+        sign = "-" if amount < 0 else ""
+        size = abs(amount)
+        places = 4
+        if 0 < size < _CENT:
+            places = max(4, 1 - size.adjusted())
+        text = f"{size.quantize(_ONE.scaleb(-places), rounding=ROUND_HALF_EVEN):f}"
+    if places > 4:
+        whole, _, frac = text.partition(".")
+        text = f"{whole}.{frac[:4]}{frac[4:].rstrip('0')}"
+    return f"{sign}${text}"

@@ -1,0 +1,280 @@
+"""Server-sent events in, a message out: the parser and accumulator every path shares.
+
+Live calls, the meter's tap on plain SDK clients and ``canny replay`` all feed raw bytes
+or lines through :class:`SSEDecoder` and the decoded events through
+:class:`MessageAccumulator`, so a recorded stream is audited by exactly the code that
+billed it.
+
+Tolerated, because the real API and proxies do it: whitespace-padded JSON, ``ping``
+events, comments, ``\\r\\n`` line ends, unknown event types, and a stream that ends
+without ``message_stop`` (the accumulator then reports ``complete = False`` unless a
+final ``message_delta`` with a ``stop_reason`` arrived, which is what ``complete``
+means for billing: the answer ended).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from canny.usage import Usage, UsageAccumulator
+
+__all__ = ["MessageAccumulator", "SSEDecoder", "ServerSentEvent", "iter_events", "parse_body"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    event: str
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SSEDecoder:
+    """Incremental SSE decoder (WHATWG rules, the subset the API uses)."""
+
+    __slots__ = ("_buffer", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Decode a chunk of bytes; returns the events it completed."""
+        self._buffer += chunk
+        out: list[ServerSentEvent] = []
+        while True:
+            idx = self._buffer.find(b"\n")
+            if idx < 0:
+                break
+            raw = self._buffer[:idx]
+            self._buffer = self._buffer[idx + 1 :]
+            event = self.line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+            if event is not None:
+                out.append(event)
+        return out
+
+    def line(self, line: str) -> ServerSentEvent | None:
+        """Decode one line (without its line end); a blank line dispatches an event."""
+        if not line:
+            if not self._data and not self._event:
+                return None
+            event = ServerSentEvent(self._event or "message", "\n".join(self._data))
+            self._event = ""
+            self._data = []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+    def flush(self) -> list[ServerSentEvent]:
+        """End of input: dispatch a last event that lacked its blank line."""
+        out: list[ServerSentEvent] = []
+        if self._buffer:
+            rest = self._buffer.decode("utf-8", errors="replace")
+            self._buffer = b""
+            for line in rest.splitlines():
+                event = self.line(line)
+                if event is not None:
+                    out.append(event)
+        event = self.line("")
+        if event is not None:
+            out.append(event)
+        return out
+
+
+def iter_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """Decoded JSON payloads of an SSE byte stream (pings included, comments dropped).
+
+    A payload that is not JSON becomes ``{"type": "invalid", "raw": ...}`` so that a
+    caller can see it without the stream dying on it.
+    """
+    decoder = SSEDecoder()
+    for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield _payload(event)
+    for event in decoder.flush():
+        yield _payload(event)
+
+
+def _payload(event: ServerSentEvent) -> dict[str, Any]:
+    try:
+        data = json.loads(event.data) if event.data.strip() else {}
+    except json.JSONDecodeError:
+        return {"type": "invalid", "event": event.event, "raw": event.data}
+    if not isinstance(data, dict):
+        return {"type": "invalid", "event": event.event, "raw": event.data}
+    if "type" not in data:
+        data["type"] = event.event
+    return data
+
+
+@dataclass(slots=True)
+class MessageAccumulator:
+    """Builds the final message from raw stream events, and knows what was shown.
+
+    ``feed`` returns the text of a ``text_delta`` (``""`` otherwise) so the caller can
+    print it as it arrives.
+    """
+
+    message: dict[str, Any] = field(default_factory=dict)
+    usage_acc: UsageAccumulator = field(default_factory=UsageAccumulator)
+    #: True once any content delta arrived: from then on nothing may be re-sent.
+    shown: bool = False
+    #: ``message_stop`` arrived.
+    stopped: bool = False
+    #: The payload of an in-band ``error`` event, if one arrived.
+    error: dict[str, Any] | None = None
+    _text_parts: list[str] = field(default_factory=list)
+    _json_parts: dict[int, list[str]] = field(default_factory=dict)
+
+    def feed(self, event: Mapping[str, Any]) -> str:
+        kind = event.get("type")
+        if kind == "message_start":
+            start = event.get("message")
+            if isinstance(start, Mapping):
+                self.message = {k: v for k, v in start.items() if k != "usage"}
+                self.message["content"] = list(start.get("content") or [])
+            self.usage_acc.feed(event)
+        elif kind == "content_block_start":
+            index = _index(event, len(self._content))
+            raw_block = event.get("content_block")
+            block = dict(raw_block) if isinstance(raw_block, Mapping) else {}
+            while len(self._content) <= index:
+                self._content.append({})
+            self._content[index] = block
+        elif kind == "content_block_delta":
+            return self._delta(event)
+        elif kind == "content_block_stop":
+            self._finish_block(_index(event, -1))
+        elif kind == "message_delta":
+            delta = event.get("delta")
+            delta = delta if isinstance(delta, Mapping) else {}
+            for key in ("stop_reason", "stop_sequence", "stop_details", "container"):
+                if key in delta:
+                    self.message[key] = delta[key]
+            self.usage_acc.feed(event)
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind == "error":
+            self.error = dict(event)
+        return ""
+
+    @property
+    def _content(self) -> list[dict[str, Any]]:
+        content = self.message.setdefault("content", [])
+        assert isinstance(content, list)
+        return content
+
+    def _delta(self, event: Mapping[str, Any]) -> str:
+        self.shown = True
+        index = _index(event, 0)
+        raw = event.get("delta")
+        delta = raw if isinstance(raw, Mapping) else {}
+        while len(self._content) <= index:
+            self._content.append({"type": "text", "text": ""})
+        block = self._content[index]
+        dtype = delta.get("type")
+        if dtype == "text_delta":
+            text = str(delta.get("text", ""))
+            block["text"] = block.get("text", "") + text
+            self._text_parts.append(text)
+            return text
+        if dtype == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+        elif dtype == "signature_delta":
+            block["signature"] = str(delta.get("signature", ""))
+        elif dtype == "input_json_delta":
+            self._json_parts.setdefault(index, []).append(str(delta.get("partial_json", "")))
+        elif dtype == "citations_delta":
+            block.setdefault("citations", []).append(delta.get("citation"))
+        return ""
+
+    def _finish_block(self, index: int) -> None:
+        parts = self._json_parts.pop(index, None)
+        if parts is None or not (0 <= index < len(self._content)):
+            return
+        raw = "".join(parts)
+        try:
+            self._content[index]["input"] = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            self._content[index]["input"] = {}
+            self._content[index]["partial_json"] = raw
+
+    @property
+    def text(self) -> str:
+        """All text deltas so far, concatenated (thinking excluded)."""
+        return "".join(self._text_parts)
+
+    @property
+    def usage(self) -> Usage:
+        return self.usage_acc.usage
+
+    @property
+    def stop_reason(self) -> str | None:
+        value = self.message.get("stop_reason")
+        return str(value) if value is not None else None
+
+    @property
+    def complete(self) -> bool:
+        """The answer ended normally: a stop reason arrived and no error event did."""
+        return self.error is None and (self.stopped or self.stop_reason is not None)
+
+    @property
+    def refusal_category(self) -> str | None:
+        details = self.message.get("stop_details")
+        if isinstance(details, Mapping):
+            category = details.get("category")
+            return str(category) if category is not None else None
+        return None
+
+    def final_message(self) -> dict[str, Any]:
+        """The message in the API's non-streamed shape, with the merged usage."""
+        for index in list(self._json_parts):
+            self._finish_block(index)
+        message = dict(self.message)
+        message.setdefault("type", "message")
+        message.setdefault("role", "assistant")
+        message.setdefault("stop_reason", None)
+        message.setdefault("stop_sequence", None)
+        message["usage"] = self.usage.to_api()
+        return message
+
+
+def _index(event: Mapping[str, Any], default: int) -> int:
+    value = event.get("index", default)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10_000:
+        return value
+    return default if default >= 0 else -1
+
+
+def parse_body(body: bytes) -> MessageAccumulator:
+    """Read a whole recorded response, SSE or JSON, into an accumulator."""
+    stripped = body.lstrip()
+    acc = MessageAccumulator()
+    if stripped.startswith(b"{"):
+        data = json.loads(body)
+        if data.get("type") == "error":
+            acc.error = data
+            return acc
+        acc.message = {k: v for k, v in data.items() if k != "usage"}
+        acc.usage_acc.start(data.get("usage"))
+        for block in data.get("content") or []:
+            if isinstance(block, Mapping) and block.get("type") == "text":
+                acc._text_parts.append(str(block.get("text", "")))
+        acc.shown = bool(acc._text_parts)
+        acc.stopped = True
+        return acc
+    for event in iter_events([body]):
+        acc.feed(event)
+    return acc

@@ -1,0 +1,128 @@
+"""Shared fixtures: a clean environment for every test, no network but loopback, and
+one emulator server for the session."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CANARY_KEY = "sk-ant-api03-CANARY-0123456789abcdefghijklmnopqrstuvwxyz-TESTONLY"
+
+
+def pytest_report_header() -> list[str]:
+    import sqlite3
+
+    import anthropic
+
+    return [f"anthropic {anthropic.__version__}, sqlite {sqlite3.sqlite_version}"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every test starts with no canny/Anthropic settings and its own CANNY_HOME."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("ANTHROPIC_", "CANNY_", "CLAUDE_")):
+            monkeypatch.delenv(name)
+    home = tmp_path / "canny-home"
+    home.mkdir()
+    monkeypatch.setenv("CANNY_HOME", str(home))
+    monkeypatch.setenv("CANNY_NO_KEYRING", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    return home
+
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConnectionRefusedError(f"tests may not reach the network ({host})")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches anything but loopback (the real API included)."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Any]:
+    """One emulator for the whole session; tests isolate themselves with url_for(run=...)."""
+    from canny.emulator import serve_in_thread
+
+    with serve_in_thread() as emu:
+        yield emu
+
+
+@pytest.fixture
+def canary_key() -> str:
+    return CANARY_KEY
+
+
+class MemoryLedger:
+    """A ledger that keeps rows in a list (the contract suite covers real backends)."""
+
+    location = "memory"
+
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    def record(self, record: Any) -> None:
+        self.rows.append(record)
+
+    def records(self, *, since: Any = None, until: Any = None) -> Iterator[Any]:
+        return iter(list(self.rows))
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def memory_ledger() -> MemoryLedger:
+    return MemoryLedger()
+
+
+class SleepRecorder:
+    """An injectable sleep that records the delays instead of waiting (or waits, scaled)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@pytest.fixture
+def sleeper() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def fast_retry(sleeper: SleepRecorder) -> Any:
+    """A retry policy that records its delays (in ``sleeper``) instead of sleeping."""
+    from canny.retry import RetryPolicy
+
+    return RetryPolicy(sleep=sleeper, rng=lambda: 0.0, max_attempts=5)
+
+
+@pytest.fixture
+def run_id(request: pytest.FixtureRequest) -> str:
+    """A run name for emulator.url_for that is unique to this test."""
+    import re
+    import uuid
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)[:90] + "-" + uuid.uuid4().hex[:8]
