@@ -36,7 +36,8 @@ def _rows(table: PriceTable, fast: bool) -> list[str]:
     for entry in table.models.values():
         for row in entry.fast if fast else entry.prices:
             detail = "; ".join(x for x in (row.source, row.note) if x)
-            out.append(_line([f"`{entry.info.id}`", str(row.effective_from), *_rates(row), row.confidence, detail]))
+            confidence = row.confidence if row.kind == "priced" else ""
+            out.append(_line([f"`{entry.info.id}`", str(row.effective_from), *_rates(row), confidence, detail]))
             if row.long_prompt is not None:
                 band = [f"${v}" for v in row.long_prompt.as_dict().values()]
                 label = f"prompt > {row.long_prompt_threshold:,}"
@@ -82,7 +83,7 @@ def render() -> str:
         "",
         '### Fast mode (`speed="fast"`)',
         "",
-        'Models not listed here do not offer fast mode: `speed="fast"` raises `ValueError`.',
+        'Models not listed here do not offer fast mode: `speed="fast"` raises `InvalidModifierError` (a `ValueError`).',
         "",
         *_rows(table, fast=True),
         "",

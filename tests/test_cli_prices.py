@@ -5,6 +5,7 @@ Expected figures are worked out by hand from the official per-MTok rates.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -219,3 +220,17 @@ def test_user_price_file_shows_up_and_breaks_cleanly() -> None:
     assert broken.stdout == ""
     assert "models.sonnet.price" in broken.stderr
     assert len(broken.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_docs_price_table_is_current() -> None:
+    """docs/pricing.md's table is the one generated from prices.toml."""
+    script = Path(__file__).resolve().parents[1] / "docs" / "gen_pricing_table.py"
+    spec = importlib.util.spec_from_file_location("gen_pricing_table", script)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.check() == [], "run: python docs/gen_pricing_table.py"

@@ -88,8 +88,16 @@ class CallSpec:
         """A deliberately high local estimate (UTF-8 bytes / 3) for worst-case budgeting."""
         return math.ceil(len(self.prompt_json.encode()) / 3) + 16
 
+    @property
+    def cache_ttl(self) -> str | None:
+        """The longest cache TTL the request asks for (writes cost more than plain input)."""
+        text = json.dumps(self.params, default=str)
+        if '"cache_control"' not in text:
+            return None
+        return "1h" if '"ttl": "1h"' in text else "5m"
+
     def worst_case(self, max_tokens: int | None = None) -> Decimal | None:
-        """Input estimate at the input rate plus ``max_tokens`` at the output rate."""
+        """Input estimate at the input (or cache-write) rate plus ``max_tokens`` at the output rate."""
         from canny.pricing import worst_case_cost
 
         return worst_case_cost(
@@ -98,6 +106,7 @@ class CallSpec:
             max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             inference_geo=self.params.get("inference_geo"),
             speed=self.params.get("speed"),
+            cache_ttl=self.cache_ttl,
         )
 
 
@@ -246,11 +255,13 @@ class CallRun:
         ):
             return Decimal(0)
         model = str(attempt.acc.message.get("model") or self.spec.model)
+        reported = attempt.acc.usage_acc.reported
         return cost(
             model,
             usage,
-            inference_geo=self.spec.params.get("inference_geo"),
-            speed=self.spec.params.get("speed"),
+            # What the response says ran (speed, region) wins over what was asked for.
+            inference_geo=reported.get("inference_geo") or self.spec.params.get("inference_geo"),
+            speed=reported.get("speed") or self.spec.params.get("speed"),
             at=attempt.started_at,
         )
 

@@ -60,14 +60,17 @@ def check_model(model: str, *, today: date | None = None) -> str:
 
     resolved = resolve_model(model)
     info = model_info(resolved)
-    if info is None or info.retires_at is None:
+    if info is None:
         return resolved
     current = today or date.today()
-    if current >= info.retires_at:
+    if info.is_retired(current):
+        when = f" on {info.retires_at.isoformat()}" if info.retires_at else ""
         raise errors.ModelRetiredError(
-            f"{resolved} was retired on {info.retires_at.isoformat()}",
+            f"{resolved} was retired{when}",
             hint="choose a current model: `canny models` lists them",
         )
+    if info.retires_at is None:
+        return resolved
     if (info.retires_at - current).days <= 90 and resolved not in _warned_models:
         _warned_models.add(resolved)
         warnings.warn(

@@ -8,6 +8,7 @@
     │   └── ModelRetiredError       the model's retirement date has passed
     ├── LedgerError                 the ledger cannot be opened or written (exit 1)
     ├── BudgetExceeded              a budget would be crossed; nothing was sent (exit 4)
+    │   └── SessionLimitReached     an agent-loop session's next call could cross a cap
     └── APIError                    anything the API or the network did
         ├── AuthenticationError     401 / 403: bad, revoked or unauthorised key (exit 3)
         ├── RequestRejected         400, 404, 413, 422 ...: never retried     (exit 8)
@@ -52,6 +53,7 @@ __all__ = [
     "Refused",
     "RequestRejected",
     "ServerError",
+    "SessionLimitReached",
     "SpendLimitReached",
     "StreamInterrupted",
     "TimeoutError",
@@ -139,6 +141,41 @@ class BudgetExceeded(CannyError):
         self.spent = spent
         self.reserved = reserved
         self.needed = needed
+
+
+class SessionLimitReached(BudgetExceeded):
+    """An agent-loop session (``client.session(...)``) stopped before a call that could
+    cross one of its caps; that call was not sent.
+
+    ``reason`` is ``"cost"``, ``"iterations"`` or ``"wall_time"``; ``cap`` the cap as given;
+    ``totals`` what the session used so far (a :class:`canny.session.SessionTotals`: calls,
+    cost, usage, elapsed). For a cost cap, ``limit``/``spent``/``needed`` are dollars as in
+    :class:`BudgetExceeded`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        cap: Decimal | int | float,
+        totals: Any = None,
+        needed: Decimal | None = None,
+        hint: str | None = None,
+    ) -> None:
+        cost = getattr(totals, "cost", None)
+        super().__init__(
+            message,
+            budget=f"session {reason}",
+            limit=cap if isinstance(cap, Decimal) else None,
+            spent=cost if isinstance(cost, Decimal) else None,
+            reserved=Decimal(0),
+            needed=needed,
+            hint=hint,
+        )
+        self.reason = reason
+        self.cap = cap
+        self.totals = totals
 
 
 class APIError(CannyError):

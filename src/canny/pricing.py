@@ -19,7 +19,8 @@ on a model before Claude 4.6, ``speed="fast"`` on a model without fast mode or a
 removed, fast mode in a batch), so a caller can check a request with :func:`rates` or
 :func:`worst_case_cost` before sending it. Modifiers read from the API's own usage object
 (``usage.inference_geo``, ``usage.speed``, ``usage.service_tier == "batch"``) are applied
-where they can apply and never raise: they describe what the server did.
+where they can apply and never raise: they describe what the server did, so a reported
+``speed`` wins over the requested one, and ``"us"`` on either side bills US-only inference.
 
 The table is ``canny/prices.toml`` plus, when present, ``$CANNY_HOME/prices.toml`` (or the
 user config dir's ``canny/prices.toml`` when ``CANNY_HOME`` is unset). It is loaded on first
@@ -273,10 +274,10 @@ def rates(
 
 @dataclass(frozen=True, slots=True)
 class _Carried:
-    """Modifiers the API reported in the usage object itself."""
+    """Modifiers the API reported in the usage object itself (``speed`` None: not reported)."""
 
     geo_us: bool = False
-    fast: bool = False
+    speed: str | None = None
     batch: bool = False
 
 
@@ -336,9 +337,10 @@ def _coerce_usage(usage: Usage | Mapping[str, Any] | Any) -> tuple[Usage, _Carri
                 return Usage(**counts), _Carried()
             _check_api_mapping(usage, "usage")
         result = usage_from_api(usage)
+        reported_speed = _read(usage, "speed")
         carried = _Carried(
             geo_us=_read(usage, "inference_geo") == "us",
-            fast=_read(usage, "speed") == "fast",
+            speed=reported_speed if reported_speed in ("standard", "fast") else None,
             batch=_read(usage, "service_tier") == "batch",
         )
     for part in (result, *(it.usage for it in result.iterations)):
@@ -394,8 +396,9 @@ def cost(
     day = utc_day(at)
     found, carried = _coerce_usage(usage)
     explicit_geo, explicit_fast = _geo_is_us(inference_geo), _speed_is_fast(speed)
-    geo_us = explicit_geo if inference_geo is not None else carried.geo_us
-    fast = explicit_fast if speed is not None else carried.fast
+    # What the server reports it did wins for speed; either side saying "us" bills US-only.
+    geo_us = explicit_geo or carried.geo_us
+    fast = carried.speed == "fast" if carried.speed is not None else explicit_fast
     batch = batch or carried.batch
     entry = tbl.entry(model)
     if entry is not None:

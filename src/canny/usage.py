@@ -229,6 +229,11 @@ class UsageAccumulator:
             self.delta(event.get("usage"))
 
     @property
+    def reported(self) -> dict[str, Any]:
+        """The raw usage fields as last reported (``speed``, ``inference_geo``, ...)."""
+        return dict(self._fields)
+
+    @property
     def usage(self) -> Usage:
         merged = dict(self._fields)
         merged["cache_creation"] = self._breakdown

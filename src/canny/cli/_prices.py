@@ -190,7 +190,8 @@ def _show_one(table: Any, entry: Any, day: date, as_json: bool) -> None:
         lines = [["", "from", *_RATE_HEADS, "confidence"]]
         notes: list[str] = []
         for row in rows:
-            lines.append(["> " if row is now else "  ", str(row.effective_from), *_rates_cells(row), row.confidence])
+            confidence = row.confidence if row.kind == "priced" else ""
+            lines.append(["> " if row is now else "  ", str(row.effective_from), *_rates_cells(row), confidence])
             if row.long_prompt is not None:
                 cells = [str(v) for v in row.long_prompt.as_dict().values()]
                 lines.append(["", f"prompt > {row.long_prompt_threshold:,}", *cells, ""])

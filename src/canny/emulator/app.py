@@ -307,7 +307,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers={"request-id": request_id})
 
 
-def create_app(scenario: Scenario | None = None, *, api_key: str | None = None, chunk_delay: float = 0.0) -> EmulatorApp:
+def create_app(
+    scenario: Scenario | None = None, *, api_key: str | None = None, chunk_delay: float = 0.0
+) -> EmulatorApp:
     """The emulator as an ASGI app (serve it with uvicorn; see :func:`serve_in_thread`).
 
     ``scenario`` scripts unprefixed requests; ``api_key``, when given, is the only key

@@ -132,6 +132,15 @@ class FaultSpec:
         """The parameter names this fault accepts."""
         return KIND_PARAMS[self.kind] | {"delay"}
 
+    @property
+    def http_status(self) -> int | None:
+        """The status line a client gets (``None``: none arrives before the fault)."""
+        if self.kind == "status":
+            status = self.defaults["status"]
+            assert isinstance(status, int)
+            return status
+        return None if self.kind == "stall_headers" else 200
+
 
 _REFUSAL_TEXT = "This request was declined by the emulator's scripted safety classifier."
 
@@ -193,9 +202,7 @@ _SPECS: tuple[FaultSpec, ...] = (
         "BadRequestError",
         "never",
     ),
-    _status(
-        "billing", 402, "billing_error", "Billing error.", "402 billing_error.", "PaymentRequiredError", "never"
-    ),
+    _status("billing", 402, "billing_error", "Billing error.", "402 billing_error.", "PaymentRequiredError", "never"),
     _status(
         "overloaded",
         529,
@@ -251,9 +258,7 @@ _SPECS: tuple[FaultSpec, ...] = (
         "RequestTimeoutError",
         "yes",
     ),
-    _status(
-        "conflict", 409, "conflict_error", "Conflict", "409 conflict_error.", "ConflictError", "yes"
-    ),
+    _status("conflict", 409, "conflict_error", "Conflict", "409 conflict_error.", "ConflictError", "yes"),
     _status(
         "bad_request",
         400,
@@ -514,8 +519,9 @@ def _coerce(fault: str, key: str, value: object) -> ParamValue:
         try:
             number = float(value) if param.type is float else int(value)
         except (ValueError, OverflowError):
-            raise ValueError(f"{where} must be {'a number' if param.type is float else 'an integer'}, "
-                             f"not {value!r}") from None
+            raise ValueError(
+                f"{where} must be {'a number' if param.type is float else 'an integer'}, not {value!r}"
+            ) from None
         if isinstance(number, float) and not math.isfinite(number):
             raise ValueError(f"{where} must be finite, not {value!r}")
         if param.type is int and isinstance(value, float) and not value.is_integer():
@@ -528,9 +534,8 @@ def _coerce(fault: str, key: str, value: object) -> ParamValue:
 def _check_range(where: str, key: str, value: ParamValue) -> None:
     if key == "status" and not (isinstance(value, int) and 400 <= value <= 599):
         raise ValueError(f"{where} must be an HTTP error status between 400 and 599, not {value!r}")
-    if key in {"after", "seconds", "delay", "retry_after_date"} and isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{where} must not be negative, not {value!r}")
+    if key in {"after", "seconds", "delay", "retry_after_date"} and isinstance(value, int | float) and value < 0:
+        raise ValueError(f"{where} must not be negative, not {value!r}")
     if key == "category" and value not in REFUSAL_CATEGORIES:
         raise ValueError(f"{where} must be one of {', '.join(REFUSAL_CATEGORIES)}, not {value!r}")
 

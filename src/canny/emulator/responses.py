@@ -102,19 +102,19 @@ def _usage(usage: InputUsage, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _message(answer: Answer, model: str, message_id: str, *, shell: bool = False) -> dict[str, Any]:
+def _message(answer: Answer, model: str, message_id: str, *, head: bool = False) -> dict[str, Any]:
     message: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [] if shell or not answer.text else [{"type": "text", "text": answer.text}],
-        "stop_reason": None if shell else answer.stop_reason,
-        "stop_sequence": None if shell else answer.stop_sequence,
+        "content": [] if head or not answer.text else [{"type": "text", "text": answer.text}],
+        "stop_reason": None if head else answer.stop_reason,
+        "stop_sequence": None if head else answer.stop_sequence,
     }
-    if answer.stop_details is not None and not shell:
+    if answer.stop_details is not None and not head:
         message["stop_details"] = answer.stop_details
-    message["usage"] = _usage(answer.usage, 1 if shell else answer.output_tokens)
+    message["usage"] = _usage(answer.usage, 1 if head else answer.output_tokens)
     return message
 
 
@@ -215,7 +215,9 @@ def _json_steps(
         status = _EVENT_STATUS.get(error_type, 500)
         return json_script(status, error_body(error_type, fault.text("message"), request_id), request_id)
     if kind == "malformed_event":
-        return _fixed_script(200, b'{"id": "' + message_id.encode() + b'", "type": "message", "content": [', _JSON, request_id)
+        return _fixed_script(
+            200, b'{"id": "' + message_id.encode() + b'", "type": "message", "content": [', _JSON, request_id
+        )
     steps = json_script(200, _message(answer, request.model.id, message_id), request_id)
     generation = gap * max(0, len(split_deltas(answer.text)) - 1)
     if kind in ("stall", "stall_headers"):
@@ -234,8 +236,11 @@ def _stream_steps(
 ) -> list[Step]:
     kind = fault.kind
     if kind == "stall_headers":
-        return [Pause(fault.number("seconds")), *_stream_steps(answer, request, Fault("ok"), message_id, request_id, gap)]
-    steps: list[Step] = [Body(sse.message_start(_message(answer, request.model.id, message_id, shell=True)))]
+        return [
+            Pause(fault.number("seconds")),
+            *_stream_steps(answer, request, Fault("ok"), message_id, request_id, gap),
+        ]
+    steps: list[Step] = [Body(sse.message_start(_message(answer, request.model.id, message_id, head=True)))]
     marks: list[int] = []  # positions just after each text delta
     deltas = split_deltas(answer.text)
     if deltas:

@@ -171,7 +171,9 @@ def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
             raise _invalid(f"{where}.role: Input should be 'user' or 'assistant'")
         if "content" not in message:
             raise _invalid(f"{where}.content: Field required")
-        _content(message["content"], f"{where}.content", final_assistant=(i == len(messages) - 1 and role == "assistant"))
+        _content(
+            message["content"], f"{where}.content", final_assistant=(i == len(messages) - 1 and role == "assistant")
+        )
     if messages[0]["role"] != "user":
         raise _invalid('messages: first message must use the "user" role')
     return tuple(messages)

@@ -113,22 +113,24 @@ async def play(steps: Sequence[Step], scope: Scope, receive: Receive, send: Send
         group.cancel_scope.cancel()
 
 
-async def _run(steps: Sequence[Step], send: Send, transport: asyncio.Transport | None, closing: threading.Event) -> None:
+async def _run(
+    steps: Sequence[Step], send: Send, transport: asyncio.Transport | None, closing: threading.Event
+) -> None:
     started = False
     for step in steps:
+        cut = step if isinstance(step, Cut) else None
         if isinstance(step, Start):
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in step.headers]
             await send({"type": "http.response.start", "status": step.status, "headers": headers})
             started = True
         elif isinstance(step, Body):
             await send({"type": "http.response.body", "body": step.data, "more_body": True})
-        elif isinstance(step, Pause):
-            if not await _pause(step.seconds, closing):
-                step = Cut()
-        if isinstance(step, Cut):
+        elif isinstance(step, Pause) and not await _pause(step.seconds, closing):
+            cut = Cut()  # the server is shutting down: end like a dropped connection
+        if cut is not None:
             if transport is None:
                 break
-            _cut(transport, reset=step.reset)
+            _cut(transport, reset=cut.reset)
             with anyio.move_on_after(_CUT_GRACE):
                 await anyio.sleep_forever()  # until the disconnect watcher cancels us
             return

@@ -8,6 +8,10 @@ queried range, and the query adds them with a ``CASE`` on the start time. Local 
 ISO weeks are then plain integer division; months use the dialect's date formatting.
 """
 
+# SQL here is assembled from column names, validated ``--by`` values and integers computed
+# in this module; every value that comes from a caller is a bound parameter.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import json
@@ -20,8 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
-from canny.ledger import ANSWER_OUTCOMES, OUTCOMES, AttemptRecord, GroupBy, GroupTotals
-from canny.ledger import migrations
+from canny.ledger import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals, migrations
 from canny.ledger.migrations import Dialect, Transaction
 
 __all__ = [
@@ -359,6 +362,8 @@ class SQLLedger(ABC):
         of a call that share a group with an earlier row of it, found through the small
         ``attempts_retries`` index (only rows with ``call_seq > 0``).
         """
+        if by is not None and by not in GROUP_BYS:
+            raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BYS)}")
         where, params = _range(since, until, "a.")
         span = self._span(where, params)
         if span is None:
@@ -401,9 +406,8 @@ class SQLLedger(ABC):
         """Per group key: (rows repeating a call already seen in that group, rows repeating
         a call already seen anywhere in the range)."""
         also = where.replace(" WHERE ", " AND ")
-        earlier = (
-            "SELECT 1 FROM attempts r WHERE r.call_id = a.call_id AND r.call_seq < a.call_seq"
-            + also.replace("a.started_at_us", "r.started_at_us")
+        earlier = "SELECT 1 FROM attempts r WHERE r.call_id = a.call_id AND r.call_seq < a.call_seq" + also.replace(
+            "a.started_at_us", "r.started_at_us"
         )
         # A row repeating its call inside its group repeats it in the range too: the second
         # EXISTS runs only for the rare rows whose earlier attempts fell in another group.
@@ -412,9 +416,10 @@ class SQLLedger(ABC):
             f"CASE WHEN EXISTS ({earlier} AND {grouping.same_group()}) THEN 1 ELSE 0 END AS g "
             f"FROM attempts a{grouping.join('a')} WHERE a.call_seq > 0{also}"
         )
-        sql = f"SELECT k, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) FROM ({inner}) a"
-        if grouping.by is not None:
-            sql += " GROUP BY k"
+        sql = (
+            f"SELECT k, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) "
+            f"FROM ({inner}) a GROUP BY k"
+        )
         rows = self._stream(sql, [*params, *params, *params])
         return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in rows}
 

@@ -149,9 +149,7 @@ def split_sqlite_script(script: str) -> list[str]:
     return statements
 
 
-_CREATE_BOOKKEEPING = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-)
+_CREATE_BOOKKEEPING = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
 _EXISTS = {
     "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
     "postgres": "SELECT count(*) FROM pg_catalog.pg_tables "

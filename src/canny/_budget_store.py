@@ -1,0 +1,389 @@
+"""Budget state in the ledger's own database: limits, per-period counters, reservations.
+
+Three tables, created by the migration ``budget.0001_tables``:
+
+``budget_limits``
+    One row per stored budget: ``period`` (``day``/``month``), its scope (``project``,
+    ``tag``, ``key_fingerprint``; ``''`` means "any"), ``limit_usd`` and ``time_zone``.
+``budget_counters``
+    One row per budget scope and period window (``label`` is ``2026-11-24`` or
+    ``2026-11`` in ``time_zone``): ``spent_pico`` (actual cost charged, in 10^-12 USD) and
+    ``reserved_pico`` (worst cases held by calls in flight). A counter is *seeded* from
+    the ledger when first used in its window (the sum of ``attempts.cost_pico`` in the
+    window and scope), then kept exact by the reservation protocol, so a check costs a
+    primary-key read instead of a scan of the period's attempts.
+``budget_reservations``
+    One row per call in flight: the counters it holds (JSON list of ids), the amount,
+    its lease (``expires_at_us``) and ``state``: ``held``, or ``expired`` once its lease
+    ran out (a tombstone, so a late settle charges only what expiry did not).
+
+Every write runs in one transaction of the ledger (:meth:`transaction`): SQLite takes its
+write lock up front (``BEGIN IMMEDIATE``); on PostgreSQL the transaction first takes the
+advisory lock :data:`BUDGET_LOCK`, so budget transactions from every machine sharing the
+database run one at a time. Amounts are integers (pico-dollars): no float ever touches
+money here.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from canny.ledger import migrations
+from canny.ledger.migrations import Transaction
+
+__all__ = [
+    "BUDGET_LOCK",
+    "BudgetLedger",
+    "CounterKey",
+    "CounterState",
+    "LimitRow",
+    "begin",
+    "counters",
+    "delete_limits",
+    "ensure_schema",
+    "expire",
+    "hold",
+    "read_limits",
+    "release",
+    "renew",
+    "reservation_summary",
+    "settle",
+    "write_limit",
+]
+
+#: PostgreSQL advisory lock key of budget transactions ("cannyb" in ASCII).
+BUDGET_LOCK = 0x63616E6E7962
+#: Expired reservations and counters of windows that ended are kept this long (µs).
+KEEP_US = 7 * 86400 * 10**6
+
+_TABLES = """
+    CREATE TABLE budget_limits (
+        period TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        key_fingerprint TEXT NOT NULL DEFAULT '',
+        limit_usd TEXT NOT NULL,
+        time_zone TEXT NOT NULL,
+        updated_at_us {big} NOT NULL,
+        PRIMARY KEY (period, project, tag, key_fingerprint)
+    );
+    CREATE TABLE budget_counters (
+        id {id},
+        period TEXT NOT NULL,
+        time_zone TEXT NOT NULL,
+        label TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        key_fingerprint TEXT NOT NULL DEFAULT '',
+        period_end_us {big} NOT NULL,
+        spent_pico {big} NOT NULL DEFAULT 0,
+        reserved_pico {big} NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX budget_counters_scope
+        ON budget_counters (period, time_zone, label, project, tag, key_fingerprint);
+    CREATE TABLE budget_reservations (
+        id {id},
+        call_id TEXT NOT NULL,
+        counters TEXT NOT NULL,
+        amount_pico {big} NOT NULL,
+        charged_pico {big} NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'held',
+        owner TEXT NOT NULL,
+        created_at_us {big} NOT NULL,
+        expires_at_us {big} NOT NULL
+    );
+    CREATE INDEX budget_reservations_held ON budget_reservations (expires_at_us) WHERE state = 'held';
+"""
+
+migrations.register(
+    "budget.0001_tables",
+    sqlite=_TABLES.format(big="INTEGER", id="INTEGER PRIMARY KEY"),
+    postgres=_TABLES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+)
+
+
+@runtime_checkable
+class BudgetLedger(Protocol):
+    """A ledger whose database can hold budgets (the SQLite and PostgreSQL ledgers)."""
+
+    location: str
+
+    def transaction(self, *, write: bool = True) -> AbstractContextManager[Transaction]:
+        """One transaction; ``write=True`` takes the write lock up front."""
+        ...
+
+    def migrate(self) -> list[str]:
+        """Apply the registered migrations this database lacks."""
+        ...
+
+
+_migrated: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def ensure_schema(ledger: BudgetLedger) -> None:
+    """Apply the budget migration once per ledger object (a no-op when it is there)."""
+    if ledger not in _migrated:
+        ledger.migrate()
+        _migrated.add(ledger)
+
+
+@contextmanager
+def begin(ledger: BudgetLedger) -> Iterator[Transaction]:
+    """A budget write transaction: serialised with every other one on this database."""
+    with ledger.transaction() as tx:
+        if tx.dialect == "postgres":
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (BUDGET_LOCK,))
+        yield tx
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRow:
+    """A stored limit, as in the table (``''`` scope fields mean "any")."""
+
+    period: str
+    project: str
+    tag: str
+    key: str
+    limit_usd: str
+    time_zone: str
+
+
+def read_limits(ledger: BudgetLedger) -> list[LimitRow]:
+    """Every stored limit: one small read."""
+    with ledger.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT period, project, tag, key_fingerprint, limit_usd, time_zone FROM budget_limits "
+            "ORDER BY period, project, tag, key_fingerprint"
+        )
+    return [LimitRow(*(str(v) for v in row)) for row in rows]
+
+
+def write_limit(ledger: BudgetLedger, row: LimitRow, now_us: int) -> None:
+    """Insert or replace the limit of ``row``'s period and scope."""
+    with begin(ledger) as tx:
+        tx.execute(
+            "INSERT INTO budget_limits (period, project, tag, key_fingerprint, limit_usd, time_zone, updated_at_us) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (period, project, tag, key_fingerprint) DO UPDATE SET "
+            "limit_usd = excluded.limit_usd, time_zone = excluded.time_zone, updated_at_us = excluded.updated_at_us",
+            (row.period, row.project, row.tag, row.key, row.limit_usd, row.time_zone, now_us),
+        )
+
+
+def _match(period: str | None, project: str | None, tag: str | None, key: str | None) -> tuple[str, list[str]]:
+    clauses: list[str] = []
+    params: list[str] = []
+    for column, value in (("period", period), ("project", project), ("tag", tag), ("key_fingerprint", key)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def delete_limits(
+    ledger: BudgetLedger, *, period: str | None, project: str | None, tag: str | None, key: str | None
+) -> list[LimitRow]:
+    """Delete the matching limits (``None`` matches anything) with their counters; return them.
+
+    Counters go too: a scope without a budget is not counted, so a counter kept until the
+    budget is set again would miss what was spent meanwhile. It is seeded afresh instead.
+    """
+    where, params = _match(period, project, tag, key)
+    with begin(ledger) as tx:
+        rows = tx.execute(
+            f"SELECT period, project, tag, key_fingerprint, limit_usd, time_zone FROM budget_limits{where}", params
+        )
+        for row in rows:
+            tx.execute(
+                "DELETE FROM budget_counters WHERE period = ? AND project = ? AND tag = ? AND key_fingerprint = ?",
+                row[:4],
+            )
+        tx.execute(f"DELETE FROM budget_limits{where}", params)
+    return [LimitRow(*(str(v) for v in row)) for row in rows]
+
+
+# --- counters ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    """One budget scope in one period window (``start_us``/``end_us``: UTC microseconds)."""
+
+    period: str
+    time_zone: str
+    label: str
+    start_us: int
+    end_us: int
+    project: str = ""
+    tag: str = ""
+    key: str = ""
+
+    @property
+    def unique(self) -> tuple[str, str, str, str, str, str]:
+        return (self.period, self.time_zone, self.label, self.project, self.tag, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A counter as read inside a transaction."""
+
+    id: int
+    spent: int
+    reserved: int
+
+
+_COUNTER = (
+    "SELECT id, spent_pico, reserved_pico FROM budget_counters "
+    "WHERE period = ? AND time_zone = ? AND label = ? AND project = ? AND tag = ? AND key_fingerprint = ?"
+)
+
+
+def _seed(tx: Transaction, key: CounterKey) -> int:
+    """What the ledger already holds for this scope and window (pico-dollars)."""
+    sql = "SELECT coalesce(sum(a.cost_pico), 0) FROM attempts a WHERE a.started_at_us >= ? AND a.started_at_us < ?"
+    params: list[Any] = [key.start_us, key.end_us]
+    if key.project:
+        sql += " AND a.project = ?"
+        params.append(key.project)
+    if key.key:
+        sql += " AND a.key_fingerprint = ?"
+        params.append(key.key)
+    if key.tag:
+        sql += " AND EXISTS (SELECT 1 FROM attempt_tags t WHERE t.attempt_id = a.id AND t.tag = ?)"
+        params.append(key.tag)
+    return int(tx.execute(sql, params)[0][0])
+
+
+def counters(tx: Transaction, keys: Sequence[CounterKey], now_us: int) -> list[CounterState]:
+    """The counters of ``keys`` (same order), creating and seeding those that are new."""
+    states: list[CounterState] = []
+    for key in keys:
+        rows = tx.execute(_COUNTER, key.unique)
+        if not rows:
+            _prune(tx, now_us)
+            spent = _seed(tx, key)
+            tx.execute(
+                "INSERT INTO budget_counters (period, time_zone, label, project, tag, key_fingerprint, "
+                "period_end_us, spent_pico, reserved_pico) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (*key.unique, key.end_us, spent),
+            )
+            rows = tx.execute(_COUNTER, key.unique)
+        counter_id, spent, reserved = rows[0]
+        states.append(CounterState(int(counter_id), int(spent), int(reserved)))
+    return states
+
+
+def _prune(tx: Transaction, now_us: int) -> None:
+    """Drop tombstones and idle counters of windows that ended more than a week ago."""
+    tx.execute("DELETE FROM budget_reservations WHERE state = 'expired' AND expires_at_us < ?", (now_us - KEEP_US,))
+    tx.execute("DELETE FROM budget_counters WHERE period_end_us < ? AND reserved_pico = 0", (now_us - KEEP_US,))
+
+
+def _ids(text: str) -> list[int]:
+    return [int(i) for i in json.loads(text)]
+
+
+def _update(tx: Transaction, ids: Sequence[int], *, reserved: int = 0, spent: int = 0) -> None:
+    if not ids or (reserved == 0 and spent == 0):
+        return
+    marks = ", ".join("?" * len(ids))
+    tx.execute(
+        f"UPDATE budget_counters SET reserved_pico = reserved_pico + ?, spent_pico = spent_pico + ? "
+        f"WHERE id IN ({marks})",
+        (reserved, spent, *ids),
+    )
+
+
+# --- reservations ------------------------------------------------------------------------
+
+
+def expire(tx: Transaction, now_us: int | None) -> int:
+    """End the leases that ran out by ``now_us`` (every lease when ``None``).
+
+    Each one's call is charged what the ledger holds for it (its attempts' costs: the
+    attempts that finished before the process died); its reservation stops counting.
+    Returns how many ended.
+    """
+    sql = "SELECT id, call_id, counters, amount_pico FROM budget_reservations WHERE state = 'held'"
+    rows = tx.execute(sql + " AND expires_at_us < ?", (now_us,)) if now_us is not None else tx.execute(sql)
+    for rid, call_id, ids_text, amount in rows:
+        charged = int(tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0])
+        _update(tx, _ids(ids_text), reserved=-int(amount), spent=charged)
+        tx.execute("UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?", (charged, rid))
+    return len(rows)
+
+
+def hold(
+    tx: Transaction,
+    *,
+    call_id: str,
+    counter_ids: Sequence[int],
+    amount: int,
+    now_us: int,
+    expires_us: int,
+    owner: str,
+) -> int:
+    """Record a reservation of ``amount`` against ``counter_ids``; return its id."""
+    rows = tx.execute(
+        "INSERT INTO budget_reservations (call_id, counters, amount_pico, owner, created_at_us, expires_at_us) "
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (call_id, json.dumps(list(counter_ids)), amount, owner, now_us, expires_us),
+    )
+    _update(tx, counter_ids, reserved=amount)
+    return int(rows[0][0])
+
+
+def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], charge: int | None) -> None:
+    """Replace reservation ``rid`` by ``charge`` (its reserved amount when ``None``: unknown).
+
+    A held reservation is swapped for the charge. An expired one was already charged the
+    ledger rows found at expiry, so only the rest is added. A reservation that is gone
+    (``canny budget reset --reservations`` and a week passed) charges everything.
+    """
+    with begin(ledger) as tx:
+        rows = tx.execute("SELECT state, amount_pico, charged_pico, counters FROM budget_reservations WHERE id = ?", (rid,))
+        if not rows:
+            if charge:
+                _update(tx, counter_ids, spent=charge)
+            return
+        state, amount, charged, ids_text = rows[0]
+        amount, charged = int(amount), int(charged)
+        actual = amount if charge is None else charge
+        if state == "held":
+            _update(tx, _ids(ids_text), reserved=-amount, spent=actual)
+        else:
+            _update(tx, _ids(ids_text), spent=max(actual - charged, 0))
+        tx.execute("DELETE FROM budget_reservations WHERE id = ?", (rid,))
+
+
+def release(ledger: BudgetLedger, rid: int) -> None:
+    """Drop reservation ``rid`` with no charge (nothing was sent)."""
+    with begin(ledger) as tx:
+        rows = tx.execute("SELECT state, amount_pico, counters FROM budget_reservations WHERE id = ?", (rid,))
+        if rows and rows[0][0] == "held":
+            _update(tx, _ids(rows[0][2]), reserved=-int(rows[0][1]))
+        tx.execute("DELETE FROM budget_reservations WHERE id = ?", (rid,))
+
+
+def renew(ledger: BudgetLedger, rid: int, expires_us: int) -> bool:
+    """Move a held reservation's lease end to ``expires_us``; ``False`` if it is not held."""
+    with begin(ledger) as tx:
+        rows = tx.execute(
+            "UPDATE budget_reservations SET expires_at_us = ? WHERE id = ? AND state = 'held' RETURNING id",
+            (expires_us, rid),
+        )
+    return bool(rows)
+
+
+def reservation_summary(tx: Transaction) -> tuple[int, int, int | None]:
+    """``(held, expired tombstones, earliest lease end of the held ones)``."""
+    held = tx.execute("SELECT count(*), min(expires_at_us) FROM budget_reservations WHERE state = 'held'")[0]
+    gone = tx.execute("SELECT count(*) FROM budget_reservations WHERE state = 'expired'")[0][0]
+    return int(held[0]), int(gone), None if held[1] is None else int(held[1])

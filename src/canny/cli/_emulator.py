@@ -1,0 +1,105 @@
+"""``canny emulator``: run the local Anthropic-compatible server, or list its faults.
+
+``serve`` prints where it listens (and the ``export`` lines that point the SDK at it) on
+stderr, then serves until Ctrl-C, which exits 0. A bad ``--scenario`` file is one line on
+stderr and exit code 2. The emulator's web stack is imported only when ``serve`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import click
+
+from canny.emulator import FAULTS, Scenario, load_scenario
+
+__all__ = ["emulator"]
+
+
+class _ScenarioError(click.UsageError):
+    """A bad scenario file: one ``Error: ...`` line, exit code 2 (no usage block)."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+@click.group()
+def emulator() -> None:
+    """Run the local Anthropic-compatible emulator, or list its faults."""
+
+
+def _describe(scenario: Scenario) -> str:
+    parts = []
+    if scenario.description:
+        parts.append(scenario.description)
+    if scenario.steps:
+        parts.append(f"{scenario.scripted} scripted request(s)")
+    if scenario.random:
+        mix = ", ".join(f"{fault} {p:g}" for fault, p in scenario.random)
+        parts.append(f"then random (seed {scenario.seed}): {mix}")
+    return "; ".join(parts) or "every request ok"
+
+
+@emulator.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free port)."
+)
+@click.option(
+    "--scenario",
+    "scenario_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML or JSON file scripting faults for unprefixed requests (see docs/emulator.md).",
+)
+@click.option("--api-key", default=None, help="Accept only this key (default: any non-empty key).")
+@click.option(
+    "--chunk-delay",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Seconds between streamed text deltas.",
+)
+def serve(host: str, port: int, scenario_file: Path | None, api_key: str | None, chunk_delay: float) -> None:
+    """Serve the Messages API on HOST:PORT until Ctrl-C."""
+    scenario = None
+    if scenario_file is not None:
+        try:
+            scenario = load_scenario(scenario_file)
+        except ValueError as exc:
+            raise _ScenarioError(f"--scenario: {exc}") from None
+    from canny.emulator.app import create_app
+    from canny.emulator.server import bind, serve_forever
+
+    app = create_app(scenario, api_key=api_key, chunk_delay=chunk_delay)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    base_url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+    click.echo(f"canny emulator listening on {base_url}", err=True)
+    click.echo(f"  scenario: {_describe(scenario or Scenario())}", err=True)
+    click.echo(f"  export ANTHROPIC_BASE_URL={base_url}", err=True)
+    if api_key is None:
+        click.echo("  export ANTHROPIC_API_KEY=sk-ant-emulator  # any non-empty key is accepted", err=True)
+    click.echo(f"  fault plans: {base_url}/x/RUN/rate_limit,ok (see `canny emulator faults`)", err=True)
+    click.echo("Press Ctrl-C to stop.", err=True)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after a clean shutdown
+        serve_forever(app, sock)
+    click.echo("emulator stopped", err=True)
+
+
+def _status(name: str) -> str:
+    status = FAULTS[name].http_status
+    return "-" if status is None else str(status)
+
+
+@emulator.command()
+def faults() -> None:
+    """List the fault catalogue: name, HTTP status, what it does."""
+    width = max(len(name) for name in FAULTS)
+    click.echo(f"{'NAME':<{width}}  STATUS  WHAT IT DOES")
+    for name, spec in FAULTS.items():
+        click.echo(f"{name:<{width}}  {_status(name):<6}  {spec.summary}")

@@ -1,0 +1,160 @@
+"""The shared ledger: PostgreSQL through psycopg 3, for a team or many machines.
+
+``PostgresLedger("postgresql://user:password@host:5432/db")`` connects, applies the
+ledger's migrations (serialised across machines by an advisory lock) and stores one row per
+attempt, each ``record()`` in one transaction. psycopg is imported here only, so the rest
+of canny never needs it (``pip install 'canny[postgres]'``).
+
+The password never leaves this module in clear: :attr:`location` masks it, and error
+messages are scrubbed of it. Prefer a password file (``~/.pgpass``) or ``PGPASSWORD`` and a
+URL without one; libpq reads both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import count
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from canny.errors import LedgerError
+from canny.ledger._sql import Pool, SQLLedger
+from canny.ledger.migrations import Dialect
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresLedger", "mask_url"]
+
+_MASK = "****"
+_cursor_names = count()
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``****`` (URL userinfo, ``?password=`` or a
+    ``password=`` conninfo pair)."""
+    if "://" not in url:
+        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", rf"\g<1>{_MASK}", url, flags=re.IGNORECASE)
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{_MASK}@{hostinfo}"
+    query = parts.query
+    if "password" in query.lower():
+        pairs = [(k, _MASK if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+        query = urlencode(pairs, safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _secrets(url: str) -> list[str]:
+    """The password(s) in ``url``, to scrub from error text."""
+    found: list[str] = []
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+        found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
+    else:
+        found += [m.group(1).strip("'") for m in re.finditer(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.I)]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+class _Tx:
+    """A :class:`canny.ledger.migrations.Transaction` over one psycopg connection."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._conn.cursor() as cursor:
+            cursor.execute(self._sql(sql), tuple(params))
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._conn.cursor() as cursor:
+                cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def script(self, sql: str) -> None:
+        self._conn.execute(sql.encode())  # no parameters: several statements are allowed
+
+
+class PostgresLedger(SQLLedger):
+    """The ledger in a PostgreSQL database at ``url`` (migrated on open)."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+        self._url = url
+        self._secrets = _secrets(url)
+        self.location = mask_url(url)
+        self._connect_timeout = connect_timeout
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise LedgerError("a PostgreSQL ledger needs psycopg", hint="pip install 'canny[postgres]'") from exc
+        self._psycopg = psycopg
+        self._pool: Pool[psycopg.Connection[Any]] = Pool(self._connect, _close)
+        try:
+            self.migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _MASK)
+        return text
+
+    def _error(self, exc: BaseException) -> LedgerError:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        hint = None
+        if isinstance(exc, self._psycopg.OperationalError):
+            hint = "check the URL in CANNY_LEDGER, that the server is running, and the credentials"
+        return LedgerError(f"ledger {self.location}: {self._scrub(text)}", hint=hint)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return self._psycopg.connect(
+                self._url, autocommit=True, connect_timeout=self._connect_timeout, application_name="canny"
+            )
+        except self._psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[_Tx]:
+        """One transaction; committed on normal exit, rolled back on error."""
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    yield _Tx(conn)
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor(name=f"canny_scan_{next(_cursor_names)}") as cursor:
+                    cursor.itersize = 2000
+                    cursor.execute(_Tx._sql(sql), tuple(params))
+                    yield from cursor
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
+    def close(self) -> None:
+        """Close every pooled connection; further use raises :class:`LedgerError`."""
+        self._pool.close()
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    conn.close()

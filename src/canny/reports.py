@@ -1,0 +1,436 @@
+"""Reports over the ledger: pure functions from ledger rows to report rows. Nothing prints.
+
+A report groups attempts by ``day``, ``week`` (ISO, from Monday), ``month`` (calendar
+periods in a time zone), ``model``, ``tag``, ``project`` or ``outcome``. Per group it
+counts calls (distinct ``call_id``) and attempts, sums the five token buckets and the cost
+of the *priced* attempts, and counts separately the attempts with no price (``unpriced``:
+never folded into $0) and the failures (every outcome but ``ok``, ``max_tokens`` and
+``refused``). The total is computed over the range, not summed from groups: a call with
+attempts in two groups counts once, and ``--by tag`` groups overlap.
+
+Ledgers that implement :class:`~canny.ledger.ReportingLedger` sum in SQL; anything else
+(and ``reprice``, which prices each attempt again) goes through :func:`summarize`, the
+reference implementation over :class:`~canny.ledger.AttemptRecord`\\ s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from canny.ledger import ANSWER_OUTCOMES, AttemptRecord, GroupBy, GroupTotals, Ledger, ReportingLedger
+
+__all__ = [
+    "EXPORT_FIELDS",
+    "REPORT_FIELDS",
+    "REPRICE_FIELDS",
+    "TIME_GROUPS",
+    "Pricer",
+    "Report",
+    "ReportRow",
+    "build_report",
+    "export_row",
+    "export_rows",
+    "group_keys",
+    "local_zone",
+    "parse_when",
+    "plain_decimal",
+    "report_rows",
+    "resolve_tz",
+    "sort_rows",
+    "summarize",
+    "table_pricer",
+    "zone_name",
+]
+
+TIME_GROUPS: tuple[GroupBy, ...] = ("day", "week", "month")
+
+#: Prices one attempt again (``None``: no price today). See :func:`table_pricer`.
+Pricer = Callable[[AttemptRecord], Decimal | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One line of a report: a group (``None`` = no project/tag) or the total."""
+
+    group: str | None
+    calls: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+    #: Sum over priced attempts; ``None`` when no attempt of the group has a price.
+    cost_usd: Decimal | None = None
+    unpriced: int = 0
+    failures: int = 0
+    #: With ``reprice``: the same attempts at today's prices, and how many have none.
+    repriced_usd: Decimal | None = None
+    reprice_unpriced: int | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Input tokens of every kind: uncached, written to the cache, read from it."""
+        return self.input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
+
+    @property
+    def cache_hit_rate(self) -> float | None:
+        """cache_read / (input + cache writes + cache_read); ``None`` with no input at all."""
+        prompt = self.prompt_tokens
+        return self.cache_read_tokens / prompt if prompt else None
+
+    @property
+    def reprice_difference(self) -> Decimal | None:
+        """Repriced minus stored cost (positive: today's prices are higher)."""
+        if self.repriced_usd is None and self.cost_usd is None:
+            return None
+        return (self.repriced_usd or Decimal(0)) - (self.cost_usd or Decimal(0))
+
+    @classmethod
+    def from_totals(cls, totals: GroupTotals) -> ReportRow:
+        values = {f.name: getattr(totals, f.name) for f in fields(totals) if f.name != "key"}
+        return cls(group=totals.key, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A whole report: its parameters, its groups in display order, and the total."""
+
+    by: GroupBy
+    tz: str
+    since: datetime | None
+    until: datetime | None
+    rows: tuple[ReportRow, ...]
+    total: ReportRow
+    repriced: bool = False
+
+    @property
+    def is_empty(self) -> bool:
+        return self.total.attempts == 0
+
+
+# --- building ---------------------------------------------------------------------------
+
+
+def build_report(
+    ledger: Ledger,
+    by: GroupBy,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tz: tzinfo | None = None,
+    reprice: bool = False,
+    pricer: Pricer | None = None,
+) -> Report:
+    """The report of ``ledger`` for attempts started in ``[since, until)``.
+
+    Sums run in the database when the ledger can (:class:`ReportingLedger`). With
+    ``reprice`` every attempt is priced again by ``pricer`` (default: today's price table).
+    """
+    zone = tz or UTC
+    if reprice:
+        rows, total = summarize(ledger.records(since=since, until=until), by, tz=zone, pricer=pricer or table_pricer())
+    elif isinstance(ledger, ReportingLedger):
+        groups, totals = ledger.aggregate(by, since=since, until=until, tz=zone)
+        rows, total = [ReportRow.from_totals(g) for g in groups], ReportRow.from_totals(totals)
+    else:
+        rows, total = summarize(ledger.records(since=since, until=until), by, tz=zone)
+    return Report(by, zone_name(zone), since, until, tuple(sort_rows(by, rows)), total, repriced=reprice)
+
+
+@dataclass(slots=True)
+class _Acc:
+    calls: set[str] = field(default_factory=set)
+    attempts: int = 0
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
+    cost: Decimal | None = None
+    unpriced: int = 0
+    failures: int = 0
+    repriced: Decimal | None = None
+    reprice_unpriced: int = 0
+
+    def add(self, r: AttemptRecord, repriced: Decimal | None, pricing: bool) -> None:
+        self.calls.add(r.call_id)
+        self.attempts += 1
+        for i, n in enumerate(
+            (r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens, r.output_tokens)
+        ):
+            self.tokens[i] += n
+        if r.cost_usd is None:
+            self.unpriced += 1
+        else:
+            self.cost = r.cost_usd if self.cost is None else self.cost + r.cost_usd
+        if r.outcome not in ANSWER_OUTCOMES:
+            self.failures += 1
+        if pricing:
+            if repriced is None:
+                self.reprice_unpriced += 1
+            else:
+                self.repriced = repriced if self.repriced is None else self.repriced + repriced
+
+    def row(self, group: str | None, pricing: bool) -> ReportRow:
+        inp, w5, w1h, read, output = self.tokens
+        return ReportRow(
+            group,
+            calls=len(self.calls),
+            attempts=self.attempts,
+            input_tokens=inp,
+            cache_write_5m_tokens=w5,
+            cache_write_1h_tokens=w1h,
+            cache_read_tokens=read,
+            output_tokens=output,
+            cost_usd=self.cost,
+            unpriced=self.unpriced,
+            failures=self.failures,
+            repriced_usd=self.repriced if pricing else None,
+            reprice_unpriced=self.reprice_unpriced if pricing else None,
+        )
+
+
+def summarize(
+    records: Iterable[AttemptRecord], by: GroupBy, *, tz: tzinfo = UTC, pricer: Pricer | None = None
+) -> tuple[list[ReportRow], ReportRow]:
+    """Group rows (unsorted) and the total, computed in Python from the records."""
+    groups: dict[str | None, _Acc] = {}
+    total = _Acc()
+    pricing = pricer is not None
+    for record in records:
+        repriced = pricer(record) if pricer is not None else None
+        total.add(record, repriced, pricing)
+        for key in group_keys(record, by, tz):
+            groups.setdefault(key, _Acc()).add(record, repriced, pricing)
+    return [acc.row(key, pricing) for key, acc in groups.items()], total.row("total", pricing)
+
+
+def group_keys(record: AttemptRecord, by: GroupBy, tz: tzinfo = UTC) -> tuple[str | None, ...]:
+    """The group(s) an attempt belongs to: one, except for tags (each tag, or ``None``)."""
+    if by in TIME_GROUPS:
+        start = record.started_at if record.started_at.tzinfo else record.started_at.replace(tzinfo=UTC)
+        local = start.astimezone(tz)
+        if by == "day":
+            return (local.date().isoformat(),)
+        if by == "week":
+            year, week, _ = local.isocalendar()
+            return (f"{year}-W{week:02d}",)
+        return (f"{local.year:04d}-{local.month:02d}",)
+    if by == "tag":
+        return tuple(dict.fromkeys(record.tags)) or (None,)
+    if by == "model":
+        return (record.model,)
+    if by == "outcome":
+        return (record.outcome,)
+    return (record.project,)
+
+
+def sort_rows(by: GroupBy, rows: Iterable[ReportRow]) -> list[ReportRow]:
+    """Time groups in time order; other groups by cost (highest first), ``None`` last."""
+    if by in TIME_GROUPS:
+        return sorted(rows, key=lambda r: r.group or "")
+    return sorted(
+        rows,
+        key=lambda r: (r.group is None, -(r.cost_usd or Decimal(0)), -r.attempts, r.group or ""),
+    )
+
+
+def table_pricer() -> Pricer:
+    """Prices attempts with today's price table (``canny.pricing.cost``), memoised per
+    distinct (model, usage, modifiers): a million rows repeat far fewer combinations."""
+    from canny.pricing import cost
+    from canny.usage import Usage
+
+    memo: dict[tuple[Any, ...], Decimal | None] = {}
+
+    def price(r: AttemptRecord) -> Decimal | None:
+        key = (
+            r.model, r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
+            r.output_tokens, r.web_search_requests, r.web_fetch_requests, r.code_execution_requests,
+            r.batch, r.inference_geo, r.speed,
+        )  # fmt: skip
+        if key not in memo:
+            usage = Usage(
+                input=r.input_tokens,
+                cache_write_5m=r.cache_write_5m_tokens,
+                cache_write_1h=r.cache_write_1h_tokens,
+                cache_read=r.cache_read_tokens,
+                output=r.output_tokens,
+                web_search_requests=r.web_search_requests,
+                web_fetch_requests=r.web_fetch_requests,
+                code_execution_requests=r.code_execution_requests,
+            )
+            memo[key] = cost(r.model, usage, batch=r.batch, inference_geo=r.inference_geo, speed=r.speed, at=None)
+        return memo[key]
+
+    return price
+
+
+# --- time zones and dates ---------------------------------------------------------------
+
+
+def local_zone() -> tzinfo:
+    """The machine's zone: ``TZ`` if it names one, else ``/etc/localtime``'s, else the
+    current fixed offset."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        target = os.readlink("/etc/localtime")
+        candidates.append(target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "")
+    except OSError:
+        pass
+    for name in candidates:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                continue
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+def resolve_tz(name: str | None) -> tzinfo:
+    """A zone from an IANA name (``Europe/Paris``), ``UTC``, or ``None`` for local time."""
+    if name is None or name.lower() == "local":
+        return local_zone()
+    if name.upper() in ("UTC", "Z"):
+        return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Paris, or UTC)") from None
+
+
+def zone_name(tz: tzinfo) -> str:
+    key = getattr(tz, "key", None)
+    if isinstance(key, str):
+        return key
+    return "UTC" if tz == UTC else str(tz)
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
+
+
+def parse_when(text: str, *, tz: tzinfo, now: datetime | None = None, end: bool = False) -> datetime:
+    """A ``--since``/``--until`` value as an aware datetime.
+
+    ``YYYY-MM-DD`` is local midnight in ``tz`` (with ``end=True``, the midnight after, so
+    ``--until 2026-11-30`` includes that day); an ISO datetime without offset is local
+    time; ``today``/``yesterday`` are dates; ``now``; ``12h``, ``7d``, ``2w`` go back from
+    now.
+    """
+    value = text.strip().lower()
+    moment = (now or datetime.now(UTC)).astimezone(tz)
+    day: date | None = None
+    if value == "now":
+        return moment
+    if value in ("today", "yesterday"):
+        day = moment.date() - timedelta(days=1 if value == "yesterday" else 0)
+    elif match := _RELATIVE.match(value):
+        amount, unit = int(match.group(1)), match.group(2)
+        return moment - timedelta(**{{"h": "hours", "d": "days", "w": "weeks"}[unit]: amount})
+    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a valid date: {text!r}") from None
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(
+                f"cannot read {text!r} as a date; use YYYY-MM-DD, an ISO datetime, today, yesterday or 7d"
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    if end:
+        day += timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=tz)
+
+
+# --- output shapes (data, not text) -----------------------------------------------------
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A Decimal as plain digits with no exponent and no trailing zeros (``0.0101``)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+REPORT_FIELDS: tuple[str, ...] = (
+    "kind", "by", "group", "calls", "attempts", "input_tokens", "cache_write_5m_tokens",
+    "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "cost_usd", "unpriced",
+    "failures", "cache_hit_rate",
+)  # fmt: skip
+REPRICE_FIELDS: tuple[str, ...] = ("repriced_usd", "reprice_difference_usd", "reprice_unpriced")
+
+
+def report_rows(report: Report) -> list[dict[str, Any]]:
+    """The report as plain dicts (groups, then the total; Decimals as strings), for JSON/CSV."""
+    out: list[dict[str, Any]] = []
+    for kind, row in [*(("group", r) for r in report.rows), ("total", report.total)]:
+        rate = row.cache_hit_rate
+        item: dict[str, Any] = {
+            "kind": kind,
+            "by": report.by,
+            "group": row.group,
+            "calls": row.calls,
+            "attempts": row.attempts,
+            "input_tokens": row.input_tokens,
+            "cache_write_5m_tokens": row.cache_write_5m_tokens,
+            "cache_write_1h_tokens": row.cache_write_1h_tokens,
+            "cache_read_tokens": row.cache_read_tokens,
+            "output_tokens": row.output_tokens,
+            "cost_usd": _money(row.cost_usd),
+            "unpriced": row.unpriced,
+            "failures": row.failures,
+            "cache_hit_rate": None if rate is None else round(rate, 6),
+        }
+        if report.repriced:
+            item["repriced_usd"] = _money(row.repriced_usd)
+            item["reprice_difference_usd"] = _money(row.reprice_difference)
+            item["reprice_unpriced"] = row.reprice_unpriced
+        out.append(item)
+    return out
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else plain_decimal(value)
+
+
+EXPORT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttemptRecord))
+_TEXT_FIELDS = ("prompt_text", "response_text")
+
+
+def export_row(record: AttemptRecord, *, include_text: bool = False) -> dict[str, Any]:
+    """One attempt as a JSON-ready dict: every field, times in ISO-8601 UTC, cost as a
+    decimal string or ``None``. Stored prompt/response text only with ``include_text``."""
+    row: dict[str, Any] = {}
+    for name in EXPORT_FIELDS:
+        if name in _TEXT_FIELDS and not include_text:
+            continue
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        elif isinstance(value, Decimal):
+            value = plain_decimal(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        row[name] = value
+    return row
+
+
+def export_rows(
+    ledger: Ledger, *, since: datetime | None = None, until: datetime | None = None, include_text: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every attempt in ``[since, until)`` as :func:`export_row` dicts, oldest first."""
+    for record in ledger.records(since=since, until=until):
+        yield export_row(record, include_text=include_text)
