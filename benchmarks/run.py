@@ -30,8 +30,8 @@ from typing import Any
 
 KEY = "sk-ant-api03-CANARY-benchmark-key-0000000000"
 MODEL = "claude-sonnet-5-5"
-SHORT = "Say hi. [[words=1]]"
-LONG = "Write at length about invoices. [[words=750]]"
+SHORT = "Say hi. [[tokens=1]]"
+LONG = "Write at length about invoices. [[tokens=1000]]"
 
 
 def _median_ms(func: Callable[[], object], repeat: int, warmup: int = 3) -> float:
@@ -123,7 +123,7 @@ def bench_throughput(base_url: str, repeat: int) -> tuple[float, float]:
 
     import canny
 
-    prompt = "A long essay please. [[words=3000]]"
+    prompt = "A long essay please. [[tokens=4000]]"
     sdk = anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0)
     client = canny.Client(api_key=KEY, base_url=base_url, ledger=False, model=MODEL)
     tokens = {"n": 0}

@@ -89,7 +89,11 @@ def test_bad_word_counts_are_rejected(value: str) -> None:
 
 
 def _request(**body: Any) -> MessagesRequest:
-    base: dict[str, Any] = {"model": "claude-opus-5-5", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}
+    base: dict[str, Any] = {
+        "model": "claude-opus-5-5",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
     base.update(body)
     return validate_messages(base)
 
@@ -180,7 +184,9 @@ def test_cache_lookback_finds_an_earlier_prefix() -> None:
         ),
         (
             {
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}
+                ],
                 "cache_control": {"type": "ephemeral", "ttl": "1h"},
             },
             "differs from the ttl",

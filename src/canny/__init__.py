@@ -17,11 +17,13 @@ __all__ = [
     "__version__",
     "cost",
     "errors",
+    "meter",
 ]
 
 if TYPE_CHECKING:
     from canny import errors
     from canny.client import AsyncClient, Client
+    from canny.meter import meter
     from canny.pricing import cost
     from canny.result import CallResult
     from canny.usage import Usage
@@ -32,6 +34,7 @@ _LAZY: dict[str, str] = {
     "CallResult": "canny.result",
     "Usage": "canny.usage",
     "cost": "canny.pricing",
+    "meter": "canny.meter",
 }
 
 

@@ -26,6 +26,8 @@ money here.
 
 from __future__ import annotations
 
+# SQL here is built from constants and ``?`` placeholders only; values are never spliced in.
+# ruff: noqa: S608
 import json
 import weakref
 from collections.abc import Iterator, Sequence
@@ -314,7 +316,9 @@ def expire(tx: Transaction, now_us: int | None) -> int:
     sql = "SELECT id, call_id, counters, amount_pico FROM budget_reservations WHERE state = 'held'"
     rows = tx.execute(sql + " AND expires_at_us < ?", (now_us,)) if now_us is not None else tx.execute(sql)
     for rid, call_id, ids_text, amount in rows:
-        charged = int(tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0])
+        charged = int(
+            tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0]
+        )
         _update(tx, _ids(ids_text), reserved=-int(amount), spent=charged)
         tx.execute("UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?", (charged, rid))
     return len(rows)
@@ -348,7 +352,9 @@ def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], charge: i
     (``canny budget reset --reservations`` and a week passed) charges everything.
     """
     with begin(ledger) as tx:
-        rows = tx.execute("SELECT state, amount_pico, charged_pico, counters FROM budget_reservations WHERE id = ?", (rid,))
+        rows = tx.execute(
+            "SELECT state, amount_pico, charged_pico, counters FROM budget_reservations WHERE id = ?", (rid,)
+        )
         if not rows:
             if charge:
                 _update(tx, counter_ids, spent=charge)

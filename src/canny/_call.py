@@ -27,9 +27,19 @@ from canny.streaming import MessageAccumulator, parse_body
 from canny.usage import Usage
 
 if TYPE_CHECKING:
+    from canny._price_table import PriceTable
     from canny.ledger import Ledger
 
-__all__ = ["MIN_MAX_TOKENS", "CallRun", "CallSpec", "CannyWarning", "Reservation", "Reserver"]
+__all__ = [
+    "MIN_MAX_TOKENS",
+    "CallRun",
+    "CallSpec",
+    "CannyWarning",
+    "Reservation",
+    "Reserver",
+    "answer_outcome",
+    "budget_refused_record",
+]
 
 #: The smallest ``max_tokens`` a budget may lower a call to before refusing it.
 MIN_MAX_TOKENS = 16
@@ -74,6 +84,8 @@ class CallSpec:
     key_fingerprint: str | None = None
     max_cost: Decimal | None = None
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The price table read once for the whole call (``None``: the default table).
+    table: PriceTable | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -107,6 +119,7 @@ class CallSpec:
             inference_geo=self.params.get("inference_geo"),
             speed=self.params.get("speed"),
             cache_ttl=self.cache_ttl,
+            table=self.table,
         )
 
 
@@ -164,12 +177,13 @@ class CallRun:
         self,
         spec: CallSpec,
         *,
-        policy: RetryPolicy,
+        policy: RetryPolicy | None = None,
         ledger: Ledger | None,
         reservation: Reservation | None = None,
     ) -> None:
         self.spec = spec
-        self.policy = policy
+        #: Unused by callers that retry elsewhere (the meter: the SDK's own retry loop).
+        self.policy = policy = policy or RetryPolicy()
         self.ledger = ledger
         self.reservation = reservation
         self.retry: RetryState = policy.start()
@@ -179,8 +193,10 @@ class CallRun:
         self._prompt_hash = hashlib.sha256(spec.prompt_json.encode()).hexdigest()
 
     # -- attempts -----------------------------------------------------------------------
-    def start_attempt(self) -> Attempt:
-        attempt = Attempt(number=self.retry.begin_attempt(), started_at=_now())
+    def start_attempt(self, number: int | None = None) -> Attempt:
+        """A new attempt, numbered by the retry state unless ``number`` is given (the meter
+        numbers the attempts the SDK makes)."""
+        attempt = Attempt(number=self.retry.begin_attempt() if number is None else number, started_at=_now())
         self.attempts.append(attempt)
         return attempt
 
@@ -224,16 +240,21 @@ class CallRun:
         self._settle()
 
     def succeeded(self, attempt: Attempt) -> CallResult:
-        reason = attempt.acc.stop_reason
-        if reason == "refusal":
-            attempt.outcome = "refused"
-        elif reason in ("max_tokens", "model_context_window_exceeded"):
-            attempt.outcome = "max_tokens"
-        else:
-            attempt.outcome = "ok"
+        attempt.outcome = answer_outcome(attempt.acc)
         self.close_attempt(attempt)
         self._settle()
         return self.result(attempt)
+
+    def record(self, attempt: Attempt, outcome: Outcome, error: errors.CannyError | None = None) -> None:
+        """Write the row of an attempt whose fate was decided elsewhere (the meter, where
+        the SDK retries), and settle the reservation: no retry decision, nothing raised."""
+        if error is not None:
+            attempt.error = error
+            if isinstance(error, errors.APIError) and error.request_id is None:
+                error.request_id = attempt.request_id
+        attempt.outcome = outcome
+        self.close_attempt(attempt)
+        self._settle()
 
     # -- accounting ---------------------------------------------------------------------
     def _attempt_usage(self, attempt: Attempt) -> Usage:
@@ -263,6 +284,7 @@ class CallRun:
             inference_geo=reported.get("inference_geo") or self.spec.params.get("inference_geo"),
             speed=reported.get("speed") or self.spec.params.get("speed"),
             at=attempt.started_at,
+            table=self.spec.table,
         )
 
     def close_attempt(self, attempt: Attempt) -> None:
@@ -293,7 +315,7 @@ class CallRun:
             stop_reason=attempt.acc.stop_reason,
             refusal_category=attempt.acc.refusal_category,
             cost_usd=attempt.cost,
-            price_version=price_version(),
+            price_version=price_version(table=self.spec.table),
             inference_geo=self.spec.params.get("inference_geo"),
             speed=self.spec.params.get("speed"),
             streamed=self.spec.stream,
@@ -362,9 +384,19 @@ class CallRun:
             stop_reason=acc.stop_reason,
             refusal_category=acc.refusal_category,
             request_id=attempt.request_id,
-            price_version=price_version(),
+            price_version=price_version(table=self.spec.table),
             complete=acc.complete,
         )
+
+
+def answer_outcome(acc: MessageAccumulator) -> Outcome:
+    """The outcome of an attempt that got an answer: ``refused``, ``max_tokens`` or ``ok``."""
+    reason = acc.stop_reason
+    if reason == "refusal":
+        return "refused"
+    if reason in ("max_tokens", "model_context_window_exceeded"):
+        return "max_tokens"
+    return "ok"
 
 
 def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> AttemptRecord:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import anthropic
     import httpx2
 
+    from canny._price_table import PriceTable
     from canny.ledger import Ledger
     from canny.result import CallResult
     from canny.session import AsyncSession, Session
@@ -54,12 +55,12 @@ def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
     return [dict(m) for m in prompt]
 
 
-def check_model(model: str, *, today: date | None = None) -> str:
+def check_model(model: str, *, today: date | None = None, table: PriceTable | None = None) -> str:
     """Resolve an alias; fail after a retirement date, warn before it."""
     from canny.pricing import model_info, resolve_model
 
-    resolved = resolve_model(model)
-    info = model_info(resolved)
+    resolved = resolve_model(model, table=table)
+    info = model_info(resolved, table=table)
     if info is None:
         return resolved
     current = today or date.today()
@@ -236,8 +237,11 @@ class _BaseClient:
         max_cost: Decimal | float | str | None,
         params: Mapping[str, Any],
     ) -> CallSpec:
+        from canny.pricing import default_table
+
         key = self._resolve_key()
-        resolved = check_model(model or self.settings.model)
+        table = default_table()
+        resolved = check_model(model or self.settings.model, table=table)
         body: dict[str, Any] = {
             "model": resolved,
             "max_tokens": max_tokens or self.settings.max_tokens,
@@ -258,6 +262,7 @@ class _BaseClient:
             endpoint=urlsplit(self.base_url).netloc,
             key_fingerprint=key.secret.fingerprint,
             max_cost=Decimal(str(limit)) if limit is not None else None,
+            table=table,
         )
 
     def _prepare(self, spec: CallSpec) -> CallRun:

@@ -45,9 +45,10 @@ DEFAULT_MAX_TOKENS = 1024
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Seconds. ``first_event``: from sending to the first SSE event (or the whole body when
-    not streaming); ``idle``: the longest gap between two events; ``total``: the whole
-    attempt."""
+    """Seconds. ``connect``: opening a connection; ``first_event``: from sending the request
+    to the response headers; ``idle``: the longest gap between two reads of a stream;
+    ``total``: one attempt (checked between events; a non-streamed call reads for up to
+    this long). See docs/retries.md."""
 
     connect: float = 10.0
     first_event: float = 120.0

@@ -70,9 +70,12 @@ class ReportRow:
     cost_usd: Decimal | None = None
     unpriced: int = 0
     failures: int = 0
-    #: With ``reprice``: the same attempts at today's prices, and how many have none.
+    #: With ``reprice``: the attempts priced today, summed at today's prices; how many have
+    #: no price today; and today's minus the stored cost over the attempts priced both ways
+    #: (``None`` when there is none), so an unknown price never reads as a change to $0.
     repriced_usd: Decimal | None = None
     reprice_unpriced: int | None = None
+    reprice_difference: Decimal | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -84,13 +87,6 @@ class ReportRow:
         """cache_read / (input + cache writes + cache_read); ``None`` with no input at all."""
         prompt = self.prompt_tokens
         return self.cache_read_tokens / prompt if prompt else None
-
-    @property
-    def reprice_difference(self) -> Decimal | None:
-        """Repriced minus stored cost (positive: today's prices are higher)."""
-        if self.repriced_usd is None and self.cost_usd is None:
-            return None
-        return (self.repriced_usd or Decimal(0)) - (self.cost_usd or Decimal(0))
 
     @classmethod
     def from_totals(cls, totals: GroupTotals) -> ReportRow:
@@ -134,14 +130,30 @@ def build_report(
     ``reprice`` every attempt is priced again by ``pricer`` (default: today's price table).
     """
     zone = tz or UTC
-    if reprice:
-        rows, total = summarize(ledger.records(since=since, until=until), by, tz=zone, pricer=pricer or table_pricer())
-    elif isinstance(ledger, ReportingLedger):
+    if isinstance(ledger, ReportingLedger) and not reprice:
         groups, totals = ledger.aggregate(by, since=since, until=until, tz=zone)
         rows, total = [ReportRow.from_totals(g) for g in groups], ReportRow.from_totals(totals)
     else:
-        rows, total = summarize(ledger.records(since=since, until=until), by, tz=zone)
+        chosen = _within(ledger.records(since=since, until=until), since, until)
+        rows, total = summarize(chosen, by, tz=zone, pricer=(pricer or table_pricer()) if reprice else None)
     return Report(by, zone_name(zone), since, until, tuple(sort_rows(by, rows)), total, repriced=reprice)
+
+
+def _aware(moment: datetime) -> datetime:
+    """A naive datetime is UTC (as the ledger stores it)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _within(
+    records: Iterable[AttemptRecord], since: datetime | None, until: datetime | None
+) -> Iterator[AttemptRecord]:
+    """The records started in ``[since, until)`` (a ledger should filter; this makes sure)."""
+    lo = None if since is None else _aware(since)
+    hi = None if until is None else _aware(until)
+    for record in records:
+        start = _aware(record.started_at)
+        if (lo is None or start >= lo) and (hi is None or start < hi):
+            yield record
 
 
 @dataclass(slots=True)
@@ -154,6 +166,7 @@ class _Acc:
     failures: int = 0
     repriced: Decimal | None = None
     reprice_unpriced: int = 0
+    difference: Decimal | None = None
 
     def add(self, r: AttemptRecord, repriced: Decimal | None, pricing: bool) -> None:
         self.calls.add(r.call_id)
@@ -165,14 +178,16 @@ class _Acc:
         if r.cost_usd is None:
             self.unpriced += 1
         else:
-            self.cost = r.cost_usd if self.cost is None else self.cost + r.cost_usd
+            self.cost = _plus(self.cost, r.cost_usd)
         if r.outcome not in ANSWER_OUTCOMES:
             self.failures += 1
         if pricing:
             if repriced is None:
                 self.reprice_unpriced += 1
             else:
-                self.repriced = repriced if self.repriced is None else self.repriced + repriced
+                self.repriced = _plus(self.repriced, repriced)
+                if r.cost_usd is not None:
+                    self.difference = _plus(self.difference, repriced - r.cost_usd)
 
     def row(self, group: str | None, pricing: bool) -> ReportRow:
         inp, w5, w1h, read, output = self.tokens
@@ -190,7 +205,12 @@ class _Acc:
             failures=self.failures,
             repriced_usd=self.repriced if pricing else None,
             reprice_unpriced=self.reprice_unpriced if pricing else None,
+            reprice_difference=self.difference if pricing else None,
         )
+
+
+def _plus(total: Decimal | None, amount: Decimal) -> Decimal:
+    return amount if total is None else total + amount
 
 
 def summarize(
@@ -211,8 +231,7 @@ def summarize(
 def group_keys(record: AttemptRecord, by: GroupBy, tz: tzinfo = UTC) -> tuple[str | None, ...]:
     """The group(s) an attempt belongs to: one, except for tags (each tag, or ``None``)."""
     if by in TIME_GROUPS:
-        start = record.started_at if record.started_at.tzinfo else record.started_at.replace(tzinfo=UTC)
-        local = start.astimezone(tz)
+        local = _aware(record.started_at).astimezone(tz)
         if by == "day":
             return (local.date().isoformat(),)
         if by == "week":
@@ -239,32 +258,35 @@ def sort_rows(by: GroupBy, rows: Iterable[ReportRow]) -> list[ReportRow]:
 
 
 def table_pricer() -> Pricer:
-    """Prices attempts with today's price table (``canny.pricing.cost``), memoised per
-    distinct (model, usage, modifiers): a million rows repeat far fewer combinations."""
+    """Prices attempts with today's price table (``canny.pricing.cost``). Identical
+    (model, usage, modifiers) are priced once (a bounded cache: retries and fixed-size
+    prompts repeat; a million distinct rows do not fill memory)."""
+    from functools import lru_cache
+
     from canny.pricing import cost
     from canny.usage import Usage
 
-    memo: dict[tuple[Any, ...], Decimal | None] = {}
+    @lru_cache(maxsize=65536)
+    def priced(model: str, buckets: tuple[int, ...], batch: bool, geo: str | None, speed: str | None) -> Decimal | None:
+        inp, w5, w1h, read, output, searches, fetches, executions = buckets
+        usage = Usage(
+            input=inp,
+            cache_write_5m=w5,
+            cache_write_1h=w1h,
+            cache_read=read,
+            output=output,
+            web_search_requests=searches,
+            web_fetch_requests=fetches,
+            code_execution_requests=executions,
+        )
+        return cost(model, usage, batch=batch, inference_geo=geo, speed=speed, at=None)
 
     def price(r: AttemptRecord) -> Decimal | None:
-        key = (
-            r.model, r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
+        buckets = (
+            r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
             r.output_tokens, r.web_search_requests, r.web_fetch_requests, r.code_execution_requests,
-            r.batch, r.inference_geo, r.speed,
         )  # fmt: skip
-        if key not in memo:
-            usage = Usage(
-                input=r.input_tokens,
-                cache_write_5m=r.cache_write_5m_tokens,
-                cache_write_1h=r.cache_write_1h_tokens,
-                cache_read=r.cache_read_tokens,
-                output=r.output_tokens,
-                web_search_requests=r.web_search_requests,
-                web_fetch_requests=r.web_fetch_requests,
-                code_execution_requests=r.code_execution_requests,
-            )
-            memo[key] = cost(r.model, usage, batch=r.batch, inference_geo=r.inference_geo, speed=r.speed, at=None)
-        return memo[key]
+        return priced(r.model, buckets, r.batch, r.inference_geo, r.speed)
 
     return price
 
@@ -417,7 +439,7 @@ def export_row(record: AttemptRecord, *, include_text: bool = False) -> dict[str
             continue
         value = getattr(record, name)
         if isinstance(value, datetime):
-            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+            value = _aware(value).astimezone(UTC).isoformat()
         elif isinstance(value, Decimal):
             value = plain_decimal(value)
         elif isinstance(value, tuple):

@@ -70,15 +70,14 @@ def serve(host: str, port: int, scenario_file: Path | None, api_key: str | None,
         except ValueError as exc:
             raise _ScenarioError(f"--scenario: {exc}") from None
     from canny.emulator.app import create_app
-    from canny.emulator.server import bind, serve_forever
+    from canny.emulator.server import base_url_of, bind, serve_forever
 
     app = create_app(scenario, api_key=api_key, chunk_delay=chunk_delay)
     try:
         sock = bind(host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bound_host, bound_port = sock.getsockname()[:2]
-    base_url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+    base_url = base_url_of(sock)
     click.echo(f"canny emulator listening on {base_url}", err=True)
     click.echo(f"  scenario: {_describe(scenario or Scenario())}", err=True)
     click.echo(f"  export ANTHROPIC_BASE_URL={base_url}", err=True)

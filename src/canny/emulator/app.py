@@ -182,23 +182,26 @@ class _Handlers:
             steps = api_error_script(ApiError(400, "invalid_request_error", f"emulator fault plan: {exc}"), request_id)
             self._record(request, steps, fault=None, body=body)
             return steps
-        steps = self._answer(request, request_id, raw, body, fault)
+        steps, fault = self._answer(request, request_id, raw, body, fault)
         self._record(request, steps, fault=fault, body=body, index=index)
         return steps
 
-    def _answer(self, request: Request, request_id: str, raw: bytes, body: Any, fault: Fault) -> list[Step]:
+    def _answer(
+        self, request: Request, request_id: str, raw: bytes, body: Any, fault: Fault
+    ) -> tuple[list[Step], Fault]:
+        """The response script, and the fault applied (a prompt directive may have picked it)."""
         if fault.kind == "status":
-            return status_fault_script(fault, request_id)
+            return status_fault_script(fault, request_id), fault
         try:
             parsed = _parse(raw, body)
             directives, fault = _directives(parsed.last_user_text(), fault)
             if fault.kind == "status":
-                return status_fault_script(fault, request_id)
+                return status_fault_script(fault, request_id), fault
             usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
         except ApiError as exc:
-            return api_error_script(exc, request_id)
+            return api_error_script(exc, request_id), fault
         answer = compose_answer(parsed, fault, directives, usage)
-        return message_script(answer, parsed, fault, request_id, self.state.chunk_delay)
+        return message_script(answer, parsed, fault, request_id, self.state.chunk_delay), fault
 
     async def count_tokens(self, request: Request, request_id: str) -> Sequence[Step]:
         """``POST /v1/messages/count_tokens``: the cache-free input total."""

@@ -37,6 +37,7 @@ ROLE_TOKENS = 2
 _TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 _MAX_BREAKPOINTS = 4
 _LOOKBACK = 20
+_PRUNE_ABOVE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,8 @@ class PromptCache:
             read = prefix[hit + 1]
             write_1h = prefix[b + 1] - read
             write_5m = max(0, prefix[c + 1] - prefix[max(hit, b) + 1])
+            if len(self._entries) > _PRUNE_ABOVE:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
             for i in breakpoints:
                 ttl = blocks[i].ttl
                 assert ttl is not None

@@ -30,6 +30,7 @@ __all__ = [
     "FaultSpec",
     "Param",
     "ParamValue",
+    "format_value",
     "make_fault",
     "parse_fault",
     "parse_plan",
@@ -424,7 +425,7 @@ _SPECS: tuple[FaultSpec, ...] = (
         "malformed_event",
         "200, then an event whose data is not JSON after `after` deltas (default 1).",
         "a JSON decoding error while iterating",
-        "never after content",
+        "like drop: yes before the first delta, else never",
         {"after": 1},
     ),
 )
@@ -482,14 +483,15 @@ class Fault:
 
     def __str__(self) -> str:
         parts = [self.name]
-        parts += [f"{key}={_format(value)}" for key, value in self.params]
+        parts += [f"{key}={format_value(value)}" for key, value in self.params]
         return ";".join(parts)
 
 
 OK = Fault("ok")
 
 
-def _format(value: ParamValue) -> str:
+def format_value(value: ParamValue) -> str:
+    """A parameter value as written in a fault spec (``1.0`` as ``1``, booleans lower-case)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():

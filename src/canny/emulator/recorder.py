@@ -2,12 +2,14 @@
 
 The server runs on its own event loop (often in a daemon thread) while tests read the log
 from another thread, so every access takes a lock. Credentials are never stored: the
-``authorization`` and ``x-api-key`` header values are replaced by ``[redacted]``.
+``authorization`` and ``x-api-key`` header values are replaced by ``[redacted]``. The log
+keeps the latest 100,000 requests, so a long-running ``canny emulator serve`` stays small.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +52,11 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 class Recorder:
-    """The request log plus the per-run ``/v1/messages`` counters."""
+    """The request log (the latest ``limit`` requests) plus the per-run ``/v1/messages`` counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=limit)
         self._counters: dict[str | None, int] = {}
 
     def next_index(self, run: str | None) -> int:

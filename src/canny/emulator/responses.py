@@ -20,7 +20,7 @@ from typing import Any
 
 from canny.emulator import sse
 from canny.emulator.cache import InputUsage
-from canny.emulator.faults import Fault
+from canny.emulator.faults import Fault, format_value
 from canny.emulator.tokens import Directives, count_tokens, generate_text, split_deltas, truncate_to_tokens
 from canny.emulator.validation import ApiError, MessagesRequest
 from canny.emulator.wire import Body, Cut, Pause, Start, Step
@@ -145,18 +145,14 @@ def api_error_script(error: ApiError, request_id: str) -> list[Step]:
     return json_script(error.status, error_body(error.error_type, error.message, request_id), request_id)
 
 
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
 def _retry_headers(fault: Fault) -> dict[str, str]:
     headers: dict[str, str] = {}
     numeric = fault.get("retry_after")
     explicit_other = fault.given("retry_after_ms") or fault.given("retry_after_date")
     if numeric is not None and (fault.given("retry_after") or not explicit_other):
-        headers["retry-after"] = _seconds(fault.number("retry_after"))
+        headers["retry-after"] = format_value(fault.number("retry_after"))
     if fault.get("retry_after_ms") is not None:
-        headers["retry-after-ms"] = _seconds(fault.number("retry_after_ms"))
+        headers["retry-after-ms"] = format_value(fault.number("retry_after_ms"))
     if fault.get("retry_after_date") is not None:
         headers["retry-after"] = email.utils.formatdate(time.time() + fault.number("retry_after_date"), usegmt=True)
     should_retry = fault.get("should_retry")

@@ -98,6 +98,12 @@ def _cut(transport: asyncio.Transport, *, reset: bool) -> None:
         transport.close()
 
 
+async def _wait_for_disconnect() -> None:
+    """Idle until the disconnect watcher cancels us (bounded, in case it never comes)."""
+    with anyio.move_on_after(_CUT_GRACE):
+        await anyio.sleep_forever()
+
+
 async def play(steps: Sequence[Step], scope: Scope, receive: Receive, send: Send, closing: threading.Event) -> None:
     """Run a response script. Returns quietly if the client goes away."""
     transport: Any = scope.get(TRANSPORT_KEY)
@@ -118,6 +124,10 @@ async def _run(
 ) -> None:
     started = False
     for step in steps:
+        if transport is not None and transport.is_closing():
+            # The client left; uvicorn learns it a loop turn later. Stop writing now.
+            await _wait_for_disconnect()
+            return
         cut = step if isinstance(step, Cut) else None
         if isinstance(step, Start):
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in step.headers]
@@ -131,8 +141,7 @@ async def _run(
             if transport is None:
                 break
             _cut(transport, reset=cut.reset)
-            with anyio.move_on_after(_CUT_GRACE):
-                await anyio.sleep_forever()  # until the disconnect watcher cancels us
+            await _wait_for_disconnect()
             return
     if started:
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -5,7 +5,9 @@ Times are stored as integer microseconds since the epoch (UTC). A report in a ti
 needs local calendar periods; rather than depend on the database's time-zone support,
 :func:`utc_offset_segments` asks Python's ``zoneinfo`` for the offsets in force over the
 queried range, and the query adds them with a ``CASE`` on the start time. Local days and
-ISO weeks are then plain integer division; months use the dialect's date formatting.
+ISO weeks are then plain integer division; months compare the start time with the UTC
+instants where local months begin (a balanced ``CASE`` tree). No dialect-specific date
+function is involved, so both backends bucket identically.
 """
 
 # SQL here is assembled from column names, validated ``--by`` values and integers computed
@@ -15,6 +17,7 @@ ISO weeks are then plain integer division; months use the dialect's date formatt
 from __future__ import annotations
 
 import json
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -107,8 +110,8 @@ def utc_offset_segments(tz: tzinfo, lo_us: int, hi_us: int) -> list[tuple[int, i
     while t < hi_us:
         nxt = min(t + step, hi_us)
         if _offset(tz, nxt) != current:
-            lo, hi = t, nxt  # the offset changes in (lo, hi]: find the first second of it
-            while hi - lo > 10**6:
+            lo, hi = t, nxt  # the offset changes in (lo, hi]: find its first microsecond
+            while hi - lo > 1:
                 mid = (lo + hi) // 2
                 if _offset(tz, mid) == current:
                     lo = mid
@@ -131,15 +134,12 @@ class Pool(Generic[C]):
     """
 
     def __init__(self, connect: Callable[[], C], close: Callable[[C], None], max_idle: int = 4) -> None:
-        import os
-
         self._connect = connect
         self._close = close
         self._max_idle = max_idle
         self._idle: list[C] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._getpid = os.getpid
         self._pid = os.getpid()
 
     @contextmanager
@@ -147,8 +147,8 @@ class Pool(Generic[C]):
         with self._lock:
             if self._closed:
                 raise LedgerError("the ledger is closed")
-            if self._pid != self._getpid():
-                self._idle, self._pid = [], self._getpid()
+            if self._pid != os.getpid():
+                self._idle, self._pid = [], os.getpid()
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()
@@ -158,7 +158,7 @@ class Pool(Generic[C]):
             self._close(conn)
             raise
         with self._lock:
-            if not self._closed and len(self._idle) < self._max_idle and self._pid == self._getpid():
+            if not self._closed and len(self._idle) < self._max_idle and self._pid == os.getpid():
                 self._idle.append(conn)
                 return
         self._close(conn)
@@ -207,12 +207,13 @@ def _month_label(index: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-_SUMS = (
-    "count(*), sum({a}.input_tokens), sum({a}.cache_write_5m_tokens), sum({a}.cache_write_1h_tokens), "
-    "sum({a}.cache_read_tokens), sum({a}.output_tokens), sum({a}.cost_pico), count({a}.cost_pico), "
-    "sum(CASE WHEN {a}.outcome IN ({answers}) THEN 0 ELSE 1 END)"
-)
 _ANSWERS = ", ".join(f"'{o}'" for o in sorted(ANSWER_OUTCOMES))
+#: What a report sums over the rows of a group (alias ``a``), in :func:`_totals` order.
+_SUMS = (
+    "count(*), sum(a.input_tokens), sum(a.cache_write_5m_tokens), sum(a.cache_write_1h_tokens), "
+    "sum(a.cache_read_tokens), sum(a.output_tokens), sum(a.cost_pico), count(a.cost_pico), "
+    f"sum(CASE WHEN a.outcome IN ({_ANSWERS}) THEN 0 ELSE 1 END)"
+)
 
 
 class _Grouping:
@@ -221,7 +222,7 @@ class _Grouping:
     def __init__(self, by: GroupBy | None, dialect: Dialect, tz: tzinfo, lo_us: int, hi_us: int) -> None:
         self.by = by
         self.dialect = dialect
-        self.segments = utc_offset_segments(tz, lo_us, hi_us)
+        self.segments = utc_offset_segments(tz, lo_us, hi_us) if by in ("day", "week") else []
         self.months = month_starts_us(tz, lo_us, hi_us) if by == "month" else ([], [0])
 
     def key(self, alias: str) -> str:
@@ -254,8 +255,11 @@ class _Grouping:
         return f"{self.key('r')} {same} {self.key('a')}"
 
     def label(self, key: Any) -> str | None:
-        if key is None or self.by is None:
-            return None if self.by is not None else "total"
+        """The display key of a group key as the database returned it."""
+        if self.by is None:
+            return "total"
+        if key is None:
+            return None
         if self.by == "day":
             return day_label(int(key))
         if self.by == "week":
@@ -303,8 +307,7 @@ class SQLLedger(ABC):
     def record(self, record: AttemptRecord) -> None:
         """Store one attempt in one short transaction. Writing the same ``(call_id,
         attempt)`` again is a no-op, so a retried write cannot double a row."""
-        if record.outcome not in OUTCOMES:
-            raise ValueError(f"unknown outcome {record.outcome!r}; expected one of {', '.join(OUTCOMES)}")
+        _check(record)
         params = _row_params(record)
         with self.transaction() as tx:
             inserted = tx.execute(_INSERT, (*params, record.call_id))
@@ -321,8 +324,7 @@ class SQLLedger(ABC):
         As with :meth:`record`, attempts already stored are skipped."""
         chunk: list[AttemptRecord] = []
         for record in records:
-            if record.outcome not in OUTCOMES:
-                raise ValueError(f"unknown outcome {record.outcome!r}")
+            _check(record)
             chunk.append(record)
             if len(chunk) >= batch:
                 self._insert_many(chunk)
@@ -375,30 +377,40 @@ class SQLLedger(ABC):
             if whole and (hi - lo) * 4 > whole[1] - whole[0]:
                 scan_where = where.replace("a.started_at_us", "+a.started_at_us")
         grouping = _Grouping(by, self.dialect, tz or UTC, lo, hi)
-        groups = self._sums(grouping, scan_where, params)
         repeats = self._repeats(grouping, where, params)
-        if by is None or by == "tag":  # tag groups overlap: the total needs its own pass
-            plain = _Grouping(None, self.dialect, UTC, lo, hi)
-            total_row = groups[0][1] if by is None else self._sums(plain, scan_where, params)[0][1]
-            total_repeats = repeats if by is None else self._repeats(plain, where, params)
-        else:
-            total_row, total_repeats = _add([row for _, row in groups]), repeats
-        total = _totals("total", total_row, sum(overall for _, overall in total_repeats.values()))
         if by is None:
+            total_row = self._sums("'total'", "attempts a", scan_where, params, grouped=False)[0][1]
+            total = _totals("total", total_row, sum(overall for _, overall in repeats.values()))
             return [], total
+        if by == "tag":
+            # Tagged attempts come from the tag table (in tag order); one plain scan gives the
+            # untagged group and, with it, the total (tag groups overlap, so it cannot be summed).
+            source = "attempt_tags t JOIN attempts a ON a.id = t.attempt_id"
+            groups = self._sums("t.tag", source, scan_where, params)
+            split = dict(self._sums("CASE WHEN a.tags = '[]' THEN 1 ELSE 0 END", "attempts a", scan_where, params))
+            if 1 in split:
+                groups.append((None, split[1]))
+            total_row = _add(list(split.values()))
+            overall = self._repeats(_Grouping(None, self.dialect, UTC, lo, hi), where, params)
+        else:
+            groups = self._sums(grouping.key("a"), "attempts a", scan_where, params)
+            total_row, overall = _add([row for _, row in groups]), repeats
+        total = _totals("total", total_row, sum(n for _, n in overall.values()))
         return [_totals(grouping.label(k), row, repeats.get(k, (0, 0))[0]) for k, row in groups], total
 
     def _span(self, where: str, params: Sequence[Any]) -> tuple[int, int] | None:
         """First and last start time in the range (two index probes), or None if empty."""
         edge = "SELECT {}(a.started_at_us) FROM attempts a" + where
         sql = f"SELECT ({edge.format('min')}), ({edge.format('max')})"
-        lo, hi = next(iter(self._stream(sql, [*params, *params])))
+        ((lo, hi),) = list(self._stream(sql, [*params, *params]))  # drain: the connection goes back
         return None if lo is None else (int(lo), int(hi))
 
-    def _sums(self, grouping: _Grouping, where: str, params: Sequence[Any]) -> list[tuple[Any, tuple[Any, ...]]]:
-        key = grouping.key("a")
-        sql = f"SELECT {key} AS k, {_SUMS.format(a='a', answers=_ANSWERS)} FROM attempts a{grouping.join('a')}{where}"
-        if grouping.by is not None:
+    def _sums(
+        self, key: str, source: str, where: str, params: Sequence[Any], *, grouped: bool = True
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
+        """(key, sums) per value of the SQL expression ``key`` over ``source`` (alias ``a``)."""
+        sql = f"SELECT {key} AS k, {_SUMS} FROM {source}{where}"
+        if grouped:
             sql += " GROUP BY k ORDER BY k"
         return [(row[0], tuple(row[1:])) for row in self._stream(sql, params)]
 
@@ -416,12 +428,19 @@ class SQLLedger(ABC):
             f"CASE WHEN EXISTS ({earlier} AND {grouping.same_group()}) THEN 1 ELSE 0 END AS g "
             f"FROM attempts a{grouping.join('a')} WHERE a.call_seq > 0{also}"
         )
+        # MATERIALIZED keeps the planner from inlining g, which would run its EXISTS again.
         sql = (
+            f"WITH a AS MATERIALIZED ({inner}) "
             f"SELECT k, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) "
-            f"FROM ({inner}) a GROUP BY k"
+            "FROM a GROUP BY k"
         )
         rows = self._stream(sql, [*params, *params, *params])
         return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in rows}
+
+
+def _check(record: AttemptRecord) -> None:
+    if record.outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {record.outcome!r}; expected one of {', '.join(OUTCOMES)}")
 
 
 def _empty_total() -> GroupTotals:
@@ -473,7 +492,7 @@ def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
         _opt_us(r.first_token_at), r.status_code, r.error_type, r.error_code, r.request_id, r.stop_reason,
         r.refusal_category, r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens,
         r.cache_read_tokens, r.output_tokens, r.web_search_requests, r.web_fetch_requests,
-        r.code_execution_requests, None if cost is None else str(cost), r.price_version, bool(r.batch),
+        r.code_execution_requests, None if cost is None else format(cost, "f"), r.price_version, bool(r.batch),
         r.inference_geo, r.speed, bool(r.streamed), r.endpoint, r.project,
         json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash, r.prompt_text,
         r.response_text, json.dumps(r.extra, ensure_ascii=False, sort_keys=True),

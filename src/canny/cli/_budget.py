@@ -1,0 +1,235 @@
+"""``canny budget set|show|reset``: daily and monthly budgets stored in the ledger.
+
+Stored budgets bind every process and machine that uses the same ledger. ``show`` also
+lists the budgets of the active config profile (``[profiles.NAME.budget]``), which bind
+only the processes that load that profile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+
+from canny.cli._render import cli_errors, echo_err
+
+if TYPE_CHECKING:
+    from canny.budget import Budget, BudgetStatus, Period
+    from canny.ledger import Ledger
+
+__all__ = ["budget"]
+
+
+@contextmanager
+def _ledger(target: str | None, profile: str | None) -> Iterator[tuple[Ledger, Any]]:
+    from canny.config import load_settings
+    from canny.ledger import open_ledger
+
+    settings = load_settings(profile=profile)
+    ledger = open_ledger(target or settings.ledger)
+    try:
+        yield ledger, settings
+    finally:
+        ledger.close()
+
+
+def _key(value: str | None) -> str | None:
+    """A key fingerprint; ``current`` means the key canny would use now."""
+    if value != "current":
+        return value
+    from canny._secrets import resolve_api_key
+    from canny.errors import MissingKeyError
+
+    found = resolve_api_key()
+    if found is None:
+        raise MissingKeyError("--key current: no API key found")
+    return found.secret.fingerprint
+
+
+_ledger_option = click.option("--ledger", "target", help="Ledger path or postgresql:// URL (default: CANNY_LEDGER).")
+_profile_option = click.option("--profile", help="Use a [profiles.NAME] table from config.toml.")
+_scope_options = [
+    click.option("--project", help="Only calls of this project."),
+    click.option("--tag", help="Only calls with this tag."),
+    click.option("--key", help="Only calls made with this key: its fingerprint, or `current`."),
+]
+
+
+def _scoped(func: Any) -> Any:
+    for option in reversed(_scope_options):
+        func = option(func)
+    return func
+
+
+@click.group()
+def budget() -> None:
+    """Set, show or reset spending budgets.
+
+    A budget caps what calls may spend per day or per month, in a time zone, for all
+    calls or those of one project, tag or key. Before each call canny reserves its worst
+    case; a call that does not fit gets a lower max_tokens or is refused (exit code 4)
+    before anything is sent. Budgets live in the ledger, so every process sharing it
+    shares them.
+    """
+
+
+@budget.command("set")
+@click.option("--day", help="Limit per day, in dollars.")
+@click.option("--month", help="Limit per month, in dollars.")
+@_scoped
+@click.option("--tz", "time_zone", help="IANA time zone of the periods (default: the profile's time_zone, or UTC).")
+@_ledger_option
+@_profile_option
+def set_budget(
+    day: str | None,
+    month: str | None,
+    project: str | None,
+    tag: str | None,
+    key: str | None,
+    time_zone: str | None,
+    target: str | None,
+    profile: str | None,
+) -> None:
+    """Set (or replace) the daily and/or monthly budget of a scope."""
+    with cli_errors():
+        from canny import budget as budgets
+        from canny.config import parse_money
+        from canny.pricing import format_usd
+
+        if day is None and month is None:
+            raise click.UsageError("give --day, --month or both")
+        pairs: tuple[tuple[Period, str | None], ...] = (("day", day), ("month", month))
+        limits = {p: parse_money(v, f"--{p}") for p, v in pairs if v is not None}
+        with _ledger(target, profile) as (ledger, settings):
+            zone = time_zone or settings.time_zone
+            for period, limit in limits.items():
+                found = budgets.set_budget(
+                    ledger, period=period, limit=limit, project=project, tag=tag, key=_key(key), time_zone=zone
+                )
+                echo_err(f"canny: {period} budget for {found.scope}: {format_usd(found.limit)} per {period} ({zone})")
+
+
+def _row(line: BudgetStatus) -> dict[str, Any]:
+    b = line.budget
+    return {
+        "period": b.period,
+        "project": b.project,
+        "tag": b.tag,
+        "key": b.key,
+        "time_zone": b.time_zone,
+        "source": b.source,
+        "window": line.window.label,
+        "window_start": line.window.start.isoformat(),
+        "window_end": line.window.end.isoformat(),
+        "limit": str(b.limit),
+        "spent": str(line.spent),
+        "reserved": str(line.reserved),
+        "headroom": str(line.headroom),
+    }
+
+
+@budget.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_ledger_option
+@_profile_option
+def show(as_json: bool, target: str | None, profile: str | None) -> None:
+    """List each budget's limit, spent, reserved and headroom in its current period."""
+    with cli_errors():
+        from canny import budget as budgets
+        from canny.pricing import format_usd
+
+        with _ledger(target, profile) as (ledger, settings):
+            chosen: list[Budget] = budgets.stored_budgets(ledger) + budgets.profile_budgets(settings)
+            lines = budgets.budget_status(ledger, chosen)
+            held, expired, next_end = budgets.reservations_in_flight(ledger)
+        if as_json:
+            reservations = {
+                "held": held,
+                "expired": expired,
+                "next_lease_end": None if next_end is None else next_end.isoformat(),
+            }
+            click.echo(json.dumps({"budgets": [_row(x) for x in lines], "reservations": reservations}, indent=2))
+            return
+        if not lines:
+            click.echo("no budgets: set one with `canny budget set --day 5` (dollars per day)")
+            return
+        cells = [
+            (
+                f"{x.budget.period} · {x.budget.scope}" + (" (profile)" if x.budget.source == "profile" else ""),
+                f"{x.window.label} {x.budget.time_zone}",
+                *(format_usd(v) for v in (x.budget.limit, x.spent, x.reserved, x.headroom)),
+            )
+            for x in lines
+        ]
+        head = ("budget", "period", "limit", "spent", "reserved", "headroom")
+        widths = [max(len(row[i]) for row in [head, *cells]) for i in range(len(head))]
+        for row in [head, *cells]:
+            left = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:2]))
+            right = "  ".join(cell.rjust(widths[i + 2]) for i, cell in enumerate(row[2:]))
+            click.echo(f"{left}  {right}")
+        if held:
+            when = next_end.strftime("%Y-%m-%d %H:%M:%S UTC") if next_end else "?"
+            click.echo(f"{held} reservation(s) held by calls in flight; the first lease ends {when}")
+
+
+@budget.command("reset")
+@click.option("--reservations", is_flag=True, help="End every in-flight reservation instead of removing budgets.")
+@click.option("--period", type=click.Choice(["day", "month"]), help="Only budgets of this period.")
+@_scoped
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@_ledger_option
+@_profile_option
+def reset(
+    reservations: bool,
+    period: str | None,
+    project: str | None,
+    tag: str | None,
+    key: str | None,
+    yes: bool,
+    target: str | None,
+    profile: str | None,
+) -> None:
+    """Remove stored budgets (all, or those matching every option given), or with
+    --reservations end the reservations of calls in flight.
+
+    Ending reservations is for after a crash, when no call is really running: each is
+    charged what the ledger holds for its call, as if its lease had run out, and a call
+    that was still running is charged in full when it ends. Budgets from a config profile
+    are removed by editing config.toml.
+    """
+    with cli_errors():
+        from canny import budget as budgets
+
+        with _ledger(target, profile) as (ledger, _settings):
+            if reservations:
+                if period or project or tag or key:
+                    raise click.UsageError("--reservations ends every reservation; it takes no scope options")
+                held, _expired, _next = budgets.reservations_in_flight(ledger)
+                if held and not yes:
+                    click.confirm(f"End {held} reservation(s) held by calls in flight?", abort=True, err=True)
+                ended = budgets.clear_reservations(ledger)
+                echo_err(f"canny: {ended} reservation(s) ended")
+                return
+            fingerprint = _key(key)
+            matching = [
+                b
+                for b in budgets.stored_budgets(ledger)
+                if (period is None or b.period == period)
+                and all(
+                    want is None or have == want
+                    for have, want in ((b.project, project), (b.tag, tag), (b.key, fingerprint))
+                )
+            ]
+            if not matching:
+                echo_err("canny: no stored budget matches; nothing to remove")
+                return
+            if not yes:
+                listed = "; ".join(f"{b.period} {b.scope}" for b in matching)
+                click.confirm(f"Remove {len(matching)} budget(s): {listed}?", abort=True, err=True)
+            removed = budgets.remove_budgets(
+                ledger, period=cast("Period | None", period), project=project, tag=tag, key=fingerprint
+            )
+            echo_err(f"canny: removed {len(removed)} budget(s)")

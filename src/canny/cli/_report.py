@@ -1,0 +1,293 @@
+"""``canny report`` and ``canny ledger export|path``: read the ledger, never write to it.
+
+The ledger is the one in the settings (``CANNY_LEDGER``, else ``$CANNY_HOME/ledger.db``,
+else the user data dir), or ``--ledger PATH|URL``. A report on a ledger file that does not
+exist yet says so and exits 0 without creating one. Errors are one line on stderr: exit 2
+for bad usage (a date, a time zone, clashing flags), 1 for a ledger that cannot be read.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from canny.cli._render import cli_errors, echo_err, install_warning_printer
+from canny.errors import ConfigError
+from canny.ledger import GROUP_BYS, Ledger, open_ledger
+
+__all__ = ["ledger", "report"]
+
+
+def _one_line_usage_errors(make: Any, info_name: str | None) -> click.Context:
+    """Run ``make()`` (a ``make_context``); a usage error becomes one stderr line, exit 2."""
+    try:
+        context: click.Context = make()
+    except click.UsageError as exc:
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            raise
+        path = exc.ctx.command_path if exc.ctx else f"canny {info_name}"
+        echo_err(f"canny: {exc.format_message()} — see `{path} --help`")
+        raise click.exceptions.Exit(2) from None
+    return context
+
+
+class _OneLineErrors(click.Command):
+    """A command whose usage errors are one stderr line (and exit 2), not a usage block."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        make = super().make_context
+        return _one_line_usage_errors(lambda: make(info_name, args, parent=parent, **extra), info_name)
+
+
+class _OneLineGroup(click.Group):
+    """The same for a group; its subcommands default to :class:`_OneLineErrors`."""
+
+    command_class = _OneLineErrors
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        make = super().make_context
+        return _one_line_usage_errors(lambda: make(info_name, args, parent=parent, **extra), info_name)
+
+
+def _settings() -> tuple[str, str]:
+    """(ledger location, report time zone) from the settings."""
+    from canny.config import load_settings
+
+    settings = load_settings()
+    return settings.ledger, settings.time_zone
+
+
+def _location(target: str | None) -> str:
+    return target or _settings()[0]
+
+
+def _missing_file(target: str) -> bool:
+    """True for a SQLite ledger path that does not exist (nothing recorded yet)."""
+    if target.startswith(("postgres://", "postgresql://")):
+        return False
+    path = target.removeprefix("sqlite:///")
+    return not Path(path).expanduser().exists()
+
+
+def _masked(target: str) -> str:
+    if target.startswith(("postgres://", "postgresql://")):
+        from canny.ledger.postgres import mask_url
+
+        return mask_url(target)
+    return str(Path(target.removeprefix("sqlite:///")).expanduser())
+
+
+@contextmanager
+def _opened(target: str) -> Iterator[Ledger]:
+    ledger_ = open_ledger(target)
+    try:
+        yield ledger_
+    finally:
+        ledger_.close()
+
+
+def _usage(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a parser; a ValueError becomes a usage error (exit 2)."""
+    try:
+        return func(*args, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _range(since: str | None, until: str | None, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
+    from canny.reports import parse_when
+
+    start = _usage(parse_when, since, tz=tz) if since else None
+    end = _usage(parse_when, until, tz=tz, end=True) if until else None
+    if start and end and start >= end:
+        raise ConfigError(f"--since ({start.isoformat()}) must be before --until ({end.isoformat()})")
+    return start, end
+
+
+def _color(stream: TextIO) -> bool:
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and stream.isatty()
+
+
+def _blocks(stream: TextIO) -> bool:
+    try:
+        "█▏".encode(stream.encoding or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return False
+    return True
+
+
+@click.command(cls=_OneLineErrors)
+@click.option("--by", type=click.Choice(GROUP_BYS), default="day", show_default=True, help="How to group attempts.")
+@click.option("--since", metavar="WHEN", help="From this time on: YYYY-MM-DD, an ISO datetime, today, 7d ...")
+@click.option("--until", metavar="WHEN", help="Up to this time (a date includes that whole day).")
+@click.option("--tz", metavar="ZONE", help="Time zone of days, weeks and months (default: config, else UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list (amounts as strings).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML page.")
+@click.option("--reprice", is_flag=True, help="Price every attempt again at today's prices; show the difference.")
+@click.option("--ledger", "target", metavar="PATH|URL", help="Ledger to read (default: CANNY_LEDGER or the data dir).")
+def report(
+    by: str,
+    since: str | None,
+    until: str | None,
+    tz: str | None,
+    as_json: bool,
+    as_csv: bool,
+    html_file: Path | None,
+    reprice: bool,
+    target: str | None,
+) -> None:
+    """Summarise the ledger: calls, attempts, tokens, cost, unpriced and failures per group.
+
+    Cost sums priced attempts only; attempts with no price are counted in `unpriced`, never
+    as $0. The cache hit rate is cache reads over all input tokens.
+    """
+    from canny import reports
+    from canny.cli import _report_render as render
+
+    install_warning_printer()
+    with cli_errors():
+        if as_json and as_csv:
+            raise ConfigError("choose one of --json and --csv")
+        location, default_tz = _settings()
+        location = target or location
+        zone = _usage(reports.resolve_tz, tz or default_tz)
+        start, end = _range(since, until, zone)
+        group: Any = by
+        if _missing_file(location):
+            result = reports.Report(group, reports.zone_name(zone), start, end, (), reports.ReportRow("total"))
+            over_time = by_model = None
+        else:
+            with _opened(location) as opened:
+                kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone}
+                result = reports.build_report(opened, group, reprice=reprice, **kwargs)
+                over_time = by_model = None
+                if html_file is not None and not result.is_empty:
+                    if by not in reports.TIME_GROUPS:
+                        over_time = reports.build_report(opened, "day", **kwargs)
+                    if by != "model":
+                        by_model = reports.build_report(opened, "model", **kwargs)
+        if html_file is not None:
+            page = render.render_html(result, over_time=over_time, by_model=by_model)
+            try:
+                html_file.write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot write {html_file}: {exc.strerror or exc}") from None
+            echo_err(f"canny: wrote {html_file}")
+        if as_json:
+            click.echo(render.render_json(result) if not result.is_empty else "[]")
+        elif as_csv:
+            click.echo(render.render_csv(result), nl=False)
+        elif result.is_empty:
+            where = " in that range" if (start or end) else ""
+            click.echo(f"No attempts recorded{where} yet in the ledger at {_masked(location)}.")
+        else:
+            out = sys.stdout
+            click.echo(render.render_table(result))
+            width = shutil.get_terminal_size((100, 24)).columns
+            chart = render.render_bars(result, width=width, color=_color(out), blocks=_blocks(out))
+            if chart:
+                click.echo("\n" + chart)
+
+
+@click.group(cls=_OneLineGroup)
+def ledger() -> None:
+    """Export the ledger, or show where it lives."""
+
+
+@ledger.command("path")
+@click.option("--ledger", "target", metavar="PATH|URL", help="Ledger to show (default: the configured one).")
+def path_command(target: str | None) -> None:
+    """Print where the ledger is (a PostgreSQL password is masked)."""
+    with cli_errors():
+        click.echo(_masked(_location(target)))
+
+
+@ledger.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--since", metavar="WHEN", help="From this time on: YYYY-MM-DD, an ISO datetime, today, 7d ...")
+@click.option("--until", metavar="WHEN", help="Up to this time (a date includes that whole day).")
+@click.option("--tz", metavar="ZONE", help="Time zone for dates in --since/--until (default: config, else UTC).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
+@click.option("--include-text", is_flag=True, help="Include stored prompt/response text (off by default).")
+@click.option("--ledger", "target", metavar="PATH|URL", help="Ledger to read (default: the configured one).")
+def export(
+    fmt: str,
+    since: str | None,
+    until: str | None,
+    tz: str | None,
+    output: Path | None,
+    include_text: bool,
+    target: str | None,
+) -> None:
+    """Write every attempt as JSON lines or CSV: ids, times, model, outcome, usage, cost.
+
+    `cost_usd` is an exact decimal string, or null/empty when the attempt is unpriced.
+    """
+    from canny import reports
+
+    with cli_errors():
+        location, default_tz = _settings()
+        location = target or location
+        zone = _usage(reports.resolve_tz, tz or default_tz)
+        start, end = _range(since, until, zone)
+        rows: Iterator[dict[str, Any]] = iter(())
+        with _output(output) as stream, _maybe_opened(location) as opened:
+            if opened is not None:
+                rows = reports.export_rows(opened, since=start, until=end, include_text=include_text)
+            if fmt == "jsonl":
+                for row in rows:
+                    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                names = [n for n in reports.EXPORT_FIELDS if include_text or n not in ("prompt_text", "response_text")]
+                writer = csv.DictWriter(stream, fieldnames=names, lineterminator="\n")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+@contextmanager
+def _maybe_opened(target: str) -> Iterator[Ledger | None]:
+    if _missing_file(target):
+        yield None
+        return
+    with _opened(target) as opened:
+        yield opened
+
+
+@contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    try:
+        stream = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with stream:
+        yield stream

@@ -1,0 +1,586 @@
+"""``canny.meter``: the ledger and budgets of :class:`canny.Client` for an existing SDK client.
+
+::
+
+    import anthropic, canny
+
+    client = canny.meter(anthropic.Anthropic())      # or AsyncAnthropic: same type back
+    client.messages.create(...)                      # unchanged; now priced and recorded
+
+:func:`meter` returns ``client.with_middleware(Meter(...))``: a copy that shares the
+connection pool. The :class:`Meter` middleware runs once per HTTP attempt, inside the
+SDK's own retry loop, and only for ``POST /v1/messages`` (the beta messages endpoint
+too); every other request passes through untouched. For each attempt it
+
+1. reserves the attempt's worst case against the budgets in scope (``budget=``, else the
+   ledger's stored and the profile's budgets), lowering ``max_tokens`` or raising
+   :class:`~canny.errors.BudgetExceeded` before anything is sent;
+2. sends it, and writes one ledger row when the attempt ends: at once for an error status
+   or a body that was already read, and for a streamed body when the caller's reading
+   ends. The bytes are teed through :class:`~canny.streaming.SSEDecoder` and
+   :class:`~canny.streaming.MessageAccumulator` as the SDK reads them;
+3. settles the reservation with the attempt's actual cost.
+
+The caller gets exactly what the plain SDK gives (the same objects, exceptions and
+text). A failure inside the meter (the ledger, a budget store) is a
+:class:`~canny._call.CannyWarning`, never an exception, except the refusal of a budget.
+``docs/meter.md`` describes what is recorded and how it differs from ``canny.Client``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import types
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from urllib.parse import urlsplit
+
+import anthropic
+import httpx2
+
+from canny import errors
+from canny._call import CallRun, CallSpec, CannyWarning, Reservation, Reserver, answer_outcome, budget_refused_record
+from canny._sdk_errors import error_from_response, map_exception
+from canny.streaming import SSEDecoder, _payload
+
+if TYPE_CHECKING:
+    from anthropic import APIRequest
+    from anthropic._middleware import AsyncCallNext, CallNext
+    from anthropic._response import APIResponse, AsyncAPIResponse
+
+    from canny._call import Attempt
+    from canny.config import Settings
+    from canny.ledger import Ledger, Outcome
+
+__all__ = ["Meter", "meter"]
+
+ClientT = TypeVar("ClientT", bound="anthropic.Anthropic | anthropic.AsyncAnthropic")
+
+#: Calls whose attempt count is remembered (to number the SDK's retries of one call).
+_RECENT_CALLS = 4096
+_End = Literal["read", "closed", "failed"]
+
+
+def meter(
+    client: ClientT,
+    *,
+    ledger: Ledger | str | Path | Literal[False] | None = None,
+    budget: Reserver | None = None,
+    project: str | None = None,
+    tags: Iterable[str] = (),
+    log_content: bool | None = None,
+    session_id: str | None = None,
+) -> ClientT:
+    """A copy of ``client`` (``anthropic.Anthropic`` or ``AsyncAnthropic``) whose Messages
+    calls are priced, written to the ledger and held to budgets, one row per HTTP attempt.
+
+    ``ledger``: ``None`` for the configured ledger, a path or URL, a ledger object, or
+    ``False`` for none. ``budget``: a :class:`~canny._call.Reserver` used instead of the
+    ledger's stored budgets. ``project``, ``tags`` and ``log_content`` default to the
+    config. A client that is already metered gets its meter replaced, not doubled.
+    """
+    api_key = getattr(client, "api_key", None)
+    fingerprint = None
+    if isinstance(api_key, str) and api_key:
+        from canny._secrets import Secret
+
+        fingerprint = Secret(api_key).fingerprint
+    middleware = Meter(
+        ledger=ledger,
+        budget=budget,
+        project=project,
+        tags=tags,
+        log_content=log_content,
+        session_id=session_id,
+        endpoint=urlsplit(str(client.base_url)).netloc or None,
+        key_fingerprint=fingerprint,
+    )
+    existing = tuple(client.middleware)
+    if any(isinstance(m, Meter) for m in existing):
+        kept = [m for m in existing if not isinstance(m, Meter)]
+        return cast(ClientT, client.with_options(middleware=[*kept, middleware]))
+    return cast(ClientT, client.with_middleware(middleware))
+
+
+def _metered(request: APIRequest) -> bool:
+    return request.method.lower() == "post" and request.url.rstrip("/").endswith("/v1/messages")
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    detail = exc.message if isinstance(exc, errors.CannyError) else type(exc).__name__
+    warnings.warn(f"canny.meter: {what} ({detail})", CannyWarning, stacklevel=3)
+
+
+class Meter(anthropic.Middleware):
+    """The metering middleware (sync and async). :func:`meter` is the usual way in;
+    ``anthropic.Anthropic(middleware=[Meter()])`` works too."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger | str | Path | Literal[False] | None = None,
+        budget: Reserver | None = None,
+        project: str | None = None,
+        tags: Iterable[str] = (),
+        log_content: bool | None = None,
+        session_id: str | None = None,
+        endpoint: str | None = None,
+        key_fingerprint: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        from canny.config import load_settings
+
+        self.settings = settings or load_settings()
+        self.budget = budget
+        self.project = project or self.settings.project
+        self.tags = tuple(tags) or self.settings.tags
+        self.log_content = self.settings.log_content if log_content is None else log_content
+        self.session_id = session_id
+        self.endpoint = endpoint
+        self.key_fingerprint = key_fingerprint
+        self._ledger_arg = ledger
+        self._ledger: Ledger | None = None
+        self._ledger_opened = ledger is False
+        self._lock = threading.Lock()
+        self._calls: OrderedDict[str, list[Any]] = OrderedDict()
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The ledger (opened on first use); ``None`` when disabled or when it cannot open."""
+        if not self._ledger_opened:
+            with self._lock:
+                if not self._ledger_opened:
+                    self._ledger = self._open_ledger()
+                    self._ledger_opened = True
+        return self._ledger
+
+    def _open_ledger(self) -> Ledger | None:
+        arg = self._ledger_arg
+        if arg is None or isinstance(arg, (str, Path)):
+            from canny.ledger import open_ledger
+
+            try:
+                return open_ledger(arg if arg is not None else self.settings.ledger)
+            except errors.LedgerError as exc:
+                _warn("ledger disabled", exc)
+                return None
+        return arg if arg is not False else None
+
+    def close(self) -> None:
+        """Close the ledger if the meter opened it (a path, or the configured one)."""
+        owned = self._ledger_arg is None or isinstance(self._ledger_arg, (str, Path))
+        with self._lock:
+            if self._ledger is not None and owned:
+                self._ledger.close()
+            self._ledger, self._ledger_opened = None, self._ledger_arg is False
+
+    # -- the middleware -----------------------------------------------------------------
+    def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
+        if not _metered(request):
+            return call_next(request)
+        tap = self._begin(request)
+        try:
+            response = call_next(tap.request)
+        except BaseException as exc:
+            tap.raised(exc)
+            raise
+        http = _http_response(response)
+        if http is None:
+            tap.no_attempt()
+        elif not http.is_success:
+            tap.error_status(http, _read(http))
+        elif http.is_closed:
+            tap.whole_body(http)
+        elif tap.headers(http) and isinstance(http.stream, httpx2.SyncByteStream):
+            http.stream = _SyncTee(http.stream, tap)
+        else:
+            tap.untappable()
+        return response
+
+    async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
+        if not _metered(request):
+            return await call_next(request)
+        tap = self._begin(request)
+        try:
+            response = await call_next(tap.request)
+        except BaseException as exc:
+            tap.raised(exc)
+            raise
+        http = _http_response(response)
+        if http is None:
+            tap.no_attempt()
+        elif not http.is_success:
+            tap.error_status(http, await _aread(http))
+        elif http.is_closed:
+            tap.whole_body(http)
+        elif tap.headers(http) and isinstance(http.stream, httpx2.AsyncByteStream):
+            http.stream = _AsyncTee(http.stream, tap)
+        else:
+            tap.untappable()
+        return response
+
+    # -- one attempt --------------------------------------------------------------------
+    def _number(self, request: APIRequest) -> tuple[str, int]:
+        """(call id, attempt number): the SDK reuses one idempotency key for a call's
+        attempts, so the attempts of one call share an id and count up from 1."""
+        key = request.options.idempotency_key
+        if key is None:
+            return uuid.uuid4().hex, request.retries_taken + 1
+        with self._lock:
+            slot = self._calls.get(key)
+            if slot is None:
+                slot = self._calls[key] = [uuid.uuid4().hex, 0]
+                if len(self._calls) > _RECENT_CALLS:
+                    self._calls.popitem(last=False)
+            else:
+                self._calls.move_to_end(key)
+            slot[1] += 1
+            return str(slot[0]), int(slot[1])
+
+    def _begin(self, request: APIRequest) -> _Tap:
+        """Reserve the budgets and start the attempt; raises only ``BudgetExceeded``."""
+        body = request.json
+        if not isinstance(body, Mapping):
+            return _Tap(request, None)
+        try:
+            call_id, number = self._number(request)
+            ledger = self.ledger
+            spec = CallSpec(
+                model=str(body.get("model") or "unknown"),
+                params=dict(body),
+                stream=request.stream,
+                project=self.project,
+                tags=self.tags,
+                session_id=self.session_id,
+                log_content=self.log_content,
+                endpoint=self.endpoint,
+                key_fingerprint=self.key_fingerprint,
+                call_id=call_id,
+            )
+            reservation = self._reserve(spec, ledger, number)
+            if reservation is not None and reservation.max_tokens < spec.max_tokens:
+                spec.params["max_tokens"] = reservation.max_tokens
+                request = request.copy(body=spec.params)
+            run = CallRun(spec, ledger=ledger, reservation=reservation)
+            return _Tap(request, run, run.start_attempt(number))
+        except errors.BudgetExceeded:
+            raise
+        except Exception as exc:  # the meter never breaks a call
+            _warn("this attempt is not metered", exc)
+            return _Tap(request, None)
+
+    def _reserve(self, spec: CallSpec, ledger: Ledger | None, number: int) -> Reservation | None:
+        max_tokens = spec.params.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            return None  # the API rejects it; nothing to reserve
+        try:
+            guard = self._guard(ledger)
+            return guard.reserve(spec) if guard is not None else None
+        except errors.BudgetExceeded as exc:
+            if ledger is not None:
+                record = dataclasses.replace(budget_refused_record(spec, exc), attempt=number)
+                _safe_write(ledger, record)
+            raise
+        except errors.CannyError as exc:
+            _warn("budgets not checked", exc)
+            return None
+
+    def _guard(self, ledger: Ledger | None) -> Reserver | None:
+        if self.budget is not None:
+            return self.budget
+        if ledger is None:
+            return None
+        from canny.budget import guard_for
+
+        return guard_for(ledger, self.settings)
+
+
+def _safe_write(ledger: Ledger, record: Any) -> None:
+    try:
+        ledger.record(record)
+    except Exception as exc:
+        _warn("ledger not written", exc)
+
+
+def _http_response(response: object) -> httpx2.Response | None:
+    http = getattr(response, "http_response", None)
+    return http if isinstance(http, httpx2.Response) else None
+
+
+def _read(http: httpx2.Response) -> bytes | None:
+    try:
+        return http.read()
+    except Exception:
+        return None
+
+
+async def _aread(http: httpx2.Response) -> bytes | None:
+    try:
+        return await http.aread()
+    except Exception:
+        return None
+
+
+class _Tap:
+    """One attempt's accounting: what arrived, and the row once it ended. Never raises."""
+
+    __slots__ = ("_decoder", "_event_error", "_json", "_parts", "_sse", "attempt", "done", "request", "run")
+
+    def __init__(self, request: APIRequest, run: CallRun | None, attempt: Attempt | None = None) -> None:
+        self.request = request
+        self.run = run
+        self.attempt = attempt
+        self.done = run is None
+        self._sse = SSEDecoder()
+        self._decoder: Any = None
+        self._json = False
+        self._parts: list[bytes] = []
+        self._event_error: errors.APIError | None = None
+
+    # -- what the attempt saw -----------------------------------------------------------
+    def headers(self, http: httpx2.Response) -> bool:
+        """A 2xx whose body is still to be read: get ready to tee it (``False``: no need)."""
+        if self.attempt is None:
+            return False
+        try:
+            self.attempt.headers(http.headers)
+            self._json = "event-stream" not in http.headers.get("content-type", "")
+            codings = [c.strip().lower() for c in http.headers.get_list("content-encoding", split_commas=True)]
+            codings = [c for c in codings if c and c != "identity"]
+            if codings:  # the tee sees the bytes before httpx2 decodes them
+                from httpx2._decoders import MultiDecoder
+
+                self._decoder = MultiDecoder(codings)
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def untappable(self) -> None:
+        if not self.done:
+            self._fail(TypeError("the response body cannot be observed"))
+
+    def chunk(self, data: bytes) -> None:
+        """Raw body bytes as the SDK reads them."""
+        if self.done or self.attempt is None:
+            return
+        try:
+            if self._decoder is None:
+                self._take(data)
+            else:
+                for piece in self._decoder.decode(data):
+                    self._take(piece)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _take(self, data: bytes) -> None:
+        if self._json:
+            self._parts.append(data)
+        elif self._event_error is None:
+            self._events(self._sse.feed(data))
+
+    def _events(self, events: Iterable[Any]) -> None:
+        assert self.attempt is not None
+        for event in events:
+            if event.event == "ping":
+                continue
+            try:
+                self.attempt.feed(_payload(event))
+            except errors.APIError as exc:  # an in-band error event
+                self._event_error = exc
+                return
+
+    def end(self, how: _End, exc: BaseException | None = None) -> None:
+        """The body was read to its end, closed by the caller, or broke with ``exc``."""
+        if self.done or self.attempt is None:
+            return
+        try:
+            if how == "read":
+                self._drain()
+            error: errors.CannyError | None = self._event_error
+            if error is None and how == "failed" and exc is not None:
+                error = map_exception(exc) or _unknown(exc)
+            if error is not None:
+                self._failed(error)
+            elif self.attempt.acc.complete:
+                self._finish(answer_outcome(self.attempt.acc))
+            elif how == "read":
+                self._failed(errors.ConnectionFailed("the stream ended before the answer was complete"))
+            else:
+                self._finish("cancelled")
+        except errors.CannyError as body_error:  # a 2xx body that is not a message
+            self._failed(body_error)
+        except Exception as failure:
+            self._fail(failure)
+
+    def _drain(self) -> None:
+        """The body ended: take what the decoders still hold."""
+        assert self.attempt is not None
+        if self._decoder is not None:
+            for piece in self._decoder.flush():
+                self._take(piece)
+        if self._json:
+            self.attempt.body(b"".join(self._parts))
+        elif self._event_error is None:
+            self._events(self._sse.flush())
+
+    def whole_body(self, http: httpx2.Response) -> None:
+        """A 2xx response whose body the SDK already read."""
+        if self.attempt is None:
+            return
+        try:
+            self.attempt.headers(http.headers)
+            self.attempt.body(http.content)
+        except errors.CannyError as error:
+            self._failed(error)
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self._finish(answer_outcome(self.attempt.acc))
+
+    def error_status(self, http: httpx2.Response, raw: bytes | None) -> None:
+        if self.attempt is None:
+            return
+        try:
+            self.attempt.headers(http.headers)
+            body: Any = None
+            if raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode("utf-8", errors="replace")
+            error = error_from_response(http.status_code, body, http.headers)
+        except Exception as exc:
+            self._fail(exc)
+        else:
+            self._failed(error)
+
+    def raised(self, exc: BaseException) -> None:
+        """``call_next`` raised: no response (connection, timeout) or the caller stopped."""
+        if isinstance(exc, Exception):
+            self._failed(map_exception(exc) or _unknown(exc))
+        else:
+            self._finish("cancelled")
+
+    def no_attempt(self) -> None:
+        """A later middleware answered without an HTTP request: nothing to record."""
+        self.done = True
+        if self.run is not None and self.run.reservation is not None:
+            try:
+                self.run.reservation.release()
+            except Exception as exc:
+                _warn("budget reservation not released", exc)
+
+    # -- the row ------------------------------------------------------------------------
+    def _failed(self, error: errors.CannyError) -> None:
+        shown = self.attempt is not None and self.attempt.acc.shown
+        self._finish("interrupted" if shown else "error", error)
+
+    def _finish(self, outcome: Outcome, error: errors.CannyError | None = None) -> None:
+        if self.done or self.run is None or self.attempt is None:
+            return
+        self.done = True
+        try:
+            self.run.record(self.attempt, outcome, error)
+        except Exception as exc:
+            _warn("ledger not written", exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The meter itself failed on this attempt: record what is known, and warn."""
+        _warn("could not read this response", exc)
+        self._finish("error", _unknown(exc))
+
+
+def _unknown(exc: BaseException) -> errors.APIError:
+    return errors.APIError(f"the request failed ({type(exc).__name__})", error_type=type(exc).__name__)
+
+
+class _SyncTee(httpx2.SyncByteStream):
+    """The response body, teed into a :class:`_Tap` as the SDK reads it."""
+
+    def __init__(self, body: httpx2.SyncByteStream, tap: _Tap) -> None:
+        self._body = body
+        self._tap = tap
+
+    @property
+    def elapsed(self) -> timedelta | None:
+        """``httpx2.Response.elapsed`` reads this from ``response.stream``."""
+        return getattr(self._body, "elapsed", None)
+
+    def __iter__(self) -> Iterator[bytes]:
+        tap = self._tap
+        try:
+            for chunk in self._body:
+                tap.chunk(chunk)
+                yield chunk
+        except Exception as exc:
+            tap.end("failed", exc)
+            raise
+        tap.end("read")
+
+    def close(self) -> None:
+        self._tap.end("closed")
+        self._body.close()
+
+
+class _AsyncTee(httpx2.AsyncByteStream):
+    """The async twin of :class:`_SyncTee`."""
+
+    def __init__(self, body: httpx2.AsyncByteStream, tap: _Tap) -> None:
+        self._body = body
+        self._tap = tap
+
+    @property
+    def elapsed(self) -> timedelta | None:
+        return getattr(self._body, "elapsed", None)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        tap = self._tap
+        chunks = self._body.__aiter__()
+        try:
+            async for chunk in chunks:
+                tap.chunk(chunk)
+                yield chunk
+        except Exception as exc:
+            tap.end("failed", exc)
+            raise
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+        tap.end("read")
+
+    async def aclose(self) -> None:
+        self._tap.end("closed")
+        await self._body.aclose()
+
+
+class _CallableModule(types.ModuleType):
+    """``import canny.meter`` binds the package attribute ``canny.meter`` to this module,
+    shadowing the function of the same name; calling the module calls the function."""
+
+    def __call__(
+        self,
+        client: ClientT,
+        *,
+        ledger: Ledger | str | Path | Literal[False] | None = None,
+        budget: Reserver | None = None,
+        project: str | None = None,
+        tags: Iterable[str] = (),
+        log_content: bool | None = None,
+        session_id: str | None = None,
+    ) -> ClientT:
+        return meter(
+            client, ledger=ledger, budget=budget, project=project, tags=tags,
+            log_content=log_content, session_id=session_id,
+        )  # fmt: skip
+
+
+sys.modules[__name__].__class__ = _CallableModule
