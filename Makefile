@@ -21,7 +21,7 @@ test: $(STAMP)
 	@$(BIN)/ruff check src tests benchmarks examples
 	@$(BIN)/ruff format --check src tests benchmarks examples
 	@$(BIN)/mypy
-	@bash scripts/with-postgres.sh $(BIN)/pytest -q -p no:cacheprovider
+	@bash scripts/pg-test-server.sh run $(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	@$(BIN)/ruff check src tests benchmarks examples && $(BIN)/ruff format --check src tests benchmarks examples

@@ -184,9 +184,7 @@ def bench_concurrency(emulator: Any, workdir: Path, n: int = 64) -> tuple[int, i
     path = workdir / "concurrent.db"
 
     async def main() -> None:
-        async with canny.AsyncClient(
-            api_key=KEY, base_url=emulator.url_for("ok"), ledger=path, model=MODEL
-        ) as client:
+        async with canny.AsyncClient(api_key=KEY, base_url=emulator.url_for("ok"), ledger=path, model=MODEL) as client:
 
             async def one(i: int) -> None:
                 async with client.stream(f"stream {i} [[words=50]]", max_tokens=200) as s:
@@ -209,11 +207,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
     repeat = 15 if args.quick else 60
-    from canny.emulator import serve_in_thread
-
     import anthropic
 
     import canny
+    from canny.emulator import serve_in_thread
 
     print(f"canny {canny.__version__} · anthropic {anthropic.__version__} · Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp, serve_in_thread() as emu:

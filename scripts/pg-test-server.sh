@@ -91,6 +91,7 @@ start() {
     PGPASSWORD=$password "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" \
         || { stop "$dir"; die "createdb failed"; }
     dsn="postgresql://postgres:$password@127.0.0.1:$port/$db"
+    printf '%s\n' "$bin" >"$dir/bindir"
     printf '%s\n' "$dsn" >"$dir/dsn"
     chmod 0600 "$dir/dsn"
     printf 'export CANNY_TEST_POSTGRES_DSN=%q\nexport CANNY_PG_TEST_DIR=%q\n' "$dsn" "$dir"
@@ -100,7 +101,8 @@ stop() {
     local dir=${1:-${CANNY_PG_TEST_DIR:-}} bin
     [[ -n "$dir" ]] || die "stop: which server? pass its dir or set CANNY_PG_TEST_DIR"
     [[ -d "$dir/data" ]] || die "stop: $dir holds no server"
-    bin=$(find_bin) || die "no PostgreSQL binaries found"
+    # The bin dir recorded at start, so stopping never depends on searching again.
+    if [[ -r "$dir/bindir" ]]; then bin=$(<"$dir/bindir"); else bin=$(find_bin) || die "no PostgreSQL binaries found"; fi
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || log "server in $dir was not running"
     rm -rf "$dir"
     log "stopped and removed $dir"

@@ -34,7 +34,9 @@ def test_retiring_model_warns_and_retired_model_fails() -> None:
 
 
 def _client(emulator: Any, ledger: MemoryLedger, **kwargs: Any) -> Client:
-    return Client(api_key=CANARY_KEY, base_url=emulator.url_for("ok"), ledger=ledger, model="claude-sonnet-5-5", **kwargs)
+    return Client(
+        api_key=CANARY_KEY, base_url=emulator.url_for("ok"), ledger=ledger, model="claude-sonnet-5-5", **kwargs
+    )
 
 
 def test_max_cost_lowers_max_tokens(emulator: Any, memory_ledger: MemoryLedger) -> None:

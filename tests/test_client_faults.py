@@ -128,7 +128,9 @@ def test_stream_fault(
     assert len(emulator.requests(run="s-" + run_id)) == case.attempts
 
 
-STATUS_CASES = [n for n, c in CASES.items() if not c.partial and "event" not in n and "stall" not in n and "drop" not in n]
+STATUS_CASES = [
+    n for n, c in CASES.items() if not c.partial and "event" not in n and "stall" not in n and "drop" not in n
+]
 
 
 @pytest.mark.parametrize("name", STATUS_CASES)

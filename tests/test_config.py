@@ -52,7 +52,12 @@ idle = 5
     )
     assert load_settings().max_tokens == 500
     work = load_settings(profile="work")
-    assert (work.max_tokens, work.project, work.tags, work.max_cost) == (2000, "acme", ("billing", "eu"), Decimal("0.05"))
+    assert (work.max_tokens, work.project, work.tags, work.max_cost) == (
+        2000,
+        "acme",
+        ("billing", "eu"),
+        Decimal("0.05"),
+    )
     assert work.timeouts.idle == 5.0
     monkeypatch.setenv("CANNY_PROFILE", "work")
     assert load_settings().profile == "work"

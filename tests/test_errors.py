@@ -13,7 +13,12 @@ from canny._sdk_errors import error_from_event, error_from_response
 @pytest.mark.parametrize(
     ("status", "body", "cls", "exit_code"),
     [
-        (401, {"error": {"type": "authentication_error", "message": "invalid x-api-key"}}, errors.AuthenticationError, 3),
+        (
+            401,
+            {"error": {"type": "authentication_error", "message": "invalid x-api-key"}},
+            errors.AuthenticationError,
+            3,
+        ),
         (403, {"error": {"type": "permission_error", "message": "no"}}, errors.AuthenticationError, 3),
         (400, {"error": {"type": "invalid_request_error", "message": "bad"}}, errors.RequestRejected, 8),
         (404, {"error": {"type": "not_found_error", "message": "model: x"}}, errors.RequestRejected, 8),
@@ -22,7 +27,13 @@ from canny._sdk_errors import error_from_event, error_from_response
         (429, {"error": {"type": "rate_limit_error", "message": "slow down"}}, errors.RateLimited, 7),
         (
             429,
-            {"error": {"type": "rate_limit_error", "message": "cap", "details": {"error_code": "enforced_spend_limit_reached"}}},
+            {
+                "error": {
+                    "type": "rate_limit_error",
+                    "message": "cap",
+                    "details": {"error_code": "enforced_spend_limit_reached"},
+                }
+            },
             errors.SpendLimitReached,
             4,
         ),

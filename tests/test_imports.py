@@ -12,7 +12,8 @@ HEAVY = ("anthropic", "httpx2", "pydantic", "rich", "psycopg", "starlette", "uvi
 def _modules_after(code: str) -> list[str]:
     script = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    modules: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return modules
 
 
 def test_import_canny_is_light() -> None:

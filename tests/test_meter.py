@@ -18,7 +18,7 @@ import pytest
 import canny
 from canny import errors
 from canny._call import CallSpec, CannyWarning
-from canny.meter import Meter, meter
+from canny._meter import Meter, meter
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 MODEL = "claude-sonnet-5-5"
@@ -66,6 +66,9 @@ class RecordingBudget:
 
         def release(self) -> None:
             self.owner.settled.append(None)
+
+        def renew(self, seconds: float | None = None) -> bool:
+            return True
 
 
 class BrokenLedger(MemoryLedger):
@@ -309,6 +312,41 @@ def test_async_early_close_is_cancelled(emulator: Any, memory_ledger: MemoryLedg
     assert [r.outcome for r in memory_ledger.rows] == ["cancelled"]
 
 
+def test_dropped_unread_stream_is_cancelled(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
+    """A create(stream=True) dropped without reading or closing still leaves its cancelled row."""
+    import gc
+
+    with _sdk(emulator, "slow;seconds=0.05", run=run_id) as sdk:
+        events = meter(sdk, ledger=memory_ledger).messages.create(**_ask(), stream=True)
+        del events
+        gc.collect()
+    assert [r.outcome for r in memory_ledger.rows] == ["cancelled"]
+
+
+def test_concurrent_async_calls_keep_their_attempts_apart(
+    emulator: Any, memory_ledger: MemoryLedger, run_id: str
+) -> None:
+    """16 concurrent streams through one Meter, each retried once by the SDK: every call numbered 1 then 2."""
+    shared = Meter(ledger=memory_ledger)
+
+    async def one(sdk: anthropic.AsyncAnthropic, i: int) -> None:
+        async with sdk.with_middleware(shared).messages.stream(**_ask(f"call {i}")) as stream:
+            await stream.until_done()
+
+    async def go() -> None:
+        clients = [_async_sdk(emulator, FAST, run=f"{run_id}-{i}") for i in range(16)]
+        await asyncio.gather(*(one(c, i) for i, c in enumerate(clients)))
+        for c in clients:
+            await c.close()
+
+    asyncio.run(go())
+    by_call: dict[str, list[tuple[int, str]]] = {}
+    for row in memory_ledger.rows:
+        by_call.setdefault(row.call_id, []).append((row.attempt, row.outcome))
+    assert len(memory_ledger.rows) == 32
+    assert sorted(by_call.values()) == [[(1, "error"), (2, "ok")]] * 16
+
+
 # -- answers that are not plain ok -----------------------------------------------------------
 
 
@@ -402,6 +440,28 @@ class _Chunks(httpx2.SyncByteStream):
             yield self.data[i : i + 7]
 
 
+class _BrokenErrorBody(httpx2.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield b'{"type": "error", "error": {"type": "overl'
+        raise httpx2.RemoteProtocolError("peer closed connection")
+
+
+@pytest.mark.parametrize("metered", [False, True], ids=["plain", "metered"])
+def test_error_body_that_breaks_fails_as_without_the_meter(metered: bool, memory_ledger: MemoryLedger) -> None:
+    """A 529 whose body breaks while read: the caller gets the same RemoteProtocolError with or without the meter."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(529, headers={"content-type": "application/json"}, stream=_BrokenErrorBody())
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    sdk = anthropic.Anthropic(api_key=CANARY_KEY, base_url="http://127.0.0.1:9", max_retries=1, http_client=http)
+    client = meter(sdk, ledger=memory_ledger) if metered else sdk
+    with sdk, pytest.raises(httpx2.RemoteProtocolError, match="peer closed"), client.messages.stream(**_ask()):
+        pass
+    expected = [("error", 529)] * 2 if metered else []
+    assert [(r.outcome, r.status_code) for r in memory_ledger.rows] == expected
+
+
 def test_default_ledger_is_the_configured_one(emulator: Any, run_id: str) -> None:
     """Without ledger=, rows go to the configured ledger (under CANNY_HOME here), tagged from the arguments."""
     from canny.config import load_settings
@@ -438,19 +498,6 @@ def test_metering_twice_replaces_the_meter(emulator: Any, memory_ledger: MemoryL
         client.messages.create(**_ask())
     assert len(memory_ledger.rows) == 1
     assert other.rows == []
-
-
-def test_submodule_import_keeps_canny_meter_callable(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
-    """After `import canny.meter` (which binds the module as canny.meter), canny.meter(client) still meters."""
-    import canny.meter as module
-
-    with _sdk(emulator, run=run_id) as sdk:
-        client = module(sdk, ledger=memory_ledger)  # type: ignore[operator]
-        client.messages.create(**_ask())
-    assert len(memory_ledger.rows) == 1
-
-
-# -- budgets ---------------------------------------------------------------------------------
 
 
 def test_stored_budget_refuses_before_sending(emulator: Any, tmp_path: Path, run_id: str) -> None:

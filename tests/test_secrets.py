@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 
 import pytest
 
@@ -29,7 +28,7 @@ class MemoryKeyring:
 
 
 @pytest.fixture
-def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
+def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
     import keyring
 
     backend = MemoryKeyring()
@@ -37,13 +36,13 @@ def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryKeyring]:
     monkeypatch.setattr(keyring, "get_password", backend.get_password)
     monkeypatch.setattr(keyring, "set_password", backend.set_password)
     monkeypatch.setattr(keyring, "delete_password", backend.delete_password)
-    yield backend
+    return backend
 
 
 def test_secret_never_shows(canary_key: str) -> None:
     """repr, str, format and f-strings of a Secret show only a masked form."""
     secret = Secret(canary_key)
-    for text in (repr(secret), str(secret), f"{secret}", "%s" % secret, format(secret, "")):
+    for text in (repr(secret), str(secret), f"{secret}", str.format("{}", secret), format(secret, "")):
         assert canary_key not in text
         assert text.endswith("ONLY')") or "…" in text
     assert secret.reveal() == canary_key

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from canny.streaming import MessageAccumulator, SSEDecoder, iter_events, parse_body
 
-PADDED = b"""event: message_start
-data: {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-opus-4-8", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}
-
-event: content_block_start
-data: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-
-event: ping
-data: {"type": "ping"}
-
-event: content_block_delta
-data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}
-
-event: content_block_delta
-data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "!"}}
-
-event: content_block_stop
-data: {"type": "content_block_stop", "index": 0}
-
-event: message_delta
-data: {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence":null}, "usage": {"output_tokens": 15}}
-
-event: message_stop
-data: {"type": "message_stop"}
-
-"""
+PADDED = (Path(__file__).parent / "fixtures" / "basic_padded.sse").read_bytes()
 
 
 def _accumulate(body: bytes, chunk: int) -> MessageAccumulator:
@@ -64,7 +42,7 @@ def test_any_chunking_gives_the_same_result(chunk: int) -> None:
 
 def test_crlf_line_ends_and_comments() -> None:
     """CRLF line ends and comment lines are handled."""
-    body = b": keep-alive\r\nevent: message_stop\r\ndata: {\"type\": \"message_stop\"}\r\n\r\n"
+    body = b': keep-alive\r\nevent: message_stop\r\ndata: {"type": "message_stop"}\r\n\r\n'
     assert list(iter_events([body])) == [{"type": "message_stop"}]
 
 
@@ -100,7 +78,7 @@ def test_in_band_error_is_captured() -> None:
 
 def test_tool_use_json_is_assembled() -> None:
     """input_json_delta pieces become the tool_use block's input object."""
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"model": "m", "content": [], "usage": {"input_tokens": 3}}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f"}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"a": '}},
@@ -145,7 +123,7 @@ def test_json_body_is_parsed() -> None:
 
 def test_invalid_json_data_does_not_raise() -> None:
     """A data line that is not JSON becomes an 'invalid' event instead of an exception."""
-    assert list(iter_events([b"event: x\ndata: {not json\n\n"]))[0]["type"] == "invalid"
+    assert next(iter_events([b"event: x\ndata: {not json\n\n"]))["type"] == "invalid"
 
 
 @given(st.binary(max_size=400))
@@ -159,9 +137,10 @@ def test_decoder_never_raises_on_arbitrary_bytes(data: bytes) -> None:
     decoder.flush()
 
 
-
 _leaf = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4)
-_field = _leaf | st.lists(_leaf, max_size=2) | st.dictionaries(st.sampled_from(["type", "text", "index"]), _leaf, max_size=2)
+_field = (
+    _leaf | st.lists(_leaf, max_size=2) | st.dictionaries(st.sampled_from(["type", "text", "index"]), _leaf, max_size=2)
+)
 _event = st.fixed_dictionaries(
     {
         "type": st.sampled_from(

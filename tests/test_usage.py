@@ -50,7 +50,9 @@ def test_addition_sums_every_bucket() -> None:
     """Adding usages adds each bucket and concatenates iterations."""
     a = Usage(input=1, cache_write_5m=2, cache_write_1h=3, cache_read=4, output=5, web_search_requests=1)
     b = Usage(input=10, cache_write_5m=20, cache_write_1h=30, cache_read=40, output=50)
-    assert a + b == Usage(input=11, cache_write_5m=22, cache_write_1h=33, cache_read=44, output=55, web_search_requests=1)
+    assert a + b == Usage(
+        input=11, cache_write_5m=22, cache_write_1h=33, cache_read=44, output=55, web_search_requests=1
+    )
 
 
 def test_deltas_are_cumulative_and_replace() -> None:

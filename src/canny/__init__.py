@@ -13,6 +13,7 @@ __all__ = [
     "AsyncClient",
     "CallResult",
     "Client",
+    "Meter",
     "Usage",
     "__version__",
     "cost",
@@ -22,8 +23,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from canny import errors
+    from canny._meter import Meter, meter
     from canny.client import AsyncClient, Client
-    from canny.meter import meter
     from canny.pricing import cost
     from canny.result import CallResult
     from canny.usage import Usage
@@ -34,7 +35,8 @@ _LAZY: dict[str, str] = {
     "CallResult": "canny.result",
     "Usage": "canny.usage",
     "cost": "canny.pricing",
-    "meter": "canny.meter",
+    "Meter": "canny._meter",
+    "meter": "canny._meter",
 }
 
 

@@ -344,38 +344,31 @@ def hold(
     return int(rows[0][0])
 
 
-def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], charge: int | None) -> None:
-    """Replace reservation ``rid`` by ``charge`` (its reserved amount when ``None``: unknown).
+def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], amount: int, charge: int | None) -> None:
+    """Replace reservation ``rid`` (of ``amount`` on ``counter_ids``) by ``charge`` (the
+    amount itself when ``None``: the actual cost is unknown).
 
     A held reservation is swapped for the charge. An expired one was already charged the
     ledger rows found at expiry, so only the rest is added. A reservation that is gone
-    (``canny budget reset --reservations`` and a week passed) charges everything.
+    (its tombstone pruned a week after its lease ended) is charged in full.
     """
+    actual = amount if charge is None else charge
     with begin(ledger) as tx:
-        rows = tx.execute(
-            "SELECT state, amount_pico, charged_pico, counters FROM budget_reservations WHERE id = ?", (rid,)
-        )
+        rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, charged_pico", (rid,))
         if not rows:
-            if charge:
-                _update(tx, counter_ids, spent=charge)
-            return
-        state, amount, charged, ids_text = rows[0]
-        amount, charged = int(amount), int(charged)
-        actual = amount if charge is None else charge
-        if state == "held":
-            _update(tx, _ids(ids_text), reserved=-amount, spent=actual)
+            _update(tx, counter_ids, spent=actual)
+        elif rows[0][0] == "held":
+            _update(tx, counter_ids, reserved=-amount, spent=actual)
         else:
-            _update(tx, _ids(ids_text), spent=max(actual - charged, 0))
-        tx.execute("DELETE FROM budget_reservations WHERE id = ?", (rid,))
+            _update(tx, counter_ids, spent=max(actual - int(rows[0][1]), 0))
 
 
 def release(ledger: BudgetLedger, rid: int) -> None:
     """Drop reservation ``rid`` with no charge (nothing was sent)."""
     with begin(ledger) as tx:
-        rows = tx.execute("SELECT state, amount_pico, counters FROM budget_reservations WHERE id = ?", (rid,))
+        rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, amount_pico, counters", (rid,))
         if rows and rows[0][0] == "held":
             _update(tx, _ids(rows[0][2]), reserved=-int(rows[0][1]))
-        tx.execute("DELETE FROM budget_reservations WHERE id = ?", (rid,))
 
 
 def renew(ledger: BudgetLedger, rid: int, expires_us: int) -> bool:

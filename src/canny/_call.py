@@ -60,6 +60,25 @@ class Reservation(Protocol):
     def release(self) -> None:
         """Drop the reservation (nothing was sent)."""
 
+    def renew(self, seconds: float | None = None) -> bool:
+        """Extend the reservation's lease (before a retry); ``False`` if it already ended."""
+
+
+class NoReservation:
+    """The reservation of a call that no budget limits: holds nothing."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+
+    def settle(self, cost: Decimal | None) -> None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+    def renew(self, seconds: float | None = None) -> bool:
+        return True
+
 
 class Reserver(Protocol):
     """Anything that can reserve a call's worst case against budgets (see ``canny.budget``)."""
@@ -197,8 +216,17 @@ class CallRun:
         """A new attempt, numbered by the retry state unless ``number`` is given (the meter
         numbers the attempts the SDK makes)."""
         attempt = Attempt(number=self.retry.begin_attempt() if number is None else number, started_at=_now())
+        if attempt.number > 1 and self.reservation is not None and not self._settled:
+            self.reservation.renew()  # a retry must not outlive the budget lease
         self.attempts.append(attempt)
         return attempt
+
+    def release(self) -> None:
+        """Nothing was sent (the stream was closed before it started): free the budgets."""
+        if not self._settled and not self.attempts:
+            self._settled = True
+            if self.reservation is not None:
+                self.reservation.release()
 
     def check_deadline(self, started_monotonic: float, total: float) -> None:
         if self.policy.clock() - started_monotonic > total:

@@ -28,6 +28,7 @@ explains the guarantees and the bound on overspend.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canny import _budget_store as store
-from canny._call import MIN_MAX_TOKENS, CannyWarning
+from canny._call import MIN_MAX_TOKENS, CannyWarning, NoReservation
 from canny.errors import BudgetExceeded, ConfigError, LedgerError
 from canny.ledger._sql import pico_to_usd, to_us, usd_to_pico
 from canny.pricing import format_usd as _usd
@@ -77,7 +78,8 @@ Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
 #: Keys of a profile's ``budget`` table.
 PROFILE_KEYS = frozenset({"day", "month", "project", "tag", "key", "time_zone", "lease"})
-#: Seconds added to a call's longest possible duration to make its lease.
+#: Seconds added to a call's longest possible duration (the retry deadline, plus one
+#: attempt's total timeout, plus one idle gap) to make its default lease.
 LEASE_MARGIN = 60.0
 
 Clock = Callable[[], datetime]
@@ -85,6 +87,11 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.cache
+def _host() -> str:
+    return socket.gethostname()
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -379,7 +386,7 @@ def profile_budgets(settings: Settings) -> list[Budget]:
     Keys: ``day`` and ``month`` (dollar limits), ``project``, ``tag``, ``key`` (a key
     fingerprint) for the scope both limits share, ``time_zone`` (default: the profile's
     ``time_zone``, else UTC) and ``lease`` (seconds a reservation lives; default: the
-    retry deadline plus the total timeout plus :data:`LEASE_MARGIN`)::
+    retry deadline, plus the total and idle timeouts, plus :data:`LEASE_MARGIN`)::
 
         [profiles.work.budget]
         day = "5"
@@ -406,21 +413,9 @@ def guard_for(ledger: Ledger, settings: Settings, *, clock: Clock | None = None)
     budgets = [_budget(row) for row in store.read_limits(ledger)] + list(profile.budgets)
     if not budgets:
         return None
-    lease = profile.lease or settings.retry.deadline + settings.timeouts.total + LEASE_MARGIN
+    longest = settings.retry.deadline + settings.timeouts.total + settings.timeouts.idle
+    lease = profile.lease or longest + LEASE_MARGIN
     return BudgetGuard(ledger, budgets, lease=lease, clock=clock)
-
-
-class _Unbudgeted:
-    """The reservation of a call no budget applies to."""
-
-    def __init__(self, max_tokens: int) -> None:
-        self.max_tokens = max_tokens
-
-    def settle(self, cost: Decimal | None) -> None:
-        return None
-
-    def release(self) -> None:
-        return None
 
 
 class LedgerReservation:
@@ -430,6 +425,7 @@ class LedgerReservation:
         self.guard = guard
         self.id = rid
         self.counter_ids = counter_ids
+        self._pico = amount
         #: The worst case held, in dollars.
         self.amount = _dollars(amount)
         self.max_tokens = max_tokens
@@ -438,7 +434,8 @@ class LedgerReservation:
     def settle(self, cost: Decimal | None) -> None:
         """Replace the hold by the call's actual cost (``None``, unpriced: the worst case
         is charged). A ledger failure here is a warning: the lease then ends the hold."""
-        self._end(lambda db: store.settle(db, self.id, self.counter_ids, None if cost is None else usd_to_pico(cost)))
+        charge = None if cost is None else usd_to_pico(cost)
+        self._end(lambda db: store.settle(db, self.id, self.counter_ids, self._pico, charge))
 
     def release(self) -> None:
         """Drop the hold without a charge (nothing was sent)."""
@@ -476,21 +473,21 @@ class BudgetGuard:
     or renewed; ``clock``: the current UTC time (injectable for tests)."""
 
     def __init__(
-        self, ledger: Ledger, budgets: Iterable[Budget], *, lease: float = 1260.0, clock: Clock | None = None
+        self, ledger: Ledger, budgets: Iterable[Budget], *, lease: float = 1320.0, clock: Clock | None = None
     ) -> None:
         self.db = _as_ledger(ledger)
         self.budgets = tuple(budgets)
         self.lease = lease
         self.clock: Clock = clock or _utc_now
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"{_host()}:{os.getpid()}"
 
-    def reserve(self, spec: CallSpec) -> LedgerReservation | _Unbudgeted:
+    def reserve(self, spec: CallSpec) -> LedgerReservation | NoReservation:
         """Hold ``spec``'s worst case against every budget in scope, in one transaction;
         lower ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
         :class:`~canny.errors.BudgetExceeded` when it does not fit."""
         applicable = [b for b in self.budgets if b.applies_to(spec)]
         if not applicable:
-            return _Unbudgeted(spec.max_tokens)
+            return NoReservation(spec.max_tokens)
         worst = spec.worst_case()
         if worst is None:
             raise _unpriced(spec, applicable[0])
@@ -536,7 +533,8 @@ def _decide(
 ) -> _Decision:
     """How much to hold and at what ``max_tokens``, against the tightest budget."""
     rooms = [
-        (usd_to_pico(b.limit) - s.spent - s.reserved, i) for i, (b, s) in enumerate(zip(budgets, states, strict=True))
+        (math.floor(b.limit.scaleb(12)) - s.spent - s.reserved, i)
+        for i, (b, s) in enumerate(zip(budgets, states, strict=True))
     ]
     room, index = min(rooms)
     tight, state = budgets[index], states[index]

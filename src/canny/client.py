@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from canny import errors
-from canny._call import MIN_MAX_TOKENS, Attempt, CallRun, CallSpec, CannyWarning, Reservation, Reserver
+from canny._call import (
+    MIN_MAX_TOKENS,
+    Attempt,
+    CallRun,
+    CallSpec,
+    CannyWarning,
+    NoReservation,
+    Reservation,
+    Reserver,
+)
 from canny._sdk_errors import translate
 from canny._secrets import ResolvedKey, Secret, resolve_api_key
 from canny.config import Settings, Timeouts, load_settings
@@ -91,7 +100,7 @@ class _MaxCost:
     def reserve(self, spec: CallSpec) -> Reservation:
         worst = spec.worst_case()
         if worst is None or worst <= self.limit:
-            return _NoReservation(spec.max_tokens)
+            return NoReservation(spec.max_tokens)
         floor = spec.worst_case(0) or Decimal(0)
         per_token = (worst - floor) / spec.max_tokens
         affordable = int((self.limit - floor) / per_token) if per_token > 0 else spec.max_tokens
@@ -110,18 +119,7 @@ class _MaxCost:
             CannyWarning,
             stacklevel=3,
         )
-        return _NoReservation(affordable)
-
-
-class _NoReservation:
-    def __init__(self, max_tokens: int) -> None:
-        self.max_tokens = max_tokens
-
-    def settle(self, cost: Decimal | None) -> None:
-        return None
-
-    def release(self) -> None:
-        return None
+        return NoReservation(affordable)
 
 
 class _BaseClient:
@@ -273,11 +271,11 @@ class _BaseClient:
                 reservation = guard.reserve(spec)
                 reservations.append(reservation)
                 spec.params["max_tokens"] = min(spec.max_tokens, reservation.max_tokens)
-        except errors.BudgetExceeded as exc:
+        except BaseException as exc:
             for reservation in reservations:
                 reservation.release()
             ledger = self.ledger
-            if ledger is not None:
+            if isinstance(exc, errors.BudgetExceeded) and ledger is not None:
                 from canny._call import budget_refused_record
 
                 run = CallRun(spec, policy=self.retry_policy, ledger=ledger)
@@ -345,6 +343,10 @@ class _Combined:
     def release(self) -> None:
         for r in self.reservations:
             r.release()
+
+    def renew(self, seconds: float | None = None) -> bool:
+        renewed = [r.renew(seconds) for r in self.reservations]  # renew every one, no short-circuit
+        return all(renewed)
 
 
 class Client(_BaseClient):
@@ -470,6 +472,7 @@ class MessageStream:
 
     def close(self) -> None:
         self._gen.close()
+        self.run.release()
 
     def __enter__(self) -> Self:
         return self
@@ -633,6 +636,7 @@ class AsyncMessageStream:
 
     async def aclose(self) -> None:
         await self._gen.aclose()
+        self.run.release()
 
     async def __aenter__(self) -> Self:
         return self

@@ -394,8 +394,11 @@ REPRICE_FIELDS: tuple[str, ...] = ("repriced_usd", "reprice_difference_usd", "re
 
 
 def report_rows(report: Report) -> list[dict[str, Any]]:
-    """The report as plain dicts (groups, then the total; Decimals as strings), for JSON/CSV."""
+    """The report as plain dicts (groups, then the total; Decimals as strings), for JSON/CSV.
+    An empty report gives an empty list."""
     out: list[dict[str, Any]] = []
+    if report.is_empty:
+        return out
     for kind, row in [*(("group", r) for r in report.rows), ("total", report.total)]:
         rate = row.cache_hit_rate
         item: dict[str, Any] = {

@@ -94,8 +94,8 @@ class RetryPolicy:
 
     def backoff(self, retries_taken: int) -> float:
         """Full-jitter exponential delay before retry number ``retries_taken + 1``."""
-        ceiling = min(self.max_delay, self.initial_delay * (2 ** min(retries_taken, 32)))
-        return float(self.rng()) * ceiling
+        ceiling = min(self.max_delay, self.initial_delay * (2.0 ** min(retries_taken, 32)))
+        return self.rng() * ceiling
 
     def start(self) -> RetryState:
         return RetryState(self, self.clock())

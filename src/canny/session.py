@@ -41,17 +41,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 
+from canny.client import AsyncMessageStream, MessageStream
 from canny.errors import APIError, ConfigError, SessionLimitReached
 from canny.usage import Usage
 
 if TYPE_CHECKING:
-    from canny._call import CallRun
-    from canny.client import AsyncClient, AsyncMessageStream, Client, MessageStream, _BaseClient
+    from canny._call import CallRun, CallSpec
+    from canny.client import AsyncClient, Client, _BaseClient
     from canny.result import CallResult
 
 __all__ = ["AsyncSession", "AsyncSessionStream", "Session", "SessionStream", "SessionTotals"]
@@ -104,7 +105,7 @@ class _Caps:
         #: Shared by every ledger row of this session.
         self.id = uuid.uuid4().hex
         self.started = clock()
-        self.ended = False
+        self._ended_at: float | None = None
         self._calls = 0
         self._cost = Decimal(0)
         self._unpriced = 0
@@ -114,7 +115,14 @@ class _Caps:
     @property
     def totals(self) -> SessionTotals:
         """Calls, cost, usage and elapsed time so far."""
-        return SessionTotals(self._calls, self._cost, self._usage, self.clock() - self.started, self._unpriced)
+        end = self.clock() if self._ended_at is None else self._ended_at
+        return SessionTotals(self._calls, self._cost, self._usage, end - self.started, self._unpriced)
+
+    def end(self) -> None:
+        """End the session (leaving its ``with`` block does this): no more calls, and
+        ``totals.elapsed`` stops."""
+        if self._ended_at is None:
+            self._ended_at = self.clock()
 
     def _stop(self, reason: str, message: str, cap: Decimal | int | float, needed: Decimal | None = None) -> None:
         raise SessionLimitReached(
@@ -126,10 +134,10 @@ class _Caps:
             hint="end the loop here, or start a session with a higher cap; the totals are in the error's .totals",
         )
 
-    def _check(self, prompt: Prompt, kwargs: dict[str, Any], *, stream: bool) -> Decimal | None:
-        """Raise :class:`SessionLimitReached` if the next call could cross a cap; return its
-        worst case when a cost cap needs it."""
-        if self.ended:
+    def _check(self, prompt: Prompt, kwargs: dict[str, Any], *, stream: bool) -> tuple[CallSpec, Decimal | None]:
+        """Raise :class:`SessionLimitReached` if the next call could cross a cap; return the
+        call's spec, and its worst case when a cost cap needs it."""
+        if self._ended_at is not None:
             raise ConfigError("this session has ended; start a new one with client.session(...)")
         if self.max_iterations is not None and self._calls >= self.max_iterations:
             self._stop(
@@ -144,11 +152,11 @@ class _Caps:
                     f"far), past max_wall_time of {self.max_wall_time:g} s",
                     self.max_wall_time,
                 )
+        spec = self.client._spec(prompt, stream=stream, session_id=self.id, **_spec_args(kwargs))
         if self.max_cost is None:
-            return None
+            return spec, None
         from canny.pricing import format_usd
 
-        spec = self.client._spec(prompt, stream=stream, session_id=self.id, **_spec_args(kwargs))
         worst = spec.worst_case()
         if worst is None:
             self._stop("cost", f"{spec.model} has no price, so max_cost cannot be checked", self.max_cost)
@@ -160,7 +168,7 @@ class _Caps:
                 self.max_cost,
                 needed=worst,
             )
-        return worst
+        return spec, worst
 
     def _record(self, run_cost: Decimal | None, usage: Usage, worst: Decimal | None, started: float) -> None:
         self._calls += 1
@@ -228,7 +236,7 @@ class Session(_Caps):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.ended = True
+        self.end()
 
     def create(
         self,
@@ -244,7 +252,7 @@ class Session(_Caps):
     ) -> CallResult:
         """``Client.create`` within the session's caps."""
         kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
-        worst = self._check(prompt, kwargs, stream=False)
+        _, worst = self._check(prompt, kwargs, stream=False)
         started = self.clock()
         try:
             result = self.client.create(prompt, session_id=self.id, **kwargs)
@@ -268,67 +276,25 @@ class Session(_Caps):
     ) -> SessionStream:
         """``Client.stream`` within the session's caps; the call counts once the stream ends."""
         kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
-        worst = self._check(prompt, kwargs, stream=True)
-        started = self.clock()
-        return SessionStream(self, self.client.stream(prompt, session_id=self.id, **kwargs), worst, started)
+        spec, worst = self._check(prompt, kwargs, stream=True)
+        return SessionStream(self.client, self.client._prepare(spec), session=self, worst=worst)
 
 
-class SessionStream:
+class SessionStream(MessageStream):
     """A :class:`~canny.client.MessageStream` whose call is added to the session's totals
     when it ends (finished, failed or closed early)."""
 
-    def __init__(self, session: Session, stream: MessageStream, worst: Decimal | None, started: float) -> None:
+    def __init__(self, client: Client, run: CallRun, *, session: Session, worst: Decimal | None) -> None:
         self._session = session
-        self._stream = stream
         self._worst = worst
-        self._started = started
-        self._counted = False
-        self._gen = self._drive()
-
-    @property
-    def result(self) -> CallResult | None:
-        """The call's result once the stream has ended."""
-        return self._stream.result
-
-    @property
-    def run(self) -> CallRun:
-        return self._stream.run
-
-    def __iter__(self) -> Iterator[str]:
-        return self._gen
-
-    @property
-    def text_stream(self) -> Iterator[str]:
-        return self._gen
-
-    def final(self) -> CallResult:
-        """Consume whatever is left and return the result."""
-        for _ in self._gen:
-            pass
-        assert self.result is not None
-        return self.result
-
-    def close(self) -> None:
-        self._gen.close()
-        self._stream.close()
-        self._count()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _count(self) -> None:
-        if not self._counted:
-            self._counted = True
-            self._session._record_run(self._stream.run, self._worst, self._started)
+        self._started = session.clock()
+        super().__init__(client, run)
 
     def _drive(self) -> Generator[str, None, None]:
         try:
-            yield from self._stream
+            yield from super()._drive()
         finally:
-            self._count()
+            self._session._record_run(self.run, self._worst, self._started)
 
 
 class AsyncSession(_Caps):
@@ -353,7 +319,7 @@ class AsyncSession(_Caps):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.ended = True
+        self.end()
 
     async def create(
         self,
@@ -369,7 +335,7 @@ class AsyncSession(_Caps):
     ) -> CallResult:
         """``AsyncClient.create`` within the session's caps."""
         kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
-        worst = self._check(prompt, kwargs, stream=False)
+        _, worst = self._check(prompt, kwargs, stream=False)
         started = self.clock()
         try:
             result = await self.client.create(prompt, session_id=self.id, **kwargs)
@@ -393,61 +359,24 @@ class AsyncSession(_Caps):
     ) -> AsyncSessionStream:
         """``AsyncClient.stream`` within the session's caps."""
         kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
-        worst = self._check(prompt, kwargs, stream=True)
-        started = self.clock()
-        return AsyncSessionStream(self, self.client.stream(prompt, session_id=self.id, **kwargs), worst, started)
+        spec, worst = self._check(prompt, kwargs, stream=True)
+        return AsyncSessionStream(self.client, self.client._prepare(spec), session=self, worst=worst)
 
 
-class AsyncSessionStream:
+class AsyncSessionStream(AsyncMessageStream):
     """The async twin of :class:`SessionStream`."""
 
-    def __init__(
-        self, session: AsyncSession, stream: AsyncMessageStream, worst: Decimal | None, started: float
-    ) -> None:
+    def __init__(self, client: AsyncClient, run: CallRun, *, session: AsyncSession, worst: Decimal | None) -> None:
         self._session = session
-        self._stream = stream
         self._worst = worst
-        self._started = started
-        self._counted = False
-        self._gen = self._drive()
-
-    @property
-    def result(self) -> CallResult | None:
-        return self._stream.result
-
-    @property
-    def run(self) -> CallRun:
-        return self._stream.run
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._gen
-
-    async def final(self) -> CallResult:
-        async for _ in self._gen:
-            pass
-        assert self.result is not None
-        return self.result
-
-    async def aclose(self) -> None:
-        await self._gen.aclose()
-        await self._stream.aclose()
-        self._count()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def _count(self) -> None:
-        if not self._counted:
-            self._counted = True
-            self._session._record_run(self._stream.run, self._worst, self._started)
+        self._started = session.clock()
+        super().__init__(client, run)
 
     async def _drive(self) -> AsyncGenerator[str, None]:
+        inner = super()._drive()
         try:
-            async for text in self._stream:
+            async for text in inner:
                 yield text
         finally:
-            await self._stream.aclose()
-            self._count()
+            await inner.aclose()
+            self._session._record_run(self.run, self._worst, self._started)

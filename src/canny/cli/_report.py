@@ -17,13 +17,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
 from canny.cli._render import cli_errors, echo_err, install_warning_printer
 from canny.errors import ConfigError
 from canny.ledger import GROUP_BYS, Ledger, open_ledger
+
+if TYPE_CHECKING:
+    from canny.ledger import GroupBy
 
 __all__ = ["ledger", "report"]
 
@@ -167,7 +170,7 @@ def report(
         location = target or location
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
-        group: Any = by
+        group = cast("GroupBy", by)
         if _missing_file(location):
             result = reports.Report(group, reports.zone_name(zone), start, end, (), reports.ReportRow("total"))
             over_time = by_model = None
@@ -189,12 +192,12 @@ def report(
                 raise ConfigError(f"cannot write {html_file}: {exc.strerror or exc}") from None
             echo_err(f"canny: wrote {html_file}")
         if as_json:
-            click.echo(render.render_json(result) if not result.is_empty else "[]")
+            click.echo(render.render_json(result))
         elif as_csv:
             click.echo(render.render_csv(result), nl=False)
         elif result.is_empty:
-            where = " in that range" if (start or end) else ""
-            click.echo(f"No attempts recorded{where} yet in the ledger at {_masked(location)}.")
+            where = " in that range" if (start or end) else " yet"
+            click.echo(f"No attempts recorded{where} in the ledger at {_masked(location)}.")
         else:
             out = sys.stdout
             click.echo(render.render_table(result))

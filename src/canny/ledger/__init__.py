@@ -3,7 +3,10 @@
 This module holds the contract every backend implements (:class:`Ledger`) and the row
 (:class:`AttemptRecord`). :func:`open_ledger` picks the backend from a URL or path:
 ``sqlite:///path/ledger.db`` or a bare path for SQLite, ``postgresql://...`` for
-PostgreSQL (needs the ``postgres`` extra; imported only then).
+PostgreSQL (needs the ``postgres`` extra; imported only then). Both backends also
+implement :class:`ReportingLedger` (sums per group in SQL, as :class:`GroupTotals`), and
+share their schema through :mod:`canny.ledger.migrations`. Schema and usage:
+``docs/ledger.md``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ clean line naming the file, so callers can keep showing the answer.
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = ["SQLiteLedger"]
 
 _HINTS = {
     "file is not a database": "the file is corrupt or not a canny ledger; move it aside to start a new one",
+    "malformed": "the file is corrupt; move it aside to start a new one (sqlite3 .recover may save rows)",
     "readonly": "the ledger is read-only; check the file's permissions or set CANNY_LEDGER",
     "database is locked": "another process held the ledger too long; try again",
     "disk is full": "free some disk space",
@@ -106,7 +109,7 @@ class SQLiteLedger(SQLLedger):
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}").close()
             if not self.read_only:
-                conn.execute("PRAGMA journal_mode = WAL").close()
+                self._ensure_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL").close()
             conn.execute("PRAGMA foreign_keys = ON").close()
             conn.execute("SELECT count(*) FROM sqlite_master").close()
@@ -114,6 +117,23 @@ class SQLiteLedger(SQLLedger):
             conn.close()
             raise self._error(exc) from exc
         return conn
+
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL once. The switch needs an exclusive lock and SQLite reports "locked"
+        at once (without waiting) while another process is switching too, so retry briefly."""
+        deadline = time.monotonic() + self._busy_ms / 1000
+        while True:
+            try:
+                cursor = conn.execute("PRAGMA journal_mode")
+                mode = cursor.fetchone()
+                cursor.close()
+                if mode and str(mode[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL").close()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.02))
 
     def _error(self, exc: BaseException) -> LedgerError:
         text = str(exc) or type(exc).__name__

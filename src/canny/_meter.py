@@ -2,29 +2,17 @@
 
 ::
 
-    import anthropic, canny
-
     client = canny.meter(anthropic.Anthropic())      # or AsyncAnthropic: same type back
     client.messages.create(...)                      # unchanged; now priced and recorded
 
-:func:`meter` returns ``client.with_middleware(Meter(...))``: a copy that shares the
-connection pool. The :class:`Meter` middleware runs once per HTTP attempt, inside the
-SDK's own retry loop, and only for ``POST /v1/messages`` (the beta messages endpoint
-too); every other request passes through untouched. For each attempt it
-
-1. reserves the attempt's worst case against the budgets in scope (``budget=``, else the
-   ledger's stored and the profile's budgets), lowering ``max_tokens`` or raising
-   :class:`~canny.errors.BudgetExceeded` before anything is sent;
-2. sends it, and writes one ledger row when the attempt ends: at once for an error status
-   or a body that was already read, and for a streamed body when the caller's reading
-   ends. The bytes are teed through :class:`~canny.streaming.SSEDecoder` and
-   :class:`~canny.streaming.MessageAccumulator` as the SDK reads them;
-3. settles the reservation with the attempt's actual cost.
-
-The caller gets exactly what the plain SDK gives (the same objects, exceptions and
-text). A failure inside the meter (the ledger, a budget store) is a
-:class:`~canny._call.CannyWarning`, never an exception, except the refusal of a budget.
-``docs/meter.md`` describes what is recorded and how it differs from ``canny.Client``.
+:func:`meter` returns ``client.with_middleware(Meter(...))``, a copy sharing the connection
+pool. :class:`Meter` runs once per HTTP attempt inside the SDK's retry loop, for
+``POST /v1/messages`` only (beta too). Per attempt it reserves the worst case against the
+budgets in scope (raising :class:`~canny.errors.BudgetExceeded` before sending), tees the
+body through :class:`~canny.streaming.SSEDecoder` / ``MessageAccumulator`` as the SDK reads
+it, writes one ledger row through :class:`~canny._call.CallRun` when the attempt ends, and
+settles the reservation with its cost. The caller gets exactly what the plain SDK gives; a
+failure inside the meter is a :class:`~canny._call.CannyWarning`. See ``docs/meter.md``.
 """
 
 from __future__ import annotations
@@ -33,12 +21,10 @@ import dataclasses
 import json
 import sys
 import threading
-import types
 import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -193,16 +179,12 @@ class Meter(anthropic.Middleware):
             tap.raised(exc)
             raise
         http = _http_response(response)
-        if http is None:
-            tap.no_attempt()
-        elif not http.is_success:
-            tap.error_status(http, _read(http))
-        elif http.is_closed:
-            tap.whole_body(http)
-        elif tap.headers(http) and isinstance(http.stream, httpx2.SyncByteStream):
-            http.stream = _SyncTee(http.stream, tap)
-        else:
-            tap.untappable()
+        raw = _read(http) if http is not None and not http.is_success else None
+        if tap.observe(http, raw) and http is not None:
+            if isinstance(http.stream, httpx2.SyncByteStream):
+                http.stream = _SyncTee(http.stream, tap)
+            else:
+                tap.untappable()
         return response
 
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
@@ -215,16 +197,12 @@ class Meter(anthropic.Middleware):
             tap.raised(exc)
             raise
         http = _http_response(response)
-        if http is None:
-            tap.no_attempt()
-        elif not http.is_success:
-            tap.error_status(http, await _aread(http))
-        elif http.is_closed:
-            tap.whole_body(http)
-        elif tap.headers(http) and isinstance(http.stream, httpx2.AsyncByteStream):
-            http.stream = _AsyncTee(http.stream, tap)
-        else:
-            tap.untappable()
+        raw = await _aread(http) if http is not None and not http.is_success else None
+        if tap.observe(http, raw) and http is not None:
+            if isinstance(http.stream, httpx2.AsyncByteStream):
+                http.stream = _AsyncTee(http.stream, tap)
+            else:
+                tap.untappable()
         return response
 
     # -- one attempt --------------------------------------------------------------------
@@ -282,51 +260,72 @@ class Meter(anthropic.Middleware):
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return None  # the API rejects it; nothing to reserve
         try:
-            guard = self._guard(ledger)
+            guard = self.budget  # else the stored and profile budgets, as canny.Client does
+            if guard is None and ledger is not None:
+                from canny.budget import guard_for
+
+                guard = guard_for(ledger, self.settings)
             return guard.reserve(spec) if guard is not None else None
         except errors.BudgetExceeded as exc:
             if ledger is not None:
-                record = dataclasses.replace(budget_refused_record(spec, exc), attempt=number)
-                _safe_write(ledger, record)
+                try:
+                    ledger.record(dataclasses.replace(budget_refused_record(spec, exc), attempt=number))
+                except Exception as failure:
+                    _warn("ledger not written", failure)
             raise
         except errors.CannyError as exc:
             _warn("budgets not checked", exc)
             return None
 
-    def _guard(self, ledger: Ledger | None) -> Reserver | None:
-        if self.budget is not None:
-            return self.budget
-        if ledger is None:
-            return None
-        from canny.budget import guard_for
-
-        return guard_for(ledger, self.settings)
-
-
-def _safe_write(ledger: Ledger, record: Any) -> None:
-    try:
-        ledger.record(record)
-    except Exception as exc:
-        _warn("ledger not written", exc)
-
 
 def _http_response(response: object) -> httpx2.Response | None:
+    """``None`` when a later middleware answered without sending (e.g. from a cache)."""
     http = getattr(response, "http_response", None)
     return http if isinstance(http, httpx2.Response) else None
 
 
 def _read(http: httpx2.Response) -> bytes | None:
+    """The error body (small), read for its ``error.type``; a failed read is replayed to
+    the SDK, which then fails exactly as it would have without the meter."""
+    if http.is_closed:
+        return http.content
     try:
         return http.read()
-    except Exception:
+    except Exception as exc:
+        _replay_failure(http, exc)
         return None
 
 
 async def _aread(http: httpx2.Response) -> bytes | None:
+    if http.is_closed:
+        return http.content
     try:
         return await http.aread()
-    except Exception:
+    except Exception as exc:
+        _replay_failure(http, exc)
         return None
+
+
+def _replay_failure(http: httpx2.Response, exc: Exception) -> None:
+    http.stream = _Failing(exc)
+    http.is_closed = http.is_stream_consumed = False
+
+
+class _Failing(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A body whose reading raises ``exc`` again."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from ()
+        raise self.exc
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        nothing: tuple[bytes, ...] = ()
+        for chunk in nothing:
+            yield chunk
+        raise self.exc
 
 
 class _Tap:
@@ -346,6 +345,18 @@ class _Tap:
         self._event_error: errors.APIError | None = None
 
     # -- what the attempt saw -----------------------------------------------------------
+    def observe(self, http: httpx2.Response | None, raw: bytes | None) -> bool:
+        """The response arrived: record it now, or return ``True`` to tee its body."""
+        if http is None:
+            self.no_attempt()
+        elif not http.is_success:
+            self.error_status(http, raw)
+        elif http.is_closed:
+            self.whole_body(http)
+        else:
+            return self.headers(http)
+        return False
+
     def headers(self, http: httpx2.Response) -> bool:
         """A 2xx whose body is still to be read: get ready to tee it (``False``: no need)."""
         if self.attempt is None:
@@ -510,10 +521,11 @@ class _SyncTee(httpx2.SyncByteStream):
         self._body = body
         self._tap = tap
 
-    @property
-    def elapsed(self) -> timedelta | None:
-        """``httpx2.Response.elapsed`` reads this from ``response.stream``."""
-        return getattr(self._body, "elapsed", None)
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else the body offers (``elapsed``, an SDK tracing observer) stays visible.
+        if name == "_body":
+            raise AttributeError(name)
+        return getattr(self._body, name)
 
     def __iter__(self) -> Iterator[bytes]:
         tap = self._tap
@@ -530,6 +542,11 @@ class _SyncTee(httpx2.SyncByteStream):
         self._tap.end("closed")
         self._body.close()
 
+    def __del__(self) -> None:
+        # A response dropped unread and unclosed: its attempt still happened.
+        if not sys.is_finalizing():
+            self._tap.end("closed")
+
 
 class _AsyncTee(httpx2.AsyncByteStream):
     """The async twin of :class:`_SyncTee`."""
@@ -538,9 +555,10 @@ class _AsyncTee(httpx2.AsyncByteStream):
         self._body = body
         self._tap = tap
 
-    @property
-    def elapsed(self) -> timedelta | None:
-        return getattr(self._body, "elapsed", None)
+    def __getattr__(self, name: str) -> Any:
+        if name == "_body":
+            raise AttributeError(name)
+        return getattr(self._body, name)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         tap = self._tap
@@ -561,26 +579,6 @@ class _AsyncTee(httpx2.AsyncByteStream):
         self._tap.end("closed")
         await self._body.aclose()
 
-
-class _CallableModule(types.ModuleType):
-    """``import canny.meter`` binds the package attribute ``canny.meter`` to this module,
-    shadowing the function of the same name; calling the module calls the function."""
-
-    def __call__(
-        self,
-        client: ClientT,
-        *,
-        ledger: Ledger | str | Path | Literal[False] | None = None,
-        budget: Reserver | None = None,
-        project: str | None = None,
-        tags: Iterable[str] = (),
-        log_content: bool | None = None,
-        session_id: str | None = None,
-    ) -> ClientT:
-        return meter(
-            client, ledger=ledger, budget=budget, project=project, tags=tags,
-            log_content=log_content, session_id=session_id,
-        )  # fmt: skip
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    def __del__(self) -> None:
+        if not sys.is_finalizing():
+            self._tap.end("closed")
