@@ -45,14 +45,13 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode a chunk of bytes; returns the events it completed."""
-        self._buffer += chunk
+        if b"\n" not in chunk:
+            self._buffer += chunk
+            return []
+        lines = (self._buffer + chunk).split(b"\n")
+        self._buffer = lines.pop()  # the unfinished last line (often b"")
         out: list[ServerSentEvent] = []
-        while True:
-            idx = self._buffer.find(b"\n")
-            if idx < 0:
-                break
-            raw = self._buffer[:idx]
-            self._buffer = self._buffer[idx + 1 :]
+        for raw in lines:
             event = self.line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
             if event is not None:
                 out.append(event)

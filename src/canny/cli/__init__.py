@@ -9,7 +9,8 @@ command runs. Library errors are turned into one clean stderr line and an exit c
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 import click
 
@@ -48,6 +49,21 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Like click's, but usage errors are one stderr line (``canny: ... — see --help``)."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "canny"
+            _fail(f"{exc.format_message()} — see `{where} --help`", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help comes from the table above, so `canny --help` imports no command module.
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -63,6 +79,13 @@ def main() -> None:
     Every call streams, retries safely, is priced to the micro-dollar and recorded in a
     ledger. Try `canny ask --offline "hello"`: it needs no key and no network.
     """
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from canny._secrets import redact
+
+    click.echo("canny: " + redact(message).replace("\n", " "), err=True)
+    sys.exit(code)
 
 
 def run(argv: list[str] | None = None) -> Any:

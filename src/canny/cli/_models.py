@@ -25,7 +25,7 @@ def models(as_json: bool, show_all: bool) -> None:
         rows: list[dict[str, object]] = []
         info_aliases: dict[str, list[str]] = {}
         for info in known_models():
-            retired = info.retires_at is not None and info.retires_at <= today
+            retired = info.is_retired(today)
             if retired and not show_all:
                 continue
             r = rates(info.id)

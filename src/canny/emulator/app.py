@@ -46,6 +46,7 @@ from canny.emulator.responses import (
 )
 from canny.emulator.scenario import Scenario
 from canny.emulator.tokens import Directives, parse_directives
+from canny.emulator.tools import plan_calls
 from canny.emulator.validation import ApiError, MessagesRequest, validate_messages
 from canny.emulator.wire import TRANSPORT_KEY, Start, Step, find_transport, play
 
@@ -197,10 +198,11 @@ class _Handlers:
             directives, fault = _directives(parsed.last_user_text(), fault)
             if fault.kind == "status":
                 return status_fault_script(fault, request_id), fault
+            calls = plan_calls(parsed)
             usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
         except ApiError as exc:
             return api_error_script(exc, request_id), fault
-        answer = compose_answer(parsed, fault, directives, usage)
+        answer = compose_answer(parsed, fault, directives, usage, calls)
         return message_script(answer, parsed, fault, request_id, self.state.chunk_delay), fault
 
     async def count_tokens(self, request: Request, request_id: str) -> Sequence[Step]:

@@ -2,7 +2,8 @@
 
 A request's prompt is a list of *blocks* in the API's cache order: each tool definition,
 each system block, then each message content block (the first block of a message also
-carries 2 tokens for the role marker). A block's tokens are
+carries 2 tokens for the role marker; the first tool carries the hidden tool-use system
+prompt, whose size depends on the model and on a forced ``tool_choice``). A block's tokens are
 :func:`~canny.emulator.tokens.count_tokens` of its text (text blocks) or of its compact
 JSON (anything else, ``cache_control`` left out). Each block has a chained SHA-256 of the
 model and everything up to it: two requests share a cached prefix exactly when those
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from canny.emulator.tokens import count_tokens
+from canny.emulator.tools import hidden_prompt_tokens
 from canny.emulator.validation import ApiError, MessagesRequest, check_cache_control
 
 __all__ = ["ROLE_TOKENS", "Block", "InputUsage", "PromptCache", "prompt_blocks"]
@@ -80,9 +82,11 @@ def _block_tokens(block: Mapping[str, Any]) -> int:
 
 
 def _raw_blocks(request: MessagesRequest) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
-    """(section, extra tokens, block) in cache order."""
-    for tool in request.tools:
-        yield "tools", 0, tool
+    """(section, extra tokens, block) in cache order; the first tool also carries the
+    hidden tool-use system prompt."""
+    overhead = hidden_prompt_tokens(request)
+    for i, tool in enumerate(request.tools):
+        yield "tools", overhead if i == 0 else 0, tool
     if isinstance(request.system, str):
         if request.system:
             yield "system", 0, {"type": "text", "text": request.system}
@@ -102,7 +106,11 @@ def prompt_blocks(request: MessagesRequest) -> list[Block]:
     """The request's blocks with hashes and breakpoints; :class:`ApiError` for misuse."""
     blocks: list[Block] = []
     chain = hashlib.sha256(request.model.id.encode())
+    choice = "" if request.tool_choice is None else _canonical(request.tool_choice)
     for section, extra, raw in _raw_blocks(request):
+        if choice and section in ("user", "assistant"):
+            chain.update(f"\x00tool_choice\x00{choice}".encode())  # a new tool_choice invalidates messages
+            choice = ""
         chain.update(f"\x00{section}\x00{_canonical(raw)}".encode())
         ttl = None
         if raw.get("cache_control") is not None:

@@ -1,7 +1,8 @@
 """The models the emulator knows: ids, aliases, limits and lifecycle (data).
 
-From ``shared/reference/anthropic-api.md`` §2.1 (state 2026-11). Release dates marked
-"approx." there are approximate here too. Retired models stay in the catalogue (the
+From ``shared/reference/anthropic-api.md`` §2.1 (state 2026-11); the hidden tool-use
+prompt sizes from §1.9, and the models that reject forced tool use from §4.1. Release
+dates marked "approx." there are approximate here too. Retired models stay in the catalogue (the
 Models API lists them with ``lifecycle=retired``) but ``/v1/messages`` answers them with
 404 ``not_found_error``, as the API does.
 """
@@ -33,6 +34,11 @@ class ModelInfo:
     retires_at: str | None = None
     #: Whether a final assistant message (prefill) is accepted (4.5 and earlier).
     prefill: bool = False
+    #: Hidden tool-use system prompt in input tokens, for ``tool_choice`` ``auto``/``none``
+    #: and for ``any``/``tool`` (anthropic-api.md §1.9; 500/600 where the table has no value).
+    tool_prompt: tuple[int, int] = (500, 600)
+    #: Whether ``tool_choice`` ``any``/``tool`` (forced tool use) is accepted.
+    forced_tools: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The ``ModelInfo`` object of ``GET /v1/models``."""
@@ -54,25 +60,26 @@ def _m(model_id: str, name: str, created: str, line: str | None, **kw: Any) -> M
     return ModelInfo(model_id, name, f"{created}T00:00:00Z", line, **kw)
 
 
-_OLD = {"max_input_tokens": 200_000, "max_tokens": 64_000, "prefill": True}
+_OLD = {"max_input_tokens": 200_000, "max_tokens": 64_000, "prefill": True, "tool_prompt": (496, 588)}
+_UNFORCED: dict[str, Any] = {"forced_tools": False}
 _RETIRED: dict[str, Any] = {**_OLD, "lifecycle": "retired"}
 
 _CATALOGUE: tuple[ModelInfo, ...] = (
-    _m("claude-fable-5-2", "Claude Fable 5.2", "2026-11-09", "fable"),
+    _m("claude-fable-5-2", "Claude Fable 5.2", "2026-11-09", "fable", **_UNFORCED),
     _m("claude-mythos-5-2", "Claude Mythos 5.2", "2026-11-09", "mythos"),
     _m("claude-haiku-5-5", "Claude Haiku 5.5", "2026-10-07", "haiku"),
-    _m("claude-sonnet-5-5", "Claude Sonnet 5.5", "2026-09-28", "sonnet"),
-    _m("claude-opus-5-5", "Claude Opus 5.5", "2026-09-22", "opus"),
-    _m("claude-fable-5-1", "Claude Fable 5.1", "2026-09-01", "fable"),
+    _m("claude-sonnet-5-5", "Claude Sonnet 5.5", "2026-09-28", "sonnet", **_UNFORCED),
+    _m("claude-opus-5-5", "Claude Opus 5.5", "2026-09-22", "opus", **_UNFORCED),
+    _m("claude-fable-5-1", "Claude Fable 5.1", "2026-09-01", "fable", **_UNFORCED),
     _m("claude-mythos-5-1", "Claude Mythos 5.1", "2026-09-01", "mythos"),
-    _m("claude-opus-5", "Claude Opus 5", "2026-07-24", "opus"),
-    _m("claude-sonnet-5", "Claude Sonnet 5", "2026-07-01", "sonnet"),  # approx.
+    _m("claude-opus-5", "Claude Opus 5", "2026-07-24", "opus", tool_prompt=(286, 406)),
+    _m("claude-sonnet-5", "Claude Sonnet 5", "2026-07-01", "sonnet", tool_prompt=(354, 474)),  # approx.
     _m("claude-fable-5", "Claude Fable 5", "2026-06-09", "fable"),
     _m("claude-mythos-5", "Claude Mythos 5", "2026-06-09", "mythos"),
-    _m("claude-opus-4-8", "Claude Opus 4.8", "2026-05-28", "opus"),
-    _m("claude-opus-4-7", "Claude Opus 4.7", "2026-04-16", "opus"),  # approx.
-    _m("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17", "sonnet"),
-    _m("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05", "opus"),  # approx.
+    _m("claude-opus-4-8", "Claude Opus 4.8", "2026-05-28", "opus", tool_prompt=(290, 410)),
+    _m("claude-opus-4-7", "Claude Opus 4.7", "2026-04-16", "opus", tool_prompt=(675, 804)),  # approx.
+    _m("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17", "sonnet", tool_prompt=(497, 589)),
+    _m("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05", "opus", tool_prompt=(497, 589)),  # approx.
     _m("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24", "opus", aliases=("claude-opus-4-5",), **_OLD),
     _m(
         "claude-haiku-4-5-20251001",

@@ -1,7 +1,7 @@
 """What the emulator answers: the model's reply, and the response scripts that carry it.
 
-:func:`compose_answer` decides the text, stop reason and usage of a reply (a pure
-function of the request, the fault and the input usage). The ``*_script`` functions turn
+:func:`compose_answer` decides the text, tool calls, stop reason and usage of a reply (a
+pure function of the request, the fault, the planned tool calls and the input usage). The ``*_script`` functions turn
 answers and errors into :mod:`~canny.emulator.wire` scripts, with the fault's stalls,
 drops and in-band errors placed at the right event.
 """
@@ -22,6 +22,7 @@ from canny.emulator import sse
 from canny.emulator.cache import InputUsage
 from canny.emulator.faults import Fault, format_value
 from canny.emulator.tokens import Directives, count_tokens, generate_text, split_deltas, truncate_to_tokens
+from canny.emulator.tools import ToolCall, input_chunks, preface, run_on
 from canny.emulator.validation import ApiError, MessagesRequest
 from canny.emulator.wire import Body, Cut, Pause, Start, Step
 
@@ -50,7 +51,7 @@ def new_id(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A reply: its text, why it stopped, and its usage."""
+    """A reply: its text, its tool calls, why it stopped, and its usage."""
 
     text: str
     stop_reason: str
@@ -58,12 +59,29 @@ class Answer:
     usage: InputUsage
     output_tokens: int
     stop_details: Mapping[str, Any] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def content(self) -> list[dict[str, Any]]:
+        """The ``content`` blocks of the message."""
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text else []
+        return blocks + [call.block() for call in self.tool_calls]
 
 
-def compose_answer(request: MessagesRequest, fault: Fault, directives: Directives, usage: InputUsage) -> Answer:
-    """The reply to ``request`` under ``fault`` (``ok``-like faults give the normal reply)."""
+def compose_answer(
+    request: MessagesRequest,
+    fault: Fault,
+    directives: Directives,
+    usage: InputUsage,
+    calls: tuple[ToolCall, ...] = (),
+) -> Answer:
+    """The reply to ``request`` under ``fault`` (``ok``-like faults give the normal reply);
+    ``calls`` are the planned tool calls (none: a text answer)."""
     prompt = request.last_user_text()
     limit = request.max_tokens
+    if calls and fault.kind != "refusal":
+        answer = _tool_answer(request, fault, usage, calls)
+        if answer is not None:
+            return answer
     if fault.kind == "max_tokens":
         text = truncate_to_tokens(generate_text(prompt, directives, max_tokens=limit, run_on=True), limit)
         return Answer(text, "max_tokens", None, usage, count_tokens(text))
@@ -88,6 +106,50 @@ def compose_answer(request: MessagesRequest, fault: Fault, directives: Directive
     return Answer(text, stop_reason, stop_sequence, usage, count_tokens(text))
 
 
+def _tool_answer(
+    request: MessagesRequest, fault: Fault, usage: InputUsage, calls: tuple[ToolCall, ...]
+) -> Answer | None:
+    """A reply that calls tools: an optional preface, then the calls, cut by ``max_tokens``.
+
+    Under the ``max_tokens`` fault the first string of the inputs runs on until the limit
+    cuts it (``None`` when no input holds a string: the text answer runs on instead).
+    """
+    limit = request.max_tokens
+    if fault.kind == "max_tokens":
+        filler = generate_text(request.last_user_text(), Directives(), max_tokens=limit, run_on=True)
+        for i, call in enumerate(calls):
+            long = run_on(call, filler)
+            if long is not None:
+                calls = (*calls[:i], long, *calls[i + 1 :])
+                break
+        else:
+            return None
+    text = preface(request, calls)
+    matches = [(text.find(s) + len(s), text.find(s), s) for s in request.stop_sequences if s in text]
+    if matches:
+        _, start, stop_sequence = min(matches)
+        text = text[:start]
+        return Answer(text, "stop_sequence", stop_sequence, usage, count_tokens(text))
+    if count_tokens(text) >= limit:  # no room left for a tool call
+        text = truncate_to_tokens(text, limit)
+        return Answer(text, "max_tokens", None, usage, count_tokens(text))
+    remaining = limit - count_tokens(text)
+    sent: list[ToolCall] = []
+    stop_reason = "tool_use"
+    for call in calls:
+        if remaining <= 0:
+            stop_reason = "max_tokens"
+            break
+        if call.tokens > remaining:
+            sent.append(call.cut(remaining))
+            stop_reason = "max_tokens"
+            break
+        sent.append(call)
+        remaining -= call.tokens
+    output = count_tokens(text) + sum(call.tokens for call in sent)
+    return Answer(text, stop_reason, None, usage, output, tool_calls=tuple(sent))
+
+
 def _usage(usage: InputUsage, output_tokens: int) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
@@ -108,7 +170,7 @@ def _message(answer: Answer, model: str, message_id: str, *, head: bool = False)
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [] if head or not answer.text else [{"type": "text", "text": answer.text}],
+        "content": [] if head else answer.content(),
         "stop_reason": None if head else answer.stop_reason,
         "stop_sequence": None if head else answer.stop_sequence,
     }
@@ -215,7 +277,8 @@ def _json_steps(
             200, b'{"id": "' + message_id.encode() + b'", "type": "message", "content": [', _JSON, request_id
         )
     steps = json_script(200, _message(answer, request.model.id, message_id), request_id)
-    generation = gap * max(0, len(split_deltas(answer.text)) - 1)
+    deltas = len(split_deltas(answer.text)) + sum(len(input_chunks(call.json)) for call in answer.tool_calls)
+    generation = gap * max(0, deltas - 1)
     if kind in ("stall", "stall_headers"):
         generation += fault.number("seconds")
     if generation > 0:
@@ -237,17 +300,18 @@ def _stream_steps(
             *_stream_steps(answer, request, Fault("ok"), message_id, request_id, gap),
         ]
     steps: list[Step] = [Body(sse.message_start(_message(answer, request.model.id, message_id, head=True)))]
-    marks: list[int] = []  # positions just after each text delta
-    deltas = split_deltas(answer.text)
-    if deltas:
-        steps += [Body(sse.content_block_start(0)), Body(sse.ping())]
-        for i, delta in enumerate(deltas):
-            if i and gap > 0:
+    marks: list[int] = []  # positions just after each delta (text or input JSON)
+    for index, (block, deltas) in enumerate(_stream_blocks(answer)):
+        steps.append(Body(sse.content_block_start(index, block)))
+        if index == 0:
+            steps.append(Body(sse.ping()))
+        for delta in deltas:
+            if marks and gap > 0:
                 steps.append(Pause(gap))
-            steps.append(Body(sse.text_delta(0, delta)))
+            steps.append(Body(delta))
             marks.append(len(steps))
-        steps.append(Body(sse.content_block_stop(0)))
-    else:
+        steps.append(Body(sse.content_block_stop(index)))
+    if not answer.text and not answer.tool_calls:
         steps.append(Body(sse.ping()))
     usage = _usage(answer.usage, answer.output_tokens)
     usage.pop("cache_creation")
@@ -269,3 +333,15 @@ def _stream_steps(
     steps[cut:cut] = injected
     headers = (("content-type", _SSE), ("cache-control", "no-cache"), ("request-id", request_id))
     return [Start(200, headers), *steps]
+
+
+def _stream_blocks(answer: Answer) -> list[tuple[dict[str, Any], list[bytes]]]:
+    """Each content block's ``content_block_start`` payload and its delta events."""
+    blocks: list[tuple[dict[str, Any], list[bytes]]] = []
+    if answer.text:
+        blocks.append(({"type": "text", "text": ""}, [sse.text_delta(0, d) for d in split_deltas(answer.text)]))
+    for call in answer.tool_calls:
+        index = len(blocks)
+        start = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        blocks.append((start, [sse.input_json_delta(index, piece) for piece in input_chunks(call.json)]))
+    return blocks

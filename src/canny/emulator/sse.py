@@ -16,6 +16,7 @@ __all__ = [
     "content_block_stop",
     "encode",
     "error",
+    "input_json_delta",
     "malformed",
     "message_delta",
     "message_start",
@@ -38,11 +39,12 @@ def message_start(message: Mapping[str, Any]) -> bytes:
     return encode("message_start", {"type": "message_start", "message": message})
 
 
-def content_block_start(index: int) -> bytes:
-    """Start of a text content block."""
+def content_block_start(index: int, block: Mapping[str, Any] | None = None) -> bytes:
+    """Start of a content block (default: an empty text block; a ``tool_use`` block starts
+    with its id, name and ``"input": {}``)."""
     return encode(
         "content_block_start",
-        {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_start", "index": index, "content_block": block or {"type": "text", "text": ""}},
     )
 
 
@@ -56,6 +58,18 @@ def text_delta(index: int, text: str) -> bytes:
     return encode(
         "content_block_delta",
         {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}},
+    )
+
+
+def input_json_delta(index: int, partial_json: str) -> bytes:
+    """One piece of a ``tool_use`` block's input JSON (the pieces concatenate to it)."""
+    return encode(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": partial_json},
+        },
     )
 
 

@@ -12,7 +12,9 @@ fixed corpus, so the same prompt always gets the same answer. Prompt directives:
 - ``[[tokens=N]]`` answers with exactly ``N`` output tokens (benchmarks: 1 and 1,000);
 - ``[[words=N]]`` answers with exactly ``N`` words;
 - ``[[say=TEXT]]`` answers with ``TEXT`` verbatim;
-- ``[[fault=SPEC]]`` applies a fault when the plan or scenario says ``ok``.
+- ``[[fault=SPEC]]`` applies a fault when the plan or scenario says ``ok``;
+- ``[[tool_turns=N]]`` and ``[[tool=NAME]]`` steer tool use (read from the user message
+  that opened the exchange; see :mod:`canny.emulator.tools`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CORPUS",
+    "MAX_TOOL_TURNS",
     "MAX_WORDS",
     "Directives",
     "count_tokens",
@@ -35,9 +38,12 @@ __all__ = [
 
 #: Upper bound for ``[[words=N]]``.
 MAX_WORDS = 200_000
+#: Upper bound for ``[[tool_turns=N]]``.
+MAX_TOOL_TURNS = 1000
 
 _PIECE = re.compile(r"\w+|[^\w\s]")
-_DIRECTIVE = re.compile(r"\[\[(tokens|words|say|fault)=(.*?)\]\]", re.DOTALL)
+_DIRECTIVE = re.compile(r"\[\[(tokens|words|say|fault|tool_turns|tool)=(.*?)\]\]", re.DOTALL)
+_TOOL_GROUP = re.compile(r"[a-zA-Z0-9_-]{1,64}(?:\+[a-zA-Z0-9_-]{1,64})*\Z")
 _DELTA = re.compile(r"\s*\S+(?:\s+\S+){0,2}")
 
 CORPUS: tuple[str, ...] = (
@@ -84,6 +90,10 @@ class Directives:
     words: int | None = None
     say: str | None = None
     fault: str | None = None
+    #: ``[[tool_turns=N]]``: tool calls to make before the final text answer.
+    tool_turns: int | None = None
+    #: ``[[tool=A+B,C]]``: the tools of each tool turn (``+`` calls several at once).
+    tool: tuple[tuple[str, ...], ...] = ()
 
 
 def count_tokens(text: str) -> int:
@@ -125,19 +135,37 @@ def parse_directives(prompt: str) -> Directives:
     """Find the ``[[name=value]]`` directives in a prompt (the first of each name wins).
 
     Raises :class:`ValueError` for a ``tokens`` or ``words`` value that is not a whole
-    number in ``1..MAX_WORDS``.
+    number in ``1..MAX_WORDS``, a ``tool_turns`` value outside ``0..MAX_TOOL_TURNS``, or
+    a ``tool`` value that is not tool names joined by ``+`` and ``,``.
     """
     found: dict[str, str] = {}
     for name, value in _DIRECTIVE.findall(prompt):
         found.setdefault(name, value)
-    counts: dict[str, int | None] = {"tokens": None, "words": None}
+    counts: dict[str, int | None] = {"tokens": None, "words": None, "tool_turns": None}
     for name in counts:
         if name in found:
             raw = found[name].strip()
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORDS:
-                raise ValueError(f"[[{name}={raw}]]: expected a whole number from 1 to {MAX_WORDS}")
+            low, high = (0, MAX_TOOL_TURNS) if name == "tool_turns" else (1, MAX_WORDS)
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                raise ValueError(f"[[{name}={raw}]]: expected a whole number from {low} to {high}")
             counts[name] = int(raw)
-    return Directives(tokens=counts["tokens"], words=counts["words"], say=found.get("say"), fault=found.get("fault"))
+    groups: tuple[tuple[str, ...], ...] = ()
+    if "tool" in found:
+        raw = found["tool"].strip()
+        parts = [part.strip() for part in raw.split(",")]
+        if not all(_TOOL_GROUP.match(part) for part in parts):
+            raise ValueError(
+                f"[[tool={raw}]]: expected tool names, '+' between tools called together, ',' between turns"
+            )
+        groups = tuple(tuple(part.split("+")) for part in parts)
+    return Directives(
+        tokens=counts["tokens"],
+        words=counts["words"],
+        say=found.get("say"),
+        fault=found.get("fault"),
+        tool_turns=counts["tool_turns"],
+        tool=groups,
+    )
 
 
 def _numbers(key: str) -> Iterator[int]:
