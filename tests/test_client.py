@@ -129,3 +129,11 @@ def test_offline_client_needs_no_key(memory_ledger: MemoryLedger) -> None:
         result = client.create("hello")
     assert result.outcome == "ok"
     assert result.text
+
+
+def test_explicit_arguments_win_over_given_settings() -> None:
+    """Client(settings=..., model=..., max_tokens=...) applies the explicit arguments."""
+    from canny.config import load_settings
+
+    client = Client(settings=load_settings(), model="haiku", max_tokens=77, ledger=False)
+    assert (client.settings.model, client.settings.max_tokens) == ("haiku", 77)

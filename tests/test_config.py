@@ -6,9 +6,33 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from canny.config import DEFAULT_MODEL, config_path, load_settings
 from canny.errors import ConfigError
+
+KEYS = [
+    "model",
+    "max_tokens",
+    "base_url",
+    "ledger",
+    "log_content",
+    "project",
+    "tags",
+    "max_cost",
+    "time_zone",
+    "timeouts",
+    "retry",
+    "budget",
+    "profiles",
+    "default_profile",
+    "connect",
+    "idle",
+    "max_attempts",
+    "day",
+    "p",
+]
 
 
 def _write_config(home: Path, text: str) -> None:
@@ -99,3 +123,43 @@ def test_canny_ledger_env_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     """CANNY_LEDGER points the ledger anywhere, including a PostgreSQL URL."""
     monkeypatch.setenv("CANNY_LEDGER", "postgresql://u@127.0.0.1/db")
     assert load_settings().ledger == "postgresql://u@127.0.0.1/db"
+
+
+_toml_values = st.recursive(
+    st.none().map(lambda _: "x")
+    | st.booleans()
+    | st.integers(-3, 10**6)
+    | st.text(max_size=8)
+    | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(KEYS), _toml_values, max_size=6))
+@example({"default_profile": "p", "profiles": 5})
+@example({"default_profile": "p", "profiles": {"p": 5}})
+@example({"default_profile": 5})
+@example({"time_zone": "Mars/Olympus"})
+@example({"default_profile": "p", "profiles": {"p": {"budget": {"day": [1]}}}})
+def test_fuzzed_config_is_settings_or_config_error(clean_env: Path, data: dict[str, object]) -> None:
+    """Fuzz: any TOML document gives Settings or a ConfigError, never another exception."""
+    import tomli_w
+
+    (clean_env / "config.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
+    try:
+        load_settings()
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200))
+def test_fuzzed_config_text_is_settings_or_config_error(clean_env: Path, text: str) -> None:
+    """Fuzz: any text at all in config.toml gives Settings or a ConfigError."""
+    (clean_env / "config.toml").write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_settings()
+    except ConfigError:
+        pass

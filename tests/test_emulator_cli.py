@@ -45,7 +45,7 @@ def test_bad_scenario_is_one_line_and_exit_2(tmp_path: Path, content: str, needl
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("Error: --scenario:")
+    assert lines[0].startswith("canny: --scenario:")
     assert needle in lines[0]
 
 

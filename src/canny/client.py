@@ -19,6 +19,7 @@ import asyncio
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +40,7 @@ from canny._call import (
 )
 from canny._sdk_errors import translate
 from canny._secrets import ResolvedKey, Secret, resolve_api_key
-from canny.config import Settings, Timeouts, load_settings
+from canny.config import Settings, Timeouts, check_base_url, load_settings
 from canny.retry import RetryPolicy
 from canny.streaming import iter_events
 
@@ -144,9 +145,14 @@ class _BaseClient:
         settings: Settings | None = None,
         http_client: Any = None,
     ) -> None:
-        self.settings = settings or load_settings(
-            profile=profile, model=model, base_url=base_url, max_tokens=max_tokens
-        )
+        if settings is None:
+            settings = load_settings(profile=profile, model=model, base_url=base_url, max_tokens=max_tokens)
+        else:  # explicit arguments still win over a given Settings
+            changes: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
+            if base_url:
+                changes["base_url"] = check_base_url(base_url)
+            settings = replace(settings, **{k: v for k, v in changes.items() if v is not None})
+        self.settings = settings
         self.timeouts = timeouts or self.settings.timeouts
         rs = self.settings.retry
         self.retry_policy = retry or RetryPolicy(

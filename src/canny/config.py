@@ -221,8 +221,22 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         return tuple(value)
     if key == "max_cost":
         return parse_money(value, f"{where}.max_cost")
+    if key == "time_zone":
+        return _time_zone(value, f"{where}.time_zone")
     if not isinstance(value, str):
         raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def _time_zone(value: Any, what: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what} must be a time zone name such as 'Europe/Paris'")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{what}: unknown time zone {value!r}") from None
     return value
 
 
@@ -256,11 +270,13 @@ def load_settings(
     chosen = profile or env.get("CANNY_PROFILE", "").strip() or data.get("default_profile")
     if chosen:
         profiles = data.get("profiles", {})
-        if not isinstance(profiles, Mapping) or chosen not in profiles:
+        if not isinstance(chosen, str) or not isinstance(profiles, Mapping) or chosen not in profiles:
             raise ConfigError(
                 f"no profile named {chosen!r} in {path}",
                 hint="add a [profiles.NAME] table to config.toml, or drop --profile",
             )
+        if not isinstance(profiles[chosen], Mapping):
+            raise ConfigError(f"profiles.{chosen} in {path} must be a table")
         settings = _layer(settings, profiles[chosen], f"profiles.{chosen}")
         settings = replace(settings, profile=str(chosen))
 
