@@ -76,7 +76,7 @@ PARAMS: Mapping[str, Param] = {
     "retry_after_date": Param(float, "`retry-after` as an HTTP date this many seconds from now"),
     "should_retry": Param(bool, "send `x-should-retry: true|false`"),
     "html": Param(bool, "send an HTML body instead of the API's JSON error"),
-    "after": Param(int, "text deltas sent before the fault strikes (0: right after message_start)"),
+    "after": Param(int, "deltas (text or tool input) sent before the fault strikes (0: right after message_start)"),
     "seconds": Param(float, "length of the stall, or the per-delta delay of `slow`"),
     "category": Param(str, "refusal `stop_details.category` (" + ", ".join(REFUSAL_CATEGORIES) + ")"),
     "explanation": Param(str, "refusal `stop_details.explanation`"),

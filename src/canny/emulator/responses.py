@@ -1,9 +1,9 @@
 """What the emulator answers: the model's reply, and the response scripts that carry it.
 
 :func:`compose_answer` decides the text, tool calls, stop reason and usage of a reply (a
-pure function of the request, the fault, the planned tool calls and the input usage). The ``*_script`` functions turn
-answers and errors into :mod:`~canny.emulator.wire` scripts, with the fault's stalls,
-drops and in-band errors placed at the right event.
+pure function of the request, the fault, the planned tool calls and the input usage). The
+``*_script`` functions turn answers and errors into :mod:`~canny.emulator.wire` scripts,
+with the fault's stalls, drops and in-band errors placed at the right event.
 """
 
 from __future__ import annotations
@@ -89,10 +89,9 @@ def compose_answer(
     stop_reason, stop_sequence = "end_turn", None
     if count_tokens(text) > limit:
         text, stop_reason = truncate_to_tokens(text, limit), "max_tokens"
-    matches = [(text.find(s) + len(s), text.find(s), s) for s in request.stop_sequences if s in text]
-    if matches:
-        _, start, stop_sequence = min(matches)
-        text, stop_reason = text[:start], "stop_sequence"
+    stop = _first_stop(text, request.stop_sequences)
+    if stop is not None:
+        text, stop_reason, stop_sequence = text[: stop[0]], "stop_sequence", stop[1]
     if fault.kind == "refusal":
         after = int(fault.number("after"))
         text = "".join(split_deltas(text)[:after])
@@ -125,11 +124,10 @@ def _tool_answer(
         else:
             return None
     text = preface(request, calls)
-    matches = [(text.find(s) + len(s), text.find(s), s) for s in request.stop_sequences if s in text]
-    if matches:
-        _, start, stop_sequence = min(matches)
-        text = text[:start]
-        return Answer(text, "stop_sequence", stop_sequence, usage, count_tokens(text))
+    stop = _first_stop(text, request.stop_sequences)
+    if stop is not None:
+        text = text[: stop[0]]
+        return Answer(text, "stop_sequence", stop[1], usage, count_tokens(text))
     if count_tokens(text) >= limit:  # no room left for a tool call
         text = truncate_to_tokens(text, limit)
         return Answer(text, "max_tokens", None, usage, count_tokens(text))
@@ -148,6 +146,15 @@ def _tool_answer(
         remaining -= call.tokens
     output = count_tokens(text) + sum(call.tokens for call in sent)
     return Answer(text, stop_reason, None, usage, output, tool_calls=tuple(sent))
+
+
+def _first_stop(text: str, stop_sequences: tuple[str, ...]) -> tuple[int, str] | None:
+    """Where the first stop sequence to complete starts in ``text``, and which one."""
+    matches = [(text.find(s) + len(s), text.find(s), s) for s in stop_sequences if s in text]
+    if not matches:
+        return None
+    _, start, sequence = min(matches)
+    return start, sequence
 
 
 def _usage(usage: InputUsage, output_tokens: int) -> dict[str, Any]:
