@@ -123,7 +123,7 @@ def test_bad_key_against_a_server_answering_401(clean_env: Path) -> None:
     """A bad key against a server that answers 401 prints one clean line and exits 3."""
     from canny.emulator import serve_in_thread
 
-    with serve_in_thread(api_key="sk-ant-api03-the-right-key-000000000") as emu:
+    with serve_in_thread(api_key="sk-ant-api03-CANARY-the-only-key-this-server-accepts") as emu:
         result = _ask("hello", env={"ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": emu.base_url})
     assert result.exit_code == 3
     line = _one_line(result.stderr)

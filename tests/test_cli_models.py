@@ -48,7 +48,7 @@ def test_doctor_with_a_rejected_key(clean_env: Path) -> None:
     """A key the server rejects is reported (masked), with the 401, exit 2."""
     from canny.emulator import serve_in_thread
 
-    with serve_in_thread(api_key="sk-ant-api03-the-right-key-000000000") as emu:
+    with serve_in_thread(api_key="sk-ant-api03-CANARY-the-only-key-this-server-accepts") as emu:
         result = CliRunner().invoke(
             main, ["doctor"], env={"ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": emu.base_url}
         )
