@@ -4,6 +4,7 @@ official-rate costs on recorded streams."""
 from __future__ import annotations
 
 import json
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 import canny
 from canny.cli import main
+from tests.test_pricing import REFERENCE
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -96,7 +98,7 @@ def test_cost_function_and_command_agree_with_replay(fixture: str, model: str, e
 
     acc = parse_body((FIXTURES / fixture).read_bytes())
     api_usage = acc.final_message()["usage"]
-    assert canny.cost(model, api_usage, at=__import__("datetime").date(2026, 11, 24)) == Decimal(expected)
+    assert canny.cost(model, api_usage, at=date(2026, 11, 24)) == Decimal(expected)
     out = CliRunner().invoke(main, ["cost", "--model", model, "--usage", json.dumps(api_usage), "--at", "2026-11-24"])
     assert out.exit_code == 0, out.output
     assert out.stdout.strip() == expected
@@ -119,3 +121,43 @@ def test_replay_of_garbage_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["replay", str(bad)])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def _json_body(model: str, usage: dict[str, object]) -> str:
+    return json.dumps(
+        {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "usage": usage,
+        }
+    )
+
+
+MIXED_API = {
+    "input_tokens": 1_000,
+    "cache_creation_input_tokens": 5_000,
+    "cache_creation": {"ephemeral_5m_input_tokens": 2_000, "ephemeral_1h_input_tokens": 3_000},
+    "cache_read_input_tokens": 40_000,
+    "output_tokens": 500,
+}
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["standard", "batch"])
+@pytest.mark.parametrize("model", sorted(REFERENCE))
+def test_cost_command_and_replay_agree_for_every_model(model: str, batch: bool, tmp_path: Path) -> None:
+    """For every model, canny.cost, `canny cost` and `canny replay` give the hand-computed figure."""
+    expected = Decimal(REFERENCE[model][5]) / (2 if batch else 1)
+    assert canny.cost(model, MIXED_API, batch=batch, at=date(2026, 11, 20)) == expected
+    flags = ["--batch"] if batch else []
+    out = CliRunner().invoke(
+        main, ["cost", "--model", model, "--usage", json.dumps(MIXED_API), "--at", "2026-11-20", *flags]
+    )
+    assert Decimal(out.stdout.strip()) == expected
+    body = tmp_path / "response.json"
+    body.write_text(_json_body(model, MIXED_API), encoding="utf-8")
+    replayed = CliRunner().invoke(main, ["replay", str(body), "--json", "--at", "2026-11-20", *flags])
+    assert Decimal(json.loads(replayed.stdout)["cost_usd"]) == expected
