@@ -260,3 +260,41 @@ def test_recorded_cache_line_is_priced_exactly(recorded_server: Any, clean_env: 
     base = recorded_server("cache_1h_sonnet46.sse")
     result = _ask("--json", "hi", env={"ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": base})
     assert json.loads(result.stdout)["cost_usd"] == "0.0284316"
+
+
+def test_corrupt_ledger_still_shows_the_answer(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt ledger file is one warning line; the answer is still shown and the exit is 0."""
+    bad = clean_env / "broken.db"
+    bad.write_bytes(b"this is not a sqlite database" * 100)
+    monkeypatch.setenv("CANNY_LEDGER", str(bad))
+    result = _ask("--offline", "hello")
+    assert result.exit_code == 0
+    assert result.stdout.strip()
+    warning = [line for line in result.stderr.splitlines() if line.startswith("canny: warning: ledger")]
+    assert len(warning) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_ledger_location_still_shows_the_answer(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger that cannot be created (its directory is a file) warns once; the answer still prints."""
+    blocker = clean_env / "not-a-dir"
+    blocker.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("CANNY_LEDGER", str(blocker / "ledger.db"))
+    result = _ask("--offline", "hello")
+    assert result.exit_code == 0
+    assert result.stdout.strip()
+    assert "[tokens in/out: " in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("canny: warning: ledger")]) == 1
+
+
+def test_debug_logging_never_shows_the_key(emulator: Any, clean_env: Path, run_id: str, caplog: Any) -> None:
+    """With every logger at DEBUG (the SDK's included), no log record contains the key."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    base = emulator.url_for("rate_limit;retry_after_ms=1", "bad_key", run=run_id)
+    result = _ask("hi", env={"ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": base})
+    assert result.exit_code == 3
+    assert caplog.records, "expected the SDK and httpx2 to log at DEBUG"
+    assert all(CANARY_KEY not in record.getMessage() for record in caplog.records)
+    assert CANARY_KEY not in caplog.text

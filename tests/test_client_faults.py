@@ -151,7 +151,7 @@ def test_create_fault(
     assert len(memory_ledger.rows) == case.attempts
 
 
-@pytest.mark.parametrize("name", ["rate_limit_then_ok", "drop_mid_stream", "refusal", "bad_key", "drop_before_content"])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_async_stream_fault(name: str, emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
     """The async client gives the same outcome and attempts as the sync one."""
     case = CASES[name]
@@ -182,9 +182,44 @@ def test_async_stream_fault(name: str, emulator: Any, memory_ledger: MemoryLedge
     text, outcome = asyncio.run(go())
     if case.error is not None:
         assert isinstance(outcome, case.error)
+        assert outcome.exit_code == case.exit_code
     else:
         assert outcome.outcome == case.outcome
         assert outcome.text == text
+    assert [row.outcome for row in memory_ledger.rows][-1] == (
+        case.outcome or ("interrupted" if case.error is errors.StreamInterrupted else "error")
+    )
+    assert len(memory_ledger.rows) == case.attempts
+    assert len(emulator.requests(run="a-" + run_id)) == case.attempts
+
+
+@pytest.mark.parametrize("name", STATUS_CASES)
+def test_async_create_fault(name: str, emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
+    """AsyncClient.create: the same outcome, exception and attempt count as the sync client."""
+    case = CASES[name]
+    retry = RetryPolicy(sleep=SleepRecorder(), rng=lambda: 0.0)
+
+    async def go() -> Any:
+        async with AsyncClient(
+            api_key=CANARY_KEY,
+            base_url=emulator.url_for(*case.plan, run="ac-" + run_id),
+            ledger=memory_ledger,
+            retry=retry,
+            timeouts=FAST_TIMEOUTS,
+            model="claude-sonnet-5-5",
+            max_tokens=200,
+        ) as client:
+            try:
+                return await client.create(f"Tell me about {name}")
+            except errors.CannyError as exc:
+                return exc
+
+    outcome = asyncio.run(go())
+    if case.error is not None:
+        assert isinstance(outcome, case.error)
+    else:
+        assert outcome.outcome == case.outcome
+        assert outcome.attempts == case.attempts
     assert len(memory_ledger.rows) == case.attempts
 
 
