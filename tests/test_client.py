@@ -23,9 +23,9 @@ def test_aliases_resolve() -> None:
 
 def test_retiring_model_warns_and_retired_model_fails() -> None:
     """Before its retirement date a model warns; on and after it, the call is refused."""
-    import canny.client
+    import canny._client_base
 
-    canny.client._warned_models.discard("claude-sonnet-4-5")
+    canny._client_base._warned_models.discard("claude-sonnet-4-5")
     with pytest.warns(CannyWarning, match="retires on 2026-11-30"):
         check_model("claude-sonnet-4-5", today=date(2026, 11, 25))
     with pytest.raises(errors.ModelRetiredError, match="retired on 2026-11-30") as info:

@@ -2,7 +2,8 @@
 
 Both build the SDK client with ``max_retries=0`` and run every call through one
 :class:`~canny._call.CallRun`: one attempt loop, one error mapping, one usage
-accumulator, one ledger row per attempt. Only the I/O differs between them.
+accumulator, one ledger row per attempt. Only the I/O differs between them; what they
+share (settings, key, ledger, budgets) is in :mod:`canny._client_base`.
 
 ::
 
@@ -17,345 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
-from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Self
 
 from canny import errors
-from canny._call import (
-    MIN_MAX_TOKENS,
-    Attempt,
-    CallRun,
-    CallSpec,
-    CannyWarning,
-    NoReservation,
-    Reservation,
-    Reserver,
-)
+from canny._call import Attempt, CallRun
+from canny._client_base import OFFLINE_KEY, ClientBase, aiter_events, check_model
 from canny._sdk_errors import translate
-from canny._secrets import ResolvedKey, Secret, resolve_api_key
-from canny.config import Settings, Timeouts, check_base_url, load_settings
-from canny.retry import RetryPolicy
 from canny.streaming import iter_events
 
 if TYPE_CHECKING:
     import anthropic
-    import httpx2
 
-    from canny._price_table import PriceTable
-    from canny.ledger import Ledger
     from canny.result import CallResult
     from canny.session import AsyncSession, Session
 
-__all__ = ["AsyncClient", "AsyncMessageStream", "Client", "MessageStream"]
-
-OFFLINE_KEY = "sk-ant-offline-emulator-0000"
-_warned_models: set[str] = set()
+__all__ = ["OFFLINE_KEY", "AsyncClient", "AsyncMessageStream", "Client", "MessageStream", "check_model"]
 
 
-def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [dict(m) for m in prompt]
-
-
-def check_model(model: str, *, today: date | None = None, table: PriceTable | None = None) -> str:
-    """Resolve an alias; fail after a retirement date, warn before it."""
-    from canny.pricing import model_info, resolve_model
-
-    resolved = resolve_model(model, table=table)
-    info = model_info(resolved, table=table)
-    if info is None:
-        return resolved
-    current = today or date.today()
-    if info.is_retired(current):
-        when = f" on {info.retires_at.isoformat()}" if info.retires_at else ""
-        raise errors.ModelRetiredError(
-            f"{resolved} was retired{when}",
-            hint="choose a current model: `canny models` lists them",
-        )
-    if info.retires_at is None:
-        return resolved
-    if (info.retires_at - current).days <= 90 and resolved not in _warned_models:
-        _warned_models.add(resolved)
-        warnings.warn(
-            f"{resolved} retires on {info.retires_at.isoformat()}; move to a newer model before then",
-            CannyWarning,
-            stacklevel=3,
-        )
-    return resolved
-
-
-class _MaxCost:
-    """The per-call ``max_cost`` budget: in memory, lowers ``max_tokens`` or refuses."""
-
-    def __init__(self, limit: Decimal) -> None:
-        self.limit = limit
-
-    def reserve(self, spec: CallSpec) -> Reservation:
-        worst = spec.worst_case()
-        if worst is None or worst <= self.limit:
-            return NoReservation(spec.max_tokens)
-        floor = spec.worst_case(0) or Decimal(0)
-        per_token = (worst - floor) / spec.max_tokens
-        affordable = int((self.limit - floor) / per_token) if per_token > 0 else spec.max_tokens
-        if affordable < MIN_MAX_TOKENS:
-            raise errors.BudgetExceeded(
-                f"this call could cost up to ${worst:.6f}, over its max_cost of ${self.limit}",
-                budget="call",
-                limit=self.limit,
-                spent=Decimal(0),
-                reserved=Decimal(0),
-                needed=worst,
-                hint="raise --max-cost, shorten the prompt, or lower --max-tokens",
-            )
-        warnings.warn(
-            f"max_tokens lowered from {spec.max_tokens} to {affordable} to stay within max_cost ${self.limit}",
-            CannyWarning,
-            stacklevel=3,
-        )
-        return NoReservation(affordable)
-
-
-class _BaseClient:
-    """Configuration, key, ledger and call preparation shared by both clients."""
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        model: str | None = None,
-        base_url: str | None = None,
-        profile: str | None = None,
-        max_tokens: int | None = None,
-        ledger: Ledger | str | Path | Literal[False] | None = None,
-        budget: Reserver | None = None,
-        retry: RetryPolicy | None = None,
-        timeouts: Timeouts | None = None,
-        project: str | None = None,
-        tags: Iterable[str] = (),
-        log_content: bool | None = None,
-        offline: bool = False,
-        settings: Settings | None = None,
-        http_client: Any = None,
-    ) -> None:
-        if settings is None:
-            settings = load_settings(profile=profile, model=model, base_url=base_url, max_tokens=max_tokens)
-        else:  # explicit arguments still win over a given Settings
-            changes: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
-            if base_url:
-                changes["base_url"] = check_base_url(base_url)
-            settings = replace(settings, **{k: v for k, v in changes.items() if v is not None})
-        self.settings = settings
-        self.timeouts = timeouts or self.settings.timeouts
-        rs = self.settings.retry
-        self.retry_policy = retry or RetryPolicy(
-            max_attempts=rs.max_attempts, max_delay=rs.max_delay, deadline=rs.deadline, initial_delay=rs.initial_delay
-        )
-        self.project = project or self.settings.project
-        self.tags = tuple(tags) or self.settings.tags
-        self.log_content = self.settings.log_content if log_content is None else log_content
-        self.budget = budget
-        self._explicit_key = api_key
-        self._key: ResolvedKey | None = None
-        self._offline = offline
-        self._emulator: Any = None
-        self._base_url = self.settings.base_url
-        self._http_client = http_client
-        self._ledger_arg = ledger
-        self._ledger: Ledger | None = None
-        self._ledger_opened = ledger is False
-
-    # -- resources -----------------------------------------------------------------------
-    @property
-    def ledger(self) -> Ledger | None:
-        """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``."""
-        if not self._ledger_opened:
-            self._ledger_opened = True
-            arg = self._ledger_arg
-            if arg is None or isinstance(arg, (str, Path)):
-                from canny.ledger import open_ledger
-
-                try:
-                    self._ledger = open_ledger(arg if arg is not None else self.settings.ledger)
-                except errors.LedgerError as exc:
-                    warnings.warn(f"ledger disabled: {exc}", CannyWarning, stacklevel=3)
-                    self._ledger = None
-            elif arg is not False:
-                self._ledger = arg
-        return self._ledger
-
-    def _start_offline(self) -> None:
-        if self._emulator is None:
-            from canny.emulator import serve_in_thread
-
-            self._emulator_cm = serve_in_thread()
-            self._emulator = self._emulator_cm.__enter__()
-            self._base_url = self._emulator.base_url
-
-    def _resolve_key(self) -> ResolvedKey:
-        if self._key is None:
-            if self._offline:
-                self._start_offline()
-                self._key = ResolvedKey(Secret(self._explicit_key or OFFLINE_KEY), "offline")
-            else:
-                found = resolve_api_key(self._explicit_key)
-                if found is None:
-                    raise errors.MissingKeyError("no API key found")
-                self._key = found
-        return self._key
-
-    @property
-    def base_url(self) -> str:
-        self._resolve_key()
-        return self._base_url or "https://api.anthropic.com"
-
-    def _close_owned(self) -> None:
-        if self._emulator is not None:
-            self._emulator_cm.__exit__(None, None, None)
-            self._emulator = None
-        owned = self._ledger_arg is None or isinstance(self._ledger_arg, (str, Path))
-        if self._ledger is not None and owned:
-            self._ledger.close()
-            self._ledger = None
-            self._ledger_opened = False
-
-    # -- calls ---------------------------------------------------------------------------
-    def _spec(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        stream: bool,
-        system: str | Sequence[Mapping[str, Any]] | None,
-        model: str | None,
-        max_tokens: int | None,
-        project: str | None,
-        tags: Iterable[str] | None,
-        session_id: str | None,
-        max_cost: Decimal | float | str | None,
-        params: Mapping[str, Any],
-    ) -> CallSpec:
-        from canny.pricing import default_table
-
-        key = self._resolve_key()
-        table = default_table()
-        resolved = check_model(model or self.settings.model, table=table)
-        body: dict[str, Any] = {
-            "model": resolved,
-            "max_tokens": max_tokens or self.settings.max_tokens,
-            "messages": _messages(prompt),
-            **params,
-        }
-        if system is not None:
-            body["system"] = system if isinstance(system, str) else [dict(s) for s in system]
-        limit = max_cost if max_cost is not None else self.settings.max_cost
-        return CallSpec(
-            model=resolved,
-            params=body,
-            stream=stream,
-            project=project or self.project,
-            tags=tuple(tags) if tags is not None else self.tags,
-            session_id=session_id,
-            log_content=self.log_content,
-            endpoint=urlsplit(self.base_url).netloc,
-            key_fingerprint=key.secret.fingerprint,
-            max_cost=Decimal(str(limit)) if limit is not None else None,
-            table=table,
-        )
-
-    def _prepare(self, spec: CallSpec) -> CallRun:
-        """Reserve budgets (may lower max_tokens or refuse) and set up the run."""
-        reservations: list[Reservation] = []
-        try:
-            for guard in self._guards(spec):
-                reservation = guard.reserve(spec)
-                reservations.append(reservation)
-                spec.params["max_tokens"] = min(spec.max_tokens, reservation.max_tokens)
-        except BaseException as exc:
-            for reservation in reservations:
-                reservation.release()
-            ledger = self.ledger
-            if isinstance(exc, errors.BudgetExceeded) and ledger is not None:
-                from canny._call import budget_refused_record
-
-                run = CallRun(spec, policy=self.retry_policy, ledger=ledger)
-                run.write(budget_refused_record(spec, exc))
-            raise
-        combined = _Combined(reservations) if reservations else None
-        return CallRun(spec, policy=self.retry_policy, ledger=self.ledger, reservation=combined)
-
-    def _guards(self, spec: CallSpec) -> list[Reserver]:
-        guards: list[Reserver] = []
-        if spec.max_cost is not None:
-            guards.append(_MaxCost(spec.max_cost))
-        if self.budget is not None:
-            guards.append(self.budget)
-        else:
-            ledger = self.ledger
-            if ledger is not None:
-                try:  # TODO(lead): remove once canny.budget lands
-                    from canny.budget import guard_for
-                except ModuleNotFoundError:
-                    return guards
-
-                stored = guard_for(ledger, self.settings)
-                if stored is not None:
-                    guards.append(stored)
-        return guards
-
-    def _timeout(self, *, stream: bool) -> httpx2.Timeout:
-        import httpx2
-
-        t = self.timeouts
-        read = t.first_event if stream else t.total
-        return httpx2.Timeout(connect=t.connect, read=read, write=t.idle, pool=t.connect)
-
-    def _sdk_kwargs(self) -> dict[str, Any]:
-        key = self._resolve_key()
-        kwargs: dict[str, Any] = {
-            "api_key": key.secret.reveal(),
-            "max_retries": 0,
-            "timeout": self._timeout(stream=True),
-        }
-        if self._base_url:
-            kwargs["base_url"] = self._base_url
-        if self._http_client is not None:
-            kwargs["http_client"] = self._http_client
-        return kwargs
-
-    def _idle_timeout(self, response: httpx2.Response, run_started: float) -> None:
-        """After the headers, bound each body read by the idle gap instead of first-event."""
-        remaining = self.timeouts.total - (self.retry_policy.clock() - run_started)
-        timeout = response.request.extensions.get("timeout")
-        if isinstance(timeout, dict):
-            timeout["read"] = max(0.001, min(self.timeouts.idle, remaining))
-
-
-class _Combined:
-    def __init__(self, reservations: list[Reservation]) -> None:
-        self.reservations = reservations
-        self.max_tokens = min(r.max_tokens for r in reservations)
-
-    def settle(self, cost: Decimal | None) -> None:
-        for r in self.reservations:
-            r.settle(cost)
-
-    def release(self) -> None:
-        for r in self.reservations:
-            r.release()
-
-    def renew(self, seconds: float | None = None) -> bool:
-        renewed = [r.renew(seconds) for r in self.reservations]  # renew every one, no short-circuit
-        return all(renewed)
-
-
-class Client(_BaseClient):
+class Client(ClientBase):
     """A synchronous client. Use as a context manager, or call :meth:`close`."""
 
     _sdk_client: anthropic.Anthropic | None = None
@@ -520,7 +203,7 @@ class MessageStream:
             attempt.end_of_stream()
 
 
-class AsyncClient(_BaseClient):
+class AsyncClient(ClientBase):
     """The asynchronous twin of :class:`Client` (``async with`` / ``await aclose()``)."""
 
     _sdk_client: anthropic.AsyncAnthropic | None = None
@@ -675,21 +358,10 @@ class AsyncMessageStream:
             attempt.headers(response.headers)
             client._idle_timeout(response.http_response, started)
             total = client.timeouts.total
-            decoder_events = _aiter_events(response.http_response.aiter_bytes())
+            decoder_events = aiter_events(response.http_response.aiter_bytes())
             async for event in decoder_events:
                 text = attempt.feed(event)
                 if text:
                     yield text
                 run.check_deadline(started, total)
             attempt.end_of_stream()
-
-
-async def _aiter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-    from canny.streaming import SSEDecoder, _payload
-
-    decoder = SSEDecoder()
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
-            yield _payload(event)
-    for event in decoder.flush():
-        yield _payload(event)

@@ -52,7 +52,8 @@ from canny.usage import Usage
 
 if TYPE_CHECKING:
     from canny._call import CallRun, CallSpec
-    from canny.client import AsyncClient, Client, _BaseClient
+    from canny._client_base import ClientBase
+    from canny.client import AsyncClient, Client
     from canny.result import CallResult
 
 __all__ = ["AsyncSession", "AsyncSessionStream", "Session", "SessionStream", "SessionTotals"]
@@ -86,7 +87,7 @@ class _Caps:
 
     def __init__(
         self,
-        client: _BaseClient,
+        client: ClientBase,
         *,
         max_cost: Decimal | float | str | None,
         max_iterations: int | None,
@@ -192,7 +193,7 @@ _SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "max_cost")
 
 
 def _spec_args(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Split call keywords into ``_BaseClient._spec`` arguments (the rest are API params)."""
+    """Split call keywords into ``ClientBase._spec`` arguments (the rest are API params)."""
     args = {k: kwargs.get(k) for k in _SPEC_KEYS}
     args["params"] = {k: v for k, v in kwargs.items() if k not in _SPEC_KEYS}
     return args
