@@ -73,7 +73,7 @@ def test_offline_as_a_real_process(clean_env: Path) -> None:
 
 
 def test_every_attempt_lands_in_the_ledger(clean_env: Path) -> None:
-    """An offline ask writes one ledger row at CANNY_HOME/ledger.db."""
+    """An offline ask writes one ledger row at CANNY_HOME/ledger.db, tagged `offline`."""
     from canny.ledger import open_ledger
 
     assert _ask("--offline", "--tag", "demo", "--project", "p1", "hello").exit_code == 0
@@ -81,7 +81,7 @@ def test_every_attempt_lands_in_the_ledger(clean_env: Path) -> None:
     rows = list(ledger.records())
     ledger.close()
     assert len(rows) == 1
-    assert (rows[0].outcome, rows[0].project, rows[0].tags) == ("ok", "p1", ("demo",))
+    assert (rows[0].outcome, rows[0].project, rows[0].tags) == ("ok", "p1", ("demo", "offline"))
     assert rows[0].cost_usd is not None and rows[0].cost_usd > 0
 
 

@@ -236,7 +236,7 @@ class ClientBase:
             params=body,
             stream=stream,
             project=project or self.project,
-            tags=tuple(tags) if tags is not None else self.tags,
+            tags=(tuple(tags) if tags is not None else self.tags) + (("offline",) if self._offline else ()),
             session_id=session_id,
             log_content=self.log_content,
             endpoint=urlsplit(self.base_url).netloc,
