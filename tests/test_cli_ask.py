@@ -298,3 +298,39 @@ def test_debug_logging_never_shows_the_key(emulator: Any, clean_env: Path, run_i
     assert caplog.records, "expected the SDK and httpx2 to log at DEBUG"
     assert all(CANARY_KEY not in record.getMessage() for record in caplog.records)
     assert CANARY_KEY not in caplog.text
+
+
+def test_ctrl_c_mid_stream_is_exit_130_with_the_billed_usage(emulator: Any, clean_env: Path, run_id: str) -> None:
+    """Ctrl-C while streaming: exit 130, the partial usage line, and a `cancelled` ledger row."""
+    import os
+    import signal
+
+    from canny.ledger import open_ledger
+
+    env = {
+        **os.environ,
+        "ANTHROPIC_API_KEY": CANARY_KEY,
+        "ANTHROPIC_BASE_URL": emulator.url_for("slow;seconds=0.05", run=run_id),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "canny", "ask", "A long story [[words=400]]"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.read(20)  # wait until text is on screen
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert first
+    lines = err.decode().splitlines()
+    assert lines[-1] == "canny: interrupted"
+    assert lines[-2].startswith("[tokens in/out: ")
+    ledger = open_ledger(clean_env / "ledger.db")
+    (row,) = list(ledger.records())
+    ledger.close()
+    assert row.outcome == "cancelled"
+    assert row.output_tokens > 0
+    assert CANARY_KEY.encode() not in first + rest + err

@@ -110,6 +110,13 @@ def ask(
                     if exc.result is not None:
                         echo_err(result_usage_line(exc.result))
                     raise
+                except KeyboardInterrupt:
+                    stream.close()
+                    _end_line(shown)
+                    run = stream.run
+                    if run.attempts:  # what was streamed before Ctrl-C is billed: say so
+                        echo_err(result_usage_line(run.result(run.attempts[-1])))
+                    raise
                 _end_line(shown)
                 assert stream.result is not None
                 result = stream.result
