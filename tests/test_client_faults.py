@@ -121,6 +121,7 @@ def test_stream_fault(
         assert text == _full_text(emulator, prompt, "max_tokens" if case.outcome == "max_tokens" else "ok")
     if case.error is errors.StreamInterrupted:
         assert memory_ledger.rows[-1].outcome == "interrupted"
+        assert "estimated" in memory_ledger.rows[-1].extra["output_tokens"]
         assert result is not None and result.text == text
         assert result.usage.input > 0
     for row in memory_ledger.rows[:-1]:

@@ -160,6 +160,8 @@ class Attempt:
     recorded: bool = False
     usage: Usage = field(default_factory=Usage)
     cost: Decimal | None = None
+    #: Remarks stored with the ledger row (``AttemptRecord.extra``).
+    notes: dict[str, str] = field(default_factory=dict)
 
     def headers(self, headers: Mapping[str, str]) -> None:
         self.request_id = headers.get("request-id") or self.request_id
@@ -292,6 +294,7 @@ class CallRun:
             estimate = math.ceil(len(attempt.acc.text) / 4)
             if estimate > usage.output:
                 usage = attempt.acc.usage_acc.with_output(estimate)
+                attempt.notes["output_tokens"] = "estimated: characters / 4 (no final message_delta)"
         return usage
 
     def _attempt_cost(self, attempt: Attempt, usage: Usage) -> Decimal | None:
@@ -354,6 +357,7 @@ class CallRun:
             prompt_hash=self._prompt_hash,
             prompt_text=self.spec.prompt_json if self.spec.log_content else None,
             response_text=attempt.acc.text if self.spec.log_content else None,
+            extra=dict(attempt.notes),
             input_tokens=attempt.usage.input,
             cache_write_5m_tokens=attempt.usage.cache_write_5m,
             cache_write_1h_tokens=attempt.usage.cache_write_1h,
