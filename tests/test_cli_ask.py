@@ -334,3 +334,23 @@ def test_ctrl_c_mid_stream_is_exit_130_with_the_billed_usage(emulator: Any, clea
     assert row.outcome == "cancelled"
     assert row.output_tokens > 0
     assert CANARY_KEY.encode() not in first + rest + err
+
+
+def test_connection_refused_is_retried_then_exit_7(fast_config: Path) -> None:
+    """Nothing listening: every attempt fails to connect, the policy retries, then exit 7 in one line."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before use: connections are refused
+    result = _ask("hi", env={"ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"})
+    assert result.exit_code == 7
+    line = _one_line(result.stderr)
+    assert "could not connect" in line
+    assert "gave up after 3 attempts" in line
+    from canny.ledger import open_ledger
+
+    ledger = open_ledger(fast_config / "ledger.db")
+    rows = list(ledger.records())
+    ledger.close()
+    assert [(r.outcome, r.error_type) for r in rows] == [("error", "ConnectionFailed")] * 3

@@ -81,6 +81,14 @@ def test_replay_matches_hand_computed_cost(
     assert data["stop_reason"] == stop
     assert data["complete"] is complete
     usage = data["usage"]
+    assert set(data) - {"server_tool_use", "error"} == {"model", "text", "stop_reason", "complete", "usage", "cost_usd"}
+    assert set(usage) == {
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+    }
     assert (
         usage["input_tokens"],
         usage["output_tokens"],

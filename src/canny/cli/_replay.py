@@ -53,10 +53,16 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
                     "cache_read_input_tokens": usage.cache_read,
                     "cache_write_5m_tokens": usage.cache_write_5m,
                     "cache_write_1h_tokens": usage.cache_write_1h,
-                    "web_search_requests": usage.web_search_requests,
                 },
                 "cost_usd": None if price is None else str(price),
             }
+            tools = {
+                "web_search_requests": usage.web_search_requests,
+                "web_fetch_requests": usage.web_fetch_requests,
+                "code_execution_requests": usage.code_execution_requests,
+            }
+            if any(tools.values()):  # priced too (web search), so shown when present
+                payload["server_tool_use"] = tools
             if acc.error is not None:
                 payload["error"] = acc.error.get("error")
             click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
