@@ -29,9 +29,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	@$(BIN)/mypy
 
-## bench: canny vs the raw anthropic SDK on the emulator, as ratios
+## bench: canny vs the raw anthropic SDK on the emulator, as ratios; then reports and budgets
 bench: $(STAMP)
-	@$(BIN)/python benchmarks/run.py
+	@$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	@$(BIN)/python benchmarks/bench_report.py
+	@$(BIN)/python benchmarks/bench_budget.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

@@ -235,8 +235,7 @@ def test_reservations_are_cache_aware(ledger: SQLiteLedger) -> None:
 
 
 def test_client_clamps_refuses_and_records(ledger: SQLiteLedger, emulator: Any) -> None:
-    """Through the client: a clamped call is sent with the lower max_tokens; a refused call is
-    never sent and leaves a budget_refused row; spent equals the ledger's sum."""
+    """Via the client: clamped calls send lower max_tokens; refused ones are unsent budget_refused rows."""
     run = uuid.uuid4().hex
     client = _client(emulator, ledger, run, max_tokens=400)
     spec = client._spec("hello", stream=False, system=None, model=None, max_tokens=None, project=None,

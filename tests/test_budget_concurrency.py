@@ -129,8 +129,7 @@ def _counters(ledger: Any) -> list[tuple[int, int]]:
 
 
 def test_processes_and_threads_never_overspend(target: str) -> None:
-    """4 processes × 2 threads × 25 calls against a day budget that affords about half:
-    total charged ≤ limit, each refusal is a budget_refused row, nothing left reserved."""
+    """4 processes × 2 threads × 25 calls on a half-affordable day budget: never over the limit."""
     processes, threads, calls = 4, 2, 25
     limit = Decimal("0.03")
     ledger = open_ledger(target)
@@ -161,8 +160,7 @@ def test_processes_and_threads_never_overspend(target: str) -> None:
 
 
 def test_a_killed_process_pins_the_budget_only_until_its_lease_ends(target: str) -> None:
-    """kill -9 during a call: its hold counts until the lease ends, then only its recorded
-    (billed) attempt is charged, and new calls fit again."""
+    """kill -9 mid-call: the hold lasts only until its lease ends, then only billed rows count."""
     ledger = open_ledger(target)
     try:
         budget.set_budget(ledger, period="day", limit="0.01")

@@ -224,8 +224,7 @@ def _write_from_process(target: str, worker: int, count: int) -> None:
 
 @pytest.mark.slow
 def test_concurrent_processes_lose_and_double_nothing(target: str) -> None:
-    """4 processes open one brand-new ledger at once (racing to migrate it) and write 60
-    records each: exactly 240 distinct rows, every migration applied once."""
+    """4 processes race to migrate one new ledger and write 60 rows each: 240 rows, migrations once."""
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=_write_from_process, args=(target, w, 60)) for w in range(4)]
     for proc in procs:

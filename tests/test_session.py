@@ -64,8 +64,7 @@ def test_iterations_cap(emulator: Any, memory_ledger: MemoryLedger) -> None:
 
 
 def test_cost_cap_stops_before_the_crossing_call(emulator: Any, memory_ledger: MemoryLedger) -> None:
-    """The cost cap projects the next call (context so far + max_tokens) and stops while a
-    check made after each call would still have let it through."""
+    """The cost cap projects the next call (context + max_tokens) and stops before an after-check would."""
     run = uuid.uuid4().hex
     client = _client(emulator, run, memory_ledger)
     cap = Decimal("0.012")
