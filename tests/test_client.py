@@ -137,3 +137,13 @@ def test_explicit_arguments_win_over_given_settings() -> None:
 
     client = Client(settings=load_settings(), model="haiku", max_tokens=77, ledger=False)
     assert (client.settings.model, client.settings.max_tokens) == ("haiku", 77)
+
+
+def test_max_cost_with_an_unpriced_model_refuses(memory_ledger: MemoryLedger) -> None:
+    """A per-call max_cost cannot be checked against a model with no price: refused, not waved through."""
+    from canny.pricing import UnpricedModelWarning
+
+    client = Client(api_key=CANARY_KEY, base_url="http://127.0.0.1:9", ledger=memory_ledger, model="claude-future-9")
+    with client, pytest.warns(UnpricedModelWarning), pytest.raises(errors.BudgetExceeded, match="no known price"):
+        client.create("hello", max_cost="1")
+    assert [row.outcome for row in memory_ledger.rows] == ["budget_refused"]

@@ -76,7 +76,14 @@ class _MaxCost:
 
     def reserve(self, spec: CallSpec) -> Reservation:
         worst = spec.worst_case()
-        if worst is None or worst <= self.limit:
+        if worst is None:
+            raise errors.BudgetExceeded(
+                f"max_cost ${self.limit} cannot be enforced: {spec.model} has no known price",
+                budget="call",
+                limit=self.limit,
+                hint="add the model's rates to your prices.toml, or drop --max-cost for this model",
+            )
+        if worst <= self.limit:
             return NoReservation(spec.max_tokens)
         floor = spec.worst_case(0) or Decimal(0)
         per_token = (worst - floor) / spec.max_tokens
