@@ -147,3 +147,21 @@ def test_max_cost_with_an_unpriced_model_refuses(memory_ledger: MemoryLedger) ->
     with client, pytest.warns(UnpricedModelWarning), pytest.raises(errors.BudgetExceeded, match="no known price"):
         client.create("hello", max_cost="1")
     assert [row.outcome for row in memory_ledger.rows] == ["budget_refused"]
+
+
+def test_one_client_shared_by_threads(emulator: Any, tmp_path: Any) -> None:
+    """Eight threads sharing one client (ledger opened lazily) lose and double no ledger row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from canny.ledger import open_ledger
+
+    path = tmp_path / "shared.db"
+    client = Client(api_key=CANARY_KEY, base_url=emulator.url_for("ok"), ledger=path, model="claude-sonnet-5-5")
+    with client, ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: client.create(f"question {i}", max_tokens=50), range(40)))
+    assert all(r.ok for r in results)
+    ledger = open_ledger(path)
+    rows = list(ledger.records())
+    ledger.close()
+    assert len(rows) == 40
+    assert len({r.call_id for r in rows}) == 40

@@ -8,6 +8,7 @@ the key (or starts the embedded emulator when offline), turns a prompt into a
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -154,25 +155,33 @@ class ClientBase:
         self._ledger_arg = ledger
         self._ledger: Ledger | None = None
         self._ledger_opened = ledger is False
+        #: Guards the lazy set-up (ledger, key, embedded emulator, SDK client) so one client
+        #: can be shared by threads.
+        self._init_lock = threading.RLock()
 
     # -- resources -----------------------------------------------------------------------
     @property
     def ledger(self) -> Ledger | None:
         """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``."""
         if not self._ledger_opened:
-            self._ledger_opened = True
-            arg = self._ledger_arg
-            if arg is None or isinstance(arg, (str, Path)):
-                from canny.ledger import open_ledger
-
-                try:
-                    self._ledger = open_ledger(arg if arg is not None else self.settings.ledger)
-                except errors.LedgerError as exc:
-                    warnings.warn(f"ledger disabled: {exc}", CannyWarning, stacklevel=3)
-                    self._ledger = None
-            elif arg is not False:
-                self._ledger = arg
+            with self._init_lock:
+                if not self._ledger_opened:
+                    self._open_ledger()
         return self._ledger
+
+    def _open_ledger(self) -> None:
+        arg = self._ledger_arg
+        if arg is None or isinstance(arg, (str, Path)):
+            from canny.ledger import open_ledger
+
+            try:
+                self._ledger = open_ledger(arg if arg is not None else self.settings.ledger)
+            except errors.LedgerError as exc:
+                warnings.warn(f"ledger disabled: {exc}", CannyWarning, stacklevel=4)
+                self._ledger = None
+        elif arg is not False:
+            self._ledger = arg
+        self._ledger_opened = True  # last, so other threads never see a half-opened ledger
 
     def _start_offline(self) -> None:
         if self._emulator is None:
@@ -183,6 +192,12 @@ class ClientBase:
             self._base_url = self._emulator.base_url
 
     def _resolve_key(self) -> ResolvedKey:
+        if self._key is not None:
+            return self._key
+        with self._init_lock:
+            return self._resolve_key_locked()
+
+    def _resolve_key_locked(self) -> ResolvedKey:
         if self._key is None:
             if self._offline:
                 self._start_offline()

@@ -47,7 +47,9 @@ class Client(ClientBase):
         if self._sdk_client is None:
             import anthropic
 
-            self._sdk_client = anthropic.Anthropic(**self._sdk_kwargs())
+            with self._init_lock:
+                if self._sdk_client is None:
+                    self._sdk_client = anthropic.Anthropic(**self._sdk_kwargs())
         return self._sdk_client
 
     def stream(
@@ -212,7 +214,9 @@ class AsyncClient(ClientBase):
         if self._sdk_client is None:
             import anthropic
 
-            self._sdk_client = anthropic.AsyncAnthropic(**self._sdk_kwargs())
+            with self._init_lock:
+                if self._sdk_client is None:
+                    self._sdk_client = anthropic.AsyncAnthropic(**self._sdk_kwargs())
         return self._sdk_client
 
     def stream(
