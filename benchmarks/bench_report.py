@@ -6,8 +6,9 @@
 The ledger is filled through the public write path (``record_many``) with a year of
 realistic attempts: ~7% of calls retried, a few unpriced models, tags, projects, request
 ids and prompt hashes. Then each ``--by`` is timed through :func:`canny.reports.build_report`
-(what the CLI runs), best of ``--repeat`` runs, plus one ``canny report --by day`` process
-end to end (interpreter start-up included). Times are wall-clock seconds.
+(what the CLI runs), best of ``--repeat`` runs, then ``--savings`` (the prompt-caching
+saving per group) for three of them, plus one ``canny report --by day`` process end to end
+(interpreter start-up included). Times are wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -89,11 +90,11 @@ def fill(path: Path, rows: int) -> None:
     print(f"filled {rows:,} rows in {time.perf_counter() - started:.1f} s ({size:.0f} MB)", flush=True)
 
 
-def timed(ledger: SQLiteLedger, by: str, tz: ZoneInfo | None, repeat: int) -> float:
+def timed(ledger: SQLiteLedger, by: str, tz: ZoneInfo | None, repeat: int, *, savings: bool = False) -> float:
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
-        build_report(ledger, by, tz=tz)  # type: ignore[arg-type]
+        build_report(ledger, by, tz=tz, savings=savings)  # type: ignore[arg-type]
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -119,6 +120,9 @@ def main() -> int:
                 print(f"  report --by {by:<8} {results[by]:6.3f} s")
             paris = timed(ledger, "day", ZoneInfo("Europe/Paris"), args.repeat)
             print(f"  report --by day --tz Europe/Paris {paris:6.3f} s")
+            for by in ("day", "model", "tag"):
+                saving = timed(ledger, by, None, args.repeat, savings=True)
+                print(f"  report --by {by} --savings {saving:6.3f} s")
         finally:
             ledger.close()
         started = time.perf_counter()

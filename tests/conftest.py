@@ -35,6 +35,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("CANNY_HOME", str(home))
     monkeypatch.setenv("CANNY_NO_KEYRING", "1")
     monkeypatch.setenv("NO_COLOR", "1")
+    import sys
+
+    pricing = sys.modules.get("canny.pricing")
+    if pricing is not None:  # once-per-process warnings must not leak between tests
+        pricing._WARNED.clear()
     return home
 
 

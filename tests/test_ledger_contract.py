@@ -399,6 +399,52 @@ def test_sql_aggregate_agrees_with_the_reference_summary(ledger: Any, tz: str) -
             assert reports.ReportRow.from_totals(total) == want_total, (by, tz, since)
 
 
+def _cache_records(seed: int = 11, calls: int = 160) -> list[AttemptRecord]:
+    """Cached calls over price changes, batch, US-only, fast mode, Haiku 5.5's long-prompt
+    band, aliases, an unknown model, unbilled and unpriced rows."""
+    rng = random.Random(seed)
+    start = datetime(2026, 9, 20, tzinfo=UTC)  # before Sonnet 5.5 (09-28) and its cache-read cut (10-07)
+    models = ["claude-sonnet-5-5", "sonnet", "claude-haiku-5-5", "claude-opus-4-6", "claude-sonnet-4-6", "mystery"]
+    out: list[AttemptRecord] = []
+    for c in range(calls):
+        when = start + timedelta(hours=rng.randrange(0, 40 * 24))
+        out.append(
+            make(
+                f"s{c}",
+                started_at=when,
+                ended_at=when + timedelta(seconds=1),
+                model=rng.choice(models),
+                input_tokens=rng.choice([10, 5000, 150_000]),
+                cache_write_5m_tokens=rng.choice([0, 0, 2048]),
+                cache_write_1h_tokens=rng.choice([0, 0, 0, 4096]),
+                cache_read_tokens=rng.choice([0, 3000, 90_000]),
+                output_tokens=rng.randrange(1, 900),
+                cost_usd=rng.choice([None, Decimal(0), Decimal("0.0123"), Decimal("1.5")]),
+                batch=rng.random() < 0.2,
+                inference_geo=rng.choice([None, None, "us", "global"]),
+                speed=rng.choice([None, None, "fast", "standard"]),
+                tags=rng.choice([(), ("a",), ("a", "b")]),
+                project=rng.choice([None, "alpha"]),
+            )
+        )
+    return out
+
+
+def test_sql_cache_savings_agree_with_the_reference_summary(ledger: Any) -> None:
+    """saved_usd summed in SQL equals reports.summarize, exactly, for every --by."""
+    records = _cache_records()
+    ledger.record_many(records)
+    rates = reports.cache_saving_rates()
+    for by in GROUP_BYS:
+        groups, total = ledger.aggregate(by, savings=rates)
+        want_rows, want_total = reports.summarize(records, by, savings=rates)
+        got = {g.key: g.saved_usd for g in groups}
+        assert got == {r.group: r.saved_usd for r in want_rows}, by
+        assert total.saved_usd == want_total.saved_usd, by
+    assert want_total.saved_usd is not None and want_total.saved_usd != 0
+    assert ledger.aggregate("day")[1].saved_usd is None  # only computed when asked for
+
+
 def test_an_empty_ledger_aggregates_to_nothing(ledger: Any) -> None:
     """No rows: no groups, and a zero total whose cost is None (nothing priced)."""
     groups, total = ledger.aggregate("day", tz=ZoneInfo("Europe/Paris"))

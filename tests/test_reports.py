@@ -211,6 +211,56 @@ def test_table_pricer_uses_the_price_table(monkeypatch: pytest.MonkeyPatch) -> N
     assert calls == [("haiku", 10, 90, False, None)]
 
 
+MTOK = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("when", "model", "extra", "expected"),
+    [
+        # Sonnet 5.5 from 2026-10-07: input 2, read 0.10, 5m write 2.50, 1h write 4 ($/MTok)
+        ("2026-10-08", "claude-sonnet-5-5", {}, "1.40"),  # 1 x (2 - 0.10) - 1 x (2.50 - 2)
+        ("2026-10-01", "sonnet", {}, "1.30"),  # before the cut, reads were 0.20; an alias
+        ("2026-10-08", "claude-sonnet-5-5", {"batch": True, "inference_geo": "us"}, "0.77"),  # x 0.5 x 1.1
+        ("2026-09-01", "claude-sonnet-5-5", {}, "0"),  # before its first price: nothing counted
+        ("2026-10-08", "mystery-model", {}, "0"),
+        # Haiku 5.5, 0.1 MTok read: 0.1 x (0.10 - 0.01) at 100,000 prompt tokens; one more token
+        # and the whole request is billed at the long-prompt rates: 0.1 x (0.50 - 0.05)
+        ("2026-11-01", "claude-haiku-5-5", {"cache_read_tokens": 100_000, "cache_write_5m_tokens": 0}, "0.009"),
+        ("2026-11-01", "claude-haiku-5-5", {"cache_read_tokens": 100_000, "cache_write_5m_tokens": 0,
+                                            "input_tokens": 1}, "0.045"),
+    ],
+)  # fmt: skip
+def test_cache_saving_per_attempt_is_hand_checked(when: str, model: str, extra: dict[str, Any], expected: str) -> None:
+    """One attempt reading 1 MTok and writing 1 MTok (5m): the saving at the rates of that day and mode."""
+    fields: dict[str, Any] = {"cache_read_tokens": MTOK, "cache_write_5m_tokens": MTOK} | extra
+    record = rec("S", 1, f"{when}T12:00", model, "ok", "1", **fields)
+    rates = reports.cache_saving_rates()
+    assert rates.to_usd(rates.saving_units(record)) == D(expected)
+
+
+def test_cache_saving_counts_only_billed_priced_attempts() -> None:
+    """No stored cost (unpriced) or a zero cost (an unbilled refusal): no saving counted."""
+    rates = reports.cache_saving_rates()
+    kw: dict[str, Any] = {"cache_read_tokens": MTOK}
+    assert rates.saving_units(rec("S", 1, "2026-10-08T12:00", "claude-sonnet-5-5", "ok", None, **kw)) == 0
+    assert rates.saving_units(rec("S", 1, "2026-10-08T12:00", "claude-sonnet-5-5", "refused", "0", **kw)) == 0
+    assert rates.saving_units(rec("S", 1, "2026-10-08T12:00", "claude-sonnet-5-5", "ok", "1", **kw)) > 0
+
+
+def test_savings_are_opt_in_and_can_be_negative(tmp_path: Path) -> None:
+    """build_report(savings=True) fills saved_usd; writes never read back give a negative saving."""
+    opened = open_ledger(tmp_path / "l.db")
+    try:
+        opened.record(rec("W", 1, "2026-11-02T09:00", "claude-sonnet-5-5", "ok", "0.01", cache_write_1h_tokens=MTOK))
+        assert build_report(opened, "day").total.saved_usd is None
+        report = build_report(opened, "day", savings=True)
+    finally:
+        opened.close()
+    assert report.savings
+    assert report.total.saved_usd == D("-2")  # 1 MTok x (4 - 2): the 1h write premium, not repaid
+    assert report_rows(report)[-1]["saved_usd"] == "-2"
+
+
 def test_report_rows_are_json_ready_with_decimal_strings(ledger: Any) -> None:
     """JSON/CSV rows: groups then the total, amounts as exact strings, None as None."""
     items = report_rows(build_report(ledger, "model"))

@@ -238,8 +238,13 @@ class ClientBase:
         session_id: str | None,
         max_cost: Decimal | float | str | None,
         params: Mapping[str, Any],
+        cache: str | None = None,
+        cache_ttl: str | None = None,
     ) -> CallSpec:
+        from canny.caching import apply_cache, check_cache_settings
         from canny.pricing import default_table
+
+        mode, ttl = check_cache_settings(cache or self.settings.cache, cache_ttl or self.settings.cache_ttl)
 
         key = self._resolve_key()
         table = default_table()
@@ -252,6 +257,8 @@ class ClientBase:
         }
         if system is not None:
             body["system"] = system if isinstance(system, str) else [dict(s) for s in system]
+        if mode != "off":
+            body = apply_cache(body, model=resolved, mode=mode, ttl=ttl)
         limit = max_cost if max_cost is not None else self.settings.max_cost
         return CallSpec(
             model=resolved,

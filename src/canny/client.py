@@ -12,6 +12,10 @@ share (settings, key, ledger, budgets) is in :mod:`canny._client_base`.
             for text in stream:
                 print(text, end="", flush=True)
         result = stream.result          # CallResult: outcome, usage, cost, ...
+
+``cache="auto"`` (per call, or ``cache = "auto"`` in config.toml) marks the stable prefix
+of the request for prompt caching (:func:`canny.caching.apply_cache`); ``cache_ttl``
+chooses ``"5m"`` (default) or ``"1h"``. Off unless asked for: see docs/caching.md.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from canny.streaming import iter_events
 if TYPE_CHECKING:
     import anthropic
 
+    from canny.caching import CacheMode, CacheTTL
     from canny.result import CallResult
     from canny.session import AsyncSession, Session
 
@@ -63,13 +68,15 @@ class Client(ClientBase):
         tags: Iterable[str] | None = None,
         session_id: str | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> MessageStream:
         """Start a streamed call. Iterate the returned stream for text as it arrives;
         ``stream.result`` then holds the :class:`~canny.result.CallResult`."""
         spec = self._spec(
             prompt, stream=True, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params,
+            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
         return MessageStream(self, self._prepare(spec))
 
@@ -84,12 +91,14 @@ class Client(ClientBase):
         tags: Iterable[str] | None = None,
         session_id: str | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> CallResult:
         """A non-streamed call, retried per the policy. Returns the :class:`CallResult`."""
         spec = self._spec(
             prompt, stream=False, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params,
+            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
         run = self._prepare(spec)
         while True:
@@ -230,12 +239,14 @@ class AsyncClient(ClientBase):
         tags: Iterable[str] | None = None,
         session_id: str | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> AsyncMessageStream:
         """Start a streamed call; ``async for text in stream`` then ``stream.result``."""
         spec = self._spec(
             prompt, stream=True, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params,
+            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
         return AsyncMessageStream(self, self._prepare(spec))
 
@@ -250,12 +261,14 @@ class AsyncClient(ClientBase):
         tags: Iterable[str] | None = None,
         session_id: str | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> CallResult:
         """A non-streamed call, retried per the policy."""
         spec = self._spec(
             prompt, stream=False, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params,
+            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
         run = self._prepare(spec)
         while True:

@@ -86,6 +86,10 @@ class Settings:
     budgets: Mapping[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
     time_zone: str = "UTC"
+    #: Prompt caching for calls that do not say (``auto`` or ``off``; see docs/caching.md).
+    cache: str = "off"
+    #: TTL of the breakpoints ``cache="auto"`` places (``5m`` or ``1h``).
+    cache_ttl: str = "5m"
 
 
 def home_dir(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -166,7 +170,10 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 _TIMEOUT_KEYS = {f.name for f in fields(Timeouts)}
 _RETRY_KEYS = {f.name for f in fields(RetrySettings)}
-_PLAIN_KEYS = {"model", "max_tokens", "base_url", "ledger", "log_content", "project", "tags", "max_cost", "time_zone"}
+_PLAIN_KEYS = {
+    "model", "max_tokens", "base_url", "ledger", "log_content", "project", "tags", "max_cost", "time_zone",
+    "cache", "cache_ttl",
+}  # fmt: skip
 
 
 def _layer(settings: Settings, table: Mapping[str, Any], where: str) -> Settings:
@@ -223,6 +230,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         return parse_money(value, f"{where}.max_cost")
     if key == "time_zone":
         return _time_zone(value, f"{where}.time_zone")
+    if key == "cache" and value not in ("auto", "off"):
+        raise ConfigError(f"{where}.cache must be 'auto' or 'off', not {value!r}")
+    if key == "cache_ttl" and value not in ("5m", "1h"):
+        raise ConfigError(f"{where}.cache_ttl must be '5m' or '1h', not {value!r}")
     if not isinstance(value, str):
         raise ConfigError(f"{where}.{key} must be a string")
     return value

@@ -8,6 +8,20 @@ never folded into $0) and the failures (every outcome but ``ok``, ``max_tokens``
 ``refused``). The total is computed over the range, not summed from groups: a call with
 attempts in two groups counts once, and ``--by tag`` groups overlap.
 
+With ``savings=True`` (``canny report --savings``) each group also gets ``saved_usd``:
+what prompt caching saved against sending the same tokens uncached. Per attempt that
+counts (priced, billed, and it read or wrote the cache)::
+
+    saved = cache_read     × (input rate − cache-read rate)
+          − cache_write_5m × (5m write rate − input rate)
+          − cache_write_1h × (1h write rate − input rate)
+
+at the rates in force on the attempt's UTC day, for its model, batch, ``inference_geo``,
+``speed`` and prompt-length band (:func:`cache_saving_rates`). It is negative when the
+write premium was not paid back by reads (yet). It is summed in the same SQL scan as the
+rest, but it is opt-in: choosing each attempt's rates makes a report over a million rows
+about 45% slower (docs/benchmarks.md).
+
 Ledgers that implement :class:`~canny.ledger.ReportingLedger` sum in SQL; anything else
 (and ``reprice``, which prices each attempt again) goes through :func:`summarize`, the
 reference implementation over :class:`~canny.ledger.AttemptRecord`\\ s.
@@ -21,19 +35,36 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from canny.ledger import ANSWER_OUTCOMES, AttemptRecord, GroupBy, GroupTotals, Ledger, ReportingLedger
+from canny.ledger import (
+    ANSWER_OUTCOMES,
+    AttemptRecord,
+    CacheSavingRates,
+    CacheWeights,
+    GroupBy,
+    GroupTotals,
+    Ledger,
+    RateSplit,
+    RateTree,
+    ReportingLedger,
+    SplitTest,
+)
+
+if TYPE_CHECKING:
+    from canny._price_table import ModelEntry, PriceTable
 
 __all__ = [
     "EXPORT_FIELDS",
     "REPORT_FIELDS",
     "REPRICE_FIELDS",
+    "SAVINGS_FIELDS",
     "TIME_GROUPS",
     "Pricer",
     "Report",
     "ReportRow",
     "build_report",
+    "cache_saving_rates",
     "export_row",
     "export_rows",
     "group_keys",
@@ -70,6 +101,10 @@ class ReportRow:
     cost_usd: Decimal | None = None
     unpriced: int = 0
     failures: int = 0
+    #: Net saving of prompt caching (see the module docstring); ``None`` when not computed
+    #: or when no attempt of the group has a price. Negative when writes cost more than
+    #: reads saved.
+    saved_usd: Decimal | None = None
     #: With ``reprice``: the attempts priced today, summed at today's prices; how many have
     #: no price today; and today's minus the stored cost over the attempts priced both ways
     #: (``None`` when there is none), so an unknown price never reads as a change to $0.
@@ -105,6 +140,8 @@ class Report:
     rows: tuple[ReportRow, ...]
     total: ReportRow
     repriced: bool = False
+    #: Whether ``saved_usd`` was computed (and is shown).
+    savings: bool = False
 
     @property
     def is_empty(self) -> bool:
@@ -123,20 +160,25 @@ def build_report(
     tz: tzinfo | None = None,
     reprice: bool = False,
     pricer: Pricer | None = None,
+    savings: bool = False,
 ) -> Report:
     """The report of ``ledger`` for attempts started in ``[since, until)``.
 
     Sums run in the database when the ledger can (:class:`ReportingLedger`). With
     ``reprice`` every attempt is priced again by ``pricer`` (default: today's price table).
+    With ``savings`` each row carries ``saved_usd`` (see the module docstring).
     """
     zone = tz or UTC
+    rates = cache_saving_rates() if savings else None
     if isinstance(ledger, ReportingLedger) and not reprice:
-        groups, totals = ledger.aggregate(by, since=since, until=until, tz=zone)
+        groups, totals = ledger.aggregate(by, since=since, until=until, tz=zone, savings=rates)
         rows, total = [ReportRow.from_totals(g) for g in groups], ReportRow.from_totals(totals)
     else:
         chosen = _within(ledger.records(since=since, until=until), since, until)
-        rows, total = summarize(chosen, by, tz=zone, pricer=(pricer or table_pricer()) if reprice else None)
-    return Report(by, zone_name(zone), since, until, tuple(sort_rows(by, rows)), total, repriced=reprice)
+        pricing = (pricer or table_pricer()) if reprice else None
+        rows, total = summarize(chosen, by, tz=zone, pricer=pricing, savings=rates)
+    rows = sort_rows(by, rows)
+    return Report(by, zone_name(zone), since, until, tuple(rows), total, repriced=reprice, savings=savings)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -167,8 +209,10 @@ class _Acc:
     repriced: Decimal | None = None
     reprice_unpriced: int = 0
     difference: Decimal | None = None
+    saved_units: int = 0
 
-    def add(self, r: AttemptRecord, repriced: Decimal | None, pricing: bool) -> None:
+    def add(self, r: AttemptRecord, repriced: Decimal | None, pricing: bool, saved_units: int = 0) -> None:
+        self.saved_units += saved_units
         self.calls.add(r.call_id)
         self.attempts += 1
         for i, n in enumerate(
@@ -189,8 +233,11 @@ class _Acc:
                 if r.cost_usd is not None:
                     self.difference = _plus(self.difference, repriced - r.cost_usd)
 
-    def row(self, group: str | None, pricing: bool) -> ReportRow:
+    def row(self, group: str | None, pricing: bool, savings: CacheSavingRates | None = None) -> ReportRow:
         inp, w5, w1h, read, output = self.tokens
+        saved = None
+        if savings is not None and self.cost is not None:
+            saved = savings.to_usd(self.saved_units)
         return ReportRow(
             group,
             calls=len(self.calls),
@@ -203,6 +250,7 @@ class _Acc:
             cost_usd=self.cost,
             unpriced=self.unpriced,
             failures=self.failures,
+            saved_usd=saved,
             repriced_usd=self.repriced if pricing else None,
             reprice_unpriced=self.reprice_unpriced if pricing else None,
             reprice_difference=self.difference if pricing else None,
@@ -214,7 +262,12 @@ def _plus(total: Decimal | None, amount: Decimal) -> Decimal:
 
 
 def summarize(
-    records: Iterable[AttemptRecord], by: GroupBy, *, tz: tzinfo = UTC, pricer: Pricer | None = None
+    records: Iterable[AttemptRecord],
+    by: GroupBy,
+    *,
+    tz: tzinfo = UTC,
+    pricer: Pricer | None = None,
+    savings: CacheSavingRates | None = None,
 ) -> tuple[list[ReportRow], ReportRow]:
     """Group rows (unsorted) and the total, computed in Python from the records."""
     groups: dict[str | None, _Acc] = {}
@@ -222,10 +275,12 @@ def summarize(
     pricing = pricer is not None
     for record in records:
         repriced = pricer(record) if pricer is not None else None
-        total.add(record, repriced, pricing)
+        saved = savings.saving_units(record) if savings is not None else 0
+        total.add(record, repriced, pricing, saved)
         for key in group_keys(record, by, tz):
-            groups.setdefault(key, _Acc()).add(record, repriced, pricing)
-    return [acc.row(key, pricing) for key, acc in groups.items()], total.row("total", pricing)
+            groups.setdefault(key, _Acc()).add(record, repriced, pricing, saved)
+    rows = [acc.row(key, pricing, savings) for key, acc in groups.items()]
+    return rows, total.row("total", pricing, savings)
 
 
 def group_keys(record: AttemptRecord, by: GroupBy, tz: tzinfo = UTC) -> tuple[str | None, ...]:
@@ -289,6 +344,139 @@ def table_pricer() -> Pricer:
         return priced(r.model, buckets, r.batch, r.inference_geo, r.speed)
 
     return price
+
+
+def cache_saving_rates(table: PriceTable | None = None) -> CacheSavingRates:
+    """The price table as :class:`~canny.ledger.CacheSavingRates`: per model id and alias,
+    a tree over the price rows' dates, batch, ``inference_geo``, fast mode and prompt-length
+    bands, whose leaves weigh each cache bucket by its saving per token (reads: input rate
+    minus read rate; writes: minus their premium over the input rate), as exact integers."""
+    from canny.pricing import default_table
+
+    tbl = table or default_table()
+    shapes = {model_id: _model_shape(entry) for model_id, entry in tbl.models.items()}
+    deltas: dict[_Leaf, tuple[Decimal, Decimal, Decimal] | None] = {}
+    for shape in shapes.values():
+        for found in _leaves(shape):
+            if found not in deltas:
+                deltas[found] = _saving_per_mtok(tbl, found)
+    places = max((_places(d) for found in deltas.values() if found for d in found), default=0)
+    scale = Decimal(10) ** places
+
+    def weights(shape: _Shape) -> RateTree:
+        if shape is None:
+            return None
+        if isinstance(shape, _ShapeSplit):
+            yes, no = weights(shape.yes), weights(shape.no)
+            return yes if yes == no else RateSplit(shape.test, shape.value, yes, no)
+        per_mtok = deltas[shape]
+        if per_mtok is None:
+            return None
+        read, w5, w1h = (int(d * scale) for d in per_mtok)
+        return CacheWeights(cache_read=read, cache_write_5m=w5, cache_write_1h=w1h)
+
+    trees = {model_id: weights(shape) for model_id, shape in shapes.items()}
+    models: dict[str, RateTree] = dict(trees)
+    for alias, model_id in tbl.aliases.items():
+        models.setdefault(alias, trees.get(model_id))
+    return CacheSavingRates(exponent=places + 6, models=models)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """What one leaf prices: a model on a day, with its modifiers and a prompt length."""
+
+    model: str
+    day: date
+    batch: bool
+    geo_us: bool
+    fast: bool
+    prompt: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ShapeSplit:
+    test: SplitTest
+    value: int
+    yes: _Shape
+    no: _Shape
+
+
+_Shape = _Leaf | _ShapeSplit | None
+
+
+def _leaves(shape: _Shape) -> Iterator[_Leaf]:
+    if isinstance(shape, _ShapeSplit):
+        yield from _leaves(shape.yes)
+        yield from _leaves(shape.no)
+    elif shape is not None:
+        yield shape
+
+
+def _model_shape(entry: ModelEntry) -> _Shape:
+    """One model's decision tree, as ``canny.pricing`` picks its rates: the row in force on
+    the day, batch, US-only inference (if the model offers it), fast mode (if offered, and
+    not in a batch), the prompt-length band."""
+    model = entry.info.id
+    thresholds = sorted({r.long_prompt_threshold for r in entry.prices if r.long_prompt_threshold})
+
+    def bands(day: date, batch: bool, geo: bool, fast: bool) -> _Shape:
+        tree: _Shape = _Leaf(model, day, batch, geo, fast, 0)
+        for threshold in thresholds:
+            tree = _ShapeSplit("prompt_over", threshold, _Leaf(model, day, batch, geo, fast, threshold + 1), tree)
+        return tree
+
+    def speeds(day: date, batch: bool, geo: bool) -> _Shape:
+        standard = bands(day, batch, geo, False)
+        if batch or not entry.fast:
+            return standard
+        return _ShapeSplit("fast", 0, bands(day, batch, geo, True), standard)
+
+    def regions(day: date, batch: bool) -> _Shape:
+        if not entry.info.inference_geo:
+            return speeds(day, batch, False)
+        return _ShapeSplit("geo_us", 0, speeds(day, batch, True), speeds(day, batch, False))
+
+    tree: _Shape = None  # before the first row: no price
+    for day in sorted({row.effective_from for row in (*entry.prices, *entry.fast)}):
+        midnight = (day - _EPOCH_DAY).days * _DAY_US
+        tree = _ShapeSplit(
+            "started_before", midnight, tree, _ShapeSplit("batch", 0, regions(day, True), regions(day, False))
+        )
+    return tree
+
+
+_EPOCH_DAY = date(1970, 1, 1)
+_DAY_US = 86_400_000_000
+
+
+def _saving_per_mtok(table: PriceTable, leaf: _Leaf) -> tuple[Decimal, Decimal, Decimal] | None:
+    """Saving per MTok of (cache read, 5m write, 1h write) against uncached input, at the
+    rates ``canny.pricing.cost`` uses for such an attempt; ``None`` when unpriced."""
+    from canny.pricing import InvalidModifierError, Rates, rates
+
+    def look(speed: str | None) -> Rates | None:
+        return rates(
+            leaf.model, at=leaf.day, batch=leaf.batch, inference_geo="us" if leaf.geo_us else None, speed=speed,
+            prompt_tokens=leaf.prompt, table=table,
+        )  # fmt: skip
+
+    try:
+        found = look("fast" if leaf.fast else None)
+    except InvalidModifierError:  # fast mode withdrawn that day: billed at the standard row
+        found = look(None)
+    if found is None:
+        return None
+    return (
+        found.input - found.cache_read,
+        found.input - found.cache_write_5m,
+        found.input - found.cache_write_1h,
+    )
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 # --- time zones and dates ---------------------------------------------------------------
@@ -391,6 +579,7 @@ REPORT_FIELDS: tuple[str, ...] = (
     "failures", "cache_hit_rate",
 )  # fmt: skip
 REPRICE_FIELDS: tuple[str, ...] = ("repriced_usd", "reprice_difference_usd", "reprice_unpriced")
+SAVINGS_FIELDS: tuple[str, ...] = ("saved_usd",)
 
 
 def report_rows(report: Report) -> list[dict[str, Any]]:
@@ -417,6 +606,8 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             "failures": row.failures,
             "cache_hit_rate": None if rate is None else round(rate, 6),
         }
+        if report.savings:
+            item["saved_usd"] = _money(row.saved_usd)
         if report.repriced:
             item["repriced_usd"] = _money(row.repriced_usd)
             item["reprice_difference_usd"] = _money(row.reprice_difference)

@@ -53,6 +53,7 @@ from canny.usage import Usage
 if TYPE_CHECKING:
     from canny._call import CallRun, CallSpec
     from canny._client_base import ClientBase
+    from canny.caching import CacheMode, CacheTTL
     from canny.client import AsyncClient, Client
     from canny.result import CallResult
 
@@ -189,7 +190,7 @@ class _Caps:
             self._record(run.total_cost(), run.total_usage(), worst, started)
 
 
-_SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "max_cost")
+_SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "max_cost", "cache", "cache_ttl")
 
 
 def _spec_args(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -206,13 +207,15 @@ def _call_args(
     project: str | None,
     tags: Iterable[str] | None,
     max_cost: Decimal | float | str | None,
+    cache: CacheMode | None,
+    cache_ttl: CacheTTL | None,
     params: dict[str, Any],
 ) -> dict[str, Any]:
     if "session_id" in params:
         raise TypeError("a session sets session_id itself")
     tags = tuple(tags) if tags is not None else None
     return {"system": system, "model": model, "max_tokens": max_tokens, "project": project, "tags": tags,
-            "max_cost": max_cost, **params}  # fmt: skip
+            "max_cost": max_cost, "cache": cache, "cache_ttl": cache_ttl, **params}  # fmt: skip
 
 
 class Session(_Caps):
@@ -249,10 +252,12 @@ class Session(_Caps):
         project: str | None = None,
         tags: Iterable[str] | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> CallResult:
         """``Client.create`` within the session's caps."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
+        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
         _, worst = self._check(prompt, kwargs, stream=False)
         started = self.clock()
         try:
@@ -273,10 +278,12 @@ class Session(_Caps):
         project: str | None = None,
         tags: Iterable[str] | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> SessionStream:
         """``Client.stream`` within the session's caps; the call counts once the stream ends."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
+        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
         spec, worst = self._check(prompt, kwargs, stream=True)
         return SessionStream(self.client, self.client._prepare(spec), session=self, worst=worst)
 
@@ -332,10 +339,12 @@ class AsyncSession(_Caps):
         project: str | None = None,
         tags: Iterable[str] | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> CallResult:
         """``AsyncClient.create`` within the session's caps."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
+        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
         _, worst = self._check(prompt, kwargs, stream=False)
         started = self.clock()
         try:
@@ -356,10 +365,12 @@ class AsyncSession(_Caps):
         project: str | None = None,
         tags: Iterable[str] | None = None,
         max_cost: Decimal | float | str | None = None,
+        cache: CacheMode | None = None,
+        cache_ttl: CacheTTL | None = None,
         **params: Any,
     ) -> AsyncSessionStream:
         """``AsyncClient.stream`` within the session's caps."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, params)
+        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
         spec, worst = self._check(prompt, kwargs, stream=True)
         return AsyncSessionStream(self.client, self.client._prepare(spec), session=self, worst=worst)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
+from typing import Literal
 
 import click
 
@@ -41,6 +42,14 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--no-stream", is_flag=True, help="Make a non-streamed request; print the answer at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print message, outcome, usage and cost as one JSON object.")
 @click.option("--max-cost", help="Refuse (or shorten) the call if it could cost more than this many dollars.")
+@click.option(
+    "--cache",
+    type=click.Choice(["auto", "off"]),
+    help="Prompt caching: auto marks a long enough system prompt for the cache (default: config, else off).",
+)
+@click.option(
+    "--cache-ttl", type=click.Choice(["5m", "1h"]), help="Lifetime of the cache entries (default: config, else 5m)."
+)
 @click.option("--tag", "tags", multiple=True, help="Tag the ledger rows (repeatable).")
 @click.option("--project", help="Project name for the ledger rows and budgets.")
 @click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
@@ -56,6 +65,8 @@ def ask(
     no_stream: bool,
     as_json: bool,
     max_cost: str | None,
+    cache: Literal["auto", "off"] | None,
+    cache_ttl: Literal["5m", "1h"] | None,
     tags: tuple[str, ...],
     project: str | None,
     log_content: bool | None,
@@ -92,13 +103,17 @@ def ask(
             key = client._resolve_key()
             hide(key.secret.reveal())
             if no_stream or as_json:
-                result = client.create(text, system=system, max_tokens=max_tokens, max_cost=limit)
+                result = client.create(
+                    text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
+                )
                 if as_json:
                     click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
                 else:
                     _print_text(result.text)
             else:
-                stream = client.stream(text, system=system, max_tokens=max_tokens, max_cost=limit)
+                stream = client.stream(
+                    text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
+                )
                 shown = []
                 try:
                     for chunk in stream:

@@ -142,6 +142,7 @@ def _blocks(stream: TextIO) -> bool:
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML page.")
 @click.option("--reprice", is_flag=True, help="Price every attempt again at today's prices; show the difference.")
+@click.option("--savings", is_flag=True, help="Add `saved`: what prompt caching saved against uncached input (slower).")
 @click.option("--ledger", "target", metavar="PATH|URL", help="Ledger to read (default: CANNY_LEDGER or the data dir).")
 def report(
     by: str,
@@ -152,12 +153,15 @@ def report(
     as_csv: bool,
     html_file: Path | None,
     reprice: bool,
+    savings: bool,
     target: str | None,
 ) -> None:
     """Summarise the ledger: calls, attempts, tokens, cost, unpriced and failures per group.
 
     Cost sums priced attempts only; attempts with no price are counted in `unpriced`, never
-    as $0. The cache hit rate is cache reads over all input tokens.
+    as $0. The cache hit rate is cache reads over all input tokens. `--savings` adds the
+    net dollars prompt caching saved: reads at the uncached input rate minus what they
+    cost, minus the premium paid for cache writes (negative when writes were not repaid).
     """
     from canny import reports
     from canny.cli import _report_render as render
@@ -172,12 +176,13 @@ def report(
         start, end = _range(since, until, zone)
         group = cast("GroupBy", by)
         if _missing_file(location):
-            result = reports.Report(group, reports.zone_name(zone), start, end, (), reports.ReportRow("total"))
+            empty = reports.ReportRow("total")
+            result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings)
             over_time = by_model = None
         else:
             with _opened(location) as opened:
                 kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone}
-                result = reports.build_report(opened, group, reprice=reprice, **kwargs)
+                result = reports.build_report(opened, group, reprice=reprice, savings=savings, **kwargs)
                 over_time = by_model = None
                 if html_file is not None and not result.is_empty:
                     if by not in reports.TIME_GROUPS:

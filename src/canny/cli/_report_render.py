@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from canny.pricing import format_usd
-from canny.reports import REPORT_FIELDS, REPRICE_FIELDS, Report, ReportRow, report_rows
+from canny.reports import REPORT_FIELDS, REPRICE_FIELDS, SAVINGS_FIELDS, Report, ReportRow, report_rows
 
 __all__ = ["render_bars", "render_csv", "render_html", "render_json", "render_table"]
 
@@ -44,6 +44,7 @@ def _signed(value: Decimal | None) -> str:
 def _headers(report: Report) -> list[str]:
     head = [report.by, "calls", "attempts", "input", "write 5m", "write 1h", "cache read", "output", "cost"]
     head += ["unpriced", "failures", "cache hit"]
+    head += ["saved"] if report.savings else []
     return head + (["repriced", "difference"] if report.repriced else [])
 
 
@@ -52,6 +53,8 @@ def _cells(report: Report, row: ReportRow) -> list[str]:
     out += [f"{row.cache_write_5m_tokens:,}", f"{row.cache_write_1h_tokens:,}", f"{row.cache_read_tokens:,}"]
     out += [f"{row.output_tokens:,}", _money(row.cost_usd), f"{row.unpriced:,}", f"{row.failures:,}"]
     out.append(_rate(row.cache_hit_rate))
+    if report.savings:
+        out.append(_money(row.saved_usd))
     if report.repriced:
         out += [_money(row.repriced_usd), _signed(row.reprice_difference)]
     return out
@@ -113,7 +116,7 @@ def render_json(report: Report) -> str:
 
 def render_csv(report: Report) -> str:
     buffer = io.StringIO()
-    names = [*REPORT_FIELDS, *(REPRICE_FIELDS if report.repriced else ())]
+    names = [*REPORT_FIELDS, *(SAVINGS_FIELDS if report.savings else ()), *(REPRICE_FIELDS if report.repriced else ())]
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for item in report_rows(report):
@@ -228,6 +231,8 @@ def render_html(report: Report, *, over_time: Report | None = None, by_model: Re
         ("failures", f"{t.failures:,}"),
         ("cache hit rate", _rate(t.cache_hit_rate)),
     ]
+    if report.savings:
+        cards.append(("saved by caching", _money(t.saved_usd)))
     buckets = [
         ("input", t.input_tokens),
         ("cache write 5m", t.cache_write_5m_tokens),

@@ -27,7 +27,18 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
-from canny.ledger import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals, migrations
+from canny.ledger import (
+    ANSWER_OUTCOMES,
+    GROUP_BYS,
+    OUTCOMES,
+    AttemptRecord,
+    CacheSavingRates,
+    CacheWeights,
+    GroupBy,
+    GroupTotals,
+    RateTree,
+    migrations,
+)
 from canny.ledger.migrations import Dialect, Transaction
 
 __all__ = [
@@ -216,6 +227,63 @@ _SUMS = (
 )
 
 
+_CACHED = "a.cache_read_tokens + a.cache_write_5m_tokens + a.cache_write_1h_tokens"
+_SPLIT_SQL = {
+    "started_before": "a.started_at_us < {}",
+    "batch": "a.batch",
+    "geo_us": "a.inference_geo = 'us'",
+    "fast": "a.speed = 'fast'",
+    "prompt_over": f"a.input_tokens + {_CACHED} > {{}}",
+}
+
+
+def _tree_sql(tree: RateTree) -> str:
+    """SQL for the weighted cache tokens of one rate tree (integers only)."""
+    if tree is None:
+        return "0"
+    if isinstance(tree, CacheWeights):
+        terms = [
+            f"a.{column} * {int(weight)}"
+            for column, weight in (
+                ("cache_read_tokens", tree.cache_read),
+                ("cache_write_5m_tokens", tree.cache_write_5m),
+                ("cache_write_1h_tokens", tree.cache_write_1h),
+            )
+            if weight
+        ]
+        return "(" + " + ".join(terms) + ")" if terms else "0"
+    condition = _SPLIT_SQL[tree.test].format(int(tree.value))
+    return f"CASE WHEN {condition} THEN {_tree_sql(tree.yes)} ELSE {_tree_sql(tree.no)} END"
+
+
+def _models_sql(models: Sequence[tuple[str, RateTree]], column: str, params: list[Any]) -> str:
+    """A balanced tree of comparisons on the model name (sorted by code point, the order of
+    ``column``), so an attempt costs about log2(models) comparisons, not one per model."""
+    if len(models) == 1:
+        name, tree = models[0]
+        params.append(name)
+        return f"CASE WHEN a.model = ? THEN {_tree_sql(tree)} ELSE 0 END"
+    mid = len(models) // 2
+    params.append(models[mid][0])
+    left = _models_sql(models[:mid], column, params)
+    right = _models_sql(models[mid:], column, params)
+    return f"CASE WHEN {column} < ? THEN {left} ELSE {right} END"
+
+
+def savings_sql(savings: CacheSavingRates | None, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The extra report column summing :meth:`CacheSavingRates.saving_units` (``", sum(...)"``)
+    and its parameters (the model names, bound, never spliced into the SQL)."""
+    if savings is None:
+        return "", []
+    models = sorted((name, tree) for name, tree in savings.models.items() if tree is not None)
+    if not models:
+        return ", 0", []
+    column = 'a.model COLLATE "C"' if dialect == "postgres" else "a.model"
+    params: list[Any] = []
+    body = _models_sql(models, column, params)
+    return f", sum(CASE WHEN a.cost_pico > 0 AND {_CACHED} > 0 THEN {body} ELSE 0 END)", params
+
+
 class _Grouping:
     """The SQL of one ``--by`` over one time range, for any table alias."""
 
@@ -357,12 +425,15 @@ class SQLLedger(ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         tz: tzinfo | None = None,
+        savings: CacheSavingRates | None = None,
     ) -> tuple[list[GroupTotals], GroupTotals]:
         """Totals per group and overall, computed in SQL (see :class:`ReportingLedger`).
 
         One scan sums the buckets per group; distinct calls are rows minus the later rows
         of a call that share a group with an earlier row of it, found through the small
-        ``attempts_retries`` index (only rows with ``call_seq > 0``).
+        ``attempts_retries`` index (only rows with ``call_seq > 0``). With ``savings`` the
+        same scan also sums each attempt's cache saving (integer weights chosen per model
+        by a ``CASE`` tree).
         """
         if by is not None and by not in GROUP_BYS:
             raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BYS)}")
@@ -370,6 +441,8 @@ class SQLLedger(ABC):
         span = self._span(where, params)
         if span is None:
             return [], _empty_total()
+        extra = savings_sql(savings, self.dialect)
+        exponent = None if savings is None else savings.exponent
         lo, hi = span
         scan_where = where
         if where:  # a range covering much of the table is faster as a plain scan than via the index
@@ -379,24 +452,25 @@ class SQLLedger(ABC):
         grouping = _Grouping(by, self.dialect, tz or UTC, lo, hi)
         repeats = self._repeats(grouping, where, params)
         if by is None:
-            total_row = self._sums("'total'", "attempts a", scan_where, params, grouped=False)[0][1]
-            total = _totals("total", total_row, sum(overall for _, overall in repeats.values()))
+            total_row = self._sums("'total'", "attempts a", scan_where, params, grouped=False, extra=extra)[0][1]
+            total = _totals("total", total_row, sum(overall for _, overall in repeats.values()), exponent)
             return [], total
         if by == "tag":
             # Tagged attempts come from the tag table (in tag order); one plain scan gives the
             # untagged group and, with it, the total (tag groups overlap, so it cannot be summed).
             source = "attempt_tags t JOIN attempts a ON a.id = t.attempt_id"
-            groups = self._sums("t.tag", source, scan_where, params)
-            split = dict(self._sums("CASE WHEN a.tags = '[]' THEN 1 ELSE 0 END", "attempts a", scan_where, params))
+            groups = self._sums("t.tag", source, scan_where, params, extra=extra)
+            untagged = "CASE WHEN a.tags = '[]' THEN 1 ELSE 0 END"
+            split = dict(self._sums(untagged, "attempts a", scan_where, params, extra=extra))
             if 1 in split:
                 groups.append((None, split[1]))
             total_row = _add(list(split.values()))
             overall = self._repeats(_Grouping(None, self.dialect, UTC, lo, hi), where, params)
         else:
-            groups = self._sums(grouping.key("a"), "attempts a", scan_where, params)
+            groups = self._sums(grouping.key("a"), "attempts a", scan_where, params, extra=extra)
             total_row, overall = _add([row for _, row in groups]), repeats
-        total = _totals("total", total_row, sum(n for _, n in overall.values()))
-        return [_totals(grouping.label(k), row, repeats.get(k, (0, 0))[0]) for k, row in groups], total
+        total = _totals("total", total_row, sum(n for _, n in overall.values()), exponent)
+        return [_totals(grouping.label(k), row, repeats.get(k, (0, 0))[0], exponent) for k, row in groups], total
 
     def _span(self, where: str, params: Sequence[Any]) -> tuple[int, int] | None:
         """First and last start time in the range (two index probes), or None if empty."""
@@ -406,13 +480,22 @@ class SQLLedger(ABC):
         return None if lo is None else (int(lo), int(hi))
 
     def _sums(
-        self, key: str, source: str, where: str, params: Sequence[Any], *, grouped: bool = True
+        self,
+        key: str,
+        source: str,
+        where: str,
+        params: Sequence[Any],
+        *,
+        grouped: bool = True,
+        extra: tuple[str, Sequence[Any]] = ("", ()),
     ) -> list[tuple[Any, tuple[Any, ...]]]:
-        """(key, sums) per value of the SQL expression ``key`` over ``source`` (alias ``a``)."""
-        sql = f"SELECT {key} AS k, {_SUMS} FROM {source}{where}"
+        """(key, sums) per value of the SQL expression ``key`` over ``source`` (alias ``a``);
+        ``extra`` is more sum columns and their parameters (:func:`savings_sql`)."""
+        columns, extra_params = extra
+        sql = f"SELECT {key} AS k, {_SUMS}{columns} FROM {source}{where}"
         if grouped:
             sql += " GROUP BY k ORDER BY k"
-        return [(row[0], tuple(row[1:])) for row in self._stream(sql, params)]
+        return [(row[0], tuple(row[1:])) for row in self._stream(sql, [*extra_params, *params])]
 
     def _repeats(self, grouping: _Grouping, where: str, params: Sequence[Any]) -> dict[Any, tuple[int, int]]:
         """Per group key: (rows repeating a call already seen in that group, rows repeating
@@ -451,9 +534,13 @@ def _add(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple(sum(int(value or 0) for value in column) for column in zip(*rows, strict=True))
 
 
-def _totals(key: str | None, row: tuple[Any, ...], repeated: int) -> GroupTotals:
-    """A GroupTotals from a ``_SUMS`` row and the number of rows repeating a call."""
-    attempts, inp, w5, w1h, read, output, pico, priced, failures = (int(v or 0) for v in row)
+def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int | None = None) -> GroupTotals:
+    """A GroupTotals from a ``_SUMS`` row (plus the savings column when ``exponent`` is
+    given: units of ``10**-exponent`` USD) and the number of rows repeating a call."""
+    attempts, inp, w5, w1h, read, output, pico, priced, failures, *rest = (int(v or 0) for v in row)
+    saved = None
+    if exponent is not None and priced:
+        saved = Decimal(rest[0] if rest else 0).scaleb(-exponent)
     return GroupTotals(
         key=key,
         calls=attempts - repeated,
@@ -466,6 +553,7 @@ def _totals(key: str | None, row: tuple[Any, ...], repeated: int) -> GroupTotals
         cost_usd=pico_to_usd(pico) if priced else None,
         unpriced=attempts - priced,
         failures=failures,
+        saved_usd=saved,
     )
 
 
