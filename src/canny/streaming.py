@@ -29,9 +29,6 @@ class ServerSentEvent:
     event: str
     data: str
 
-    def json(self) -> Any:
-        return json.loads(self.data)
-
 
 class SSEDecoder:
     """Incremental SSE decoder (WHATWG rules, the subset the API uses)."""

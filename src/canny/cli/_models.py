@@ -48,15 +48,11 @@ def models(as_json: bool, show_all: bool) -> None:
         width = max((len(str(row["id"])) for row in rows), default=10)
         click.echo(f"{'model':<{width}}  {'in $/MTok':>9}  {'out $/MTok':>10}  {'status':<8}  aliases")
         for row in rows:
-            price_in = "unpriced" if row["input"] is None else format_usd_rate(str(row["input"]))
-            price_out = "unpriced" if row["output"] is None else format_usd_rate(str(row["output"]))
+            price_in = "unpriced" if row["input"] is None else f"${row['input']}"
+            price_out = "unpriced" if row["output"] is None else f"${row['output']}"
             status = str(row["status"]) + (f" {row['retires_at']}" if row["retires_at"] else "")
             aliases = ", ".join(info_aliases[str(row["id"])])
             click.echo(f"{row['id']!s:<{width}}  {price_in:>9}  {price_out:>10}  {status:<8}  {aliases}")
-
-
-def format_usd_rate(value: str) -> str:
-    return f"${value}"
 
 
 @click.command()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
@@ -31,19 +31,7 @@ if TYPE_CHECKING:
     from canny.result import CallResult
     from canny.usage import Usage
 
-__all__ = ["EXIT_CODES", "cli_errors", "echo_err", "error_line", "install_warning_printer", "usage_line"]
-
-EXIT_CODES = {
-    "ok": 0,
-    "unexpected": 1,
-    "usage": 2,
-    "auth": 3,
-    "budget": 4,
-    "refused": 5,
-    "interrupted": 6,
-    "transient": 7,
-    "rejected": 8,
-}
+__all__ = ["cli_errors", "echo_err", "error_line", "install_warning_printer", "usage_line"]
 
 _secrets_to_hide: list[str] = []
 
@@ -129,8 +117,3 @@ def usage_line(usage: Usage, cost: Decimal | None, model: str, *, attempts: int 
 
 def result_usage_line(result: CallResult) -> str:
     return usage_line(result.usage, result.cost, result.model, attempts=result.attempts)
-
-
-def run_guarded(func: Callable[[], None]) -> None:
-    with cli_errors():
-        func()

@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from canny.usage import Usage
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "ANSWER_OUTCOMES",
@@ -99,20 +96,6 @@ class AttemptRecord:
     prompt_text: str | None = None
     response_text: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def usage_fields(cls, usage: Usage) -> dict[str, int]:
-        """The usage columns of a record, from a :class:`~canny.usage.Usage`."""
-        return {
-            "input_tokens": usage.input,
-            "cache_write_5m_tokens": usage.cache_write_5m,
-            "cache_write_1h_tokens": usage.cache_write_1h,
-            "cache_read_tokens": usage.cache_read,
-            "output_tokens": usage.output,
-            "web_search_requests": usage.web_search_requests,
-            "web_fetch_requests": usage.web_fetch_requests,
-            "code_execution_requests": usage.code_execution_requests,
-        }
 
 
 @runtime_checkable
