@@ -273,16 +273,20 @@ def test_stalled_stream_is_cut_by_idle_timeout(emulator: Any, memory_ledger: Mem
     assert isinstance(info.value.__cause__, errors.TimeoutError)
 
 
-def test_refusal_is_never_retried_and_costs_nothing_when_unbilled(
+def test_refusal_is_never_retried_and_billed_as_its_usage_reports(
     emulator: Any, memory_ledger: MemoryLedger, fast_retry: RetryPolicy
 ) -> None:
-    """A refusal before output in a non-billed category is one attempt at $0; raise_for_outcome raises."""
+    """A refusal is one attempt priced as its usage reports (never a guessed $0); raise_for_outcome raises."""
+    from canny.pricing import cost
+
     client = _client(emulator, ("refusal;category=cyber", "ok"), memory_ledger, fast_retry, run="refusal-cost")
     with client:
         result = client.create("hello")
     assert result.outcome == "refused"
     assert result.refusal_category == "cyber"
-    assert result.cost == 0
+    assert result.usage.input > 0
+    expected = cost(result.model, result.usage)
+    assert expected is not None and result.cost == expected > 0
     with pytest.raises(errors.Refused) as info:
         result.raise_for_outcome()
     assert info.value.exit_code == 5

@@ -32,7 +32,6 @@ from canny.pricing import (
     model_info,
     price_version,
     rates,
-    refusal_billed,
     resolve_model,
     to_micros,
     worst_case_cost,
@@ -430,23 +429,55 @@ def test_worst_case_cost() -> None:
         assert worst_case_cost("claude-unknown-3", input_tokens=1, max_tokens=1, at=AT) is None
 
 
+@pytest.mark.parametrize("geo", ["not_available", "global", None])
+def test_reported_geo_other_than_us_bills_list_rates(geo: str | None) -> None:
+    """usage.inference_geo 'not_available' (as recorded for Sonnet 4/4.5) prices at list rates, no error."""
+    usage = {"input_tokens": 1_000_000, "output_tokens": 0, "inference_geo": geo}
+    assert cost("claude-sonnet-4-6", usage, at=AT) == cost("claude-sonnet-4-6", Usage(input=1_000_000), at=AT)
+
+
+def test_reported_geo_us_wins_over_the_request() -> None:
+    """What the server reports it did is billed: a reported 'us' bills 1.1x even if the request said nothing."""
+    plain = cost("claude-sonnet-4-6", Usage(input=1_000_000), at=AT)
+    assert plain is not None
+    reported = cost("claude-sonnet-4-6", Usage(input=1_000_000), reported={"inference_geo": "us"}, at=AT)
+    assert reported == plain * D("1.1")
+
+
 @pytest.mark.parametrize(
-    ("category", "had_output", "billed"),
+    "reported",
     [
-        ("cyber", False, False),
-        ("general_harms", False, False),
-        (None, False, False),
-        ("bio", False, True),
-        ("frontier_llm", False, True),
-        ("reasoning_extraction", False, True),
-        ("something_new", False, True),
-        ("cyber", True, True),
-        (None, True, True),
+        {"inference_geo": "eu"},
+        {"speed": "warp"},
+        {"service_tier": "flex"},
+        {"input_tokens": 5, "audio_input_tokens": 12},
+        {"input_tokens": 5, "cache_creation": {"ephemeral_24h_input_tokens": 7}},
     ],
 )
-def test_refusal_billing(category: str | None, had_output: bool, billed: bool) -> None:
-    """The category-dependent refusal rule, conservative for unknown categories."""
-    assert refusal_billed(category, had_output=had_output) is billed
+def test_unknown_reported_parts_are_unpriced_and_warned_once(reported: dict[str, object]) -> None:
+    """A reported value canny cannot price makes the cost unpriced (never $0, never an error), warned once."""
+    from canny.errors import ResponseWarning
+
+    with pytest.warns(ResponseWarning, match="recorded as sent"):
+        assert cost("claude-sonnet-4-6", Usage(input=10), reported=reported, at=AT) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cost("claude-sonnet-4-6", Usage(input=10), reported=reported, at=AT) is None
+
+
+def test_unknown_non_count_usage_field_is_only_warned() -> None:
+    """An unknown usage field that is not a count is warned about once and does not change the price."""
+    from canny.errors import ResponseWarning
+
+    with pytest.warns(ResponseWarning, match="unknown field usage.tier_note"):
+        got = cost("claude-sonnet-4-6", {"input_tokens": 1000, "output_tokens": 0, "tier_note": "x"}, at=AT)
+    assert got == cost("claude-sonnet-4-6", Usage(input=1000), at=AT)
+
+
+def test_invalid_requested_modifier_still_raises() -> None:
+    """What the caller asks for is validated: an unknown requested inference_geo is a ValueError."""
+    with pytest.raises(ValueError, match="inference_geo"):
+        cost("claude-sonnet-4-6", Usage(input=10), inference_geo="not_available", at=AT)
 
 
 def test_to_micros_rounds_half_even() -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from canny import errors
 from canny._sdk_errors import error_from_event
+from canny.errors import CannyWarning
 from canny.ledger import AttemptRecord, Outcome
 from canny.result import CallResult
 from canny.retry import RetryPolicy, RetryState
@@ -43,10 +44,6 @@ __all__ = [
 
 #: The smallest ``max_tokens`` a budget may lower a call to before refusing it.
 MIN_MAX_TOKENS = 16
-
-
-class CannyWarning(UserWarning):
-    """Something the user should know that does not stop the call."""
 
 
 class Reservation(Protocol):
@@ -298,44 +295,55 @@ class CallRun:
         return usage
 
     def _attempt_cost(self, attempt: Attempt, usage: Usage) -> Decimal | None:
+        """The attempt's cost by the one rule (:func:`canny.pricing.cost`): what the usage
+        reports is billed, refusals included, at the rates of the model and modifiers the
+        server reports. Never raises: a cost that cannot be computed is unpriced, noted."""
         if usage.is_empty:
             return Decimal(0)
-        from canny.pricing import cost, refusal_billed
+        from canny.pricing import cost
 
-        if attempt.outcome == "refused" and not refusal_billed(
-            attempt.acc.refusal_category, had_output=attempt.acc.shown
-        ):
-            return Decimal(0)
-        model = str(attempt.acc.message.get("model") or self.spec.model)
-        reported = attempt.acc.usage_acc.reported
-        return cost(
-            model,
-            usage,
-            # What the response says ran (speed, region) wins over what was asked for.
-            inference_geo=reported.get("inference_geo") or self.spec.params.get("inference_geo"),
-            speed=reported.get("speed") or self.spec.params.get("speed"),
-            at=attempt.started_at,
-            table=self.spec.table,
-        )
+        try:
+            return cost(
+                self._attempt_model(attempt),
+                usage,
+                inference_geo=self.spec.params.get("inference_geo"),
+                speed=self.spec.params.get("speed"),
+                reported=attempt.acc.usage_acc.reported,
+                at=attempt.started_at,
+                table=self.spec.table,
+            )
+        except (ValueError, ArithmeticError) as exc:  # the request's own modifiers, or odd counts
+            attempt.notes["unpriced"] = str(exc)[:200]
+            return None
+
+    def _attempt_model(self, attempt: Attempt) -> str:
+        """The model the server says answered (recorded as sent), else the one asked for."""
+        model = attempt.acc.message.get("model")
+        return model if isinstance(model, str) and model else self.spec.model
 
     def close_attempt(self, attempt: Attempt) -> None:
         """Write the attempt's ledger row (once)."""
         if attempt.recorded:
             return
         attempt.recorded = True
-        attempt.usage = self._attempt_usage(attempt)
-        attempt.cost = self._attempt_cost(attempt, attempt.usage)
+        try:
+            attempt.usage = self._attempt_usage(attempt)
+            attempt.cost = self._attempt_cost(attempt, attempt.usage)
+        except Exception as exc:  # a response we cannot read is still an attempt on the record
+            attempt.cost = None
+            attempt.notes["unpriced"] = f"usage could not be read: {type(exc).__name__}"
         if self.ledger is None:
             return
         from canny.pricing import price_version
 
         error = attempt.error
+        reported = attempt.acc.usage_acc.reported
         record = AttemptRecord(
             call_id=self.spec.call_id,
             attempt=attempt.number,
             started_at=attempt.started_at,
             ended_at=_now(),
-            model=str(attempt.acc.message.get("model") or self.spec.model),
+            model=self._attempt_model(attempt),
             outcome=attempt.outcome or "error",
             session_id=self.spec.session_id,
             first_token_at=attempt.first_token_at,
@@ -347,8 +355,9 @@ class CallRun:
             refusal_category=attempt.acc.refusal_category,
             cost_usd=attempt.cost,
             price_version=price_version(table=self.spec.table),
-            inference_geo=self.spec.params.get("inference_geo"),
-            speed=self.spec.params.get("speed"),
+            inference_geo=_reported_str(reported, "inference_geo") or self.spec.params.get("inference_geo"),
+            speed=_reported_str(reported, "speed") or self.spec.params.get("speed"),
+            batch=reported.get("service_tier") == "batch",
             streamed=self.spec.stream,
             endpoint=self.spec.endpoint,
             project=self.spec.project,
@@ -405,7 +414,7 @@ class CallRun:
         outcome: Outcome = attempt.outcome or "error"
         return CallResult(
             outcome=outcome,
-            model=str(acc.message.get("model") or self.spec.model),
+            model=self._attempt_model(attempt),
             text=acc.text,
             message=acc.final_message(),
             usage=self.total_usage(),
@@ -421,9 +430,33 @@ class CallRun:
         )
 
 
+def _reported_str(reported: Mapping[str, Any], name: str) -> str | None:
+    value = reported.get(name)
+    return value[:64] if isinstance(value, str) and value else None
+
+
+#: Stop reasons the API documents; any other is recorded as sent and warned about once.
+KNOWN_STOP_REASONS = frozenset(
+    {
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+        "model_context_window_exceeded",
+        "compaction",
+    }
+)
+
+
 def answer_outcome(acc: MessageAccumulator) -> Outcome:
     """The outcome of an attempt that got an answer: ``refused``, ``max_tokens`` or ``ok``."""
     reason = acc.stop_reason
+    if reason is not None and reason not in KNOWN_STOP_REASONS:
+        from canny.pricing import warn_unexpected
+
+        warn_unexpected(f"an unknown stop_reason {reason!r}")
     if reason == "refusal":
         return "refused"
     if reason in ("max_tokens", "model_context_window_exceeded"):

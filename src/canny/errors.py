@@ -43,6 +43,7 @@ __all__ = [
     "AuthenticationError",
     "BudgetExceeded",
     "CannyError",
+    "CannyWarning",
     "ConfigError",
     "ConnectionFailed",
     "LedgerError",
@@ -52,6 +53,7 @@ __all__ = [
     "RateLimited",
     "Refused",
     "RequestRejected",
+    "ResponseWarning",
     "ServerError",
     "SessionLimitReached",
     "SpendLimitReached",
@@ -311,3 +313,20 @@ class Refused(CannyError):
         state = super()._public_state()
         state["result"] = None
         return state
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+class CannyWarning(UserWarning):
+    """Something the user should know that does not stop the call."""
+
+
+class ResponseWarning(CannyWarning):
+    """The server sent a value canny does not know (an ``inference_geo``, ``speed``,
+    ``service_tier``, ``stop_reason``, content block type, usage field or model).
+
+    The response is a fact: the call goes on, the value is recorded as sent and the cost
+    is computed from what is known (unpriced when an unknown part could change it).
+    Emitted once per field and value per process.
+    """

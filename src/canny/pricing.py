@@ -64,10 +64,11 @@ __all__ = [
     "model_info",
     "price_version",
     "rates",
-    "refusal_billed",
+    "reported_modifiers",
     "resolve_model",
     "to_micros",
     "user_price_file",
+    "warn_unexpected",
     "worst_case_cost",
 ]
 
@@ -77,8 +78,6 @@ _ONE = Decimal(1)
 _CENT = Decimal("0.01")
 _API_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 _CANNY_COUNTS = tuple(f.name for f in fields(Usage) if f.name != "iterations")
-#: Refusal categories not billed when the refusal came before any output (§7.2).
-_FREE_REFUSALS = frozenset({"cyber", "general_harms"})
 
 
 class UnpricedModelWarning(UserWarning):
@@ -272,13 +271,96 @@ def rates(
 # --------------------------------------------------------------------------- usage input
 
 
+#: Values the API reports in ``usage`` and what they mean for the price. A value not listed
+#: is recorded as sent, warned about once, and makes the cost unpriced (it might change it).
+_REPORTED_GEO = {"global": False, "not_available": False, "us": True}
+_REPORTED_SPEED = {"standard": False, "fast": True}
+#: Priority Tier burns down a commitment at list rates; ``batch`` is half price.
+_REPORTED_TIER = {"standard": False, "priority": False, "batch": True}
+#: Usage fields that are neither counts nor modifiers: nothing to price.
+_USAGE_FIELDS = frozenset(
+    {*_API_COUNTS, "cache_creation", "server_tool_use", "iterations", "inference_geo", "speed", "service_tier"}
+)
+_NESTED_COUNTS = {
+    "cache_creation": frozenset({"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}),
+    "server_tool_use": frozenset({"web_search_requests", "web_fetch_requests", "code_execution_requests"}),
+}
+_ITERATION_FIELDS = frozenset({*_USAGE_FIELDS, "model", "type"})
+
+
 @dataclass(frozen=True, slots=True)
 class _Carried:
-    """Modifiers the API reported in the usage object itself (``speed`` None: not reported)."""
+    """Modifiers the API reported in the usage object itself (``None``: not reported), and
+    what in it canny could not price (``unknown``: empty when everything is understood)."""
 
-    geo_us: bool = False
-    speed: str | None = None
+    geo_us: bool | None = None
+    fast: bool | None = None
     batch: bool = False
+    unknown: tuple[str, ...] = ()
+
+
+def warn_unexpected(what: str) -> None:
+    """One :class:`~canny.errors.ResponseWarning` per unexpected field/value per process."""
+    from canny.errors import ResponseWarning
+
+    key = f"response:{what}"
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(f"the API sent {what}; recorded as sent", ResponseWarning, stacklevel=4)
+
+
+def reported_modifiers(reported: Mapping[str, Any] | Any) -> _Carried:
+    """Read what the server says it did (``inference_geo``, ``speed``, ``service_tier``) and
+    flag anything in a usage object that canny cannot price. Never raises: a response is a fact."""
+    unknown: list[str] = []
+    if reported is None:
+        return _Carried()
+
+    def lookup(name: str, table: Mapping[str, bool]) -> bool | None:
+        value = _read(reported, name)
+        if value is None:
+            return None
+        if isinstance(value, str) and value in table:
+            return table[value]
+        unknown.append(f"usage.{name} {value!r}")
+        return None
+
+    geo_us = lookup("inference_geo", _REPORTED_GEO)
+    fast = lookup("speed", _REPORTED_SPEED)
+    batch = bool(lookup("service_tier", _REPORTED_TIER))
+    if isinstance(reported, Mapping):
+        unknown.extend(_unknown_counts(reported, "usage", _USAGE_FIELDS))
+        for i, item in enumerate(reported.get("iterations") or ()):
+            if isinstance(item, Mapping):
+                unknown.extend(_unknown_counts(item, f"usage.iterations[{i}]", _ITERATION_FIELDS))
+    for what in unknown:
+        warn_unexpected(what)
+    return _Carried(geo_us=geo_us, fast=fast, batch=batch, unknown=tuple(unknown))
+
+
+def _unknown_counts(obj: Mapping[str, Any], where: str, known: frozenset[str]) -> list[str]:
+    """Fields that could carry billable quantities canny has no rate for. Unknown fields
+    that are not counts (or are zero) are only warned about."""
+    found: list[str] = []
+    for key, value in obj.items():
+        name = str(key)
+        if name in _NESTED_COUNTS:
+            if isinstance(value, Mapping):
+                found.extend(_unknown_counts(value, f"{where}.{name}", _NESTED_COUNTS[name]))
+            continue
+        if name in known:
+            continue
+        countable = name.endswith(("_tokens", "_requests")) and not _zero(value)
+        if countable:
+            found.append(f"{where}.{name} {value!r}")
+        else:
+            warn_unexpected(f"an unknown field {where}.{name}")
+    return found
+
+
+def _zero(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0)
 
 
 def _count_error(where: str, value: Any) -> ValueError:
@@ -337,12 +419,7 @@ def _coerce_usage(usage: Usage | Mapping[str, Any] | Any) -> tuple[Usage, _Carri
                 return Usage(**counts), _Carried()
             _check_api_mapping(usage, "usage")
         result = usage_from_api(usage)
-        reported_speed = _read(usage, "speed")
-        carried = _Carried(
-            geo_us=_read(usage, "inference_geo") == "us",
-            speed=reported_speed if reported_speed in ("standard", "fast") else None,
-            batch=_read(usage, "service_tier") == "batch",
-        )
+        carried = reported_modifiers(usage)
     for part in (result, *(it.usage for it in result.iterations)):
         for name in _CANNY_COUNTS:
             if getattr(part, name) < 0:
@@ -384,6 +461,7 @@ def cost(
     speed: str | None = None,
     at: datetime | date | None = None,
     table: PriceTable | None = None,
+    reported: Mapping[str, Any] | None = None,
 ) -> Decimal | None:
     """Exact USD cost of one call's ``usage`` on ``model``, or ``None`` when unpriced.
 
@@ -391,18 +469,28 @@ def cost(
     ``anthropic.types.Usage``-like object. With ``usage.iterations``, the cost is the sum
     over iterations, each at its own model (the call's model when it names none); if any
     iteration is unpriced, so is the call. ``at`` (default now, UTC) picks the dated row.
+
+    ``inference_geo`` and ``speed`` are what the *request* asked for: checked, and a
+    combination the API rejects raises. What the *server* reported (``reported``, the raw
+    usage fields, or the modifiers inside a usage mapping) is a fact: it wins over the
+    request, never raises, and a value canny does not know makes the cost ``None``
+    (with one :class:`~canny.errors.ResponseWarning`), never a guess.
     """
     tbl = table or default_table()
     day = utc_day(at)
     found, carried = _coerce_usage(usage)
+    if reported is not None:
+        carried = reported_modifiers(reported)
     explicit_geo, explicit_fast = _geo_is_us(inference_geo), _speed_is_fast(speed)
-    # What the server reports it did wins for speed; either side saying "us" bills US-only.
-    geo_us = explicit_geo or carried.geo_us
-    fast = carried.speed == "fast" if carried.speed is not None else explicit_fast
-    batch = batch or carried.batch
     entry = tbl.entry(model)
     if entry is not None:
         _check_modifiers(entry, day, batch=batch, geo_us=explicit_geo, fast=explicit_fast)
+    if carried.unknown:
+        return None  # warned once by reported_modifiers
+    # What the server reports it did wins over what was asked for.
+    geo_us = carried.geo_us if carried.geo_us is not None else explicit_geo
+    fast = carried.fast if carried.fast is not None else explicit_fast
+    batch = batch or carried.batch
     parts = [(it.model or model, it.usage) for it in found.iterations] or [(model, found)]
     total = Decimal(0)
     with localcontext(_EXACT):
@@ -483,18 +571,6 @@ def _tidy(amount: Decimal) -> Decimal:
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def refusal_billed(category: str | None, *, had_output: bool) -> bool:
-    """Whether a refused request is billed (refusals rule, Sep 2026 on).
-
-    After any output: billed. Before any output: not billed for ``cyber``,
-    ``general_harms`` or no category; billed for ``bio``, ``frontier_llm``,
-    ``reasoning_extraction`` and, to be safe, for any category canny does not know.
-    """
-    if had_output:
-        return True
-    return category is not None and category not in _FREE_REFUSALS
 
 
 def to_micros(amount: Decimal) -> int:

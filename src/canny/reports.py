@@ -334,7 +334,9 @@ def table_pricer() -> Pricer:
             web_fetch_requests=fetches,
             code_execution_requests=executions,
         )
-        return cost(model, usage, batch=batch, inference_geo=geo, speed=speed, at=None)
+        # A row keeps what the server reported (or, failing that, what was asked): a fact,
+        # so re-pricing reads it leniently (an unknown value is unpriced, never an error).
+        return cost(model, usage, batch=batch, reported={"inference_geo": geo, "speed": speed}, at=None)
 
     def price(r: AttemptRecord) -> Decimal | None:
         buckets = (

@@ -160,7 +160,7 @@ def usage_from_api(obj: Any) -> Usage:
             usage=usage_from_api({k: v for k, v in _as_dict(it).items() if k != "iterations"}),
             type=str(_get(it, "type") or "message"),
         )
-        for it in (_get(obj, "iterations") or ())
+        for it in _iterations(_get(obj, "iterations"))
     )
     return Usage(
         input=_int(_get(obj, "input_tokens")),
@@ -173,6 +173,13 @@ def usage_from_api(obj: Any) -> Usage:
         code_execution_requests=_int(_get(tools, "code_execution_requests")),
         iterations=iterations,
     )
+
+
+def _iterations(value: Any) -> tuple[Any, ...]:
+    """The entries of ``usage.iterations`` that are objects (anything else is ignored)."""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple(it for it in value if isinstance(it, Mapping) or hasattr(it, "model_dump"))
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

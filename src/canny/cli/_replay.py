@@ -39,7 +39,7 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
         when = _date(at)
         name = model or str(acc.message.get("model") or "")
         usage = acc.usage
-        price = cost(name, usage, batch=batch, at=when) if name else None
+        price = cost(name, usage, batch=batch, at=when, reported=acc.usage_acc.reported) if name else None
         complete = acc.error is None and acc.stopped
         if as_json:
             payload = {
