@@ -182,7 +182,9 @@ def test_corpus_is_large_and_sourced() -> None:
 def test_client_stream(name: str, tmp_path: Path) -> None:
     """Client.stream shows the recorded text once, bills the hand-computed cost, writes the right row."""
     case = CASES[name]
-    db, seen, chunks = tmp_path / "ledger.db", [], []
+    db = tmp_path / "ledger.db"
+    seen: list[httpx2.Request] = []
+    chunks: list[str] = []
     client = _client(case, db, seen)
     with client:
         if case["kind"] == "error":
@@ -229,7 +231,8 @@ def test_client_stream(name: str, tmp_path: Path) -> None:
 def test_client_create(name: str, tmp_path: Path) -> None:
     """Client.create returns the recorded answer with the hand-computed cost, or the implied canny error."""
     case = CASES[name]
-    db, seen = tmp_path / "ledger.db", []
+    db = tmp_path / "ledger.db"
+    seen: list[httpx2.Request] = []
     with _client(case, db, seen) as client:
         if case["kind"] == "error":
             kind, retried = STATUS_ERROR[case["status"]]
@@ -347,7 +350,9 @@ def test_replay(name: str, tmp_path: Path) -> None:
     ],
 )
 @pytest.mark.parametrize("stream", [True, False])
-def test_emulator_reports_inference_geo_as_recorded(emulator: Any, run_id: str, model: str, geo: str, stream: bool) -> None:
+def test_emulator_reports_inference_geo_as_recorded(
+    emulator: Any, run_id: str, model: str, geo: str, stream: bool
+) -> None:
     """The emulator's usage.inference_geo matches what recordings of that model show."""
     body = {"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     headers = {"x-api-key": CANARY_KEY, "anthropic-version": "2023-06-01"}
