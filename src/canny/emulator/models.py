@@ -39,6 +39,11 @@ class ModelInfo:
     tool_prompt: tuple[int, int] = (500, 600)
     #: Whether ``tool_choice`` ``any``/``tool`` (forced tool use) is accepted.
     forced_tools: bool = True
+    #: What ``usage.inference_geo`` reports by default, as recorded from the real API:
+    #: ``"global"`` for the models that accept the ``inference_geo`` parameter (4.6 and
+    #: later), ``"not_available"`` for Sonnet 4, Sonnet 4.5, Haiku 4.5 and Fable 5.1
+    #: (tests/wire/README.md lists the recordings). Opus 4.5 is inferred, not recorded.
+    inference_geo: str = "global"
 
     def to_json(self) -> dict[str, Any]:
         """The ``ModelInfo`` object of ``GET /v1/models``."""
@@ -60,7 +65,13 @@ def _m(model_id: str, name: str, created: str, line: str | None, **kw: Any) -> M
     return ModelInfo(model_id, name, f"{created}T00:00:00Z", line, **kw)
 
 
-_OLD = {"max_input_tokens": 200_000, "max_tokens": 64_000, "prefill": True, "tool_prompt": (496, 588)}
+_OLD = {
+    "max_input_tokens": 200_000,
+    "max_tokens": 64_000,
+    "prefill": True,
+    "tool_prompt": (496, 588),
+    "inference_geo": "not_available",
+}
 _UNFORCED: dict[str, Any] = {"forced_tools": False}
 _RETIRED: dict[str, Any] = {**_OLD, "lifecycle": "retired"}
 
@@ -70,7 +81,7 @@ _CATALOGUE: tuple[ModelInfo, ...] = (
     _m("claude-haiku-5-5", "Claude Haiku 5.5", "2026-10-07", "haiku"),
     _m("claude-sonnet-5-5", "Claude Sonnet 5.5", "2026-09-28", "sonnet", **_UNFORCED),
     _m("claude-opus-5-5", "Claude Opus 5.5", "2026-09-22", "opus", **_UNFORCED),
-    _m("claude-fable-5-1", "Claude Fable 5.1", "2026-09-01", "fable", **_UNFORCED),
+    _m("claude-fable-5-1", "Claude Fable 5.1", "2026-09-01", "fable", inference_geo="not_available", **_UNFORCED),
     _m("claude-mythos-5-1", "Claude Mythos 5.1", "2026-09-01", "mythos"),
     _m("claude-opus-5", "Claude Opus 5", "2026-07-24", "opus", tool_prompt=(286, 406)),
     _m("claude-sonnet-5", "Claude Sonnet 5", "2026-07-01", "sonnet", tool_prompt=(354, 474)),  # approx.

@@ -157,7 +157,7 @@ def _first_stop(text: str, stop_sequences: tuple[str, ...]) -> tuple[int, str] |
     return start, sequence
 
 
-def _usage(usage: InputUsage, output_tokens: int) -> dict[str, Any]:
+def _usage(usage: InputUsage, output_tokens: int, inference_geo: str = "global") -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
         "cache_creation_input_tokens": usage.cache_creation,
@@ -168,22 +168,33 @@ def _usage(usage: InputUsage, output_tokens: int) -> dict[str, Any]:
         },
         "output_tokens": output_tokens,
         "service_tier": "standard",
+        "inference_geo": inference_geo,
     }
 
 
-def _message(answer: Answer, model: str, message_id: str, *, head: bool = False) -> dict[str, Any]:
+def _inference_geo(request: MessagesRequest) -> str:
+    """``usage.inference_geo`` as the API reports it: ``not_available`` for the models that
+    report so in recordings, otherwise where the request asked to run (``global`` by default)."""
+    reported = request.model.inference_geo
+    if reported == "not_available":
+        return reported
+    asked = request.raw.get("inference_geo")
+    return asked if asked in ("global", "us") else reported
+
+
+def _message(answer: Answer, request: MessagesRequest, message_id: str, *, head: bool = False) -> dict[str, Any]:
     message: dict[str, Any] = {
         "id": message_id,
         "type": "message",
         "role": "assistant",
-        "model": model,
+        "model": request.model.id,
         "content": [] if head else answer.content(),
         "stop_reason": None if head else answer.stop_reason,
         "stop_sequence": None if head else answer.stop_sequence,
     }
     if answer.stop_details is not None and not head:
         message["stop_details"] = answer.stop_details
-    message["usage"] = _usage(answer.usage, 1 if head else answer.output_tokens)
+    message["usage"] = _usage(answer.usage, 1 if head else answer.output_tokens, _inference_geo(request))
     return message
 
 
@@ -283,7 +294,7 @@ def _json_steps(
         return _fixed_script(
             200, b'{"id": "' + message_id.encode() + b'", "type": "message", "content": [', _JSON, request_id
         )
-    steps = json_script(200, _message(answer, request.model.id, message_id), request_id)
+    steps = json_script(200, _message(answer, request, message_id), request_id)
     deltas = len(split_deltas(answer.text)) + sum(len(input_chunks(call.json)) for call in answer.tool_calls)
     generation = gap * max(0, deltas - 1)
     if kind in ("stall", "stall_headers"):
@@ -306,7 +317,7 @@ def _stream_steps(
             Pause(fault.number("seconds")),
             *_stream_steps(answer, request, Fault("ok"), message_id, request_id, gap),
         ]
-    steps: list[Step] = [Body(sse.message_start(_message(answer, request.model.id, message_id, head=True)))]
+    steps: list[Step] = [Body(sse.message_start(_message(answer, request, message_id, head=True)))]
     marks: list[int] = []  # positions just after each delta (text or input JSON)
     for index, (block, deltas) in enumerate(_stream_blocks(answer)):
         steps.append(Body(sse.content_block_start(index, block)))
@@ -323,6 +334,7 @@ def _stream_steps(
     usage = _usage(answer.usage, answer.output_tokens)
     usage.pop("cache_creation")
     usage.pop("service_tier")
+    usage.pop("inference_geo")  # message_start carries it; recorded message_delta usage does not
     steps.append(Body(sse.message_delta(answer.stop_reason, answer.stop_sequence, usage, answer.stop_details)))
     if kind != "no_message_stop":
         steps.append(Body(sse.message_stop()))
