@@ -285,13 +285,9 @@ class CallRun:
 
     # -- accounting ---------------------------------------------------------------------
     def _attempt_usage(self, attempt: Attempt) -> Usage:
-        usage = attempt.acc.usage
-        if attempt.outcome in ("interrupted", "cancelled") and not attempt.acc.usage_acc.seen_delta:
-            # Output tokens are unknown without a final message_delta: estimate from the text.
-            estimate = math.ceil(len(attempt.acc.text) / 4)
-            if estimate > usage.output:
-                usage = attempt.acc.usage_acc.with_output(estimate)
-                attempt.notes["output_tokens"] = "estimated: characters / 4 (no final message_delta)"
+        usage, note = attempt.acc.billed_usage()
+        if note is not None:
+            attempt.notes["output_tokens"] = note
         return usage
 
     def _attempt_cost(self, attempt: Attempt, usage: Usage) -> Decimal | None:

@@ -284,6 +284,8 @@ _USAGE_FIELDS = frozenset(
 _NESTED_COUNTS = {
     "cache_creation": frozenset({"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}),
     "server_tool_use": frozenset({"web_search_requests", "web_fetch_requests", "code_execution_requests"}),
+    # A breakdown of output_tokens (thinking is output), not a bucket of its own.
+    "output_tokens_details": frozenset({"thinking_tokens"}),
 }
 _ITERATION_FIELDS = frozenset({*_USAGE_FIELDS, "model", "type"})
 

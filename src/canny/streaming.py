@@ -15,13 +15,14 @@ means for billing: the answer ended).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from canny.usage import Usage, UsageAccumulator
 
-__all__ = ["MessageAccumulator", "SSEDecoder", "ServerSentEvent", "iter_events", "parse_body"]
+__all__ = ["OUTPUT_ESTIMATE_NOTE", "MessageAccumulator", "SSEDecoder", "ServerSentEvent", "iter_events", "parse_body"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,10 @@ def _payload(event: ServerSentEvent) -> dict[str, Any]:
     if "type" not in data:
         data["type"] = event.event
     return data
+
+
+#: The ledger note (``extra["output_tokens"]``) on a row whose output tokens are estimated.
+OUTPUT_ESTIMATE_NOTE = "estimated: characters / 4 (no final message_delta)"
 
 
 @dataclass(slots=True)
@@ -216,6 +221,20 @@ class MessageAccumulator:
     def usage(self) -> Usage:
         return self.usage_acc.usage
 
+    def billed_usage(self) -> tuple[Usage, str | None]:
+        """The usage to bill, and a note when part of it is an estimate.
+
+        A stream cut before its final ``message_delta`` never said how many output tokens
+        it produced: the text shown is billed at characters / 4 (when that is more than
+        ``message_start`` reported). Every path (clients, meter, replay) uses this rule."""
+        usage = self.usage
+        if self.complete or self.usage_acc.seen_delta:
+            return usage, None
+        estimate = math.ceil(len(self.text) / 4)
+        if estimate <= usage.output:
+            return usage, None
+        return self.usage_acc.with_output(estimate), OUTPUT_ESTIMATE_NOTE
+
     @property
     def stop_reason(self) -> str | None:
         value = self.message.get("stop_reason")
@@ -260,7 +279,7 @@ def parse_body(body: bytes) -> MessageAccumulator:
     acc = MessageAccumulator()
     if stripped.startswith(b"{"):
         data = json.loads(body)
-        if data.get("type") == "error":
+        if data.get("type") == "error" or (isinstance(data.get("error"), Mapping) and "content" not in data):
             acc.error = data
             return acc
         acc.message = {k: v for k, v in data.items() if k != "usage"}

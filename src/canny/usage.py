@@ -148,9 +148,12 @@ def usage_from_api(obj: Any) -> Usage:
         return Usage()
     if isinstance(obj, Usage):
         return obj
-    writes = _int(_get(obj, "cache_creation_input_tokens"))
+    reported_writes = _get(obj, "cache_creation_input_tokens")
+    writes = _int(reported_writes)
     breakdown = _get(obj, "cache_creation")
-    if not writes and breakdown is not None:
+    # The total, when reported (0 included: a later cumulative delta can say 0), wins over
+    # a breakdown that may be left over from message_start.
+    if reported_writes is None and breakdown is not None:
         writes = _int(_get(breakdown, "ephemeral_5m_input_tokens")) + _int(_get(breakdown, "ephemeral_1h_input_tokens"))
     w5, w1h = _split_writes(writes, breakdown)
     tools = _get(obj, "server_tool_use")

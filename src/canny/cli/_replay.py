@@ -38,7 +38,7 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
             raise click.BadParameter(f"not an SSE stream or JSON response: {exc}", param_hint="FILE") from None
         when = _date(at)
         name = model or str(acc.message.get("model") or "")
-        usage = acc.usage
+        usage, estimated = acc.billed_usage()
         price = cost(name, usage, batch=batch, at=when, reported=acc.usage_acc.reported) if name else None
         complete = acc.error is None and acc.stopped
         if as_json:
@@ -56,6 +56,8 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
                 },
                 "cost_usd": None if price is None else str(price),
             }
+            if estimated:
+                payload["output_tokens_estimated"] = estimated
             tools = {
                 "web_search_requests": usage.web_search_requests,
                 "web_fetch_requests": usage.web_fetch_requests,
@@ -78,6 +80,8 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
             why = " (no message_stop)"
         echo_err(f"stop reason: {acc.stop_reason or 'none'} · {status}{why}")
         echo_err(usage_line(usage, price, name or "unknown model"))
+        if estimated:
+            echo_err(f"output tokens {estimated}")
 
 
 def _read(path: Path) -> bytes:
