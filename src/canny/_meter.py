@@ -140,7 +140,9 @@ class Meter(anthropic.Middleware):
 
     @property
     def ledger(self) -> Ledger | None:
-        """The ledger (opened on first use); ``None`` when disabled or when it cannot open."""
+        """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``.
+        Raises :class:`~canny.errors.LedgerUnavailable` when it cannot be opened (tried
+        again on the next request)."""
         if not self._ledger_opened:
             with self._lock:
                 if not self._ledger_opened:
@@ -151,13 +153,9 @@ class Meter(anthropic.Middleware):
     def _open_ledger(self) -> Ledger | None:
         arg = self._ledger_arg
         if arg is None or isinstance(arg, (str, Path)):
-            from canny.ledger import open_ledger
+            from canny.ledger import open_for_calls
 
-            try:
-                return open_ledger(arg if arg is not None else self.settings.ledger)
-            except errors.LedgerError as exc:
-                _warn("ledger disabled", exc)
-                return None
+            return open_for_calls(arg if arg is not None else self.settings.ledger)
         return arg if arg is not False else None
 
     def close(self) -> None:
@@ -249,9 +247,9 @@ class Meter(anthropic.Middleware):
                 request = request.copy(body=spec.params)
             run = CallRun(spec, ledger=ledger, reservation=reservation)
             return _Tap(request, run, run.start_attempt(number))
-        except errors.BudgetExceeded:
-            raise
-        except Exception as exc:  # the meter never breaks a call
+        except (errors.BudgetExceeded, errors.LedgerUnavailable):
+            raise  # fail closed: nothing is sent that cannot be checked and recorded
+        except Exception as exc:  # otherwise the meter never breaks a call
             _warn("this attempt is not metered", exc)
             return _Tap(request, None)
 
@@ -269,13 +267,21 @@ class Meter(anthropic.Middleware):
         except errors.BudgetExceeded as exc:
             if ledger is not None:
                 try:
-                    ledger.record(dataclasses.replace(budget_refused_record(spec, exc), attempt=number))
+                    row = dataclasses.replace(budget_refused_record(spec, exc), attempt=number)
+                    CallRun(spec, ledger=ledger).write(row)  # spooled if the ledger fails
                 except Exception as failure:
                     _warn("ledger not written", failure)
             raise
-        except errors.CannyError as exc:
-            _warn("budgets not checked", exc)
-            return None
+        except errors.LedgerUnavailable:
+            raise
+        except errors.CannyError as exc:  # budgets never let through a call they could not check
+            where = ledger.location if ledger is not None else ""
+            raise errors.LedgerUnavailable(
+                f"budgets could not be checked, so nothing was sent: {exc.message}",
+                location=where,
+                reason=exc.message,
+                hint=exc.hint or None,
+            ) from None
 
 
 def _http_response(response: object) -> httpx2.Response | None:
