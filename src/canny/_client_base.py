@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -280,7 +281,7 @@ class ClientBase:
         reservations: list[Reservation] = []
         try:
             for guard in self._guards(spec, ledger):
-                reservation = _checked(lambda g=guard: g.reserve(spec), ledger)
+                reservation = _checked(partial(guard.reserve, spec), ledger)
                 reservations.append(reservation)
                 spec.params["max_tokens"] = min(spec.max_tokens, reservation.max_tokens)
         except BaseException as exc:
