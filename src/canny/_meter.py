@@ -18,6 +18,7 @@ failure inside the meter is a :class:`~canny._call.CannyWarning`. See ``docs/met
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import threading
@@ -170,6 +171,18 @@ class Meter(anthropic.Middleware):
     def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
         if not _metered(request):
             return call_next(request)
+        later, send = _split_chain(call_next)
+        if not later:
+            return self._attempt(request, call_next)
+        # Middleware after this one may send several HTTP attempts (a refusal fallback, a
+        # hedge): run it over a chain whose last link meters each attempt it sends.
+        chain: Any = functools.partial(self._attempt, call_next=send)
+        for handler in reversed(later):
+            chain = _link(handler, chain)
+        return cast("APIResponse[Any]", chain(request))
+
+    def _attempt(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
+        """Meter one HTTP attempt: ``call_next`` sends it."""
         tap = self._begin(request)
         try:
             response = call_next(tap.request)
@@ -188,6 +201,15 @@ class Meter(anthropic.Middleware):
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         if not _metered(request):
             return await call_next(request)
+        later, send = _split_chain(call_next)
+        if not later:
+            return await self._attempt_async(request, call_next)
+        chain: Any = functools.partial(self._attempt_async, call_next=send)
+        for handler in reversed(later):
+            chain = _link(handler, chain)
+        return cast("AsyncAPIResponse[Any]", await chain(request))
+
+    async def _attempt_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         tap = self._begin(request)
         try:
             response = await call_next(tap.request)
@@ -282,6 +304,49 @@ class Meter(anthropic.Middleware):
                 reason=exc.message,
                 hint=exc.hint or None,
             ) from None
+
+
+def _closure(fn: object) -> dict[str, Any]:
+    code = getattr(fn, "__code__", None)
+    cells = getattr(fn, "__closure__", None) or ()
+    names = getattr(code, "co_freevars", ())
+    found: dict[str, Any] = {}
+    for name, cell in zip(names, cells, strict=False):
+        try:
+            found[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    return found
+
+
+def _split_chain(call_next: Any) -> tuple[list[Any], Any]:
+    """The handlers of the middleware after the meter in the SDK's chain, outermost
+    first, and the link that sends one HTTP attempt at its end.
+
+    The SDK links each middleware as a closure over ``handler`` (its ``handle``) and
+    ``call_next`` (the rest of the chain). When the chain does not have that shape (the
+    meter is last, or an SDK that links differently), no handler is found and
+    ``call_next`` is metered as one attempt, as before.
+    """
+    handlers: list[Any] = []
+    link = call_next
+    for _ in range(256):
+        cells = _closure(link)
+        handler, rest = cells.get("handler"), cells.get("call_next")
+        if not (callable(handler) and callable(rest)):
+            break
+        handlers.append(handler)
+        link = rest
+    return handlers, link
+
+
+def _link(handler: Any, call_next: Any) -> Any:
+    """One link of a chain: ``handler(request, call_next)``."""
+
+    def link(request: APIRequest) -> Any:
+        return handler(request, call_next)
+
+    return link
 
 
 def _http_response(response: object) -> httpx2.Response | None:
@@ -409,8 +474,14 @@ class _Tap:
         for event in events:
             if event.event == "ping":
                 continue
+            payload = _payload(event)
+            if payload.get("type") == "invalid":  # the SDK's decoder fails on it too
+                self._event_error = errors.ServerError(
+                    f"the API sent a malformed {event.event or 'stream'} event", error_type="malformed_event"
+                )
+                return
             try:
-                self.attempt.feed(_payload(event))
+                self.attempt.feed(payload)
             except errors.APIError as exc:  # an in-band error event
                 self._event_error = exc
                 return
