@@ -380,7 +380,10 @@ class CallRun:
             from canny.ledger.spool import spool
 
             try:
-                where = spool(self.ledger.location, record)
+                location = getattr(self.ledger, "location", None)
+                if not isinstance(location, str) or not location:
+                    raise OSError("the ledger has no location to spool for")
+                where = spool(location, record)
             except OSError as failure:
                 warnings.warn(
                     f"ledger not written ({exc.message}) and the row could not be spooled either "

@@ -180,6 +180,9 @@ class ClientBase:
 
             self._ledger = open_for_calls(arg if arg is not None else self.settings.ledger)
         elif arg is not False:
+            from canny.ledger.spool import drain
+
+            drain(arg)  # rows an earlier run could not write into this ledger
             self._ledger = arg
         self._ledger_opened = True  # last, so other threads never see a half-opened ledger
 

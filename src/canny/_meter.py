@@ -11,8 +11,12 @@ pool. :class:`Meter` runs once per HTTP attempt inside the SDK's retry loop, for
 budgets in scope (raising :class:`~canny.errors.BudgetExceeded` before sending), tees the
 body through :class:`~canny.streaming.SSEDecoder` / ``MessageAccumulator`` as the SDK reads
 it, writes one ledger row through :class:`~canny._call.CallRun` when the attempt ends, and
-settles the reservation with its cost. The caller gets exactly what the plain SDK gives; a
-failure inside the meter is a :class:`~canny._call.CannyWarning`. See ``docs/meter.md``.
+settles the reservation with its cost. The caller gets exactly what the plain SDK gives.
+It fails closed: a ledger that cannot be opened, or budgets that cannot be checked, raise
+:class:`~canny.errors.LedgerUnavailable` before sending; a row that cannot be written is
+spooled (:mod:`canny.ledger.spool`). Placed before other middleware, it still meters each
+HTTP attempt they send. Other failures inside the meter are a
+:class:`~canny._call.CannyWarning`. See ``docs/meter.md``.
 """
 
 from __future__ import annotations
@@ -157,7 +161,12 @@ class Meter(anthropic.Middleware):
             from canny.ledger import open_for_calls
 
             return open_for_calls(arg if arg is not None else self.settings.ledger)
-        return arg if arg is not False else None
+        if arg is False:
+            return None
+        from canny.ledger.spool import drain
+
+        drain(arg)  # rows an earlier run could not write into this ledger
+        return arg
 
     def close(self) -> None:
         """Close the ledger if the meter opened it (a path, or the configured one)."""
@@ -244,13 +253,14 @@ class Meter(anthropic.Middleware):
             return str(slot[0]), int(slot[1])
 
     def _begin(self, request: APIRequest) -> _Tap:
-        """Reserve the budgets and start the attempt; raises only ``BudgetExceeded``."""
+        """Reserve the budgets and start the attempt; raises ``BudgetExceeded``, or
+        ``LedgerUnavailable`` (and whatever opening the ledger raises) before sending."""
         body = request.json
         if not isinstance(body, Mapping):
             return _Tap(request, None)
+        ledger = self.ledger  # fails closed: a ledger that cannot be opened stops the request here
         try:
             call_id, number = self._number(request)
-            ledger = self.ledger
             spec = CallSpec(
                 model=str(body.get("model") or "unknown"),
                 params=dict(body),

@@ -155,7 +155,10 @@ def drain(ledger: Ledger) -> int:
     ledger fails part-way, the spool is kept whole (its written rows are skipped next
     time) and a :class:`~canny._call.CannyWarning` says so. Lines that are not rows (a
     torn write) are moved to a ``.bad`` file next to the spool."""
-    path = spool_path(ledger.location)
+    location = getattr(ledger, "location", None)
+    if not isinstance(location, str) or not location:
+        return 0
+    path = spool_path(location)
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
