@@ -337,3 +337,47 @@ def test_cli_doctor_and_report_count_spooled_rows(clean_env: Path) -> None:
     assert [line for line in report.stderr.splitlines() if "spooled" in line] == [
         f"canny: 2 spooled row(s) wait in {spool_path(target)}; they go into the ledger the next time a call opens it"
     ]
+
+
+def _spool_many(target: str, home: str, worker: int, count: int) -> None:
+    """Child process: spool ``count`` rows for ``target``."""
+    from datetime import UTC, datetime
+
+    from canny.ledger import AttemptRecord
+    from canny.ledger.spool import spool
+
+    os.environ["CANNY_HOME"] = home
+    now = datetime.now(UTC)
+    for attempt in range(1, count + 1):
+        spool(
+            target,
+            AttemptRecord(
+                call_id=f"w{worker}", attempt=attempt, started_at=now, ended_at=now, model=MODEL, outcome="ok"
+            ),
+        )
+
+
+def test_concurrent_spooling_and_draining_lose_and_double_nothing(clean_env: Path) -> None:
+    """Four processes spool 25 rows each while the ledger drains the spool: all 100 rows land, each once."""
+    import multiprocessing
+
+    from canny.ledger import open_for_calls
+    from canny.ledger.spool import drain
+
+    target = str(clean_env / "ledger.db")
+    ledger = open_for_calls(target)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_spool_many, args=(target, str(clean_env), n, 25)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        drain(ledger)
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    drain(ledger)
+    ledger.close()
+    rows = _rows(target)
+    assert len(rows) == 100
+    assert len({(r.call_id, r.attempt) for r in rows}) == 100
+    assert pending(target) == 0
