@@ -262,29 +262,30 @@ def test_recorded_cache_line_is_priced_exactly(recorded_server: Any, clean_env: 
     assert json.loads(result.stdout)["cost_usd"] == "0.0284316"
 
 
-def test_corrupt_ledger_still_shows_the_answer(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A corrupt ledger file is one warning line; the answer is still shown and the exit is 0."""
+def test_corrupt_ledger_refuses_the_call(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt ledger file: nothing is sent, one line naming the ledger, exit 9; --no-ledger still answers."""
     bad = clean_env / "broken.db"
     bad.write_bytes(b"this is not a sqlite database" * 100)
     monkeypatch.setenv("CANNY_LEDGER", str(bad))
     result = _ask("--offline", "hello")
-    assert result.exit_code == 0
-    assert result.stdout.strip()
-    warning = [line for line in result.stderr.splitlines() if line.startswith("canny: warning: ledger")]
-    assert len(warning) == 1
+    assert result.exit_code == 9
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"canny: ledger {bad} cannot be opened")
     assert "Traceback" not in result.stderr
+    assert _ask("--offline", "--no-ledger", "hello").exit_code == 0
 
 
-def test_unwritable_ledger_location_still_shows_the_answer(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ledger that cannot be created (its directory is a file) warns once; the answer still prints."""
+def test_unwritable_ledger_location_refuses_the_call(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger that cannot be created (its directory is a file): one line naming it, exit 9, no answer."""
     blocker = clean_env / "not-a-dir"
     blocker.write_text("x", encoding="utf-8")
     monkeypatch.setenv("CANNY_LEDGER", str(blocker / "ledger.db"))
     result = _ask("--offline", "hello")
-    assert result.exit_code == 0
-    assert result.stdout.strip()
-    assert "[tokens in/out: " in result.stderr
-    assert len([line for line in result.stderr.splitlines() if line.startswith("canny: warning: ledger")]) == 1
+    assert result.exit_code == 9
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert str(blocker / "ledger.db") in line
 
 
 def test_debug_logging_never_shows_the_key(emulator: Any, clean_env: Path, run_id: str, caplog: Any) -> None:

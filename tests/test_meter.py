@@ -569,3 +569,83 @@ def test_canary_key_never_reaches_rows_or_warnings(
     assert memory_ledger.rows
     assert CANARY_KEY not in repr(memory_ledger.rows)
     assert all(CANARY_KEY not in str(w.message) for w in caught)
+
+
+# -- one row per HTTP attempt wherever the meter sits (issue 8) -------------------------------
+
+
+class Resend(anthropic.Middleware):
+    """Sends every request twice (the first response closed unread), like a hedge or fallback."""
+
+    def handle(self, request: Any, call_next: Any) -> Any:
+        call_next(request).close()
+        return call_next(request)
+
+    async def handle_async(self, request: Any, call_next: Any) -> Any:
+        await (await call_next(request)).close()
+        return await call_next(request)
+
+
+def test_meter_first_counts_each_attempt_of_a_resending_middleware(
+    emulator: Any, memory_ledger: MemoryLedger, run_id: str
+) -> None:
+    """Meter() before a middleware that sends twice: two HTTP attempts, two rows of one call."""
+    sdk = _sdk(emulator, "ok", "ok", run=run_id, middleware=[Meter(ledger=memory_ledger), Resend()])
+    with sdk:
+        sdk.messages.create(**_ask())
+    assert len(emulator.requests(run=run_id)) == 2
+    assert [r.attempt for r in memory_ledger.rows] == [1, 2]
+    assert len({r.call_id for r in memory_ledger.rows}) == 1
+
+
+def test_async_meter_first_counts_each_attempt(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
+    """The async client: the same two rows for two HTTP attempts."""
+
+    async def go() -> None:
+        middleware = [Meter(ledger=memory_ledger), Resend()]
+        async with _async_sdk(emulator, "ok", "ok", run=run_id, middleware=middleware) as sdk:
+            await sdk.messages.create(**_ask())
+
+    asyncio.run(go())
+    assert len(emulator.requests(run=run_id)) == 2
+    assert [r.attempt for r in memory_ledger.rows] == [1, 2]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("meter_first", [True, False], ids=["meter-first", "meter-last"])
+def test_refusal_fallback_middleware_gives_one_row_per_attempt(
+    meter_first: bool, stream: bool, emulator: Any, memory_ledger: MemoryLedger, run_id: str
+) -> None:
+    """BetaRefusalFallbackMiddleware re-sends a refused request: a refused row and an ok row, in either order."""
+    from anthropic.lib.middleware import BetaRefusalFallbackMiddleware
+
+    fallback = BetaRefusalFallbackMiddleware([{"model": "claude-opus-4-6"}])
+    metering = Meter(ledger=memory_ledger)
+    middleware = [metering, fallback] if meter_first else [fallback, metering]
+    with _sdk(emulator, "refusal", "ok", run=run_id, middleware=middleware) as sdk:
+        if stream:
+            with sdk.beta.messages.stream(**_ask()) as events:
+                events.until_done()
+        else:
+            sdk.beta.messages.create(**_ask())
+    assert len(emulator.requests(run=run_id)) == 2
+    assert [(r.attempt, r.outcome) for r in memory_ledger.rows] == [(1, "refused"), (2, "ok")]
+    assert memory_ledger.rows[1].model.startswith("claude-opus-4-6")
+
+
+@pytest.mark.parametrize(("after", "outcome"), [(2, "interrupted"), (0, "error")])
+def test_malformed_event_is_never_cancelled(
+    after: int, outcome: str, emulator: Any, memory_ledger: MemoryLedger, run_id: str
+) -> None:
+    """A malformed SSE event: interrupted after text was shown, error before; never blamed on the caller."""
+    import json
+
+    def read_all(sdk: anthropic.Anthropic) -> None:
+        with meter(sdk, ledger=memory_ledger).messages.stream(**_ask()) as stream:
+            stream.until_done()
+
+    with _sdk(emulator, f"malformed_event;after={after}", run=run_id) as sdk, pytest.raises(json.JSONDecodeError):
+        read_all(sdk)
+    [row] = memory_ledger.rows
+    assert (row.outcome, row.error_type) == (outcome, "malformed_event")
+    assert row.input_tokens > 0

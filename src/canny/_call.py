@@ -375,12 +375,34 @@ class CallRun:
         self.write(record)
 
     def write(self, record: AttemptRecord) -> None:
+        """Write ``record`` to the ledger; if the ledger fails (locked, disk full, server
+        gone), keep it in the local spool, written into the ledger on its next open."""
         assert self.ledger is not None
         try:
             self.ledger.record(record)
         except errors.LedgerError as exc:
             self.ledger_errors.append(exc)
-            warnings.warn(f"ledger not written: {exc}", CannyWarning, stacklevel=2)
+            from canny.ledger.spool import spool
+
+            try:
+                location = getattr(self.ledger, "location", None)
+                if not isinstance(location, str) or not location:
+                    raise OSError("the ledger has no location to spool for")
+                where = spool(location, record)
+            except OSError as failure:
+                warnings.warn(
+                    f"ledger not written ({exc.message}) and the row could not be spooled either "
+                    f"({failure.strerror or failure}): this attempt is not on the record",
+                    CannyWarning,
+                    stacklevel=2,
+                )
+            else:
+                warnings.warn(
+                    f"ledger not written ({exc.message}); the row waits in {where} and goes into the "
+                    "ledger the next time it opens",
+                    CannyWarning,
+                    stacklevel=2,
+                )
 
     def _settle(self) -> None:
         if self._settled or self.reservation is None:

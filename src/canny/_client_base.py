@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from canny import errors
@@ -170,16 +171,18 @@ class ClientBase:
         return self._ledger
 
     def _open_ledger(self) -> None:
+        """Open the ledger, or raise :class:`~canny.errors.LedgerUnavailable`: a call is
+        never sent without a record unless the caller chose ``ledger=False``. A failed open
+        is tried again on the next call."""
         arg = self._ledger_arg
         if arg is None or isinstance(arg, (str, Path)):
-            from canny.ledger import open_ledger
+            from canny.ledger import open_for_calls
 
-            try:
-                self._ledger = open_ledger(arg if arg is not None else self.settings.ledger)
-            except errors.LedgerError as exc:
-                warnings.warn(f"ledger disabled: {exc}", CannyWarning, stacklevel=4)
-                self._ledger = None
+            self._ledger = open_for_calls(arg if arg is not None else self.settings.ledger)
         elif arg is not False:
+            from canny.ledger.spool import drain
+
+            drain(arg)  # rows an earlier run could not write into this ledger
             self._ledger = arg
         self._ledger_opened = True  # last, so other threads never see a half-opened ledger
 
@@ -275,17 +278,18 @@ class ClientBase:
         )
 
     def _prepare(self, spec: CallSpec) -> CallRun:
-        """Reserve budgets (may lower max_tokens or refuse) and set up the run."""
+        """Open the ledger (or refuse: nothing is sent without a record), reserve budgets
+        (may lower max_tokens or refuse) and set up the run."""
+        ledger = self.ledger  # raises LedgerUnavailable before anything is reserved or sent
         reservations: list[Reservation] = []
         try:
-            for guard in self._guards(spec):
-                reservation = guard.reserve(spec)
+            for guard in self._guards(spec, ledger):
+                reservation = _checked(partial(guard.reserve, spec), ledger)
                 reservations.append(reservation)
                 spec.params["max_tokens"] = min(spec.max_tokens, reservation.max_tokens)
         except BaseException as exc:
             for reservation in reservations:
                 reservation.release()
-            ledger = self.ledger
             if isinstance(exc, errors.BudgetExceeded) and ledger is not None:
                 from canny._call import budget_refused_record
 
@@ -293,25 +297,20 @@ class ClientBase:
                 run.write(budget_refused_record(spec, exc))
             raise
         combined = _Combined(reservations) if reservations else None
-        return CallRun(spec, policy=self.retry_policy, ledger=self.ledger, reservation=combined)
+        return CallRun(spec, policy=self.retry_policy, ledger=ledger, reservation=combined)
 
-    def _guards(self, spec: CallSpec) -> list[Reserver]:
+    def _guards(self, spec: CallSpec, ledger: Ledger | None) -> list[Reserver]:
         guards: list[Reserver] = []
         if spec.max_cost is not None:
             guards.append(_MaxCost(spec.max_cost))
         if self.budget is not None:
             guards.append(self.budget)
-        else:
-            ledger = self.ledger
-            if ledger is not None:
-                try:  # TODO(lead): remove once canny.budget lands
-                    from canny.budget import guard_for
-                except ModuleNotFoundError:
-                    return guards
+        elif ledger is not None:
+            from canny.budget import guard_for
 
-                stored = guard_for(ledger, self.settings)
-                if stored is not None:
-                    guards.append(stored)
+            stored = _checked(lambda: guard_for(ledger, self.settings), ledger)
+            if stored is not None:
+                guards.append(stored)
         return guards
 
     def _timeout(self, *, stream: bool) -> httpx2.Timeout:
@@ -340,6 +339,25 @@ class ClientBase:
         timeout = response.request.extensions.get("timeout")
         if isinstance(timeout, dict):
             timeout["read"] = max(0.001, min(self.timeouts.idle, remaining))
+
+
+_T = TypeVar("_T")
+
+
+def _checked(step: Callable[[], _T], ledger: Ledger | None) -> _T:
+    """Run a budget step; a ledger failure refuses the call (budgets fail closed)."""
+    try:
+        return step()
+    except errors.LedgerUnavailable:
+        raise
+    except errors.LedgerError as exc:
+        location = ledger.location if ledger is not None else ""
+        raise errors.LedgerUnavailable(
+            f"budgets could not be checked, so nothing was sent: {exc.message}",
+            location=location,
+            reason=exc.message,
+            hint=exc.hint or None,
+        ) from None
 
 
 class _Combined:

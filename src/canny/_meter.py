@@ -11,13 +11,18 @@ pool. :class:`Meter` runs once per HTTP attempt inside the SDK's retry loop, for
 budgets in scope (raising :class:`~canny.errors.BudgetExceeded` before sending), tees the
 body through :class:`~canny.streaming.SSEDecoder` / ``MessageAccumulator`` as the SDK reads
 it, writes one ledger row through :class:`~canny._call.CallRun` when the attempt ends, and
-settles the reservation with its cost. The caller gets exactly what the plain SDK gives; a
-failure inside the meter is a :class:`~canny._call.CannyWarning`. See ``docs/meter.md``.
+settles the reservation with its cost. The caller gets exactly what the plain SDK gives.
+It fails closed: a ledger that cannot be opened, or budgets that cannot be checked, raise
+:class:`~canny.errors.LedgerUnavailable` before sending; a row that cannot be written is
+spooled (:mod:`canny.ledger.spool`). Placed before other middleware, it still meters each
+HTTP attempt they send. Other failures inside the meter are a
+:class:`~canny._call.CannyWarning`. See ``docs/meter.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import threading
@@ -140,7 +145,9 @@ class Meter(anthropic.Middleware):
 
     @property
     def ledger(self) -> Ledger | None:
-        """The ledger (opened on first use); ``None`` when disabled or when it cannot open."""
+        """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``.
+        Raises :class:`~canny.errors.LedgerUnavailable` when it cannot be opened (tried
+        again on the next request)."""
         if not self._ledger_opened:
             with self._lock:
                 if not self._ledger_opened:
@@ -151,14 +158,15 @@ class Meter(anthropic.Middleware):
     def _open_ledger(self) -> Ledger | None:
         arg = self._ledger_arg
         if arg is None or isinstance(arg, (str, Path)):
-            from canny.ledger import open_ledger
+            from canny.ledger import open_for_calls
 
-            try:
-                return open_ledger(arg if arg is not None else self.settings.ledger)
-            except errors.LedgerError as exc:
-                _warn("ledger disabled", exc)
-                return None
-        return arg if arg is not False else None
+            return open_for_calls(arg if arg is not None else self.settings.ledger)
+        if arg is False:
+            return None
+        from canny.ledger.spool import drain
+
+        drain(arg)  # rows an earlier run could not write into this ledger
+        return arg
 
     def close(self) -> None:
         """Close the ledger if the meter opened it (a path, or the configured one)."""
@@ -172,6 +180,18 @@ class Meter(anthropic.Middleware):
     def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
         if not _metered(request):
             return call_next(request)
+        later, send = _split_chain(call_next)
+        if not later:
+            return self._attempt(request, call_next)
+        # Middleware after this one may send several HTTP attempts (a refusal fallback, a
+        # hedge): run it over a chain whose last link meters each attempt it sends.
+        chain: Any = functools.partial(self._attempt, call_next=send)
+        for handler in reversed(later):
+            chain = _link(handler, chain)
+        return cast("APIResponse[Any]", chain(request))
+
+    def _attempt(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
+        """Meter one HTTP attempt: ``call_next`` sends it."""
         tap = self._begin(request)
         try:
             response = call_next(tap.request)
@@ -190,6 +210,15 @@ class Meter(anthropic.Middleware):
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         if not _metered(request):
             return await call_next(request)
+        later, send = _split_chain(call_next)
+        if not later:
+            return await self._attempt_async(request, call_next)
+        chain: Any = functools.partial(self._attempt_async, call_next=send)
+        for handler in reversed(later):
+            chain = _link(handler, chain)
+        return cast("AsyncAPIResponse[Any]", await chain(request))
+
+    async def _attempt_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         tap = self._begin(request)
         try:
             response = await call_next(tap.request)
@@ -224,13 +253,14 @@ class Meter(anthropic.Middleware):
             return str(slot[0]), int(slot[1])
 
     def _begin(self, request: APIRequest) -> _Tap:
-        """Reserve the budgets and start the attempt; raises only ``BudgetExceeded``."""
+        """Reserve the budgets and start the attempt; raises ``BudgetExceeded``, or
+        ``LedgerUnavailable`` (and whatever opening the ledger raises) before sending."""
         body = request.json
         if not isinstance(body, Mapping):
             return _Tap(request, None)
+        ledger = self.ledger  # fails closed: a ledger that cannot be opened stops the request here
         try:
             call_id, number = self._number(request)
-            ledger = self.ledger
             spec = CallSpec(
                 model=str(body.get("model") or "unknown"),
                 params=dict(body),
@@ -249,9 +279,9 @@ class Meter(anthropic.Middleware):
                 request = request.copy(body=spec.params)
             run = CallRun(spec, ledger=ledger, reservation=reservation)
             return _Tap(request, run, run.start_attempt(number))
-        except errors.BudgetExceeded:
-            raise
-        except Exception as exc:  # the meter never breaks a call
+        except (errors.BudgetExceeded, errors.LedgerUnavailable):
+            raise  # fail closed: nothing is sent that cannot be checked and recorded
+        except Exception as exc:  # otherwise the meter never breaks a call
             _warn("this attempt is not metered", exc)
             return _Tap(request, None)
 
@@ -269,13 +299,64 @@ class Meter(anthropic.Middleware):
         except errors.BudgetExceeded as exc:
             if ledger is not None:
                 try:
-                    ledger.record(dataclasses.replace(budget_refused_record(spec, exc), attempt=number))
+                    row = dataclasses.replace(budget_refused_record(spec, exc), attempt=number)
+                    CallRun(spec, ledger=ledger).write(row)  # spooled if the ledger fails
                 except Exception as failure:
                     _warn("ledger not written", failure)
             raise
-        except errors.CannyError as exc:
-            _warn("budgets not checked", exc)
-            return None
+        except errors.LedgerUnavailable:
+            raise
+        except errors.CannyError as exc:  # budgets never let through a call they could not check
+            where = ledger.location if ledger is not None else ""
+            raise errors.LedgerUnavailable(
+                f"budgets could not be checked, so nothing was sent: {exc.message}",
+                location=where,
+                reason=exc.message,
+                hint=exc.hint or None,
+            ) from None
+
+
+def _closure(fn: object) -> dict[str, Any]:
+    code = getattr(fn, "__code__", None)
+    cells = getattr(fn, "__closure__", None) or ()
+    names = getattr(code, "co_freevars", ())
+    found: dict[str, Any] = {}
+    for name, cell in zip(names, cells, strict=False):
+        try:
+            found[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    return found
+
+
+def _split_chain(call_next: Any) -> tuple[list[Any], Any]:
+    """The handlers of the middleware after the meter in the SDK's chain, outermost
+    first, and the link that sends one HTTP attempt at its end.
+
+    The SDK links each middleware as a closure over ``handler`` (its ``handle``) and
+    ``call_next`` (the rest of the chain). When the chain does not have that shape (the
+    meter is last, or an SDK that links differently), no handler is found and
+    ``call_next`` is metered as one attempt, as before.
+    """
+    handlers: list[Any] = []
+    link = call_next
+    for _ in range(256):
+        cells = _closure(link)
+        handler, rest = cells.get("handler"), cells.get("call_next")
+        if not (callable(handler) and callable(rest)):
+            break
+        handlers.append(handler)
+        link = rest
+    return handlers, link
+
+
+def _link(handler: Any, call_next: Any) -> Any:
+    """One link of a chain: ``handler(request, call_next)``."""
+
+    def link(request: APIRequest) -> Any:
+        return handler(request, call_next)
+
+    return link
 
 
 def _http_response(response: object) -> httpx2.Response | None:
@@ -403,8 +484,14 @@ class _Tap:
         for event in events:
             if event.event == "ping":
                 continue
+            payload = _payload(event)
+            if payload.get("type") == "invalid":  # the SDK's decoder fails on it too
+                self._event_error = errors.ServerError(
+                    f"the API sent a malformed {event.event or 'stream'} event", error_type="malformed_event"
+                )
+                return
             try:
-                self.attempt.feed(_payload(event))
+                self.attempt.feed(payload)
             except errors.APIError as exc:  # an in-band error event
                 self._event_error = exc
                 return

@@ -7,6 +7,7 @@
     │   ├── MissingKeyError         no API key from any source
     │   └── ModelRetiredError       the model's retirement date has passed
     ├── LedgerError                 the ledger cannot be opened or written (exit 1)
+    │   └── LedgerUnavailable       no record or budget check possible; nothing was sent (exit 9)
     ├── BudgetExceeded              a budget would be crossed; nothing was sent (exit 4)
     │   └── SessionLimitReached     an agent-loop session's next call could cross a cap
     └── APIError                    anything the API or the network did
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "LedgerError",
+    "LedgerUnavailable",
     "MissingKeyError",
     "ModelRetiredError",
     "Overloaded",
@@ -115,6 +117,23 @@ class LedgerError(CannyError):
     """The ledger could not be opened, migrated or written."""
 
     exit_code = 1
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger could not be opened, or budgets could not be checked, before a call, so
+    the call was not sent (canny fails closed: no call without a record).
+
+    ``location`` is where the ledger is (a PostgreSQL password masked), ``reason`` what
+    went wrong. Pass ``ledger=False`` (``--no-ledger``) to call without a ledger.
+    """
+
+    exit_code = 9
+    hint = "fix the ledger (or point CANNY_LEDGER elsewhere), or run without one: --no-ledger / ledger=False"
+
+    def __init__(self, message: str, *, location: str = "", reason: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.location = location
+        self.reason = reason
 
 
 class BudgetExceeded(CannyError):

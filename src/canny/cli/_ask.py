@@ -76,7 +76,8 @@ def ask(
 
     The answer streams to stdout as it arrives; one line with tokens and cost goes to
     stderr. Exit codes: 0 ok, 2 usage/config, 3 auth, 4 budget, 5 refused, 6 interrupted,
-    7 transient failure after retries, 8 request rejected.
+    7 transient failure after retries, 8 request rejected, 9 ledger unavailable (nothing
+    sent; --no-ledger calls without one).
     """
     install_warning_printer()
     with cli_errors():

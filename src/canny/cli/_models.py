@@ -94,19 +94,37 @@ def doctor(offline: bool, profile: str | None) -> None:
             line(True, f"model: {model} (from {settings.model_source})")
         except CannyError as exc:
             line(False, f"model: {exc}")
+        opened = False
         try:
             from canny.ledger import open_ledger
 
             ledger = open_ledger(settings.ledger)
             line(True, f"ledger: {ledger.location}")
             ledger.close()
+            opened = True
         except CannyError as exc:
             line(False, f"ledger: {exc}")
+        _check_spool(settings.ledger, opened, line)
         if offline or key is not None:
             _check_api(settings.base_url, key.secret.reveal() if key else None, offline, line)
         if problems:
             echo_err(f"canny: {problems} problem(s) found")
             raise SystemExit(2)
+
+
+def _check_spool(target: str, opened: bool, report: Callable[[bool, str], None]) -> None:
+    """Rows that could not be written after billed calls, waiting for the ledger."""
+    from canny.ledger.spool import location_of, pending, spool_path
+
+    try:
+        location = location_of(target)
+        waiting = pending(location)
+    except (OSError, ValueError) as exc:
+        report(False, f"spool: cannot be read ({exc})")
+        return
+    if waiting:
+        then = "the next call writes them into the ledger" if opened else "they wait until the ledger opens again"
+        report(opened, f"spool: {waiting} spooled row(s) wait in {spool_path(location)}; {then}")
 
 
 def _check_api(base_url: str | None, key: str | None, offline: bool, report: Callable[[bool, str], None]) -> None:

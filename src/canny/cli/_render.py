@@ -10,7 +10,7 @@ Exit codes::
     1 unexpected error, ledger error               6 interrupted after partial output
     2 bad usage or configuration                   7 transient failure outlasted retries
     3 authentication or permission                 8 request rejected by the API
-    4 budget exceeded / org spend limit reached
+    4 budget exceeded / org spend limit reached    9 ledger unavailable: nothing was sent
 """
 
 from __future__ import annotations

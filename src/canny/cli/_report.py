@@ -175,6 +175,7 @@ def report(
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
         group = cast("GroupBy", by)
+        _spool_line(location)
         if _missing_file(location):
             empty = reports.ReportRow("total")
             result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings)
@@ -210,6 +211,22 @@ def report(
             chart = render.render_bars(result, width=width, color=_color(out), blocks=_blocks(out))
             if chart:
                 click.echo("\n" + chart)
+
+
+def _spool_line(target: str) -> None:
+    """One stderr line when rows wait in the spool for this ledger (they are not in the report)."""
+    from canny.ledger.spool import location_of, pending, spool_path
+
+    try:
+        location = location_of(target)
+        waiting = pending(location)
+    except (OSError, ValueError):
+        return
+    if waiting:
+        echo_err(
+            f"canny: {waiting} spooled row(s) wait in {spool_path(location)}; "
+            "they go into the ledger the next time a call opens it"
+        )
 
 
 @click.group(cls=_OneLineGroup)

@@ -33,6 +33,7 @@ __all__ = [
     "RateTree",
     "ReportingLedger",
     "SplitTest",
+    "open_for_calls",
     "open_ledger",
 ]
 
@@ -262,3 +263,59 @@ def open_ledger(target: str | Path) -> Ledger:
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]
     return SQLiteLedger(Path(text))
+
+
+def open_for_calls(target: str | Path) -> Ledger:
+    """Open the ledger a client or meter records its calls in, failing closed.
+
+    Any failure to open it (a corrupt or read-only file, a directory, a lock held past the
+    busy timeout, a PostgreSQL server down, a bad URL) raises
+    :class:`~canny.errors.LedgerUnavailable` naming the ledger and the reason, so that no
+    call is sent without a record. Rows spooled by an earlier process that could not write
+    them (:mod:`canny.ledger.spool`) are written into the ledger now.
+    """
+    from canny import errors
+    from canny.ledger import spool
+
+    try:
+        ledger = open_ledger(target)
+    except errors.LedgerUnavailable:
+        raise
+    except (errors.LedgerError, ValueError, OSError) as exc:
+        location = _safe_location(target)
+        text = exc.message if isinstance(exc, errors.LedgerError) else str(exc) or type(exc).__name__
+        reason = _scrub(text.removeprefix(f"ledger {location}: "), target)
+        raise errors.LedgerUnavailable(
+            f"ledger {location} cannot be opened, so nothing was sent: {reason}",
+            location=location,
+            reason=reason,
+            hint=_hint(exc),
+        ) from None
+    spool.drain(ledger)
+    return ledger
+
+
+def _scrub(text: str, target: str | Path) -> str:
+    if str(target).startswith(("postgres://", "postgresql://")):
+        from canny.ledger.postgres import _secrets
+
+        for secret in _secrets(str(target)):
+            text = text.replace(secret, "****")
+    return text
+
+
+def _safe_location(target: str | Path) -> str:
+    from canny.ledger.spool import location_of
+
+    try:
+        return location_of(target)
+    except Exception:  # a URL too broken to mask: never print it whole
+        return "(unreadable ledger location)"
+
+
+def _hint(exc: Exception) -> str:
+    from canny.errors import LedgerUnavailable
+
+    own = getattr(exc, "hint", "")
+    tail = "or run without a ledger: --no-ledger / ledger=False"
+    return f"{own}; {tail}" if own else LedgerUnavailable.hint
