@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -270,3 +270,94 @@ def test_a_finished_call_into_a_closed_pipe_keeps_its_ok_row(budget_home: Path, 
     (row,) = _rows(budget_home)
     assert row.outcome == "ok"
     _assert_settled(budget_home, row.cost_usd)
+
+
+class _SignalDuringWrite:
+    """A ledger whose row write is hit by a signal halfway through (and is slow to finish)."""
+
+    location = "memory"
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.rows: list[Any] = []
+
+    def record(self, record: Any) -> None:
+        signal.raise_signal(self.signum)
+        time.sleep(0.1)  # the held-back signal comes back (and is held back again) meanwhile
+        self.rows.append(record)
+
+    def records(self, *, since: Any = None, until: Any = None) -> Iterator[Any]:
+        return iter(list(self.rows))
+
+    def close(self) -> None:
+        return None
+
+
+def _client(base_url: str, ledger: Any) -> Any:
+    from canny.client import Client
+
+    return Client(api_key=CANARY_KEY, base_url=base_url, ledger=ledger)
+
+
+@POSIX
+def test_a_signal_during_a_row_write_waits_for_the_row(emulator: Any, run_id: str) -> None:
+    """SIGTERM while the `ok` row is being written: the row is written whole, then the call stops (143)."""
+    from canny.cli._signals import Stopped, stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    ledger = _SignalDuringWrite(signal.SIGTERM)
+    client = _client(emulator.url_for(run=run_id), ledger)
+    with client, pytest.raises(Stopped) as info, stop_on_signals():  # noqa: PT012
+        client.create("hello")
+        time.sleep(5)  # the held-back signal lands here
+    assert info.value.exit_code == 143
+    (row,) = ledger.rows
+    assert row.outcome == "ok"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@POSIX
+def test_a_second_signal_while_the_cancelled_row_is_written_is_ignored(emulator: Any, run_id: str) -> None:
+    """SIGTERM stops a stream; a SIGHUP during the `cancelled` row's write neither cuts it nor wins."""
+    from canny.cli._signals import Stopped, stop_on_signals
+
+    ledger = _SignalDuringWrite(signal.SIGHUP)
+    with _client(emulator.url_for("slow;seconds=0.05", run=run_id), ledger) as client:
+        stream = client.stream(LONG)
+        with pytest.raises(Stopped) as info, stop_on_signals():  # noqa: PT012
+            try:
+                for _ in stream:
+                    signal.raise_signal(signal.SIGTERM)
+            finally:
+                stream.close()
+    assert info.value.signum == signal.SIGTERM
+    (row,) = ledger.rows
+    assert row.outcome == "cancelled"
+    assert row.output_tokens > 0
+
+
+@POSIX
+def test_the_library_installs_no_signal_handler(emulator: Any, run_id: str, memory_ledger: Any) -> None:
+    """Importing canny and making a call leave SIGINT, SIGTERM and SIGHUP as they were."""
+    names = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = [signal.getsignal(s) for s in names]
+    with _client(emulator.url_for(run=run_id), memory_ledger) as client:
+        client.create("hello")
+        assert "".join(client.stream("hello"))
+    assert [signal.getsignal(s) for s in names] == before
+
+
+@POSIX
+def test_stop_on_signals_keeps_an_ignored_signal_ignored_and_restores_the_rest() -> None:
+    """A SIG_IGN disposition (nohup) is left alone; the others are back to what they were after the block."""
+    from canny.cli._signals import stop_on_signals
+
+    old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        before = signal.getsignal(signal.SIGTERM)
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) != before
+        assert signal.getsignal(signal.SIGTERM) == before
+    finally:
+        signal.signal(signal.SIGHUP, old_hup)
