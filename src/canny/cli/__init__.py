@@ -16,9 +16,11 @@ from typing import Any, NoReturn
 import click
 
 from canny import __version__
-from canny.cli._signals import EXIT_STDOUT_CLOSED
 
-__all__ = ["main"]
+__all__ = ["EXIT_STDOUT_CLOSED", "main"]
+
+#: ``canny ... | head``: the reader went away (128 + SIGPIPE, as a shell reports it).
+EXIT_STDOUT_CLOSED = 141
 
 #: command name -> "module:attribute"; modules live in this package.
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -29,10 +29,7 @@ from collections.abc import Iterator
 from types import CodeType, FrameType
 from typing import Any
 
-__all__ = ["EXIT_STDOUT_CLOSED", "Stopped", "stop_on_signals"]
-
-#: ``canny ... | head``: the reader went away (128 + SIGPIPE, as a shell reports it).
-EXIT_STDOUT_CLOSED = 141
+__all__ = ["Stopped", "stop_on_signals"]
 
 #: How soon a held-back signal checks again whether the write it waits for is done.
 _RECHECK = 0.02
