@@ -103,6 +103,123 @@ def test_prompt_from_stdin(clean_env: Path) -> None:
     assert result.stdout.strip()
 
 
+def test_piped_stdin_is_the_prompt_when_none_is_given(clean_env: Path) -> None:
+    """`echo hi | canny ask --offline`: no PROMPT and a non-terminal stdin reads the prompt from it."""
+    from canny.ledger import open_ledger
+
+    result = _ask("--offline", "--log-content", stdin="What is a ledger?\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip()
+    ledger = open_ledger(clean_env / "ledger.db")
+    (row,) = list(ledger.records())
+    ledger.close()
+    assert "What is a ledger?" in (row.prompt_text or "")
+
+
+def test_piped_stdin_as_a_real_process(clean_env: Path) -> None:
+    """A real pipe into `python -m canny ask --offline` (no PROMPT) answers, exit 0."""
+    out = subprocess.run(
+        [sys.executable, "-m", "canny", "ask", "--offline"],
+        input=b"hi\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+
+
+def test_no_prompt_and_a_terminal_is_a_usage_error(clean_env: Path) -> None:
+    """No PROMPT with stdin on a terminal: exit 2 and one line saying how to give a prompt (no waiting)."""
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "canny", "ask", "--offline"],
+            stdin=secondary,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert out.returncode == 2
+    line = _one_line(out.stderr.decode())
+    assert "PROMPT" in line and "standard input" in line
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"caf\xe9 au lait\n", "not UTF-8 text (byte 0xe9 at offset 3)"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "binary data (a NUL byte at offset 7)"),
+        (b"hello\x00world", "binary data"),
+        (b"\xff\xfeh\x00i\x00", "binary data"),
+    ],
+    ids=["latin-1", "elf", "nul", "utf-16"],
+)
+@pytest.mark.parametrize("args", [["-"], []], ids=["dash", "no-prompt"])
+def test_non_utf8_or_binary_stdin_is_one_line_and_exit_2(
+    clean_env: Path, args: list[str], data: bytes, says: str
+) -> None:
+    """Stdin that is not UTF-8 text is exit 2 with one line naming the problem, never a bug report."""
+    result = CliRunner().invoke(main, ["ask", "--offline", *args], input=data)
+    assert result.exit_code == 2, result.output
+    line = _one_line(result.stderr)
+    assert says in line
+    assert "please report" not in result.stderr
+    assert not (clean_env / "ledger.db").exists() or not _ledger_rows(clean_env)
+
+
+def test_binary_stdin_as_a_real_process_is_exit_2(clean_env: Path) -> None:
+    """`canny ask - < /bin/file` in a real process: exit 2, one line, no traceback."""
+    out = subprocess.run(
+        [sys.executable, "-m", "canny", "ask", "--offline", "-"],
+        input=b"\x00\x01\x02binary",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "binary data" in _one_line(out.stderr.decode())
+    assert out.stdout == b""
+
+
+def test_a_utf8_bom_on_stdin_is_not_part_of_the_prompt(clean_env: Path) -> None:
+    """A UTF-8 byte order mark (Windows editors) is dropped, not sent as part of the prompt."""
+    result = CliRunner().invoke(main, ["ask", "--offline", "--log-content", "-"], input="\ufeffhello".encode())
+    assert result.exit_code == 0, result.stderr
+    (row,) = _ledger_rows(clean_env)
+    assert "\ufeff" not in (row.prompt_text or "")
+
+
+def test_a_non_utf8_prompt_argument_is_exit_2(clean_env: Path) -> None:
+    """A PROMPT argument whose bytes are not UTF-8 is exit 2 with one line, not an unexpected error."""
+    import os
+
+    out = subprocess.run(
+        [os.fsencode(sys.executable), b"-m", b"canny", b"ask", b"--offline", b"caf\xe9"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "not valid UTF-8" in _one_line(out.stderr.decode())
+
+
+def _ledger_rows(home: Path) -> list[Any]:
+    from canny.ledger import open_ledger
+
+    ledger = open_ledger(home / "ledger.db")
+    try:
+        return list(ledger.records())
+    finally:
+        ledger.close()
+
+
 @pytest.mark.parametrize("args", [["--offline", "   "], ["--offline", "--max-tokens", "0", "hi"], ["--offline", "-"]])
 def test_bad_usage_exits_2(clean_env: Path, args: list[str]) -> None:
     """An empty prompt or a bad option is exit code 2 with no traceback."""

@@ -17,7 +17,10 @@ import click
 
 from canny import __version__
 
-__all__ = ["main"]
+__all__ = ["EXIT_STDOUT_CLOSED", "main"]
+
+#: ``canny ... | head``: the reader went away (128 + SIGPIPE, as a shell reports it).
+EXIT_STDOUT_CLOSED = 141
 
 #: command name -> "module:attribute"; modules live in this package.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,7 +73,13 @@ class LazyGroup(click.Group):
             _fail(exc.format_message(), exc.exit_code)
         except click.Abort:
             _fail("aborted", 1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while importing it)
+            _fail("interrupted", 130)
+        except BrokenPipeError:  # `canny ... | head`: the reader has what it wanted
+            _exit(EXIT_STDOUT_CLOSED)
+        except SystemExit as exc:
+            _exit(exc.code)
+        return _exit(rv if isinstance(rv, int) else 0)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help comes from the table above, so `canny --help` imports no command module.
@@ -93,6 +102,22 @@ def _fail(message: str, code: int) -> NoReturn:
     from canny._secrets import redact
 
     click.echo("canny: " + redact(message).replace("\n", " "), err=True)
+    _exit(code)
+
+
+def _exit(code: int | str | None) -> NoReturn:
+    """Exit with ``code`` once stdout is flushed; a reader that went away (``| head``) is
+    exit 141 with no ``Exception ignored ... BrokenPipeError`` from Python's own flush."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        from canny.cli._render import silence_stdout
+
+        silence_stdout()
+        if code in (0, None):
+            code = EXIT_STDOUT_CLOSED
+    except (OSError, ValueError):
+        pass  # stdout closed or unusable: nothing more can be said on it
     sys.exit(code)
 
 

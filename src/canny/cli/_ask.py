@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -15,24 +15,58 @@ from canny.cli._render import (
     hide,
     install_warning_printer,
     result_usage_line,
+    silence_stdout,
 )
+from canny.cli._signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from canny.client import MessageStream
 
 __all__ = ["ask"]
 
 
-def _read_prompt(prompt: str) -> str:
+def _read_prompt(prompt: str | None) -> str:
+    """The prompt argument; standard input for ``-``, or when no argument is given and
+    stdin is not a terminal (``echo hi | canny ask``)."""
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise click.UsageError("missing the PROMPT argument (or pipe the prompt on standard input)")
+        prompt = "-"
     if prompt == "-":
-        text = sys.stdin.read()
+        text = _read_stdin()
         if not text.strip():
             raise click.UsageError("no prompt on standard input")
         return text
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
+        raise click.UsageError("the prompt is not valid UTF-8 text") from None
     if not prompt.strip():
         raise click.UsageError("the prompt is empty")
     return prompt
 
 
+def _read_stdin() -> str:
+    """All of standard input as UTF-8 text; binary or non-UTF-8 input is a usage error."""
+    stream = sys.stdin
+    if stream is None:
+        return ""
+    raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8", "surrogateescape")
+    if b"\0" in raw:
+        raise click.UsageError(
+            f"standard input holds binary data (a NUL byte at offset {raw.index(0)}); the prompt must be UTF-8 text"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(
+            f"standard input is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start});"
+            " convert it first, e.g. with iconv -t UTF-8"
+        ) from None
+
+
 @click.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in).")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow.")
 @click.option("-s", "--system", help="System prompt.")
@@ -55,7 +89,7 @@ def _read_prompt(prompt: str) -> str:
 @click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
 @click.option("--no-ledger", is_flag=True, help="Do not record this call in the ledger.")
 def ask(
-    prompt: str,
+    prompt: str | None,
     model: str | None,
     max_tokens: int | None,
     system: str | None,
@@ -72,15 +106,16 @@ def ask(
     log_content: bool | None,
     no_ledger: bool,
 ) -> None:
-    """Ask Claude PROMPT (`-` reads standard input).
+    """Ask Claude PROMPT (`-`, or no PROMPT with piped input, reads standard input).
 
     The answer streams to stdout as it arrives; one line with tokens and cost goes to
     stderr. Exit codes: 0 ok, 2 usage/config, 3 auth, 4 budget, 5 refused, 6 interrupted,
     7 transient failure after retries, 8 request rejected, 9 ledger unavailable (nothing
-    sent; --no-ledger calls without one).
+    sent; --no-ledger calls without one); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP and 141 closed
+    stdout cancel the call and record what was billed.
     """
     install_warning_printer()
-    with cli_errors():
+    with cli_errors(), stop_on_signals():
         from canny.client import Client
         from canny.config import load_settings, parse_money
         from canny.errors import APIError, StreamInterrupted
@@ -107,16 +142,22 @@ def ask(
                 result = client.create(
                     text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
                 )
-                if as_json:
-                    click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
-                else:
-                    _print_text(result.text)
-            else:
-                stream = client.stream(
-                    text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
-                )
-                shown = []
                 try:
+                    if as_json:
+                        click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+                    else:
+                        _print_text(result.text)
+                except BrokenPipeError:  # the call is complete and recorded; say what it cost
+                    silence_stdout()
+                    echo_err(result_usage_line(result))
+                    raise
+            else:
+                stream: MessageStream | None = None
+                shown: list[str] = []
+                try:
+                    stream = client.stream(
+                        text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
+                    )
                     for chunk in stream:
                         sys.stdout.write(chunk)
                         sys.stdout.flush()
@@ -126,12 +167,20 @@ def ask(
                     if exc.result is not None:
                         echo_err(result_usage_line(exc.result))
                     raise
-                except KeyboardInterrupt:
-                    stream.close()
-                    _end_line(shown)
-                    run = stream.run
-                    if run.attempts:  # what was streamed before Ctrl-C is billed: say so
+                except (KeyboardInterrupt, BrokenPipeError) as exc:
+                    # Ctrl-C, SIGTERM, SIGHUP or a closed stdout: cancel the call (its row
+                    # says `cancelled`), then say what was billed before it stopped.
+                    if stream is not None:
+                        stream.close()
+                    if isinstance(exc, BrokenPipeError):
+                        silence_stdout()
+                    else:
+                        _end_line_quietly(shown)
+                    run = stream.run if stream is not None else None
+                    if run is not None and run.attempts:
                         echo_err(result_usage_line(run.result(run.attempts[-1])))
+                    if isinstance(exc, BrokenPipeError):
+                        echo_err("canny: standard output was closed; the call was cancelled")
                     raise
                 _end_line(shown)
                 assert stream.result is not None
@@ -156,6 +205,14 @@ def _end_line(shown: list[str]) -> None:
     if shown and not shown[-1].endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def _end_line_quietly(shown: list[str]) -> None:
+    """End the partial answer's line, if stdout is still there (a stopped pipeline may be gone)."""
+    try:
+        _end_line(shown)
+    except OSError:
+        silence_stdout()
 
 
 def _finish(result: object) -> None:

@@ -11,10 +11,14 @@ Exit codes::
     2 bad usage or configuration                   7 transient failure outlasted retries
     3 authentication or permission                 8 request rejected by the API
     4 budget exceeded / org spend limit reached    9 ledger unavailable: nothing was sent
+    129 / 130 / 143 stopped by SIGHUP / SIGINT (Ctrl-C) / SIGTERM
+    141 standard output closed (``canny ... | head``)
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from canny.result import CallResult
     from canny.usage import Usage
 
-__all__ = ["cli_errors", "echo_err", "error_line", "install_warning_printer", "usage_line"]
+__all__ = ["cli_errors", "echo_err", "error_line", "install_warning_printer", "silence_stdout", "usage_line"]
 
 _secrets_to_hide: list[str] = []
 
@@ -45,7 +49,21 @@ def hide(secret: str) -> None:
 def echo_err(message: str, *, err_file: TextIO | None = None) -> None:
     """Print one line on stderr, scrubbed of secrets."""
     line = redact(message, *_secrets_to_hide).replace("\n", " ").strip()
-    click.echo(line, file=err_file or sys.stderr)
+    with contextlib.suppress(OSError, ValueError):  # stderr gone (a closed terminal): nowhere to say it
+        click.echo(line, file=err_file or sys.stderr)
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away: send what is left to the null device, so that
+    Python's own flush at exit cannot print ``Exception ignored ... BrokenPipeError``."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, sys.stdout.fileno())
+        finally:
+            os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (a test runner's buffer): nothing will flush it at exit
 
 
 def error_line(error: CannyError) -> str:
@@ -65,11 +83,19 @@ def cli_errors() -> Iterator[None]:
         raise SystemExit(exc.exit_code) from None
     except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP under stop_on_signals
+        from canny.cli._signals import Stopped
+
+        if isinstance(exc, Stopped):
+            echo_err(exc.message)
+            raise SystemExit(exc.exit_code) from None
         echo_err("canny: interrupted")
         raise SystemExit(130) from None
-    except BrokenPipeError:
-        raise SystemExit(0) from None
+    except BrokenPipeError:  # `canny ... | head`: the reader has what it wanted
+        from canny.cli import EXIT_STDOUT_CLOSED
+
+        silence_stdout()
+        raise SystemExit(EXIT_STDOUT_CLOSED) from None
     except Exception as exc:
         echo_err(f"canny: unexpected error: {type(exc).__name__}: {exc} — please report this bug")
         raise SystemExit(1) from None
