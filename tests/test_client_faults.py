@@ -58,6 +58,8 @@ CASES: dict[str, Case] = {
     "error_event_mid_stream": Case(("error_event;after=2", "ok"), None, errors.StreamInterrupted, 1, 6, True),
     "drop_mid_stream": Case(("drop;after=2", "ok"), None, errors.StreamInterrupted, 1, 6, True),
     "stall_mid_stream": Case(("stall;after=2;seconds=10", "ok"), None, errors.StreamInterrupted, 1, 6, True),
+    "malformed_event_before_content": Case(("malformed_event;after=0", "ok"), "ok", None, 2, 0),
+    "malformed_event_mid_stream": Case(("malformed_event;after=2", "ok"), None, errors.StreamInterrupted, 1, 6, True),
     "refusal": Case(("refusal;category=cyber", "ok"), "refused", None, 1, 5),
     "refusal_partial": Case(("refusal_partial", "ok"), "refused", None, 1, 5, True),
     "max_tokens": Case(("max_tokens",), "max_tokens", None, 1, 0),

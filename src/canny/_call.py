@@ -164,7 +164,15 @@ class Attempt:
         self.request_id = headers.get("request-id") or self.request_id
 
     def feed(self, event: Mapping[str, Any]) -> str:
-        """Apply one stream event; raises the in-band error as a canny error."""
+        """Apply one stream event; raises the in-band error (or a malformed event) as a canny error."""
+        if event.get("type") == "invalid":  # not JSON, or not an object: part of the answer is lost
+            name = event.get("event")
+            raise errors.ServerError(
+                f"the API sent a malformed {name or 'stream'} event",
+                status_code=200,
+                error_type="malformed_event",
+                request_id=self.request_id,
+            )
         text = self.acc.feed(event)
         if self.acc.error is not None:
             raise error_from_event(self.acc.error, self.request_id)

@@ -484,15 +484,9 @@ class _Tap:
         for event in events:
             if event.event == "ping":
                 continue
-            payload = _payload(event)
-            if payload.get("type") == "invalid":  # the SDK's decoder fails on it too
-                self._event_error = errors.ServerError(
-                    f"the API sent a malformed {event.event or 'stream'} event", error_type="malformed_event"
-                )
-                return
             try:
-                self.attempt.feed(payload)
-            except errors.APIError as exc:  # an in-band error event
+                self.attempt.feed(_payload(event))
+            except errors.APIError as exc:  # an in-band error event, or a malformed one
                 self._event_error = exc
                 return
 
