@@ -293,7 +293,10 @@ class ClientBase:
                 run.write(budget_refused_record(spec, exc))
             raise
         combined = _Combined(reservations) if reservations else None
-        return CallRun(spec, policy=self.retry_policy, ledger=self.ledger, reservation=combined)
+        from canny._call import lease_for  # the lease of each attempt's row in flight
+
+        lease = lease_for(self.timeouts)
+        return CallRun(spec, policy=self.retry_policy, ledger=self.ledger, reservation=combined, lease=lease)
 
     def _guards(self, spec: CallSpec) -> list[Reserver]:
         guards: list[Reserver] = []

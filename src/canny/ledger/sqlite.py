@@ -83,6 +83,7 @@ class SQLiteLedger(SQLLedger):
         try:
             if not read_only:
                 self.migrate()
+                self.sweep_on_open()
             else:
                 self.applied_migrations()
         except BaseException:
