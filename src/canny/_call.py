@@ -305,6 +305,16 @@ class CallRun:
                 reservation_id=_reservation_id(self.reservation),
             )
 
+    def not_sent(self, attempt: Attempt) -> None:
+        """The attempt was never sent after all (the meter: a later middleware answered):
+        no row, and its row in flight goes."""
+        attempt.recorded = True
+        attempt.on_start = None
+        forget = getattr(self.ledger, "forget_attempt", None)
+        if forget is not None and not self.spec.stream:
+            with contextlib.suppress(errors.LedgerError):
+                forget(self.spec.call_id, attempt.number)
+
     def release(self) -> None:
         """Nothing was sent (the stream was closed before it started): free the budgets."""
         if not self._settled and not self.attempts:

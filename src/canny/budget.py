@@ -299,9 +299,12 @@ def clear_in_flight(ledger: Ledger) -> tuple[int, int]:
     return ``(lost attempts, ended reservations)``. A call still running is charged in
     full when it ends, minus what was charged here, and its real row replaces the lost one."""
     db = _as_ledger(ledger)
+    now_us = to_us(_utc_now())
     with store.begin(db) as tx:
-        lost = sweep_inflight(tx, None)
-        return lost, store.expire(tx, None)
+        held = store.reservation_summary(tx)[0]  # every one ends, some with a lost attempt
+        lost = sweep_inflight(tx, now_us, everything=True)
+        store.expire(tx, None)
+        return lost, held
 
 
 def clear_reservations(ledger: Ledger) -> int:

@@ -129,6 +129,9 @@ class InflightLedger(Ledger, Protocol):
         attempt)`` replaces it in one transaction. ``reservation_id``: the call's budget
         reservation, settled with the provisional cost if the attempt is lost."""
 
+    def forget_attempt(self, call_id: str, attempt: int) -> None:
+        """Drop the provisional row of an attempt that was never sent after all."""
+
     def in_flight(self) -> list[AttemptRecord]:
         """The attempts in flight, oldest first, as the ``lost`` rows they would become
         (``ended_at`` is the end of their lease)."""

@@ -395,6 +395,11 @@ class SQLLedger(ABC):
         with self.transaction() as tx:
             tx.execute(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
 
+    def forget_attempt(self, call_id: str, attempt: int) -> None:
+        """Drop the provisional row of an attempt that was never sent after all."""
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (call_id, attempt))
+
     def in_flight(self) -> list[AttemptRecord]:
         """The attempts in flight, oldest first, as the ``lost`` rows they would become."""
         sql = f"SELECT {_INFLIGHT_SELECT} FROM inflight ORDER BY started_at_us, id"
@@ -414,7 +419,7 @@ class SQLLedger(ABC):
 
                 # Budget transactions sweep too: take their lock first, as they do.
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (BUDGET_LOCK,))
-            return sweep_inflight(tx, None if everything else now_us)
+            return sweep_inflight(tx, now_us, everything=everything)
 
     def record_many(self, records: Iterable[AttemptRecord], *, batch: int = 5000) -> None:
         """Store many attempts (an import, a benchmark), ``batch`` rows per transaction.
@@ -594,8 +599,8 @@ def _inflight_params(r: AttemptRecord, lease_until: datetime, reservation_id: in
 
 
 def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecord, int | None]:
-    """The ``lost`` row of an ``inflight`` row, ended at its lease end (or ``now_us`` if
-    earlier: a reset), and the row's reservation id."""
+    """The ``lost`` row of an ``inflight`` row, ended at its lease end (or at ``now_us`` if
+    that is earlier: a reset), and the row's reservation id."""
     values = dict(zip(INFLIGHT_COLUMNS, row, strict=True))
     lease_us = int(values["lease_until_us"])
     ended_us = lease_us if now_us is None else min(lease_us, now_us)
@@ -633,12 +638,13 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
     return record, None if rid is None else int(rid)
 
 
-def sweep_inflight(tx: Transaction, now_us: int | None) -> int:
+def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) -> int:
     """In ``tx``: turn the attempts in flight whose lease ended before ``now_us`` (every one
-    when ``None``) into ``lost`` rows, and end their calls' budget reservations charging what
-    the ledger now holds for each call (:func:`canny._budget_store.charge_lost`). On
-    PostgreSQL the caller holds the budget lock. Returns how many attempts were lost."""
-    where, params = ("", ()) if now_us is None else (" WHERE lease_until_us < ?", (now_us,))
+    with ``everything``, ended now) into ``lost`` rows, and end their calls' budget
+    reservations charging what the ledger now holds for each call
+    (:func:`canny._budget_store.charge_lost`). On PostgreSQL the caller holds the budget
+    lock. Returns how many attempts were lost."""
+    where, params = ("", ()) if everything else (" WHERE lease_until_us < ?", (now_us,))
     rows = tx.execute(f"DELETE FROM inflight{where} RETURNING {_INFLIGHT_SELECT}", params)
     lost = sorted((_lost_from_row(row, now_us) for row in rows), key=lambda x: (x[0].started_at, x[0].attempt))
     reservations: dict[int, str] = {}
