@@ -354,6 +354,11 @@ class SQLLedger(ABC):
         """Rows of one query, fetched in batches, on a connection of its own."""
 
     @abstractmethod
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        """Run one write statement on its own (atomic by itself: one round trip, no
+        explicit ``BEGIN``/``COMMIT``)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Close every connection."""
 
@@ -391,14 +396,12 @@ class SQLLedger(ABC):
 
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
-        :class:`canny.ledger.InflightLedger`): one short transaction, one indexed insert."""
-        with self.transaction() as tx:
-            tx.execute(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
+        :class:`canny.ledger.InflightLedger`): one statement, atomic on its own."""
+        self._write_one(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
 
     def forget_attempt(self, call_id: str, attempt: int) -> None:
         """Drop the provisional row of an attempt that was never sent after all."""
-        with self.transaction() as tx:
-            tx.execute("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (call_id, attempt))
+        self._write_one("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (call_id, attempt))
 
     def in_flight(self) -> list[AttemptRecord]:
         """The attempts in flight, oldest first, as the ``lost`` rows they would become."""

@@ -153,6 +153,13 @@ class PostgresLedger(SQLLedger):
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
 
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(_Tx._sql(sql), tuple(params))  # autocommit: one round trip
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         with self._pool.connection() as conn:
             try:

@@ -157,6 +157,13 @@ class SQLiteLedger(SQLLedger):
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(sql, tuple(params)).close()  # autocommit: its own transaction
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         with self._pool.connection() as conn:
             try:
