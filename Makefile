@@ -34,6 +34,7 @@ bench: $(STAMP)
 	@$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	@$(BIN)/python benchmarks/bench_report.py
 	@$(BIN)/python benchmarks/bench_budget.py $(BENCH_ARGS)
+	@$(BIN)/python benchmarks/bench_lost.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

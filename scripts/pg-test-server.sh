@@ -11,6 +11,8 @@
 # fsync off (it is disposable). As root it runs as the `postgres` user (initdb refuses root).
 # If no PostgreSQL binaries are found and we are root, `apt-get install -y postgresql` runs
 # first. Environment: PG_BIN (bin dir), PGTEST_PORT (port), PGTEST_DB (database, canny_test).
+# A second database, DB_ascii, uses the SQL_ASCII server encoding (as initdb in the C locale
+# makes it); its DSN is exported as CANNY_TEST_POSTGRES_ASCII_DSN.
 set -euo pipefail
 
 log() { printf 'pg-test-server: %s\n' "$*" >&2; }
@@ -90,11 +92,14 @@ start() {
         start >/dev/null || { cat "$dir/server.log" >&2; die "the server did not start"; }
     PGPASSWORD=$password "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" \
         || { stop "$dir"; die "createdb failed"; }
+    PGPASSWORD=$password "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres -E SQL_ASCII --locale=C -T template0 \
+        "${db}_ascii" || { stop "$dir"; die "createdb (SQL_ASCII) failed"; }
     dsn="postgresql://postgres:$password@127.0.0.1:$port/$db"
     printf '%s\n' "$bin" >"$dir/bindir"
     printf '%s\n' "$dsn" >"$dir/dsn"
     chmod 0600 "$dir/dsn"
-    printf 'export CANNY_TEST_POSTGRES_DSN=%q\nexport CANNY_PG_TEST_DIR=%q\n' "$dsn" "$dir"
+    printf 'export CANNY_TEST_POSTGRES_DSN=%q\nexport CANNY_TEST_POSTGRES_ASCII_DSN=%q\nexport CANNY_PG_TEST_DIR=%q\n' \
+        "$dsn" "${dsn}_ascii" "$dir"
 }
 
 stop() {

@@ -78,6 +78,10 @@ def test_errors_pickle_without_state_leaks() -> None:
 
 
 def test_every_error_derives_from_canny_error() -> None:
-    """One tree: every public error class derives from CannyError."""
+    """One tree: every public error class derives from CannyError, every warning from CannyWarning."""
     for name in errors.__all__:
-        assert issubclass(getattr(errors, name), errors.CannyError)
+        cls = getattr(errors, name)
+        if issubclass(cls, Warning):
+            assert issubclass(cls, errors.CannyWarning), name
+        else:
+            assert issubclass(cls, errors.CannyError), name

@@ -590,3 +590,89 @@ def test_every_record_field_has_a_column(ledger: Any) -> None:
 
 
 CallableT = Callable[..., Any]
+
+
+# --- attempts in flight ------------------------------------------------------------------
+
+
+def flight(call_id: str = "fly-1", attempt: int = 1, **overrides: Any) -> AttemptRecord:
+    """The provisional row of an attempt in flight (input-side usage only), unicode included."""
+    values: dict[str, Any] = {
+        "outcome": "lost",
+        "ended_at": T0,
+        "input_tokens": 1200,
+        "cache_write_5m_tokens": 100,
+        "cache_read_tokens": 3000,
+        "cost_usd": Decimal("0.004275"),
+        "project": "projet-été",
+        "tags": ("日本", "b"),
+        "session_id": "sess-ü",
+        "request_id": "req_1",
+        "prompt_hash": "cd" * 32,
+        "extra": {"é": "ü"},
+    }
+    values.update(overrides)
+    return make(call_id, attempt, **values)
+
+
+def test_an_attempt_in_flight_is_listed_then_replaced_by_its_row(ledger: Any) -> None:
+    """begin_attempt keeps a provisional row; recording the attempt removes it in one go."""
+    ledger.begin_attempt(flight(), lease_until=T0 + timedelta(minutes=17))
+    (pending,) = ledger.in_flight()
+    assert (pending.outcome, pending.input_tokens, pending.cost_usd) == ("lost", 1200, Decimal("0.004275"))
+    assert (pending.project, pending.tags, pending.ended_at) == (
+        "projet-été",
+        ("日本", "b"),
+        T0 + timedelta(minutes=17),
+    )
+    final = make("fly-1", 1, input_tokens=1200, output_tokens=50, cost_usd=Decimal("0.005"))
+    ledger.record(final)
+    assert ledger.in_flight() == []
+    assert list(ledger.records()) == [final]
+    assert ledger.sweep_lost(now=T0 + timedelta(days=1)) == 0
+    assert list(ledger.records()) == [final]
+
+
+def test_an_expired_attempt_in_flight_becomes_a_lost_row(ledger: Any) -> None:
+    """After its lease, an attempt in flight is a `lost` row with its input usage and cost."""
+    lease = T0 + timedelta(minutes=17)
+    ledger.begin_attempt(flight(), lease_until=lease)
+    ledger.begin_attempt(flight("fly-2"), lease_until=lease + timedelta(hours=1))
+    assert ledger.sweep_lost(now=lease) == 0  # the lease has not ended yet
+    assert ledger.sweep_lost(now=lease + timedelta(seconds=1)) == 1
+    (lost,) = list(ledger.records())
+    assert (lost.call_id, lost.outcome, lost.ended_at) == ("fly-1", "lost", lease)
+    assert (lost.input_tokens, lost.cache_write_5m_tokens, lost.cache_read_tokens) == (1200, 100, 3000)
+    assert (lost.output_tokens, lost.cost_usd, lost.status_code) == (0, Decimal("0.004275"), 200)
+    assert lost.extra["é"] == "ü" and "lost" in lost.extra
+    assert [r.call_id for r in ledger.in_flight()] == ["fly-2"]
+    groups, _ = ledger.aggregate("outcome")
+    assert [(g.key, g.failures, g.cost_usd) for g in groups] == [("lost", 1, Decimal("0.004275"))]
+    assert ledger.sweep_lost(everything=True) == 1
+    assert sorted(r.call_id for r in ledger.records()) == ["fly-1", "fly-2"]
+
+
+def test_a_real_row_replaces_a_lost_one(ledger: Any) -> None:
+    """A process that outlived its lease still writes its real row over the `lost` one."""
+    ledger.begin_attempt(flight(), lease_until=T0)
+    assert ledger.sweep_lost(everything=True) == 1
+    final = make("fly-1", 1, tags=("x",), cost_usd=Decimal("0.01"))
+    ledger.record(final)
+    ledger.record(replace(final, outcome="error"))  # an ordinary duplicate stays a no-op
+    assert list(ledger.records()) == [final]
+    groups, _ = ledger.aggregate("tag")
+    assert [(g.key, g.attempts) for g in groups] == [("x", 1)]
+
+
+def test_opening_the_ledger_sweeps_expired_attempts(target: str) -> None:
+    """A ledger opened after an attempt's lease ended records it as lost."""
+    first: Any = open_ledger(target)
+    first.begin_attempt(flight(), lease_until=datetime.now(UTC) - timedelta(seconds=1))
+    first.begin_attempt(flight("fly-2"), lease_until=datetime.now(UTC) + timedelta(hours=1))
+    first.close()
+    second: Any = open_ledger(target)
+    try:
+        assert [(r.call_id, r.outcome) for r in second.records()] == [("fly-1", "lost")]
+        assert [r.call_id for r in second.in_flight()] == ["fly-2"]
+    finally:
+        second.close()

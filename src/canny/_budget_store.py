@@ -15,7 +15,8 @@ Three tables, created by the migration ``budget.0001_tables``:
 ``budget_reservations``
     One row per call in flight: the counters it holds (JSON list of ids), the amount,
     its lease (``expires_at_us``) and ``state``: ``held``, or ``expired`` once its lease
-    ran out (a tombstone, so a late settle charges only what expiry did not).
+    ran out (a tombstone, so a late settle charges only what expiry did not). An attempt
+    of the call recorded as ``lost`` ends its reservation the same way (:func:`charge_lost`).
 
 Every write runs in one transaction of the ledger (:meth:`transaction`): SQLite takes its
 write lock up front (``BEGIN IMMEDIATE``); on PostgreSQL the transaction first takes the
@@ -45,6 +46,7 @@ __all__ = [
     "CounterState",
     "LimitRow",
     "begin",
+    "charge_lost",
     "counters",
     "delete_limits",
     "ensure_schema",
@@ -322,6 +324,30 @@ def expire(tx: Transaction, now_us: int | None) -> int:
         _update(tx, _ids(ids_text), reserved=-int(amount), spent=charged)
         tx.execute("UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?", (charged, rid))
     return len(rows)
+
+
+def charge_lost(tx: Transaction, rid: int, call_id: str) -> None:
+    """An attempt of ``call_id`` was lost (its process died): end reservation ``rid`` now,
+    charging what the ledger holds for the call, its ``lost`` rows included, so the billed
+    input counts as spent and nothing stays reserved. If the lease already ended the
+    reservation, only what was not charged then is added. The call id must match, so an id
+    from another database cannot end the wrong reservation."""
+    rows = tx.execute(
+        "SELECT state, counters, amount_pico, charged_pico FROM budget_reservations WHERE id = ? AND call_id = ?",
+        (rid, call_id),
+    )
+    if not rows:
+        return
+    state, ids_text, amount, already = rows[0]
+    charged = int(tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0])
+    if state == "held":
+        _update(tx, _ids(ids_text), reserved=-int(amount), spent=charged)
+    else:
+        _update(tx, _ids(ids_text), spent=max(charged - int(already), 0))
+    tx.execute(
+        "UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?",
+        (max(charged, int(already)), rid),
+    )
 
 
 def hold(

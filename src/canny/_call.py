@@ -7,14 +7,15 @@ Sync and async clients (and streamed and non-streamed calls) drive the same
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,9 +30,11 @@ from canny.usage import Usage
 
 if TYPE_CHECKING:
     from canny._price_table import PriceTable
+    from canny.config import Timeouts
     from canny.ledger import Ledger
 
 __all__ = [
+    "LOST_MARGIN",
     "MIN_MAX_TOKENS",
     "CallRun",
     "CallSpec",
@@ -40,10 +43,21 @@ __all__ = [
     "Reserver",
     "answer_outcome",
     "budget_refused_record",
+    "lease_for",
 ]
 
 #: The smallest ``max_tokens`` a budget may lower a call to before refusing it.
 MIN_MAX_TOKENS = 16
+#: Seconds added to an attempt's longest possible run (its total timeout, checked between
+#: events, plus one idle gap) to make the lease of its row in flight.
+LOST_MARGIN = 60.0
+#: The lease of a row in flight with the default timeouts (900 s total, 60 s idle).
+DEFAULT_LEASE = 900.0 + 60.0 + LOST_MARGIN
+
+
+def lease_for(timeouts: Timeouts) -> float:
+    """Seconds an attempt stays in flight before it may be recorded as ``lost``."""
+    return timeouts.total + timeouts.idle + LOST_MARGIN
 
 
 class Reservation(Protocol):
@@ -159,6 +173,8 @@ class Attempt:
     cost: Decimal | None = None
     #: Remarks stored with the ledger row (``AttemptRecord.extra``).
     notes: dict[str, str] = field(default_factory=dict)
+    #: Called once when ``message_start`` arrives (the CallRun records the attempt in flight).
+    on_start: Callable[[Attempt], None] | None = None
 
     def headers(self, headers: Mapping[str, str]) -> None:
         self.request_id = headers.get("request-id") or self.request_id
@@ -174,6 +190,9 @@ class Attempt:
                 request_id=self.request_id,
             )
         text = self.acc.feed(event)
+        if self.on_start is not None and event.get("type") == "message_start":
+            on_start, self.on_start = self.on_start, None
+            on_start(self)
         if self.acc.error is not None:
             raise error_from_event(self.acc.error, self.request_id)
         if text and self.first_token_at is None:
@@ -206,6 +225,7 @@ class CallRun:
         policy: RetryPolicy | None = None,
         ledger: Ledger | None,
         reservation: Reservation | None = None,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         self.spec = spec
         #: Unused by callers that retry elsewhere (the meter: the SDK's own retry loop).
@@ -217,6 +237,9 @@ class CallRun:
         self.ledger_errors: list[errors.LedgerError] = []
         self._settled = False
         self._prompt_hash = hashlib.sha256(spec.prompt_json.encode()).hexdigest()
+        #: Seconds an attempt's row in flight lives (:func:`lease_for`).
+        self.lease = lease
+        self._begin_attempt: Callable[..., None] | None = getattr(ledger, "begin_attempt", None)
 
     # -- attempts -----------------------------------------------------------------------
     def start_attempt(self, number: int | None = None) -> Attempt:
@@ -226,7 +249,76 @@ class CallRun:
         if attempt.number > 1 and self.reservation is not None and not self._settled:
             self.reservation.renew()  # a retry must not outlive the budget lease
         self.attempts.append(attempt)
+        if self._begin_attempt is not None:
+            if self.spec.stream:
+                attempt.on_start = self._in_flight  # message_start reports the input usage
+            else:
+                self._in_flight(attempt)  # nothing comes back before the answer: the estimate
         return attempt
+
+    def _in_flight(self, attempt: Attempt) -> None:
+        """Put the attempt on the record as in flight, with its input-side usage and their
+        cost, so a process killed before its row is written leaves a ``lost`` row."""
+        assert self._begin_attempt is not None
+        if attempt.recorded:
+            return
+        from canny.pricing import price_version
+
+        notes: dict[str, str] = {}
+        if self.spec.stream:
+            seen = attempt.acc.usage
+            usage = Usage(
+                input=seen.input,
+                cache_write_5m=seen.cache_write_5m,
+                cache_write_1h=seen.cache_write_1h,
+                cache_read=seen.cache_read,
+            )
+        else:
+            usage = Usage(input=self.spec.estimated_input_tokens())
+            notes["input_tokens"] = "estimated: local estimate before sending (UTF-8 bytes / 3)"
+        record = AttemptRecord(
+            call_id=self.spec.call_id,
+            attempt=attempt.number,
+            started_at=attempt.started_at,
+            ended_at=attempt.started_at,
+            model=str(attempt.acc.message.get("model") or self.spec.model),
+            outcome="lost",
+            session_id=self.spec.session_id,
+            request_id=attempt.request_id,
+            input_tokens=usage.input,
+            cache_write_5m_tokens=usage.cache_write_5m,
+            cache_write_1h_tokens=usage.cache_write_1h,
+            cache_read_tokens=usage.cache_read,
+            cost_usd=self._attempt_cost(attempt, usage),
+            price_version=price_version(table=self.spec.table),
+            inference_geo=self.spec.params.get("inference_geo"),
+            speed=self.spec.params.get("speed"),
+            streamed=self.spec.stream,
+            endpoint=self.spec.endpoint,
+            project=self.spec.project,
+            tags=self.spec.tags,
+            key_fingerprint=self.spec.key_fingerprint,
+            prompt_hash=self._prompt_hash,
+            extra=notes,
+        )
+        # A failure here is not the call's: the attempt's own row reports a ledger that
+        # cannot be written.
+        with contextlib.suppress(errors.LedgerError):
+            self._begin_attempt(
+                record,
+                lease_until=_now() + timedelta(seconds=self.lease),
+                reservation_id=_reservation_id(self.reservation),
+            )
+
+    def not_sent(self, attempt: Attempt) -> None:
+        """The attempt was never sent after all (the meter: a later middleware answered):
+        no row, and its row in flight goes."""
+        attempt.recorded = True
+        attempt.on_start = None
+        forget = getattr(self.ledger, "forget_attempt", None)
+        if forget is not None and not self.spec.stream:
+            with contextlib.suppress(errors.LedgerError):
+                forget(self.spec.call_id, attempt.number)
 
     def release(self) -> None:
         """Nothing was sent (the stream was closed before it started): free the budgets."""
@@ -474,6 +566,15 @@ KNOWN_STOP_REASONS = frozenset(
         "compaction",
     }
 )
+
+
+def _reservation_id(reservation: Reservation | None) -> int | None:
+    """The id of the budget reservation (held in the ledger) among a call's reservations."""
+    for candidate in (reservation, *getattr(reservation, "reservations", ())):
+        rid = getattr(candidate, "id", None)
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            return rid
+    return None
 
 
 def answer_outcome(acc: MessageAccumulator) -> Outcome:

@@ -297,7 +297,11 @@ class ClientBase:
                 run.write(budget_refused_record(spec, exc))
             raise
         combined = _Combined(reservations) if reservations else None
-        return CallRun(spec, policy=self.retry_policy, ledger=ledger, reservation=combined)
+        from canny._call import lease_for  # the lease of each attempt's row in flight
+
+        return CallRun(
+            spec, policy=self.retry_policy, ledger=ledger, reservation=combined, lease=lease_for(self.timeouts)
+        )
 
     def _guards(self, spec: CallSpec, ledger: Ledger | None) -> list[Reserver]:
         guards: list[Reserver] = []

@@ -565,6 +565,8 @@ class _Tap:
     def no_attempt(self) -> None:
         """A later middleware answered without an HTTP request: nothing to record."""
         self.done = True
+        if self.run is not None and self.attempt is not None:
+            self.run.not_sent(self.attempt)  # nor anything in flight
         if self.run is not None and self.run.reservation is not None:
             try:
                 self.run.reservation.release()

@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from canny import _budget_store as store
 from canny._call import MIN_MAX_TOKENS, CannyWarning, NoReservation
 from canny.errors import BudgetExceeded, ConfigError, LedgerError
-from canny.ledger._sql import pico_to_usd, to_us, usd_to_pico
+from canny.ledger._sql import pico_to_usd, sweep_inflight, to_us, usd_to_pico
 from canny.pricing import format_usd as _usd
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ __all__ = [
     "Period",
     "Window",
     "budget_status",
+    "clear_in_flight",
     "clear_reservations",
     "guard_for",
     "period_window",
@@ -283,19 +284,32 @@ def remove_budgets(
 
 def reconcile(ledger: Ledger, *, now: datetime | None = None) -> int:
     """End the reservations whose lease ran out, charging what the ledger holds for their
-    calls; return how many. Every reservation and status check does this too."""
+    calls; return how many. Attempts in flight whose lease ran out are recorded as ``lost``
+    first, so their billed input is charged. Every reservation and status check does this too."""
     db = _as_ledger(ledger)
+    now_us = to_us(now or _utc_now())
     with store.begin(db) as tx:
-        return store.expire(tx, to_us(now or _utc_now()))
+        sweep_inflight(tx, now_us)
+        return store.expire(tx, now_us)
+
+
+def clear_in_flight(ledger: Ledger) -> tuple[int, int]:
+    """Record every attempt in flight as ``lost`` and end every reservation now, as if
+    their leases had run out (``canny budget reset --reservations``), in one transaction;
+    return ``(lost attempts, ended reservations)``. A call still running is charged in
+    full when it ends, minus what was charged here, and its real row replaces the lost one."""
+    db = _as_ledger(ledger)
+    now_us = to_us(_utc_now())
+    with store.begin(db) as tx:
+        held = store.reservation_summary(tx)[0]  # every one ends, some with a lost attempt
+        lost = sweep_inflight(tx, now_us, everything=True)
+        store.expire(tx, None)
+        return lost, held
 
 
 def clear_reservations(ledger: Ledger) -> int:
-    """End every reservation now, as if its lease had run out (``canny budget reset
-    --reservations``); return how many. A call still running is charged in full when it
-    ends, minus what was charged here."""
-    db = _as_ledger(ledger)
-    with store.begin(db) as tx:
-        return store.expire(tx, None)
+    """:func:`clear_in_flight`, returning how many reservations ended."""
+    return clear_in_flight(ledger)[1]
 
 
 def budget_status(
@@ -308,6 +322,7 @@ def budget_status(
     moment = now or _utc_now()
     now_us = to_us(moment)
     with store.begin(db) as tx:
+        sweep_inflight(tx, now_us)
         store.expire(tx, now_us)
         states = store.counters(tx, [b.counter_key(moment) for b in chosen], now_us)
     return [
@@ -498,6 +513,7 @@ class BudgetGuard:
         now_us = to_us(now)
         keys = [b.counter_key(now) for b in applicable]
         with store.begin(self.db) as tx:
+            sweep_inflight(tx, now_us)
             store.expire(tx, now_us)
             states = store.counters(tx, keys, now_us)
             decision = _decide(applicable, states, now, spec.max_tokens, full, floor, per_token)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from canny.cli._render import cli_errors, echo_err
+from canny.ledger import InflightLedger
 
 if TYPE_CHECKING:
     from canny.budget import Budget, BudgetStatus, Period
@@ -208,10 +209,15 @@ def reset(
                 if period or project or tag or key:
                     raise click.UsageError("--reservations ends every reservation; it takes no scope options")
                 held, _expired, _next = budgets.reservations_in_flight(ledger)
-                if held and not yes:
-                    click.confirm(f"End {held} reservation(s) held by calls in flight?", abort=True, err=True)
-                ended = budgets.clear_reservations(ledger)
-                echo_err(f"canny: {ended} reservation(s) ended")
+                running = len(ledger.in_flight()) if isinstance(ledger, InflightLedger) else 0
+                if (held or running) and not yes:
+                    click.confirm(
+                        f"End {held} reservation(s) and record {running} attempt(s) in flight as lost?",
+                        abort=True,
+                        err=True,
+                    )
+                lost, ended = budgets.clear_in_flight(ledger)
+                echo_err(f"canny: {ended} reservation(s) ended, {lost} attempt(s) in flight recorded as lost")
                 return
             fingerprint = _key(key)
             matching = [

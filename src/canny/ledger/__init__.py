@@ -27,6 +27,7 @@ __all__ = [
     "CacheWeights",
     "GroupBy",
     "GroupTotals",
+    "InflightLedger",
     "Ledger",
     "Outcome",
     "RateSplit",
@@ -37,7 +38,7 @@ __all__ = [
     "open_ledger",
 ]
 
-Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled"]
+Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled", "lost"]
 OUTCOMES: tuple[Outcome, ...] = (
     "ok",
     "max_tokens",
@@ -46,6 +47,7 @@ OUTCOMES: tuple[Outcome, ...] = (
     "error",
     "budget_refused",
     "cancelled",
+    "lost",
 )
 #: Outcomes that are answers; reports count every other outcome as a failure.
 ANSWER_OUTCOMES: frozenset[str] = frozenset({"ok", "max_tokens", "refused"})
@@ -114,6 +116,30 @@ class Ledger(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@runtime_checkable
+class InflightLedger(Ledger, Protocol):
+    """A ledger that also keeps the attempts in flight (both SQL backends), so an attempt is
+    on the record from the moment the API accepted it: a process killed mid-call leaves its
+    attempt, which becomes a row with outcome ``lost`` when its lease ends."""
+
+    def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
+        """Keep ``record`` (its input-side usage and their cost) as the provisional row of an
+        attempt in flight until ``lease_until``; :meth:`record` of the same ``(call_id,
+        attempt)`` replaces it in one transaction. ``reservation_id``: the call's budget
+        reservation, settled with the provisional cost if the attempt is lost."""
+
+    def forget_attempt(self, call_id: str, attempt: int) -> None:
+        """Drop the provisional row of an attempt that was never sent after all."""
+
+    def in_flight(self) -> list[AttemptRecord]:
+        """The attempts in flight, oldest first, as the ``lost`` rows they would become
+        (``ended_at`` is the end of their lease)."""
+
+    def sweep_lost(self, *, now: datetime | None = None, everything: bool = False) -> int:
+        """Record the attempts in flight whose lease ended before ``now`` (all of them with
+        ``everything``) as ``lost`` rows, settling their budget reservations; return how many."""
 
 
 @dataclass(frozen=True, slots=True)

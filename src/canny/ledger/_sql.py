@@ -21,7 +21,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Generic, TypeVar
@@ -43,9 +43,11 @@ from canny.ledger.migrations import Dialect, Transaction
 
 __all__ = [
     "COLUMNS",
+    "INFLIGHT_COLUMNS",
     "SQLLedger",
     "day_label",
     "pico_to_usd",
+    "sweep_inflight",
     "usd_to_pico",
     "utc_offset_segments",
     "week_label",
@@ -352,6 +354,11 @@ class SQLLedger(ABC):
         """Rows of one query, fetched in batches, on a connection of its own."""
 
     @abstractmethod
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        """Run one write statement on its own (atomic by itself: one round trip, no
+        explicit ``BEGIN``/``COMMIT``)."""
+
+    @abstractmethod
     def close(self) -> None:
         """Close every connection."""
 
@@ -372,20 +379,50 @@ class SQLLedger(ABC):
         """Names of the migrations applied to this database, oldest first."""
         return migrations.applied(self)
 
+    def sweep_on_open(self) -> None:
+        """Record the attempts whose lease ended as ``lost`` (a failure here is left for the
+        next open: the rows in flight stay where they are)."""
+        with suppress(LedgerError):
+            self.sweep_lost()
+
     def record(self, record: AttemptRecord) -> None:
-        """Store one attempt in one short transaction. Writing the same ``(call_id,
-        attempt)`` again is a no-op, so a retried write cannot double a row."""
+        """Store one attempt in one short transaction, which also drops the attempt's row in
+        flight. Writing the same ``(call_id, attempt)`` again is a no-op, so a retried write
+        cannot double a row; only a ``lost`` row (the attempt's lease ended while its process
+        still ran) gives way to the real one."""
         _check(record)
-        params = _row_params(record)
         with self.transaction() as tx:
-            inserted = tx.execute(_INSERT, (*params, record.call_id))
-            if inserted and record.tags:
-                attempt_id = inserted[0][0]
-                for tag in dict.fromkeys(record.tags):
-                    tx.execute(
-                        "INSERT INTO attempt_tags (tag, attempt_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        (tag, attempt_id),
-                    )
+            _store(tx, record)
+
+    def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
+        """Keep the provisional row of an attempt in flight (see
+        :class:`canny.ledger.InflightLedger`): one statement, atomic on its own."""
+        self._write_one(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
+
+    def forget_attempt(self, call_id: str, attempt: int) -> None:
+        """Drop the provisional row of an attempt that was never sent after all."""
+        self._write_one("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (call_id, attempt))
+
+    def in_flight(self) -> list[AttemptRecord]:
+        """The attempts in flight, oldest first, as the ``lost`` rows they would become."""
+        sql = f"SELECT {_INFLIGHT_SELECT} FROM inflight ORDER BY started_at_us, id"
+        return [_lost_from_row(row, None)[0] for row in self._stream(sql, ())]
+
+    def sweep_lost(self, *, now: datetime | None = None, everything: bool = False) -> int:
+        """Record the attempts in flight whose lease ended before ``now`` (all of them with
+        ``everything``) as ``lost`` rows and settle their reservations; return how many.
+        Costs one indexed read when there is nothing to do."""
+        now_us = to_us(now or datetime.now(UTC))
+        due = "SELECT 1 FROM inflight" + ("" if everything else " WHERE lease_until_us < ?") + " LIMIT 1"
+        if not list(self._stream(due, () if everything else (now_us,))):
+            return 0
+        with self.transaction() as tx:
+            if tx.dialect == "postgres":
+                from canny._budget_store import BUDGET_LOCK
+
+                # Budget transactions sweep too: take their lock first, as they do.
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (BUDGET_LOCK,))
+            return sweep_inflight(tx, now_us, everything=everything)
 
     def record_many(self, records: Iterable[AttemptRecord], *, batch: int = 5000) -> None:
         """Store many attempts (an import, a benchmark), ``batch`` rows per transaction.
@@ -519,6 +556,111 @@ class SQLLedger(ABC):
         )
         rows = self._stream(sql, [*params, *params, *params])
         return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in rows}
+
+
+def _store(tx: Transaction, record: AttemptRecord) -> None:
+    """Insert one attempt (and its tags) in ``tx``, dropping its row in flight."""
+    params = (*_row_params(record), record.call_id)
+    tx.execute("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (record.call_id, record.attempt))
+    inserted = tx.execute(_INSERT, params)
+    if not inserted and record.outcome != "lost":
+        # Swept as lost while its process still ran (a lease too short): the real row wins.
+        lost = "DELETE FROM attempts WHERE call_id = ? AND attempt = ? AND outcome = 'lost' RETURNING id"
+        if tx.execute(lost, (record.call_id, record.attempt)):
+            inserted = tx.execute(_INSERT, params)
+    if inserted and record.tags:
+        attempt_id = inserted[0][0]
+        for tag in dict.fromkeys(record.tags):
+            tx.execute(
+                "INSERT INTO attempt_tags (tag, attempt_id) VALUES (?, ?) ON CONFLICT DO NOTHING", (tag, attempt_id)
+            )
+
+
+#: The ``inflight`` columns written and read (migration ``ledger.0004_inflight``).
+INFLIGHT_COLUMNS: tuple[str, ...] = (
+    "call_id", "attempt", "session_id", "started_at_us", "lease_until_us", "model", "request_id",
+    "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "cost_usd",
+    "price_version", "inference_geo", "speed", "streamed", "endpoint", "project", "tags", "key_fingerprint",
+    "prompt_hash", "extra", "reservation_id",
+)  # fmt: skip
+_INFLIGHT_SELECT = ", ".join(INFLIGHT_COLUMNS)
+_INFLIGHT_INSERT = (
+    f"INSERT INTO inflight ({_INFLIGHT_SELECT}) VALUES ({', '.join('?' * len(INFLIGHT_COLUMNS))}) "
+    "ON CONFLICT (call_id, attempt) DO NOTHING"
+)
+
+
+def _inflight_params(r: AttemptRecord, lease_until: datetime, reservation_id: int | None) -> tuple[Any, ...]:
+    cost = r.cost_usd
+    return (
+        r.call_id, r.attempt, r.session_id, to_us(r.started_at), to_us(lease_until), r.model, r.request_id,
+        r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
+        None if cost is None else format(cost, "f"), r.price_version, r.inference_geo, r.speed, bool(r.streamed),
+        r.endpoint, r.project, json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash,
+        json.dumps(r.extra, ensure_ascii=False, sort_keys=True), reservation_id,
+    )  # fmt: skip
+
+
+def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecord, int | None]:
+    """The ``lost`` row of an ``inflight`` row, ended at its lease end (or at ``now_us`` if
+    that is earlier: a reset), and the row's reservation id."""
+    values = dict(zip(INFLIGHT_COLUMNS, row, strict=True))
+    lease_us = int(values["lease_until_us"])
+    ended_us = lease_us if now_us is None else min(lease_us, now_us)
+    streamed = bool(values["streamed"])
+    cost = values["cost_usd"]
+    extra = dict(json.loads(values["extra"] or "{}"))
+    extra["lost"] = "the process ended before the attempt's row was written; input usage as reported when it began"
+    record = AttemptRecord(
+        call_id=values["call_id"],
+        attempt=int(values["attempt"]),
+        started_at=from_us(int(values["started_at_us"])),
+        ended_at=from_us(max(ended_us, int(values["started_at_us"]))),
+        model=values["model"],
+        outcome="lost",
+        session_id=values["session_id"],
+        status_code=200 if streamed else None,  # a stream in flight had its 200 and message_start
+        request_id=values["request_id"],
+        input_tokens=int(values["input_tokens"]),
+        cache_write_5m_tokens=int(values["cache_write_5m_tokens"]),
+        cache_write_1h_tokens=int(values["cache_write_1h_tokens"]),
+        cache_read_tokens=int(values["cache_read_tokens"]),
+        cost_usd=None if cost is None else Decimal(cost),
+        price_version=values["price_version"],
+        inference_geo=values["inference_geo"],
+        speed=values["speed"],
+        streamed=streamed,
+        endpoint=values["endpoint"],
+        project=values["project"],
+        tags=tuple(json.loads(values["tags"] or "[]")),
+        key_fingerprint=values["key_fingerprint"],
+        prompt_hash=values["prompt_hash"],
+        extra=extra,
+    )
+    rid = values["reservation_id"]
+    return record, None if rid is None else int(rid)
+
+
+def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) -> int:
+    """In ``tx``: turn the attempts in flight whose lease ended before ``now_us`` (every one
+    with ``everything``, ended now) into ``lost`` rows, and end their calls' budget
+    reservations charging what the ledger now holds for each call
+    (:func:`canny._budget_store.charge_lost`). On PostgreSQL the caller holds the budget
+    lock. Returns how many attempts were lost."""
+    where, params = ("", ()) if everything else (" WHERE lease_until_us < ?", (now_us,))
+    rows = tx.execute(f"DELETE FROM inflight{where} RETURNING {_INFLIGHT_SELECT}", params)
+    lost = sorted((_lost_from_row(row, now_us) for row in rows), key=lambda x: (x[0].started_at, x[0].attempt))
+    reservations: dict[int, str] = {}
+    for record, rid in lost:
+        _store(tx, record)
+        if rid is not None:
+            reservations[rid] = record.call_id
+    if reservations:
+        from canny._budget_store import charge_lost
+
+        for rid, call_id in reservations.items():
+            charge_lost(tx, rid, call_id)
+    return len(lost)
 
 
 def _check(record: AttemptRecord) -> None:

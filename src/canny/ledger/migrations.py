@@ -314,3 +314,46 @@ register(
         FROM attempts;
     """,
 )
+
+# Attempts in flight: one provisional row per attempt the API has accepted (streamed: at
+# message_start, with the input usage it reports; non-streamed: just before sending, with
+# the local estimate). Recording the attempt's row deletes it in the same transaction;
+# one whose lease ran out (its process died) becomes an ``attempts`` row with outcome
+# ``lost`` (see SQLLedger.sweep_lost). ``reservation_id`` is the call's budget
+# reservation, settled with the lost cost.
+_INFLIGHT = """
+    CREATE TABLE inflight (
+        id {id},
+        call_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        session_id TEXT,
+        started_at_us {big} NOT NULL,
+        lease_until_us {big} NOT NULL,
+        model TEXT NOT NULL,
+        request_id TEXT,
+        input_tokens {big} NOT NULL DEFAULT 0,
+        cache_write_5m_tokens {big} NOT NULL DEFAULT 0,
+        cache_write_1h_tokens {big} NOT NULL DEFAULT 0,
+        cache_read_tokens {big} NOT NULL DEFAULT 0,
+        cost_usd TEXT,
+        price_version TEXT,
+        inference_geo TEXT,
+        speed TEXT,
+        streamed {bool} NOT NULL,
+        endpoint TEXT,
+        project TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        key_fingerprint TEXT,
+        prompt_hash TEXT,
+        extra TEXT NOT NULL DEFAULT '{{}}',
+        reservation_id {big}
+    );
+    CREATE UNIQUE INDEX inflight_call_attempt ON inflight (call_id, attempt);
+    CREATE INDEX inflight_lease ON inflight (lease_until_us);
+"""
+
+register(
+    "ledger.0004_inflight",
+    sqlite=_INFLIGHT.format(id="INTEGER PRIMARY KEY", big="INTEGER", bool="INTEGER"),
+    postgres=_INFLIGHT.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", big="BIGINT", bool="BOOLEAN"),
+)

@@ -5,6 +5,11 @@ ledger's migrations (serialised across machines by an advisory lock) and stores 
 attempt, each ``record()`` in one transaction. psycopg is imported here only, so the rest
 of canny never needs it (``pip install 'canny[postgres]'``).
 
+Every connection uses the UTF8 client encoding, whatever the server's encoding: in a
+``SQL_ASCII`` database (``initdb`` in the C locale) text is stored as the UTF-8 bytes
+canny sends and read back as text; in another encoding the server converts (and refuses,
+with a clear error, a character that encoding cannot hold).
+
 The password never leaves this module in clear: :attr:`location` masks it, and error
 messages are scrubbed of it. Prefer a password file (``~/.pgpass``) or ``PGPASSWORD`` and a
 URL without one; libpq reads both.
@@ -107,6 +112,7 @@ class PostgresLedger(SQLLedger):
         self._pool: Pool[psycopg.Connection[Any]] = Pool(self._connect, _close)
         try:
             self.migrate()
+            self.sweep_on_open()
         except BaseException:
             self._pool.close()
             raise
@@ -125,8 +131,14 @@ class PostgresLedger(SQLLedger):
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
+            # UTF8 whatever the server encoding: canny's text (tags, projects, prompts) is
+            # Unicode, and a SQL_ASCII database would otherwise hand back bytes.
             return self._psycopg.connect(
-                self._url, autocommit=True, connect_timeout=self._connect_timeout, application_name="canny"
+                self._url,
+                autocommit=True,
+                connect_timeout=self._connect_timeout,
+                application_name="canny",
+                client_encoding="UTF8",
             )
         except self._psycopg.Error as exc:
             raise self._error(exc) from None
@@ -138,6 +150,13 @@ class PostgresLedger(SQLLedger):
             try:
                 with conn.transaction():
                     yield _Tx(conn)
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(_Tx._sql(sql), tuple(params))  # autocommit: one round trip
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
 

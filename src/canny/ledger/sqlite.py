@@ -83,6 +83,7 @@ class SQLiteLedger(SQLLedger):
         try:
             if not read_only:
                 self.migrate()
+                self.sweep_on_open()
             else:
                 self.applied_migrations()
         except BaseException:
@@ -153,6 +154,13 @@ class SQLiteLedger(SQLLedger):
                         conn.execute("ROLLBACK").close()
                     raise
                 conn.execute("COMMIT").close()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+    def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        with self._pool.connection() as conn:
+            try:
+                conn.execute(sql, tuple(params)).close()  # autocommit: its own transaction
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
