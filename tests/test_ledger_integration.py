@@ -68,7 +68,7 @@ def test_each_fault_leaves_one_row_per_attempt(emulator: Any, home: Path, run_id
         if row.outcome == "error" and row.input_tokens == 0:
             assert row.cost_usd == 0
     if plan.startswith("refusal;category=cyber"):
-        assert rows[0].cost_usd == 0  # refused before output in a non-billed category
+        assert rows[0].cost_usd is not None and rows[0].cost_usd > 0  # billed as its usage reports
         assert rows[0].refusal_category == "cyber"
     if plan.startswith("refusal;category=bio"):
         assert rows[0].cost_usd is not None and rows[0].cost_usd > 0  # billed category
