@@ -209,6 +209,13 @@ def test_cost_usage_file_and_numbers(clean_env: Path, tmp_path: Path) -> None:
     assert "too large to price" in _one_line(_canny(*model, '{"input_tokens": 1' + "0" * 400 + "}"))
 
 
+@pytest.mark.parametrize("when", ["99999999999d", "10000000w", "1000000000000h"])
+def test_report_range_out_of_dates(clean_env: Path, when: str) -> None:
+    """`report --since` / `ledger export --until` far past year 1 is one line, exit 2 (was OverflowError)."""
+    assert "out of the range of dates" in _one_line(_canny("report", "--since", when))
+    assert "out of the range of dates" in _one_line(_canny("ledger", "export", "--until", when))
+
+
 # --------------------------------------------------------------------------- ledger URLs
 
 

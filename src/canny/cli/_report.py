@@ -103,11 +103,15 @@ def _opened(target: str) -> Iterator[Ledger]:
 
 
 def _usage(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a parser; a ValueError becomes a usage error (exit 2)."""
+    """Call a parser; a ValueError becomes a usage error (exit 2), and so does an
+    OverflowError (``--since 99999999999d`` reaches before year 1)."""
     try:
         return func(*args, **kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except OverflowError:
+        text = str(args[0])[:40] if args else ""
+        raise ConfigError(f"{text!r} is out of the range of dates (years 1 to 9999)") from None
 
 
 def _range(since: str | None, until: str | None, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
