@@ -21,7 +21,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -206,7 +206,9 @@ def _check_home(env: Mapping[str, str]) -> None:
         with os.scandir(home):
             pass
     except OSError as exc:
-        raise ConfigError(f"CANNY_HOME {home} cannot be read ({exc.strerror or type(exc).__name__})", hint=hint) from None
+        raise ConfigError(
+            f"CANNY_HOME {home} cannot be read ({exc.strerror or type(exc).__name__})", hint=hint
+        ) from None
 
 
 _TIMEOUT_KEYS = {f.name for f in fields(Timeouts)}
