@@ -311,7 +311,8 @@ def parse_money(value: Any, what: str) -> Decimal:
     if amount is None or isinstance(value, bool):
         raise ConfigError(f"{what} must be a dollar amount such as 5 or 0.25, got {_short(value)}")
     if not amount.is_finite() or amount < 0 or amount > MAX_DOLLARS:
-        raise ConfigError(f"{what} must be a dollar amount from 0 to {MAX_DOLLARS:,}, got {_short(value)}")
+        limit = f"{MAX_DOLLARS:,}"
+        raise ConfigError(f"{what} must be a non-negative dollar amount, at most {limit}, got {_short(value)}")
     return amount + 0  # -0 becomes 0
 
 
