@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -287,6 +288,8 @@ class _Page(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    do_POST = do_GET
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         return None
 
@@ -317,6 +320,22 @@ def test_doctor_against_html(clean_env: Path, canary_key: str, status: int, expe
     fixes = [line for line in result.stdout.splitlines() if line.startswith("FIX")]
     assert len(fixes) == 1 and fixes[0].startswith("FIX  API: ") and expected in fixes[0], result.stdout
     assert result.stderr.strip() == "canny: 1 problem(s) found"
+
+
+def test_create_against_an_html_page_is_an_error_row(clean_env: Path, canary_key: str, memory_ledger: Any) -> None:
+    """A 200 HTML page to a non-streamed call is a ServerError and an `error` row, never an empty $0 answer."""
+    from canny import Client
+    from canny.retry import RetryPolicy
+
+    with _html_server(200) as url:
+        client = Client(
+            api_key=canary_key, base_url=url, ledger=memory_ledger, retry=RetryPolicy(max_attempts=1), model="haiku"
+        )
+        with pytest.raises(ServerError, match="not JSON"):
+            client.create("hi")
+    assert [row.outcome for row in memory_ledger.rows] == ["error"]
+    with pytest.raises(ValueError, match="neither a JSON object"):
+        parse_body(b"<html><body>Bad gateway</body></html>")
 
 
 # --------------------------------------------------------------------------- SSE decoder

@@ -309,7 +309,8 @@ def _index(event: Mapping[str, Any], default: int) -> int:
 
 
 def parse_body(body: bytes) -> MessageAccumulator:
-    """Read a whole recorded response, SSE or JSON, into an accumulator."""
+    """Read a whole recorded response, SSE or JSON, into an accumulator. A body that is
+    neither (an HTML page, an empty body) is a :class:`ValueError`."""
     stripped = body.lstrip()
     acc = MessageAccumulator()
     if stripped.startswith(b"{"):
@@ -329,6 +330,10 @@ def parse_body(body: bytes) -> MessageAccumulator:
         acc.shown = bool(acc._text_parts)
         acc.stopped = True
         return acc
+    events = 0
     for event in iter_events([body]):
         acc.feed(event)
+        events += 1
+    if not events:  # an HTML page, plain text, an empty body: not a response of the API
+        raise ValueError("neither a JSON object nor a stream of server-sent events")
     return acc
