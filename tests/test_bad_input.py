@@ -189,8 +189,10 @@ def test_max_cost_out_of_range(clean_env: Path, amount: str) -> None:
 
 
 def test_money_stays_decimal() -> None:
-    """Amounts parse exactly as Decimal (never through float); the cap is inclusive; -0 is 0."""
+    """Amounts parse exactly as Decimal (never via float); the cap is inclusive; -0 is 0; past a pico-dollar rounds."""
     assert parse_money("0.1", "x") == Decimal("0.1")
+    assert parse_money("1e-99999999999", "x") == 0
+    assert parse_money(Decimal(1) / 3, "x") == Decimal("0.333333333333")
     assert isinstance(parse_money(0.1, "x"), Decimal)
     assert parse_money("$1000000000", "x") == MAX_DOLLARS
     assert str(parse_money("-0", "x")) == "0"

@@ -21,7 +21,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -302,7 +302,7 @@ def _time_zone(value: Any, what: str) -> str:
 def parse_money(value: Any, what: str) -> Decimal:
     """A non-negative dollar amount from TOML or the command line (never via float), at
     most :data:`MAX_DOLLARS`: ``1e999``, ``inf``, ``nan`` and negative amounts are a
-    :class:`ConfigError`."""
+    :class:`ConfigError`. Digits past the pico-dollar (the ledger's unit) are rounded."""
     text = str(value).strip().removeprefix("$")
     try:
         amount = Decimal(text) if len(text) <= 100 else None
@@ -313,7 +313,16 @@ def parse_money(value: Any, what: str) -> Decimal:
     if not amount.is_finite() or amount < 0 or amount > MAX_DOLLARS:
         limit = f"{MAX_DOLLARS:,}"
         raise ConfigError(f"{what} must be a non-negative dollar amount, at most {limit}, got {_short(value)}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -12:  # finer than the ledger's pico-dollar
+        amount = amount.quantize(_PICO, rounding=ROUND_HALF_EVEN).normalize()
+        exponent = amount.as_tuple().exponent
+        if isinstance(exponent, int) and exponent > 0:
+            amount = amount.quantize(Decimal(1))
     return amount + 0  # -0 becomes 0
+
+
+_PICO = Decimal("1e-12")
 
 
 def _short(value: Any) -> str:
