@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 CANARY_KEY = "sk-ant-api03-CANARY-0123456789abcdefghijklmnopqrstuvwxyz-TESTONLY"
+
+# Hypothesis on a shared, loaded machine: no per-example deadline (a stalled CPU is not a
+# bug), which also lifts the too_slow health check from 1 s to 30 s for the first examples.
+# Strategies stay cheap (a few ms per example); no health check is suppressed here.
+settings.register_profile("canny", deadline=None)
+settings.load_profile("canny")
 
 
 def pytest_report_header() -> list[str]:

@@ -126,14 +126,18 @@ def test_canny_ledger_env_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert load_settings().ledger == "postgresql://u@127.0.0.1/db"
 
 
+# Cheap to generate (a few ms per document even on a loaded machine): small leaves, at
+# most two levels of tables, and the edge values that once broke loading drawn directly.
+_EDGES = st.sampled_from(
+    [float("inf"), float("-inf"), 1e308, 10**30, -1, 0, "1e999", "nan", "-0", "$5", "Mars/Olympus"]
+)
+_toml_leaf = (
+    _EDGES | st.just("x") | st.booleans() | st.integers(-3, 10**6) | st.text(max_size=8) | st.floats(allow_nan=False)
+)
 _toml_values = st.recursive(
-    st.none().map(lambda _: "x")
-    | st.booleans()
-    | st.integers(-3, 10**6)
-    | st.text(max_size=8)
-    | st.floats(allow_nan=False),
+    _toml_leaf,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3),
-    max_leaves=10,
+    max_leaves=6,
 )
 
 
@@ -144,13 +148,17 @@ _toml_values = st.recursive(
 @example({"default_profile": 5})
 @example({"time_zone": "Mars/Olympus"})
 @example({"default_profile": "p", "profiles": {"p": {"budget": {"day": [1]}}}})
+@example({"budget": {"day": 5, "lease": 1e308}})
+@example({"timeouts": {"idle": float("inf")}, "retry": {"max_attempts": 2.5}})
 def test_fuzzed_config_is_settings_or_config_error(clean_env: Path, data: dict[str, object]) -> None:
-    """Fuzz: any TOML document gives Settings or a ConfigError, never another exception."""
+    """Fuzz: any TOML document gives Settings (and profile budgets) or a ConfigError, never another exception."""
     import tomli_w
+
+    from canny.budget import profile_budgets
 
     (clean_env / "config.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
     with contextlib.suppress(ConfigError):
-        load_settings()
+        profile_budgets(load_settings())
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -251,10 +251,10 @@ def test_fuzz_scenario_text_raises_only_value_error(text: str) -> None:
     assert result if isinstance(result, str) else isinstance(result, Scenario)
 
 
-_JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=12,
+_JSON_VALUES = st.recursive(  # kept small: cheap to draw on a loaded machine
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=6,
 )
 _KEYS = st.sampled_from(["seed", "step", "random", "description", "fault", "p", "repeat"]) | st.text(max_size=8)
 _STEP = st.dictionaries(

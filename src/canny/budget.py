@@ -364,9 +364,12 @@ def _parse_profile(table: Mapping[str, Any], default_tz: str) -> _Profile:
             raise ConfigError(f"budget.{name} must be a string")
         scope[name] = value
     lease = table.get("lease")
-    if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0):
-        raise ConfigError(f"budget.lease must be a positive number of seconds, not {lease!r}")
-    from canny.config import parse_money
+    from canny.config import MAX_SECONDS, parse_money
+
+    if lease is not None and (
+        isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 < lease <= MAX_SECONDS
+    ):
+        raise ConfigError(f"budget.lease must be a positive number of seconds, at most {MAX_SECONDS:,}, not {lease!r}")
 
     found = tuple(
         Budget(

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,12 @@ __all__ = [
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_MAX_TOKENS = 1024
+#: Largest dollar amount a budget or a cost cap may name.
+MAX_DOLLARS = Decimal(1_000_000_000)
+#: Largest ``max_tokens``, ``timeouts.*`` / ``retry.*`` seconds and ``retry.max_attempts``.
+MAX_TOKENS_LIMIT = 2**31 - 1
+MAX_SECONDS = 10_000_000
+MAX_ATTEMPTS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +164,51 @@ def _is_loopback(host: str) -> bool:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is invalid)", hint=_FIX_FILE) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})", hint=_FIX_FILE) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML (nested too deeply)", hint=_FIX_FILE) from None
+
+
+_FIX_FILE = "fix the file or move it aside; its settings are described in docs/configuration.md"
+
+
+def _check_home(env: Mapping[str, str]) -> None:
+    """``CANNY_HOME``, when set, must be a directory canny can read (or not exist yet)."""
+    home = home_dir(env)
+    if home is None:
+        return
+    hint = "point CANNY_HOME at a directory canny may read and write, or unset it"
+    try:
+        is_dir = stat.S_ISDIR(home.stat().st_mode)
+    except FileNotFoundError:
+        return  # created with the ledger
+    except NotADirectoryError:
+        raise ConfigError(f"CANNY_HOME {home} cannot be a directory: a part of its path is a file", hint=hint) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"CANNY_HOME {home} cannot be used ({reason})", hint=hint) from None
+    if not is_dir:
+        raise ConfigError(f"CANNY_HOME {home} is not a directory", hint=hint)
+    try:
+        with os.scandir(home):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"CANNY_HOME {home} cannot be read ({exc.strerror or type(exc).__name__})", hint=hint
+        ) from None
 
 
 _TIMEOUT_KEYS = {f.name for f in fields(Timeouts)}
@@ -207,16 +250,21 @@ def _sub(current: Any, value: Any, allowed: set[str], where: str) -> Any:
         raise ConfigError(f"unknown setting {where}.{sorted(unknown)[0]}")
     coerced: dict[str, Any] = {}
     for key, item in value.items():
-        if not isinstance(item, (int, float)) or isinstance(item, bool) or item <= 0:
-            raise ConfigError(f"{where}.{key} must be a positive number")
-        coerced[key] = int(item) if key == "max_attempts" else float(item)
+        if key == "max_attempts":
+            if not isinstance(item, int) or isinstance(item, bool) or not 1 <= item <= MAX_ATTEMPTS:
+                raise ConfigError(f"{where}.{key} must be a positive integer, at most {MAX_ATTEMPTS}")
+            coerced[key] = item
+            continue
+        if not isinstance(item, (int, float)) or isinstance(item, bool) or not 0 < item <= MAX_SECONDS:
+            raise ConfigError(f"{where}.{key} must be a positive number of seconds, at most {MAX_SECONDS:,}")
+        coerced[key] = float(item)
     return replace(current, **coerced)
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
     if key == "max_tokens":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{where}.max_tokens must be a positive integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_LIMIT:
+            raise ConfigError(f"{where}.max_tokens must be a positive integer, at most {MAX_TOKENS_LIMIT:,}")
         return value
     if key == "log_content":
         if not isinstance(value, bool):
@@ -252,14 +300,34 @@ def _time_zone(value: Any, what: str) -> str:
 
 
 def parse_money(value: Any, what: str) -> Decimal:
-    """A non-negative dollar amount from TOML or the command line (never via float)."""
+    """A non-negative dollar amount from TOML or the command line (never via float), at
+    most :data:`MAX_DOLLARS`: ``1e999``, ``inf``, ``nan`` and negative amounts are a
+    :class:`ConfigError`. Digits past the pico-dollar (the ledger's unit) are rounded."""
+    text = str(value).strip().removeprefix("$")
     try:
-        amount = Decimal(str(value).strip().lstrip("$"))
-    except InvalidOperation:
-        raise ConfigError(f"{what} must be a dollar amount, got {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ConfigError(f"{what} must be a non-negative dollar amount, got {value!r}")
-    return amount
+        amount = Decimal(text) if len(text) <= 100 else None
+    except ArithmeticError:  # decimal.InvalidOperation, Overflow ...
+        amount = None
+    if amount is None or isinstance(value, bool):
+        raise ConfigError(f"{what} must be a dollar amount such as 5 or 0.25, got {_short(value)}")
+    if not amount.is_finite() or amount < 0 or amount > MAX_DOLLARS:
+        limit = f"{MAX_DOLLARS:,}"
+        raise ConfigError(f"{what} must be a non-negative dollar amount, at most {limit}, got {_short(value)}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -12:  # finer than the ledger's pico-dollar
+        amount = amount.quantize(_PICO, rounding=ROUND_HALF_EVEN).normalize()
+        exponent = amount.as_tuple().exponent
+        if isinstance(exponent, int) and exponent > 0:
+            amount = amount.quantize(Decimal(1))
+    return amount + 0  # -0 becomes 0
+
+
+_PICO = Decimal("1e-12")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load_settings(
@@ -273,6 +341,7 @@ def load_settings(
 ) -> Settings:
     """Resolve settings with the documented precedence. Raises :class:`ConfigError`."""
     env = os.environ if environ is None else environ
+    _check_home(env)
     path = config_path(env)
     data = _read_config(path)
     settings = Settings(ledger=default_ledger(env), config_file=path if data else None)
@@ -304,8 +373,8 @@ def load_settings(
     if base_url:
         settings = replace(settings, base_url=base_url)
     if max_tokens is not None:
-        if max_tokens < 1:
-            raise ConfigError("max_tokens must be a positive integer")
+        if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+            raise ConfigError(f"max_tokens must be a positive integer, at most {MAX_TOKENS_LIMIT:,}")
         settings = replace(settings, max_tokens=max_tokens)
     known = {f.name for f in fields(Settings)}
     bad = set(overrides) - known

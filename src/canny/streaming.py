@@ -18,11 +18,19 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from canny.usage import Usage, UsageAccumulator
 
-__all__ = ["OUTPUT_ESTIMATE_NOTE", "MessageAccumulator", "SSEDecoder", "ServerSentEvent", "iter_events", "parse_body"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "OUTPUT_ESTIMATE_NOTE",
+    "MessageAccumulator",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "iter_events",
+    "parse_body",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,29 +39,77 @@ class ServerSentEvent:
     data: str
 
 
+#: Longest line (and longest event) :class:`SSEDecoder` accepts: 16 MiB.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
 class SSEDecoder:
-    """Incremental SSE decoder (WHATWG rules, the subset the API uses)."""
+    """Incremental SSE decoder (WHATWG rules, the subset the API uses).
 
-    __slots__ = ("_buffer", "_data", "_event")
+    A line longer than ``max_line`` bytes, or an event whose data lines add up to more,
+    raises :class:`canny.errors.ServerError`: memory stays linear in the body and bounded
+    by the cap, and an unfinished line is held as a list of chunks, joined once when its
+    newline arrives (never re-scanned or re-copied per chunk).
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_data", "_data_size", "_event", "_parts", "_pending", "max_line")
+
+    def __init__(self, *, max_line: int = MAX_LINE_BYTES) -> None:
+        self.max_line = max_line
+        self._parts: list[bytes] = []  # the unfinished last line, in pieces
+        self._pending = 0  # its length in bytes
         self._event = ""
         self._data: list[str] = []
+        self._data_size = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the unfinished line held (never more than ``max_line``)."""
+        return self._pending
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode a chunk of bytes; returns the events it completed."""
         if b"\n" not in chunk:
-            self._buffer += chunk
+            if chunk:
+                self._pending += len(chunk)
+                if self._pending > self.max_line:
+                    self._too_long()
+                self._parts.append(chunk)
             return []
-        lines = (self._buffer + chunk).split(b"\n")
-        self._buffer = lines.pop()  # the unfinished last line (often b"")
+        if self._parts:
+            self._parts.append(chunk)
+            chunk = b"".join(self._parts)
+            self._parts = []
+            self._pending = 0
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # the unfinished last line (often b"")
+        if len(chunk) > self.max_line and max(map(len, lines)) > self.max_line:
+            self._too_long()
         out: list[ServerSentEvent] = []
+        line = self.line
         for raw in lines:
-            event = self.line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
+            event = line(raw.rstrip(b"\r").decode("utf-8", errors="replace"))
             if event is not None:
                 out.append(event)
+        if tail:
+            self._pending = len(tail)
+            if self._pending > self.max_line:
+                self._too_long()
+            self._parts.append(tail)
         return out
+
+    def _too_long(self) -> NoReturn:
+        from canny.errors import ServerError
+
+        self._parts = []
+        self._pending = 0
+        self._data = []
+        self._data_size = 0
+
+        raise ServerError(
+            f"the event stream sent a line or event longer than {self.max_line:,} bytes; it is not a valid stream",
+            hint="check the base URL: the API never sends lines this long",
+        )
 
     def line(self, line: str) -> ServerSentEvent | None:
         """Decode one line (without its line end); a blank line dispatches an event."""
@@ -63,6 +119,7 @@ class SSEDecoder:
             event = ServerSentEvent(self._event or "message", "\n".join(self._data))
             self._event = ""
             self._data = []
+            self._data_size = 0
             return event
         if line.startswith(":"):
             return None
@@ -71,17 +128,22 @@ class SSEDecoder:
         if name == "event":
             self._event = value
         elif name == "data":
+            if self._data:  # the API sends one data line per event; more are capped in sum
+                self._data_size = (self._data_size or len(self._data[0])) + len(value) + 1
+                if self._data_size > self.max_line:
+                    self._too_long()
             self._data.append(value)
         return None
 
     def flush(self) -> list[ServerSentEvent]:
         """End of input: dispatch a last event that lacked its blank line."""
         out: list[ServerSentEvent] = []
-        if self._buffer:
-            rest = self._buffer.decode("utf-8", errors="replace")
-            self._buffer = b""
-            for line in rest.splitlines():
-                event = self.line(line)
+        if self._parts:
+            rest = b"".join(self._parts).decode("utf-8", errors="replace")
+            self._parts = []
+            self._pending = 0
+            for line in rest.split("\n"):
+                event = self.line(line.rstrip("\r"))
                 if event is not None:
                     out.append(event)
         event = self.line("")
@@ -107,7 +169,7 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 def _payload(event: ServerSentEvent) -> dict[str, Any]:
     try:
         data = json.loads(event.data) if event.data.strip() else {}
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a number of over 4,300 digits, too deep
         return {"type": "invalid", "event": event.event, "raw": event.data}
     if not isinstance(data, dict):
         return {"type": "invalid", "event": event.event, "raw": event.data}
@@ -274,22 +336,31 @@ def _index(event: Mapping[str, Any], default: int) -> int:
 
 
 def parse_body(body: bytes) -> MessageAccumulator:
-    """Read a whole recorded response, SSE or JSON, into an accumulator."""
+    """Read a whole recorded response, SSE or JSON, into an accumulator. A body that is
+    neither (an HTML page, an empty body) is a :class:`ValueError`."""
     stripped = body.lstrip()
     acc = MessageAccumulator()
     if stripped.startswith(b"{"):
-        data = json.loads(body)
+        try:
+            data = json.loads(body)
+        except RecursionError:
+            raise ValueError("the JSON body is nested too deeply") from None
         if data.get("type") == "error" or (isinstance(data.get("error"), Mapping) and "content" not in data):
             acc.error = data
             return acc
         acc.message = {k: v for k, v in data.items() if k != "usage"}
         acc.usage_acc.start(data.get("usage"))
-        for block in data.get("content") or []:
+        content = data.get("content")
+        for block in content if isinstance(content, list) else []:
             if isinstance(block, Mapping) and block.get("type") == "text":
                 acc._text_parts.append(str(block.get("text", "")))
         acc.shown = bool(acc._text_parts)
         acc.stopped = True
         return acc
+    events = 0
     for event in iter_events([body]):
         acc.feed(event)
+        events += 1
+    if not events:  # an HTML page, plain text, an empty body: not a response of the API
+        raise ValueError("neither a JSON object nor a stream of server-sent events")
     return acc

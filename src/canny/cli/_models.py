@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 import click
 
@@ -144,11 +145,11 @@ def _check_api(base_url: str | None, key: str | None, offline: bool, report: Cal
             base_url = emu_cm.__enter__().base_url
             key = OFFLINE_KEY
         client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=15.0)
+        where = base_url or "https://api.anthropic.com"
         try:
             with translate():
-                page = client.models.list(limit=1)
-            where = base_url or "https://api.anthropic.com"
-            report(True, f"API: reachable at {where}, key accepted ({len(page.data)} model listed)")
+                raw = client.models.with_raw_response.list(limit=1)
+            report(*_models_page(raw, where))
         except CannyError as exc:
             report(False, f"API: {exc}")
         finally:
@@ -156,3 +157,17 @@ def _check_api(base_url: str | None, key: str | None, offline: bool, report: Cal
     finally:
         if emu_cm is not None:
             emu_cm.__exit__(None, None, None)
+
+
+def _models_page(raw: Any, where: str) -> tuple[bool, str]:
+    """Judge a 2xx answer to ``GET /v1/models``: an Anthropic API answers a JSON page;
+    an HTML page (a proxy, a login portal, a web server) is a wrong base URL."""
+    kind = raw.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    wrong = f"API: {where} answered {kind} with status {raw.status_code}, not the Anthropic API: check the base URL"
+    if "json" not in kind:
+        return False, wrong
+    try:
+        count = len(raw.parse().data)
+    except Exception:  # the SDK could not read the page: whatever answered is not the API
+        return False, wrong
+    return True, f"API: reachable at {where}, key accepted ({count} model listed)"

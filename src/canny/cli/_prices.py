@@ -241,10 +241,15 @@ def _read_usage(text: str) -> Any:
                 text = handle.read()
         except OSError as exc:
             raise _InputError(f"--usage: cannot read {text[1:]}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise _InputError(f"--usage: {text[1:]} is not UTF-8 text (byte {exc.start} is invalid)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _InputError(f"--usage: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # a number of over 4,300 digits; nesting too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "a number is too long"
+        raise _InputError(f"--usage: not valid JSON ({reason})") from None
     if not isinstance(data, dict):
         raise _InputError("--usage: expected a JSON object (a usage object, or a message with a usage)")
     return data
@@ -281,6 +286,8 @@ def cost(
             amount = price(model, data, batch=batch, inference_geo=geo, speed=speed, at=at, table=table)
         except ValueError as exc:
             raise _InputError(str(exc)) from None
+        except ArithmeticError:  # decimal overflow: token counts no real usage reaches
+            raise _InputError("--usage: token counts too large to price") from None
     for warning in caught:
         click.echo(f"canny: {warning.message}", err=True)
     click.echo("unpriced" if amount is None else _plain(amount))

@@ -28,13 +28,14 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
     """
     install_warning_printer()
     with cli_errors():
+        from canny.errors import ServerError
         from canny.pricing import cost
         from canny.streaming import parse_body
 
         raw = sys.stdin.buffer.read() if str(file) == "-" else _read(file)
         try:
             acc = parse_body(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, ServerError) as exc:  # ServerError: a line over 16 MiB
             raise click.BadParameter(f"not an SSE stream or JSON response: {exc}", param_hint="FILE") from None
         when = _date(at)
         name = model or str(acc.message.get("model") or "")

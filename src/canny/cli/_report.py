@@ -23,7 +23,7 @@ import click
 
 from canny.cli._render import cli_errors, echo_err, install_warning_printer
 from canny.errors import ConfigError
-from canny.ledger import GROUP_BYS, Ledger, open_ledger
+from canny.ledger import GROUP_BYS, Ledger, open_ledger, parse_ledger_target
 
 if TYPE_CHECKING:
     from canny.ledger import GroupBy
@@ -80,18 +80,17 @@ def _location(target: str | None) -> str:
 
 def _missing_file(target: str) -> bool:
     """True for a SQLite ledger path that does not exist (nothing recorded yet)."""
-    if target.startswith(("postgres://", "postgresql://")):
-        return False
-    path = target.removeprefix("sqlite:///")
-    return not Path(path).expanduser().exists()
+    kind, where = parse_ledger_target(target)  # a bad location is a ConfigError here
+    return kind == "sqlite" and not Path(where).expanduser().exists()
 
 
 def _masked(target: str) -> str:
-    if target.startswith(("postgres://", "postgresql://")):
+    kind, where = parse_ledger_target(target)
+    if kind == "postgres":
         from canny.ledger.postgres import mask_url
 
-        return mask_url(target)
-    return str(Path(target.removeprefix("sqlite:///")).expanduser())
+        return mask_url(where)
+    return str(Path(where).expanduser())
 
 
 @contextmanager
@@ -104,11 +103,15 @@ def _opened(target: str) -> Iterator[Ledger]:
 
 
 def _usage(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a parser; a ValueError becomes a usage error (exit 2)."""
+    """Call a parser; a ValueError becomes a usage error (exit 2), and so does an
+    OverflowError (``--since 99999999999d`` reaches before year 1)."""
     try:
         return func(*args, **kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    except OverflowError:
+        text = str(args[0])[:40] if args else ""
+        raise ConfigError(f"{text!r} is out of the range of dates (years 1 to 9999)") from None
 
 
 def _range(since: str | None, until: str | None, tz: tzinfo) -> tuple[datetime | None, datetime | None]:

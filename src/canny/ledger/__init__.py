@@ -11,6 +11,7 @@ share their schema through :mod:`canny.ledger.migrations`. Schema and usage:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -36,6 +37,7 @@ __all__ = [
     "SplitTest",
     "open_for_calls",
     "open_ledger",
+    "parse_ledger_target",
 ]
 
 Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled", "lost"]
@@ -278,17 +280,19 @@ class ReportingLedger(Ledger, Protocol):
 
 
 def open_ledger(target: str | Path) -> Ledger:
-    """Open (creating and migrating as needed) the ledger at a path or URL."""
-    text = str(target)
-    if text.startswith(("postgres://", "postgresql://")):
+    """Open (creating and migrating as needed) the ledger at a path or URL.
+
+    A bad target (an unknown scheme such as ``mysql://``, a malformed ``postgresql://``
+    URL, ``sqlite:///`` naming no file) raises :class:`canny.errors.ConfigError`.
+    """
+    kind, where = parse_ledger_target(target)
+    if kind == "postgres":
         from canny.ledger.postgres import PostgresLedger
 
-        return PostgresLedger(text)
+        return PostgresLedger(where)
     from canny.ledger.sqlite import SQLiteLedger
 
-    if text.startswith("sqlite:///"):
-        text = text[len("sqlite:///") :]
-    return SQLiteLedger(Path(text))
+    return SQLiteLedger(Path(where))
 
 
 def open_for_calls(target: str | Path) -> Ledger:
@@ -345,3 +349,73 @@ def _hint(exc: Exception) -> str:
     own = getattr(exc, "hint", "")
     tail = "or run without a ledger: --no-ledger / ledger=False"
     return f"{own}; {tail}" if own else LedgerUnavailable.hint
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_KNOWN_SCHEMES = frozenset({"sqlite", "postgres", "postgresql"})
+_LEDGER_FORMS = "a file path, sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+_PG_FORM = "the form is postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+
+
+def parse_ledger_target(target: str | Path) -> tuple[Literal["sqlite", "postgres"], str]:
+    """``("sqlite", path)`` or ``("postgres", url)`` for a ledger path or URL.
+
+    Anything else (an unknown ``scheme://``, a malformed PostgreSQL URL, ``sqlite:///``
+    naming no file, ``:memory:``) is a :class:`canny.errors.ConfigError` naming the problem.
+    """
+    from canny.errors import ConfigError
+
+    text = str(target)
+    shown = _mask(text)
+    if not text.strip():
+        raise ConfigError("the ledger location is empty", hint=f"a ledger is {_LEDGER_FORMS}")
+    if "\x00" in text:
+        raise ConfigError(f"ledger {shown!r}: contains a NUL character", hint=f"a ledger is {_LEDGER_FORMS}")
+    match = _SCHEME.match(text)
+    scheme = match.group(1).lower() if match else ""
+    if isinstance(target, Path) or match is None or not (scheme in _KNOWN_SCHEMES or text[match.end() :][:2] == "//"):
+        return "sqlite", _sqlite_path(text, shown)
+    if scheme in ("postgres", "postgresql"):
+        return "postgres", _postgres_url(text, shown)
+    if scheme == "sqlite":
+        rest = text[match.end() :]
+        if not rest.startswith("///") or len(rest) == 3:
+            raise ConfigError(f"ledger {shown!r}: a SQLite URL is sqlite:///PATH (three slashes, then the file)")
+        if "?" in rest or "#" in rest:
+            raise ConfigError(f"ledger {shown!r}: a SQLite URL takes no ?query or #fragment, only the file")
+        return "sqlite", _sqlite_path(rest[3:], shown)
+    raise ConfigError(f"ledger {shown!r}: unknown scheme {scheme}://", hint=f"a ledger is {_LEDGER_FORMS}")
+
+
+def _sqlite_path(text: str, shown: str) -> str:
+    from canny.errors import ConfigError
+
+    if text == ":memory:":
+        raise ConfigError("ledger ':memory:': the ledger must be a file that outlives the process")
+    if text.endswith(("/", "\\")):
+        raise ConfigError(f"ledger {shown!r}: names a directory, not a file", hint=f"for example {text}ledger.db")
+    return text
+
+
+def _postgres_url(text: str, shown: str) -> str:
+    from urllib.parse import urlsplit
+
+    from canny.errors import ConfigError
+
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # a ValueError unless a number from 0 to 65535
+    except ValueError as exc:
+        raise ConfigError(f"ledger {shown!r}: not a valid PostgreSQL URL ({exc})", hint=_PG_FORM) from None
+    if port == 0:
+        raise ConfigError(f"ledger {shown!r}: not a valid PostgreSQL URL (port 0)", hint=_PG_FORM)
+    if parts.fragment:
+        raise ConfigError(f"ledger {shown!r}: a PostgreSQL URL takes no #fragment", hint=_PG_FORM)
+    return text
+
+
+def _mask(text: str) -> str:
+    """``text`` with a URL password or a ``password=`` value replaced, for error messages
+    (works on malformed URLs, which :func:`urllib.parse.urlsplit` refuses)."""
+    text = re.sub(r"(://[^/?#@:]*:)[^/?#]*@", r"\1****@", text)
+    return re.sub(r"(password\s*=\s*)[^&#\s]*", r"\1****", text, flags=re.IGNORECASE)
