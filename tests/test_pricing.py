@@ -452,6 +452,10 @@ def test_reported_geo_us_wins_over_the_request() -> None:
         {"service_tier": "flex"},
         {"input_tokens": 5, "audio_input_tokens": 12},
         {"input_tokens": 5, "cache_creation": {"ephemeral_24h_input_tokens": 7}},
+        {"input_tokens": -5},
+        {"output_tokens": float("inf")},
+        {"input_tokens": 10**400},
+        {"cache_creation": {"ephemeral_5m_input_tokens": "12"}},
     ],
 )
 def test_unknown_reported_parts_are_unpriced_and_warned_once(reported: dict[str, object]) -> None:

@@ -477,7 +477,12 @@ class _Tap:
         if self._json:
             self._parts.append(data)
         elif self._event_error is None:
-            self._events(self._sse.feed(data))
+            try:
+                events = self._sse.feed(data)
+            except errors.APIError as exc:  # the decoder's own limits (an over-long line)
+                self._event_error = exc
+                return
+            self._events(events)
 
     def _events(self, events: Iterable[Any]) -> None:
         assert self.attempt is not None

@@ -48,7 +48,7 @@ from typing import Any
 
 from canny._price_table import BUCKETS, ModelEntry, ModelInfo, PriceTable, load_table, row_at, utc_day
 from canny.errors import ConfigError
-from canny.usage import Usage, usage_from_api
+from canny.usage import Usage, usage_from_api, valid_count
 
 __all__ = [
     "InvalidModifierError",
@@ -352,6 +352,8 @@ def _unknown_counts(obj: Mapping[str, Any], where: str, known: frozenset[str]) -
                 found.extend(_unknown_counts(value, f"{where}.{name}", _NESTED_COUNTS[name]))
             continue
         if name in known:
+            if name.endswith(("_tokens", "_requests")) and value is not None and not valid_count(value):
+                found.append(f"{where}.{name} {value!r:.40}")
             continue
         countable = name.endswith(("_tokens", "_requests")) and not _zero(value)
         if countable:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["IterationUsage", "Usage", "UsageAccumulator", "usage_from_api"]
+__all__ = ["MAX_COUNT", "IterationUsage", "Usage", "UsageAccumulator", "usage_from_api", "valid_count"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +122,22 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+#: No real usage count comes near this; a larger one is not a count (see ``valid_count``).
+MAX_COUNT = 10**15
+
+
+def valid_count(value: Any) -> bool:
+    """A token or request count as the API sends one: a whole number from 0 to ``MAX_COUNT``."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return value.is_integer() and 0 <= value <= MAX_COUNT
+    return isinstance(value, int) and 0 <= value <= MAX_COUNT
+
+
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+    """A count, or 0 for anything that is not one (``canny.pricing`` flags those as unpriced)."""
+    return int(value) if valid_count(value) else 0
 
 
 def _split_writes(total: int, breakdown: Any) -> tuple[int, int]:
