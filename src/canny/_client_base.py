@@ -15,13 +15,13 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from canny import errors
 from canny._call import MIN_MAX_TOKENS, CallRun, CallSpec, CannyWarning, NoReservation, Reservation, Reserver
 from canny._secrets import ResolvedKey, Secret, resolve_api_key
-from canny.config import Settings, Timeouts, check_base_url, load_settings
+from canny.config import Settings, Timeouts, check_base_url, load_settings, plain_http_proxy
 from canny.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from canny._price_table import PriceTable
     from canny.ledger import Ledger
 
-__all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model"]
+__all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model", "sdk_http_client"]
 
 OFFLINE_KEY = "sk-ant-offline-emulator-0000"
 _warned_models: set[str] = set()
@@ -67,6 +67,46 @@ def check_model(model: str, *, today: date | None = None, table: PriceTable | No
             stacklevel=3,
         )
     return resolved
+
+
+@overload
+def sdk_http_client(
+    base_url: str, *, offline: bool = ..., timeout: Any = ..., asynchronous: Literal[False] = ...
+) -> httpx2.Client: ...
+@overload
+def sdk_http_client(
+    base_url: str, *, offline: bool = ..., timeout: Any = ..., asynchronous: Literal[True]
+) -> httpx2.AsyncClient: ...
+@overload
+def sdk_http_client(
+    base_url: str, *, offline: bool = ..., timeout: Any = ..., asynchronous: bool = ...
+) -> httpx2.Client | httpx2.AsyncClient: ...
+def sdk_http_client(
+    base_url: str, *, offline: bool = False, timeout: Any = None, asynchronous: bool = False
+) -> httpx2.Client | httpx2.AsyncClient:
+    """The SDK's default HTTP client, made safe to carry the key.
+
+    Redirects are never followed (a 3xx becomes an error naming its ``Location``, so the
+    prompt and key are not re-posted elsewhere). The embedded emulator ignores proxy
+    variables. A plain ``http://`` base URL goes direct or through a proxy on this machine,
+    never through another host (:func:`canny.config.plain_http_proxy` refuses that);
+    ``https://`` keeps the proxies the environment configures.
+    """
+    import anthropic
+
+    kwargs: dict[str, Any] = {"follow_redirects": False}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if offline:
+        kwargs["trust_env"] = False
+    elif urlsplit(base_url).scheme == "http":
+        kwargs["trust_env"] = False  # canny chose the route itself; httpx must not add one
+        proxy = plain_http_proxy(base_url)
+        if proxy is not None:
+            kwargs["proxy"] = proxy
+    if asynchronous:
+        return anthropic.DefaultAsyncHttpxClient(**kwargs)
+    return anthropic.DefaultHttpxClient(**kwargs)
 
 
 class _MaxCost:
@@ -247,6 +287,7 @@ class ClientBase:
         mode, ttl = check_cache_settings(cache or self.settings.cache, cache_ttl or self.settings.cache_ttl)
 
         key = self._resolve_key()
+        self._check_route()
         table = default_table()
         resolved = check_model(model or self.settings.model, table=table)
         body: dict[str, Any] = {
@@ -321,17 +362,23 @@ class ClientBase:
         read = t.first_event if stream else t.total
         return httpx2.Timeout(connect=t.connect, read=read, write=t.idle, pool=t.connect)
 
-    def _sdk_kwargs(self) -> dict[str, Any]:
+    def _check_route(self) -> None:
+        """Refuse, before anything is sent, a plain-http route through another machine."""
+        if self._http_client is None and not self._offline:
+            plain_http_proxy(self.base_url)
+
+    def _sdk_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
         key = self._resolve_key()
-        kwargs: dict[str, Any] = {
-            "api_key": key.secret.reveal(),
-            "max_retries": 0,
-            "timeout": self._timeout(stream=True),
-        }
+        timeout = self._timeout(stream=True)
+        kwargs: dict[str, Any] = {"api_key": key.secret.reveal(), "max_retries": 0, "timeout": timeout}
         if self._base_url:
             kwargs["base_url"] = self._base_url
-        if self._http_client is not None:
+        if self._http_client is not None:  # the caller's transport, used as given
             kwargs["http_client"] = self._http_client
+        else:
+            kwargs["http_client"] = sdk_http_client(
+                self.base_url, offline=self._offline, timeout=timeout, asynchronous=asynchronous
+            )
         return kwargs
 
     def _idle_timeout(self, response: httpx2.Response, run_started: float) -> None:

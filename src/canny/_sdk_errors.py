@@ -64,8 +64,31 @@ def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
     return None
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _redirect(status: int, headers: Mapping[str, str]) -> errors.APIError:
+    """A 3xx: canny follows no redirect, so the prompt and key are not re-sent elsewhere."""
+    location = redact(_header(headers, "location") or "")[:300]
+    where = f" to {location}" if location else " without a Location"
+    return errors.APIError(
+        f"the base URL answered {status} with a redirect{where}; canny does not follow redirects",
+        status_code=status,
+        error_type="redirect",
+        request_id=_header(headers, "request-id"),
+        should_retry=False,
+        hint="point the base URL at the address that answers the API itself, if you trust it",
+    )
+
+
 def error_from_response(status: int, body: Any, headers: Mapping[str, str]) -> errors.APIError:
     """Map an HTTP error response to the right canny error."""
+    if 300 <= status < 400:
+        return _redirect(status, headers)
     etype, api_message, code = _error_fields(body)
     request_id = headers.get("request-id") or (body.get("request_id") if isinstance(body, Mapping) else None)
     word = _STATUS_WORDS.get(status, f"HTTP {status}")
@@ -166,7 +189,13 @@ def _timeout(exc: BaseException) -> errors.TimeoutError:
 
 @contextmanager
 def translate() -> Iterator[None]:
-    """Re-raise SDK and transport errors as canny errors (``from`` the original)."""
+    """Re-raise SDK and transport errors as canny errors, cut from the original.
+
+    The SDK's exception keeps the request (its headers hold the key) and the raw error
+    body (a proxy or gateway may echo the key in it), so it is neither the ``__cause__``
+    nor the ``__context__`` of the canny error: what is useful (status, error type, request
+    id, a scrubbed message) is on the canny error's attributes.
+    """
     try:
         yield
     except errors.CannyError:
@@ -175,4 +204,7 @@ def translate() -> Iterator[None]:
         mapped = map_exception(exc)
         if mapped is None:
             raise
-        raise mapped from exc
+        try:
+            raise mapped from None
+        finally:
+            mapped.__context__ = None  # set by the raise above; nothing of the SDK error stays

@@ -36,6 +36,9 @@ KEYRING_USERNAME = "anthropic-api-key"
 KeySource = Literal["argument", "environment", "keyring", "offline"]
 
 _KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}")
+#: Every value :meth:`Secret.reveal` handed out, so :func:`redact` also removes keys that
+#: are not shaped like Anthropic keys (a gateway's own tokens).
+_REVEALED: set[str] = set()
 
 
 def mask(value: str) -> str:
@@ -47,8 +50,9 @@ def mask(value: str) -> str:
 
 
 def redact(text: str, *secrets: str) -> str:
-    """Remove every given secret, and anything shaped like an Anthropic key, from ``text``."""
-    for secret in secrets:
+    """Remove every given secret, every revealed key, and anything shaped like an Anthropic
+    key from ``text``."""
+    for secret in (*secrets, *_REVEALED):
         if secret:
             text = text.replace(secret, "[redacted]")
     return _KEY_PATTERN.sub("[redacted]", text)
@@ -64,6 +68,8 @@ class Secret:
 
     def reveal(self) -> str:
         """The real value. Call only where the value must leave the process."""
+        if len(self._value) >= 8:  # short values would redact ordinary words
+            _REVEALED.add(self._value)
         return self._value
 
     @property
