@@ -122,7 +122,9 @@ def refuse_connect(handler: BaseHTTPRequestHandler, seen: Seen) -> None:
 
 
 def _echoed(seen: Seen) -> str:
-    return f"invalid header: authorization={seen.headers.get('authorization')} x-api-key={seen.headers.get('x-api-key')}"
+    return (
+        f"invalid header: authorization={seen.headers.get('authorization')} x-api-key={seen.headers.get('x-api-key')}"
+    )
 
 
 def echo_key_error(handler: BaseHTTPRequestHandler, seen: Seen) -> None:
@@ -153,6 +155,14 @@ def _client(base_url: str, **kwargs: Any) -> canny.Client:
     return canny.Client(base_url=base_url, ledger=False, retry=RetryPolicy(max_attempts=1), **kwargs)
 
 
+def _call(client: canny.Client, *, streamed: bool, prompt: str = "a private prompt") -> Any:
+    """One call, streamed or not; returns the result."""
+    if streamed:
+        with client.stream(prompt, model=MODEL) as stream:
+            return stream.final()
+    return client.create(prompt, model=MODEL)
+
+
 def _secret_free(text: str) -> None:
     assert CANARY_KEY not in text
     assert GATEWAY_TOKEN not in text
@@ -171,11 +181,7 @@ def test_plain_http_through_a_remote_proxy_is_refused_before_sending(
     server = serve(answer_message)
     monkeypatch.setenv(variable, REMOTE_PROXY)
     with _client(server.url) as client, pytest.raises(errors.ConfigError) as caught:
-        if streamed:
-            with client.stream("a private prompt", model=MODEL) as stream:
-                stream.final()
-        else:
-            client.create("a private prompt", model=MODEL)
+        _call(client, streamed=streamed)
     assert "proxy.invalid:3128" in caught.value.message
     assert variable in caught.value.message
     assert "NO_PROXY" in caught.value.hint
@@ -235,7 +241,9 @@ def test_lower_case_proxy_variable_wins_and_credentials_are_not_shown() -> None:
     assert plain_http_proxy("http://localhost:8080", {}) is None
 
 
-def test_loopback_proxy_for_plain_http_is_used(monkeypatch: pytest.MonkeyPatch, serve: Callable[[Reply], Server]) -> None:
+def test_loopback_proxy_for_plain_http_is_used(
+    monkeypatch: pytest.MonkeyPatch, serve: Callable[[Reply], Server]
+) -> None:
     """A proxy on this machine stays allowed for a plain-http base URL, and is really used."""
     proxy = serve(answer_message)
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
@@ -310,13 +318,9 @@ def test_redirect_is_an_error_naming_the_location_and_is_not_followed(
     target = serve(answer_message)
     elsewhere = target.url.replace("127.0.0.1", "localhost")
     redirector = serve(redirect_to(elsewhere, status))
-    with canny.Client(api_key=CANARY_KEY, base_url=redirector.url, ledger=False) as client:
-        with pytest.raises(errors.APIError) as caught:
-            if streamed:
-                with client.stream("a private prompt", model=MODEL) as stream:
-                    stream.final()
-            else:
-                client.create("a private prompt", model=MODEL)
+    client = canny.Client(api_key=CANARY_KEY, base_url=redirector.url, ledger=False)
+    with client, pytest.raises(errors.APIError) as caught:
+        _call(client, streamed=streamed)
     err = caught.value
     assert type(err) is errors.APIError
     assert err.status_code == status
@@ -332,9 +336,9 @@ def test_async_redirect_is_not_followed(serve: Callable[[Reply], Server]) -> Non
     redirector = serve(redirect_to(target.url.replace("127.0.0.1", "localhost"), 308))
 
     async def run() -> None:
-        async with canny.AsyncClient(api_key=CANARY_KEY, base_url=redirector.url, ledger=False) as client:
-            async with client.stream("a private prompt", model=MODEL) as stream:
-                await stream.final()
+        client = canny.AsyncClient(api_key=CANARY_KEY, base_url=redirector.url, ledger=False)
+        async with client, client.stream("a private prompt", model=MODEL) as stream:
+            await stream.final()
 
     with pytest.raises(errors.APIError, match="308 with a redirect to http://localhost"):
         asyncio.run(run())
@@ -378,11 +382,7 @@ def _assert_error_is_secret_free(err: BaseException) -> None:
     _secret_free(repr(err) + str(err) + repr(vars(err)))
     _secret_free(pickle.dumps(err).decode("latin-1"))
     _secret_free(repr(getattr(err, "request", None)))
-    cause = err.__cause__
-    while cause is not None:  # a StreamInterrupted's cause is a canny error, scrubbed the same way
-        _secret_free(repr(cause) + str(cause))
-        assert cause.__cause__ is None or isinstance(cause.__cause__, errors.CannyError)
-        cause = cause.__cause__
+    assert err.__context__ is None  # raising it again here added no context
 
 
 @pytest.mark.parametrize("api_key", [CANARY_KEY, GATEWAY_TOKEN])
@@ -393,11 +393,7 @@ def test_error_body_echoing_the_key_leaves_no_trace(
     """A 400 body that quotes the key: the canny error has the facts, no SDK cause, and no key anywhere."""
     server = serve(echo_key_error)
     with _client(server.url, api_key=api_key) as client, pytest.raises(errors.RequestRejected) as caught:
-        if streamed:
-            with client.stream("hello", model=MODEL) as stream:
-                stream.final()
-        else:
-            client.create("hello", model=MODEL)
+        _call(client, streamed=streamed)
     assert api_key in server.seen[0].headers["authorization"]  # the body really echoed it
     err = caught.value
     assert err.status_code == 400
@@ -411,8 +407,7 @@ def test_in_band_stream_error_echoing_the_key_leaves_no_trace(serve: Callable[[R
     """An `event: error` inside a 200 stream that quotes the key is scrubbed like a status error."""
     server = serve(echo_key_in_stream)
     with _client(server.url, api_key=GATEWAY_TOKEN) as client, pytest.raises(errors.ServerError) as caught:
-        with client.stream("hello", model=MODEL) as stream:
-            stream.final()
+        _call(client, streamed=True)
     assert caught.value.error_type == "api_error"
     _assert_error_is_secret_free(caught.value)
 
@@ -448,9 +443,10 @@ def test_stream_broken_mid_answer_keeps_no_transport_cause(serve: Callable[[Repl
         handler.close_connection = True
 
     server = serve(half_a_stream)
+    shown: list[str] = []
     with _client(server.url) as client, pytest.raises(errors.StreamInterrupted) as caught:
-        with client.stream("hello", model=MODEL) as stream:
-            assert list(stream) == ["Half"]
+        shown.extend(client.stream("hello", model=MODEL))
+    assert shown == ["Half"]
     err = caught.value
     assert isinstance(err.__cause__, errors.ConnectionFailed)
     assert err.__cause__.__cause__ is None and err.__cause__.__context__ is None

@@ -43,7 +43,14 @@ def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 
 def check_model(model: str, *, today: date | None = None, table: PriceTable | None = None) -> str:
-    """Resolve an alias; fail after a retirement date, warn before it."""
+    """Resolve an alias; warn (once per model per process) about a retired or retiring model.
+
+    The server decides what it serves: a gateway, or an extended date, may still serve a
+    model past its retirement date, so a retired model is warned about and sent anyway. If
+    the API answers 404, the error says when the model was retired and what to use
+    (:func:`canny._sdk_errors.retirement`).
+    """
+    from canny._sdk_errors import retirement
     from canny.pricing import model_info, resolve_model
 
     resolved = resolve_model(model, table=table)
@@ -51,12 +58,16 @@ def check_model(model: str, *, today: date | None = None, table: PriceTable | No
     if info is None:
         return resolved
     current = today or date.today()
-    if info.is_retired(current):
-        when = f" on {info.retires_at.isoformat()}" if info.retires_at else ""
-        raise errors.ModelRetiredError(
-            f"{resolved} was retired{when}",
-            hint="choose a current model: `canny models` lists them",
-        )
+    gone = retirement(resolved, today=current, table=table)
+    if gone is not None:
+        if f"retired:{resolved}" not in _warned_models:
+            _warned_models.add(f"retired:{resolved}")
+            warnings.warn(
+                f"{gone}; sending anyway (the API answers 404 if it no longer serves it); {gone.advice}",
+                CannyWarning,
+                stacklevel=3,
+            )
+        return resolved
     if info.retires_at is None:
         return resolved
     if (info.retires_at - current).days <= 90 and resolved not in _warned_models:
