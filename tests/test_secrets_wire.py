@@ -314,7 +314,7 @@ def test_cli_refuses_a_remote_proxy_for_plain_http(serve: Callable[[Reply], Serv
 def test_redirect_is_an_error_naming_the_location_and_is_not_followed(
     serve: Callable[[Reply], Server], status: int, streamed: bool
 ) -> None:
-    """A 3xx from the base URL is a non-retried APIError naming the Location; the target sees nothing."""
+    """A 3xx from the base URL is a non-retried RequestRejected naming the Location; the target sees nothing."""
     target = serve(answer_message)
     elsewhere = target.url.replace("127.0.0.1", "localhost")
     redirector = serve(redirect_to(elsewhere, status))
@@ -322,7 +322,7 @@ def test_redirect_is_an_error_naming_the_location_and_is_not_followed(
     with client, pytest.raises(errors.APIError) as caught:
         _call(client, streamed=streamed)
     err = caught.value
-    assert type(err) is errors.APIError
+    assert type(err) is errors.RequestRejected
     assert err.status_code == status
     assert f"{elsewhere}/v1/messages" in err.message
     assert "redirect" in err.message
@@ -346,12 +346,12 @@ def test_async_redirect_is_not_followed(serve: Callable[[Reply], Server]) -> Non
 
 
 def test_cli_redirect_is_one_line_naming_the_location(serve: Callable[[Reply], Server], clean_env: Path) -> None:
-    """`canny ask --base-url` to a redirecting server: one line naming the Location, exit 1, prompt not re-posted."""
+    """`canny ask --base-url` to a redirecting server: one line naming the Location, exit 8, prompt not re-posted."""
     target = serve(answer_message)
     redirector = serve(redirect_to(target.url.replace("127.0.0.1", "localhost"), 307))
     env = {"ANTHROPIC_API_KEY": CANARY_KEY}
     result = CliRunner().invoke(main, ["ask", "--base-url", redirector.url, "-m", MODEL, "hello"], env=env)
-    assert result.exit_code == 1, result.stderr
+    assert result.exit_code == 8, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("canny:")]
     assert len(lines) == 1 and "redirect to http://localhost:" in lines[0], result.stderr
     assert target.seen == []

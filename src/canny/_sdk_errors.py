@@ -119,11 +119,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _redirect(status: int, headers: Mapping[str, str]) -> errors.APIError:
+def _redirect(status: int, headers: Mapping[str, str]) -> errors.RequestRejected:
     """A 3xx: canny follows no redirect, so the prompt and key are not re-sent elsewhere."""
     location = redact(_header(headers, "location") or "")[:300]
     where = f" to {location}" if location else " without a Location"
-    return errors.APIError(
+    return errors.RequestRejected(
         f"the base URL answered {status} with a redirect{where}; canny does not follow redirects",
         status_code=status,
         error_type="redirect",
