@@ -8,6 +8,9 @@ the key (or starts the embedded emulator when offline), turns a prompt into a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -115,9 +118,29 @@ def sdk_http_client(
         proxy = plain_http_proxy(base_url)
         if proxy is not None:
             kwargs["proxy"] = proxy
-    if asynchronous:
-        return anthropic.DefaultAsyncHttpxClient(**kwargs)
-    return anthropic.DefaultHttpxClient(**kwargs)
+    sync_cls, async_cls = _self_closing_clients(anthropic.DefaultHttpxClient, anthropic.DefaultAsyncHttpxClient)
+    client: httpx2.Client | httpx2.AsyncClient = async_cls(**kwargs) if asynchronous else sync_cls(**kwargs)
+    return client
+
+
+@functools.cache
+def _self_closing_clients(sync_base: type[Any], async_base: type[Any]) -> tuple[type[Any], type[Any]]:
+    """Subclasses of the SDK's default clients that release their pool when collected, as
+    the client the SDK builds for itself does (a client nobody closed leaks no socket)."""
+
+    class SelfClosing(sync_base):  # type: ignore[misc]
+        def __del__(self) -> None:
+            if not self.is_closed:
+                with contextlib.suppress(Exception):
+                    self.close()
+
+    class AsyncSelfClosing(async_base):  # type: ignore[misc]
+        def __del__(self) -> None:
+            if not self.is_closed:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().create_task(self.aclose())
+
+    return SelfClosing, AsyncSelfClosing
 
 
 class _MaxCost:
