@@ -21,16 +21,15 @@ def test_aliases_resolve() -> None:
     assert check_model("haiku") == "claude-haiku-5-5"
 
 
-def test_retiring_model_warns_and_retired_model_fails() -> None:
-    """Before its retirement date a model warns; on and after it, the call is refused."""
+def test_retiring_model_warns_and_retired_model_warns_and_resolves() -> None:
+    """Before its retirement date a model warns; on and after it, it warns again and is still sent."""
     import canny._client_base
 
-    canny._client_base._warned_models.discard("claude-sonnet-4-5")
+    canny._client_base._warned_models.clear()
     with pytest.warns(CannyWarning, match="retires on 2026-11-30"):
-        check_model("claude-sonnet-4-5", today=date(2026, 11, 25))
-    with pytest.raises(errors.ModelRetiredError, match="retired on 2026-11-30") as info:
-        check_model("claude-sonnet-4-5", today=date(2026, 12, 1))
-    assert info.value.exit_code == 2
+        assert check_model("claude-sonnet-4-5", today=date(2026, 11, 25)) == "claude-sonnet-4-5"
+    with pytest.warns(CannyWarning, match="retired on 2026-11-30; sending anyway"):
+        assert check_model("claude-sonnet-4-5", today=date(2026, 12, 1)) == "claude-sonnet-4-5"
 
 
 def _client(emulator: Any, ledger: MemoryLedger, **kwargs: Any) -> Client:

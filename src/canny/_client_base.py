@@ -8,6 +8,9 @@ the key (or starts the embedded emulator when offline), turns a prompt into a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -16,13 +19,13 @@ from datetime import date
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 from canny import errors
 from canny._call import MIN_MAX_TOKENS, CallRun, CallSpec, CannyWarning, NoReservation, Reservation, Reserver
 from canny._secrets import ResolvedKey, Secret, resolve_api_key
-from canny.config import Settings, Timeouts, check_base_url, load_settings
+from canny.config import Settings, Timeouts, check_base_url, load_settings, plain_http_proxy
 from canny.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from canny._price_table import PriceTable
     from canny.ledger import Ledger
 
-__all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model"]
+__all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model", "sdk_http_client"]
 
 OFFLINE_KEY = "sk-ant-offline-emulator-0000"
 _warned_models: set[str] = set()
@@ -44,7 +47,14 @@ def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 
 def check_model(model: str, *, today: date | None = None, table: PriceTable | None = None) -> str:
-    """Resolve an alias; fail after a retirement date, warn before it."""
+    """Resolve an alias; warn (once per model per process) about a retired or retiring model.
+
+    The server decides what it serves: a gateway, or an extended date, may still serve a
+    model past its retirement date, so a retired model is warned about and sent anyway. If
+    the API answers 404, the error says when the model was retired and what to use
+    (:func:`canny._sdk_errors.retirement`).
+    """
+    from canny._sdk_errors import retirement
     from canny.pricing import model_info, resolve_model
 
     resolved = resolve_model(model, table=table)
@@ -52,12 +62,16 @@ def check_model(model: str, *, today: date | None = None, table: PriceTable | No
     if info is None:
         return resolved
     current = today or date.today()
-    if info.is_retired(current):
-        when = f" on {info.retires_at.isoformat()}" if info.retires_at else ""
-        raise errors.ModelRetiredError(
-            f"{resolved} was retired{when}",
-            hint="choose a current model: `canny models` lists them",
-        )
+    gone = retirement(resolved, today=current, table=table)
+    if gone is not None:
+        if f"retired:{resolved}" not in _warned_models:
+            _warned_models.add(f"retired:{resolved}")
+            warnings.warn(
+                f"{gone}; sending anyway (the API answers 404 if it no longer serves it); {gone.advice}",
+                CannyWarning,
+                stacklevel=3,
+            )
+        return resolved
     if info.retires_at is None:
         return resolved
     if (info.retires_at - current).days <= 90 and resolved not in _warned_models:
@@ -68,6 +82,66 @@ def check_model(model: str, *, today: date | None = None, table: PriceTable | No
             stacklevel=3,
         )
     return resolved
+
+
+@overload
+def sdk_http_client(
+    base_url: str, *, offline: bool = ..., timeout: Any = ..., asynchronous: Literal[False] = ...
+) -> httpx2.Client: ...
+@overload
+def sdk_http_client(
+    base_url: str, *, offline: bool = ..., timeout: Any = ..., asynchronous: Literal[True]
+) -> httpx2.AsyncClient: ...
+@overload
+def sdk_http_client(
+    base_url: str, *, offline: bool = ..., timeout: Any = ..., asynchronous: bool = ...
+) -> httpx2.Client | httpx2.AsyncClient: ...
+def sdk_http_client(
+    base_url: str, *, offline: bool = False, timeout: Any = None, asynchronous: bool = False
+) -> httpx2.Client | httpx2.AsyncClient:
+    """The SDK's default HTTP client, made safe to carry the key.
+
+    Redirects are never followed (a 3xx becomes an error naming its ``Location``, so the
+    prompt and key are not re-posted elsewhere). The embedded emulator ignores proxy
+    variables. A plain ``http://`` base URL goes direct or through a proxy on this machine,
+    never through another host (:func:`canny.config.plain_http_proxy` refuses that);
+    ``https://`` keeps the proxies the environment configures.
+    """
+    import anthropic
+
+    kwargs: dict[str, Any] = {"follow_redirects": False}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if offline:
+        kwargs["trust_env"] = False
+    elif urlsplit(base_url).scheme == "http":
+        kwargs["trust_env"] = False  # canny chose the route itself; httpx must not add one
+        proxy = plain_http_proxy(base_url)
+        if proxy is not None:
+            kwargs["proxy"] = proxy
+    sync_cls, async_cls = _self_closing_clients(anthropic.DefaultHttpxClient, anthropic.DefaultAsyncHttpxClient)
+    client: httpx2.Client | httpx2.AsyncClient = async_cls(**kwargs) if asynchronous else sync_cls(**kwargs)
+    return client
+
+
+@functools.cache
+def _self_closing_clients(sync_base: type[Any], async_base: type[Any]) -> tuple[type[Any], type[Any]]:
+    """Subclasses of the SDK's default clients that release their pool when collected, as
+    the client the SDK builds for itself does (a client nobody closed leaks no socket)."""
+
+    class SelfClosing(sync_base):  # type: ignore[misc]
+        def __del__(self) -> None:
+            if not self.is_closed:
+                with contextlib.suppress(Exception):
+                    self.close()
+
+    class AsyncSelfClosing(async_base):  # type: ignore[misc]
+        def __del__(self) -> None:
+            if not self.is_closed:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().create_task(self.aclose())
+
+    return SelfClosing, AsyncSelfClosing
 
 
 class _MaxCost:
@@ -250,6 +324,7 @@ class ClientBase:
         mode, ttl = check_cache_settings(cache or self.settings.cache, cache_ttl or self.settings.cache_ttl)
 
         key = self._resolve_key()
+        self._check_route()
         table = default_table()
         resolved = check_model(model or self.settings.model, table=table)
         body: dict[str, Any] = {
@@ -324,17 +399,23 @@ class ClientBase:
         read = t.first_event if stream else t.total
         return httpx2.Timeout(connect=t.connect, read=read, write=t.idle, pool=t.connect)
 
-    def _sdk_kwargs(self) -> dict[str, Any]:
+    def _check_route(self) -> None:
+        """Refuse, before anything is sent, a plain-http route through another machine."""
+        if self._http_client is None and not self._offline:
+            plain_http_proxy(self.base_url)
+
+    def _sdk_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
         key = self._resolve_key()
-        kwargs: dict[str, Any] = {
-            "api_key": key.secret.reveal(),
-            "max_retries": 0,
-            "timeout": self._timeout(stream=True),
-        }
+        timeout = self._timeout(stream=True)
+        kwargs: dict[str, Any] = {"api_key": key.secret.reveal(), "max_retries": 0, "timeout": timeout}
         if self._base_url:
             kwargs["base_url"] = self._base_url
-        if self._http_client is not None:
+        if self._http_client is not None:  # the caller's transport, used as given
             kwargs["http_client"] = self._http_client
+        else:
+            kwargs["http_client"] = sdk_http_client(
+                self.base_url, offline=self._offline, timeout=timeout, asynchronous=asynchronous
+            )
         return kwargs
 
     def _idle_timeout(self, response: httpx2.Response, run_started: float) -> None:

@@ -9,15 +9,63 @@ request id, and scrubbed of anything key-shaped: never from request headers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from canny import errors
 from canny._secrets import redact
 from canny.retry import parse_retry_after
 
-__all__ = ["error_from_event", "error_from_response", "map_exception", "translate"]
+if TYPE_CHECKING:
+    from canny._price_table import PriceTable
+
+__all__ = ["Retirement", "error_from_event", "error_from_response", "map_exception", "retirement", "translate"]
+
+#: The API's ``not_found_error`` message for a model it does not serve: ``model: <id>``.
+_MODEL_NOT_FOUND = re.compile(r"model:\s*(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """A model the price table knows as retired, and what to use instead."""
+
+    model: str
+    retired_on: date | None
+    use: str | None
+
+    def __str__(self) -> str:
+        when = f" on {self.retired_on.isoformat()}" if self.retired_on else ""
+        return f"{self.model} was retired{when}"
+
+    @property
+    def advice(self) -> str:
+        first = f"use {self.use} instead; " if self.use else ""
+        return first + "`canny models` lists the current models"
+
+
+def retirement(model: str, *, today: date | None = None, table: PriceTable | None = None) -> Retirement | None:
+    """The retirement of ``model`` (id or alias) if the price table knows it as retired by
+    ``today``; ``None`` otherwise, also when the table cannot be read. The suggested
+    replacement is the newest active model of the same line."""
+    try:
+        from canny.pricing import known_models, model_info, resolve_model
+
+        resolved = resolve_model(model, table=table)
+        info = model_info(resolved, table=table)
+        if info is None or not info.is_retired(today or date.today()):
+            return None
+        current = [
+            m for m in known_models(table=table) if m.status == "active" and m.family and m.family == info.family
+        ]
+        newest = max(current, key=lambda m: m.released or date.min, default=None)
+    except errors.ConfigError:
+        return None
+    return Retirement(resolved, info.retires_at, newest.id if newest is not None else None)
+
 
 _SPEND_CODES = ("spend_limit_reached", "credit_balance", "billing")
 
@@ -64,10 +112,46 @@ def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
     return None
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _redirect(status: int, headers: Mapping[str, str]) -> errors.RequestRejected:
+    """A 3xx: canny follows no redirect, so the prompt and key are not re-sent elsewhere."""
+    location = redact(_header(headers, "location") or "")[:300]
+    where = f" to {location}" if location else " without a Location"
+    return errors.RequestRejected(
+        f"the base URL answered {status} with a redirect{where}; canny does not follow redirects",
+        status_code=status,
+        error_type="redirect",
+        request_id=_header(headers, "request-id"),
+        should_retry=False,
+        hint="point the base URL at the address that answers the API itself, if you trust it",
+    )
+
+
 def error_from_response(status: int, body: Any, headers: Mapping[str, str]) -> errors.APIError:
     """Map an HTTP error response to the right canny error."""
+    if 300 <= status < 400:
+        return _redirect(status, headers)
     etype, api_message, code = _error_fields(body)
     request_id = headers.get("request-id") or (body.get("request_id") if isinstance(body, Mapping) else None)
+    if status == 404 and etype == "not_found_error" and api_message:
+        found = _MODEL_NOT_FOUND.fullmatch(api_message.strip())
+        gone = retirement(found.group(1)) if found else None
+        if gone is not None:
+            return errors.RequestRejected(
+                redact(f"{gone}: the API no longer serves it (404 not_found_error: {api_message.strip()})"),
+                status_code=status,
+                error_type=etype,
+                error_code=code,
+                request_id=str(request_id) if request_id else None,
+                should_retry=False,
+                hint=gone.advice,
+            )
     word = _STATUS_WORDS.get(status, f"HTTP {status}")
     detail = api_message or (etype or "")
     if not detail and isinstance(body, str) and body.strip() and not body.lstrip().startswith("<"):
@@ -166,7 +250,13 @@ def _timeout(exc: BaseException) -> errors.TimeoutError:
 
 @contextmanager
 def translate() -> Iterator[None]:
-    """Re-raise SDK and transport errors as canny errors (``from`` the original)."""
+    """Re-raise SDK and transport errors as canny errors, cut from the original.
+
+    The SDK's exception keeps the request (its headers hold the key) and the raw error
+    body (a proxy or gateway may echo the key in it), so it is neither the ``__cause__``
+    nor the ``__context__`` of the canny error: what is useful (status, error type, request
+    id, a scrubbed message) is on the canny error's attributes.
+    """
     try:
         yield
     except errors.CannyError:
@@ -175,4 +265,7 @@ def translate() -> Iterator[None]:
         mapped = map_exception(exc)
         if mapped is None:
             raise
-        raise mapped from exc
+        try:
+            raise mapped from None
+        finally:
+            mapped.__context__ = None  # set by the raise above; nothing of the SDK error stays

@@ -36,6 +36,9 @@ KEYRING_USERNAME = "anthropic-api-key"
 KeySource = Literal["argument", "environment", "keyring", "offline"]
 
 _KEY_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]{6,}")
+#: Every value wrapped in a :class:`Secret`, so :func:`redact` also removes keys that are
+#: not shaped like Anthropic keys (a gateway's own tokens).
+_REVEALED: set[str] = set()
 
 
 def mask(value: str) -> str:
@@ -47,8 +50,9 @@ def mask(value: str) -> str:
 
 
 def redact(text: str, *secrets: str) -> str:
-    """Remove every given secret, and anything shaped like an Anthropic key, from ``text``."""
-    for secret in secrets:
+    """Remove every given secret, every :class:`Secret` value, and anything shaped like an
+    Anthropic key from ``text``."""
+    for secret in (*secrets, *_REVEALED):
         if secret:
             text = text.replace(secret, "[redacted]")
     return _KEY_PATTERN.sub("[redacted]", text)
@@ -61,6 +65,8 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        if len(value) >= 8:  # shorter values would redact ordinary words
+            _REVEALED.add(value)
 
     def reveal(self) -> str:
         """The real value. Call only where the value must leave the process."""

@@ -225,7 +225,7 @@ class AsyncClient(ClientBase):
 
             with self._init_lock:
                 if self._sdk_client is None:
-                    self._sdk_client = anthropic.AsyncAnthropic(**self._sdk_kwargs())
+                    self._sdk_client = anthropic.AsyncAnthropic(**self._sdk_kwargs(asynchronous=True))
         return self._sdk_client
 
     def stream(

@@ -38,6 +38,7 @@ __all__ = [
     "config_path",
     "home_dir",
     "load_settings",
+    "plain_http_proxy",
 ]
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -155,12 +156,101 @@ def check_base_url(url: str) -> str:
 
 
 def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def plain_http_proxy(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy a plain ``http://`` base URL would be sent through, if it is on this machine.
+
+    The proxy variables (``HTTP_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, either case) are read
+    as curl and httpx read them. A proxy on another host would see the key and the prompt
+    in clear text, so that route is refused with a :class:`ConfigError` before anything is
+    sent. Returns ``None`` for a direct route, and for ``https://`` URLs (their proxies
+    tunnel TLS and stay as configured).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    env = os.environ if environ is None else environ
+    proxy, variable = _env_proxy(env)
+    if proxy is None or _bypassed(parts.hostname, parts.port or 80, _env_value(env, "no_proxy")[0]):
+        return None
+    proxy_url = proxy if "://" in proxy else f"http://{proxy}"
+    proxy_host = urlsplit(proxy_url).hostname or ""
+    if _is_loopback(proxy_host):
+        return proxy_url
+    shown = proxy_url.partition("://")[0] + "://" + urlsplit(proxy_url).netloc.rpartition("@")[2]  # no credentials
+    raise ConfigError(
+        f"refusing to send the API key in clear text through the proxy {shown} ({variable}): "
+        f"the base URL {url} is plain http",
+        hint=f"add {parts.hostname} to NO_PROXY, unset {variable}, or use an https:// base URL",
+    )
+
+
+def _env_value(env: Mapping[str, str], name: str) -> tuple[str, str]:
+    """The value of a proxy variable (lower case first, as curl reads it) and its name."""
+    for candidate in (name, name.upper()):
+        value = env.get(candidate, "").strip()
+        if value:
+            return value, candidate
+    return "", name.upper()
+
+
+def _env_proxy(env: Mapping[str, str]) -> tuple[str | None, str]:
+    for name in ("http_proxy", "all_proxy"):
+        if name == "http_proxy" and "REQUEST_METHOD" in env:
+            continue  # CGI: HTTP_PROXY may come from a request header (httpoxy)
+        value, variable = _env_value(env, name)
+        if value:
+            return value, variable
+    return None, ""
+
+
+def _bypassed(host: str, port: int, no_proxy: str) -> bool:
+    """Does ``NO_PROXY`` exempt ``host``? (``*``, names and domain suffixes, IPs, CIDR)."""
+    host = host.strip("[]").lower()
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if "://" in entry:
+            entry = entry.split("://", 1)[1]
+        entry = entry.rstrip("/")
+        entry_port: int | None = None
+        if entry.startswith("["):
+            inside, _, rest = entry[1:].partition("]")
+            entry = inside
+            if rest.startswith(":") and rest[1:].isdigit():
+                entry_port = int(rest[1:])
+        elif entry.count(":") == 1 and "/" not in entry:
+            name, _, maybe_port = entry.partition(":")
+            if maybe_port.isdigit():
+                entry, entry_port = name, int(maybe_port)
+        if entry_port is not None and entry_port != port:
+            continue
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        entry = entry.removeprefix("*").removeprefix(".")
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -132,6 +132,7 @@ def _check_api(base_url: str | None, key: str | None, offline: bool, report: Cal
     """Call GET /v1/models (free) to check the key and the connection."""
     import anthropic
 
+    from canny._client_base import sdk_http_client
     from canny._sdk_errors import translate
     from canny.client import OFFLINE_KEY
     from canny.errors import CannyError
@@ -144,7 +145,12 @@ def _check_api(base_url: str | None, key: str | None, offline: bool, report: Cal
             emu_cm = serve_in_thread()
             base_url = emu_cm.__enter__().base_url
             key = OFFLINE_KEY
-        client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=15.0)
+        try:  # the transport Client uses: no redirects, no plain-http route via another host
+            http = sdk_http_client(base_url or "https://api.anthropic.com", offline=offline, timeout=15.0)
+        except CannyError as exc:
+            report(False, f"API: {exc}")
+            return
+        client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=15.0, http_client=http)
         where = base_url or "https://api.anthropic.com"
         try:
             with translate():

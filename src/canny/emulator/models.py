@@ -125,8 +125,13 @@ _CATALOGUE: tuple[ModelInfo, ...] = (
     _m("claude-3-7-sonnet-20250219", "Claude Sonnet 3.7", "2025-02-24", "sonnet", **_RETIRED),
     _m("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22", "haiku", **_RETIRED),
     _m("claude-3-5-sonnet-20241022", "Claude Sonnet 3.5 (New)", "2024-10-22", "sonnet", **_RETIRED),
+    _m("claude-3-5-sonnet-20240620", "Claude Sonnet 3.5", "2024-06-20", "sonnet", **_RETIRED),
     _m("claude-3-opus-20240229", "Claude Opus 3", "2024-02-29", "opus", **_RETIRED),
+    _m("claude-3-sonnet-20240229", "Claude Sonnet 3", "2024-02-29", "sonnet", **_RETIRED),
     _m("claude-3-haiku-20240307", "Claude Haiku 3", "2024-03-07", "haiku", **_RETIRED),
+    _m("claude-2.1", "Claude 2.1", "2023-11-21", None, **_RETIRED),
+    _m("claude-2.0", "Claude 2.0", "2023-07-11", None, **_RETIRED),
+    _m("claude-instant-1.2", "Claude Instant 1.2", "2023-08-09", None, **_RETIRED),
 )
 
 #: Every model id the emulator knows -> its info, newest first.
