@@ -13,7 +13,9 @@ the recording and src/canny/prices.toml; each case file shows the working
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,29 @@ def _check_answer(case: dict[str, Any], result: Any, text: str, rows: list[Any],
     assert (row.outcome, row.streamed, row.model) == (_outcome(case), streamed, result.model)
     assert _row_buckets(row) == _expected_buckets(case)
     assert row.cost_usd == Decimal(exp["cost_usd"])
+
+
+@pytest.fixture(autouse=True)
+def _retired_models_warn_once(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A client call to a model that has since retired warns (and is sent); nothing else warns."""
+    import canny._client_base
+    from canny.pricing import model_info, resolve_model
+
+    canny._client_base._warned_models.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    params = getattr(request.node, "callspec", None)
+    name = params.params.get("name") if params is not None else None
+    retired = 0
+    if name is not None and request.node.name.startswith(("test_client_stream", "test_client_create")):
+        info = model_info(resolve_model(_model(CASES[name])))
+        retired = int(info is not None and info.is_retired(datetime.now(UTC).date()))
+    messages = [str(w.message) for w in caught]
+    assert all(issubclass(w.category, errors.CannyWarning) and "was retired on" in str(w.message) for w in caught), (
+        messages
+    )
+    assert len(caught) == retired, messages
 
 
 # --------------------------------------------------------------------------- the corpus

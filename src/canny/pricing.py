@@ -48,7 +48,7 @@ from typing import Any
 
 from canny._price_table import BUCKETS, ModelEntry, ModelInfo, PriceTable, load_table, row_at, utc_day
 from canny.errors import ConfigError
-from canny.usage import Usage, usage_from_api, valid_count
+from canny.usage import MAX_COUNT, Usage, usage_from_api, valid_count
 
 __all__ = [
     "InvalidModifierError",
@@ -368,14 +368,16 @@ def _zero(value: Any) -> bool:
 
 
 def _count_error(where: str, value: Any) -> ValueError:
-    return ValueError(f"{where} must be a non-negative integer, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT:
+        return ValueError(f"{where}: token counts too large to price (more than {MAX_COUNT:,})")
+    return ValueError(f"{where} must be a non-negative integer, got {value!r:.40}")
 
 
 def _check_api_mapping(obj: Mapping[str, Any], where: str) -> None:
     """Reject counts that ``usage_from_api`` would silently read as 0 (strings, floats ...)."""
     for key in _API_COUNTS:
         value = obj.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (not isinstance(value, int) or not valid_count(value)):
             raise _count_error(f"{where}.{key}", value)
     for sub in ("cache_creation", "server_tool_use"):
         part = obj.get(sub)
@@ -386,7 +388,7 @@ def _check_api_mapping(obj: Mapping[str, Any], where: str) -> None:
         for key, value in part.items():
             if not str(key).endswith(("_tokens", "_requests")) or value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or not valid_count(value):
                 raise _count_error(f"{where}.{sub}.{key}", value)
     iterations = obj.get("iterations")
     if iterations is not None:
