@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from canny import budget, errors
-from canny._call import MIN_MAX_TOKENS, CallSpec, CannyWarning
+from canny._call import CallSpec, CannyWarning
+from canny.budget import MIN_MAX_TOKENS
 from canny.client import Client
 from canny.config import load_settings
 from canny.ledger import AttemptRecord, open_ledger

@@ -17,8 +17,9 @@ import pytest
 
 import canny
 from canny import errors
-from canny._call import CallSpec, CannyWarning
+from canny._call import CannyWarning
 from canny._meter import Meter, meter
+from canny.budget import CallLike
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 MODEL = "claude-sonnet-5-5"
@@ -49,10 +50,10 @@ class RecordingBudget:
 
     def __init__(self, cap: int | None = None) -> None:
         self.cap = cap
-        self.reserved: list[CallSpec] = []
+        self.reserved: list[CallLike] = []
         self.settled: list[Decimal | None] = []
 
-    def reserve(self, spec: CallSpec) -> RecordingBudget.Hold:
+    def reserve(self, spec: CallLike) -> RecordingBudget.Hold:
         self.reserved.append(spec)
         return RecordingBudget.Hold(self, min(spec.max_tokens, self.cap or spec.max_tokens))
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from canny import errors
 from canny._sdk_errors import error_from_event
@@ -30,24 +30,20 @@ from canny.usage import Usage
 
 if TYPE_CHECKING:
     from canny._price_table import PriceTable
+    from canny.budget import Reservation
     from canny.config import Timeouts
     from canny.ledger import Ledger
 
 __all__ = [
     "LOST_MARGIN",
-    "MIN_MAX_TOKENS",
     "CallRun",
     "CallSpec",
     "CannyWarning",
-    "Reservation",
-    "Reserver",
     "answer_outcome",
     "budget_refused_record",
     "lease_for",
 ]
 
-#: The smallest ``max_tokens`` a budget may lower a call to before refusing it.
-MIN_MAX_TOKENS = 16
 #: Seconds added to an attempt's longest possible run (its total timeout, checked between
 #: events, plus one idle gap) to make the lease of its row in flight.
 LOST_MARGIN = 60.0
@@ -58,45 +54,6 @@ DEFAULT_LEASE = 900.0 + 60.0 + LOST_MARGIN
 def lease_for(timeouts: Timeouts) -> float:
     """Seconds an attempt stays in flight before it may be recorded as ``lost``."""
     return timeouts.total + timeouts.idle + LOST_MARGIN
-
-
-class Reservation(Protocol):
-    """A budget reservation held for the duration of one call."""
-
-    max_tokens: int
-
-    def settle(self, cost: Decimal | None) -> None:
-        """Replace the reservation by the actual cost."""
-
-    def release(self) -> None:
-        """Drop the reservation (nothing was sent)."""
-
-    def renew(self, seconds: float | None = None) -> bool:
-        """Extend the reservation's lease (before a retry); ``False`` if it already ended."""
-
-
-class NoReservation:
-    """The reservation of a call that no budget limits: holds nothing."""
-
-    def __init__(self, max_tokens: int) -> None:
-        self.max_tokens = max_tokens
-
-    def settle(self, cost: Decimal | None) -> None:
-        return None
-
-    def release(self) -> None:
-        return None
-
-    def renew(self, seconds: float | None = None) -> bool:
-        return True
-
-
-class Reserver(Protocol):
-    """Anything that can reserve a call's worst case against budgets (see ``canny.budget``)."""
-
-    def reserve(self, spec: CallSpec) -> Reservation:
-        """Reserve ``spec``'s worst case, possibly lowering ``max_tokens``; may raise
-        :class:`~canny.errors.BudgetExceeded`."""
 
 
 @dataclass(slots=True)

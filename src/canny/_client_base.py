@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 from canny import errors
-from canny._call import MIN_MAX_TOKENS, CallRun, CallSpec, CannyWarning, NoReservation, Reservation, Reserver
+from canny._call import CallRun, CallSpec, CannyWarning
 from canny._secrets import ResolvedKey, Secret, resolve_api_key
+from canny.budget import MaxCostGuard, Reservation, Reserver
 from canny.config import Settings, Timeouts, check_base_url, load_settings, plain_http_proxy
 from canny.retry import RetryPolicy
 
@@ -142,44 +143,6 @@ def _self_closing_clients(sync_base: type[Any], async_base: type[Any]) -> tuple[
                     asyncio.get_running_loop().create_task(self.aclose())
 
     return SelfClosing, AsyncSelfClosing
-
-
-class _MaxCost:
-    """The per-call ``max_cost`` budget: in memory, lowers ``max_tokens`` or refuses."""
-
-    def __init__(self, limit: Decimal) -> None:
-        self.limit = limit
-
-    def reserve(self, spec: CallSpec) -> Reservation:
-        worst = spec.worst_case()
-        if worst is None:
-            raise errors.BudgetExceeded(
-                f"max_cost ${self.limit} cannot be enforced: {spec.model} has no known price",
-                budget="call",
-                limit=self.limit,
-                hint="add the model's rates to your prices.toml, or drop --max-cost for this model",
-            )
-        if worst <= self.limit:
-            return NoReservation(spec.max_tokens)
-        floor = spec.worst_case(0) or Decimal(0)
-        per_token = (worst - floor) / spec.max_tokens
-        affordable = int((self.limit - floor) / per_token) if per_token > 0 else spec.max_tokens
-        if affordable < MIN_MAX_TOKENS:
-            raise errors.BudgetExceeded(
-                f"this call could cost up to ${worst:.6f}, over its max_cost of ${self.limit}",
-                budget="call",
-                limit=self.limit,
-                spent=Decimal(0),
-                reserved=Decimal(0),
-                needed=worst,
-                hint="raise --max-cost, shorten the prompt, or lower --max-tokens",
-            )
-        warnings.warn(
-            f"max_tokens lowered from {spec.max_tokens} to {affordable} to stay within max_cost ${self.limit}",
-            CannyWarning,
-            stacklevel=3,
-        )
-        return NoReservation(affordable)
 
 
 class ClientBase:
@@ -381,7 +344,7 @@ class ClientBase:
     def _guards(self, spec: CallSpec, ledger: Ledger | None) -> list[Reserver]:
         guards: list[Reserver] = []
         if spec.max_cost is not None:
-            guards.append(_MaxCost(spec.max_cost))
+            guards.append(MaxCostGuard(spec.max_cost))
         if self.budget is not None:
             guards.append(self.budget)
         elif ledger is not None:

@@ -38,8 +38,9 @@ import anthropic
 import httpx2
 
 from canny import errors
-from canny._call import CallRun, CallSpec, CannyWarning, Reservation, Reserver, answer_outcome, budget_refused_record
+from canny._call import CallRun, CallSpec, CannyWarning, answer_outcome, budget_refused_record
 from canny._sdk_errors import error_from_response, map_exception
+from canny.budget import Reservation, Reserver
 from canny.streaming import SSEDecoder, _payload
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def meter(
     calls are priced, written to the ledger and held to budgets, one row per HTTP attempt.
 
     ``ledger``: ``None`` for the configured ledger, a path or URL, a ledger object, or
-    ``False`` for none. ``budget``: a :class:`~canny._call.Reserver` used instead of the
+    ``False`` for none. ``budget``: a :class:`~canny.budget.Reserver` used instead of the
     ledger's stored budgets. ``project``, ``tags`` and ``log_content`` default to the
     config. A client that is already metered gets its meter replaced, not doubled.
     """

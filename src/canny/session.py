@@ -44,6 +44,7 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Self
 
 from canny.client import AsyncMessageStream, MessageStream
@@ -157,12 +158,14 @@ class _Caps:
         spec = self.client._spec(prompt, stream=stream, session_id=self.id, **_spec_args(kwargs))
         if self.max_cost is None:
             return spec, None
+        from canny.budget import affordable_max_tokens
         from canny.pricing import format_usd
 
         worst = spec.worst_case()
+        left = Fraction(self.max_cost) - Fraction(self._cost)  # exact: a Decimal difference rounds
         if worst is None:
             self._stop("cost", f"{spec.model} has no price, so max_cost cannot be checked", self.max_cost)
-        elif self._cost + worst > self.max_cost:
+        elif affordable_max_tokens(spec.max_tokens, worst=worst, headroom=left) is None:  # a session never lowers
             self._stop(
                 "cost",
                 f"{format_usd(self._cost)} spent and the next call could cost up to {format_usd(worst)}, "

@@ -1,6 +1,8 @@
 """Budget state in the ledger's own database: limits, per-period counters, reservations.
 
-Three tables, created by the migration ``budget.0001_tables``:
+SQL only: the callers (:mod:`canny.budget`) decide; these functions read and write. Three
+tables, created by the ledger's migration ``budget.0001_tables``
+(:mod:`canny.ledger.migrations`):
 
 ``budget_limits``
     One row per stored budget: ``period`` (``day``/``month``), its scope (``project``,
@@ -20,8 +22,8 @@ Three tables, created by the migration ``budget.0001_tables``:
 
 Every write runs in one transaction of the ledger (:meth:`transaction`): SQLite takes its
 write lock up front (``BEGIN IMMEDIATE``); on PostgreSQL the transaction first takes the
-advisory lock :data:`BUDGET_LOCK`, so budget transactions from every machine sharing the
-database run one at a time. Amounts are integers (pico-dollars): no float ever touches
+advisory lock :data:`~canny.ledger.migrations.BUDGET_LOCK`, so budget transactions from
+every machine sharing the database run one at a time. Amounts are integers (pico-dollars): no float ever touches
 money here.
 """
 
@@ -30,14 +32,12 @@ from __future__ import annotations
 # SQL here is built from constants and ``?`` placeholders only; values are never spliced in.
 # ruff: noqa: S608
 import json
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from canny.ledger import migrations
-from canny.ledger.migrations import Transaction
+from canny.ledger.migrations import BUDGET_LOCK, Transaction
 
 __all__ = [
     "BUDGET_LOCK",
@@ -49,7 +49,6 @@ __all__ = [
     "charge_lost",
     "counters",
     "delete_limits",
-    "ensure_schema",
     "expire",
     "hold",
     "read_limits",
@@ -60,55 +59,8 @@ __all__ = [
     "write_limit",
 ]
 
-#: PostgreSQL advisory lock key of budget transactions ("cannyb" in ASCII).
-BUDGET_LOCK = 0x63616E6E7962
 #: Expired reservations and counters of windows that ended are kept this long (µs).
 KEEP_US = 7 * 86400 * 10**6
-
-_TABLES = """
-    CREATE TABLE budget_limits (
-        period TEXT NOT NULL,
-        project TEXT NOT NULL DEFAULT '',
-        tag TEXT NOT NULL DEFAULT '',
-        key_fingerprint TEXT NOT NULL DEFAULT '',
-        limit_usd TEXT NOT NULL,
-        time_zone TEXT NOT NULL,
-        updated_at_us {big} NOT NULL,
-        PRIMARY KEY (period, project, tag, key_fingerprint)
-    );
-    CREATE TABLE budget_counters (
-        id {id},
-        period TEXT NOT NULL,
-        time_zone TEXT NOT NULL,
-        label TEXT NOT NULL,
-        project TEXT NOT NULL DEFAULT '',
-        tag TEXT NOT NULL DEFAULT '',
-        key_fingerprint TEXT NOT NULL DEFAULT '',
-        period_end_us {big} NOT NULL,
-        spent_pico {big} NOT NULL DEFAULT 0,
-        reserved_pico {big} NOT NULL DEFAULT 0
-    );
-    CREATE UNIQUE INDEX budget_counters_scope
-        ON budget_counters (period, time_zone, label, project, tag, key_fingerprint);
-    CREATE TABLE budget_reservations (
-        id {id},
-        call_id TEXT NOT NULL,
-        counters TEXT NOT NULL,
-        amount_pico {big} NOT NULL,
-        charged_pico {big} NOT NULL DEFAULT 0,
-        state TEXT NOT NULL DEFAULT 'held',
-        owner TEXT NOT NULL,
-        created_at_us {big} NOT NULL,
-        expires_at_us {big} NOT NULL
-    );
-    CREATE INDEX budget_reservations_held ON budget_reservations (expires_at_us) WHERE state = 'held';
-"""
-
-migrations.register(
-    "budget.0001_tables",
-    sqlite=_TABLES.format(big="INTEGER", id="INTEGER PRIMARY KEY"),
-    postgres=_TABLES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
-)
 
 
 @runtime_checkable
@@ -121,19 +73,10 @@ class BudgetLedger(Protocol):
         """One transaction; ``write=True`` takes the write lock up front."""
         ...
 
-    def migrate(self) -> list[str]:
-        """Apply the registered migrations this database lacks."""
+    def sweep_lost_in(self, tx: Transaction, now_us: int, *, everything: bool = False) -> int:
+        """Record the attempts in flight whose lease ended before ``now_us`` (every one with
+        ``everything``) as ``lost``, in ``tx``, ending their reservations (:func:`charge_lost`)."""
         ...
-
-
-_migrated: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def ensure_schema(ledger: BudgetLedger) -> None:
-    """Apply the budget migration once per ledger object (a no-op when it is there)."""
-    if ledger not in _migrated:
-        ledger.migrate()
-        _migrated.add(ledger)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
@@ -39,22 +39,19 @@ from canny.ledger import (
     RateTree,
     migrations,
 )
-from canny.ledger.migrations import Dialect, Transaction
+from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
+from canny.units import from_us, pico_to_usd, to_us, usd_to_pico
 
 __all__ = [
     "COLUMNS",
     "INFLIGHT_COLUMNS",
     "SQLLedger",
     "day_label",
-    "pico_to_usd",
     "sweep_inflight",
-    "usd_to_pico",
     "utc_offset_segments",
     "week_label",
 ]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _EPOCH_DAY = date(1970, 1, 1)
 
 #: The ``attempts`` columns written and read, in AttemptRecord order.
@@ -72,26 +69,6 @@ _INSERT = (
     f"INSERT INTO attempts ({', '.join(COLUMNS)}, call_seq) VALUES ({', '.join('?' * len(COLUMNS))}, "
     "(SELECT count(*) FROM attempts WHERE call_id = ?)) ON CONFLICT (call_id, attempt) DO NOTHING RETURNING id"
 )
-
-
-def to_us(moment: datetime) -> int:
-    """Exact microseconds since the epoch; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - EPOCH) // _US
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-def usd_to_pico(cost: Decimal) -> int:
-    """USD as an integer count of 10^-12 USD (exact for every rate in the price table)."""
-    return int(cost.scaleb(12).to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-def pico_to_usd(pico: int) -> Decimal:
-    return Decimal(pico).scaleb(-12)
 
 
 def day_label(day: int) -> str:
@@ -418,11 +395,14 @@ class SQLLedger(ABC):
             return 0
         with self.transaction() as tx:
             if tx.dialect == "postgres":
-                from canny._budget_store import BUDGET_LOCK
-
                 # Budget transactions sweep too: take their lock first, as they do.
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (BUDGET_LOCK,))
             return sweep_inflight(tx, now_us, everything=everything)
+
+    def sweep_lost_in(self, tx: Transaction, now_us: int, *, everything: bool = False) -> int:
+        """:meth:`sweep_lost` inside the caller's transaction (a budget transaction, which
+        holds the budget lock); return how many attempts were lost."""
+        return sweep_inflight(tx, now_us, everything=everything)
 
     def record_many(self, records: Iterable[AttemptRecord], *, batch: int = 5000) -> None:
         """Store many attempts (an import, a benchmark), ``batch`` rows per transaction.
@@ -645,7 +625,7 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
     """In ``tx``: turn the attempts in flight whose lease ended before ``now_us`` (every one
     with ``everything``, ended now) into ``lost`` rows, and end their calls' budget
     reservations charging what the ledger now holds for each call
-    (:func:`canny._budget_store.charge_lost`). On PostgreSQL the caller holds the budget
+    (:func:`canny.budget.store.charge_lost`). On PostgreSQL the caller holds the budget
     lock. Returns how many attempts were lost."""
     where, params = ("", ()) if everything else (" WHERE lease_until_us < ?", (now_us,))
     rows = tx.execute(f"DELETE FROM inflight{where} RETURNING {_INFLIGHT_SELECT}", params)
@@ -656,7 +636,7 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
         if rid is not None:
             reservations[rid] = record.call_id
     if reservations:
-        from canny._budget_store import charge_lost
+        from canny.budget.store import charge_lost
 
         for rid, call_id in reservations.items():
             charge_lost(tx, rid, call_id)

@@ -7,33 +7,25 @@ migration is applied completely or not at all, exactly once per database. Openin
 applies every registered migration the database has not seen yet; concurrent openers are
 serialised (SQLite ``BEGIN IMMEDIATE``; a PostgreSQL advisory lock).
 
-Adding a migration from another module (the budget tables, say)::
+The ledger owns every migration, its own (``ledger.*``) and the tables other areas keep in
+its database (``budget.*``: :mod:`canny.budget.store`); all are registered here, when this
+module is imported, so every ledger has every table from its first open. Adding one::
 
-    from canny.ledger import migrations
-
-    migrations.register(
-        "budget.0001_reservations",
-        sqlite=\"""
-            CREATE TABLE reservations (id INTEGER PRIMARY KEY, budget TEXT NOT NULL, ...);
-            CREATE INDEX reservations_budget ON reservations (budget);
-        \""",
-        postgres=\"""
-            CREATE TABLE reservations (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ...);
-            CREATE INDEX reservations_budget ON reservations (budget);
-        \""",
+    register(
+        "budget.0002_notes",
+        sqlite="ALTER TABLE budget_limits ADD COLUMN note TEXT;",
+        postgres="ALTER TABLE budget_limits ADD COLUMN note TEXT;",
     )
 
 Rules:
 
-- Register at import time of your module, and import it before opening the ledger (or
-  call ``ledger.migrate()`` after registering): a ledger applies what is registered when it
-  opens or migrates.
-- Names are global and permanent: prefix them with your area (``ledger.``, ``budget.``) and
-  a sequence number. Registering a name twice with different SQL raises ``ValueError``
-  (the same name with the same SQL is a no-op, so re-importing a module is harmless).
-- Never edit a released migration: add a new one. A migration may depend on the ``ledger.*``
-  ones (they are registered first, when this module is imported), and on earlier ones of
-  its own area, but not on another area's.
+- Append new migrations at the end of this module: they run in the order registered.
+- Names are global and permanent: they are prefixed with their area (``ledger.``,
+  ``budget.``) and a sequence number. A database records the names it applied, so a name
+  must never change (an existing database would run it again). Registering a name twice
+  with different SQL raises ``ValueError`` (the same name with the same SQL is a no-op).
+- Never edit a released migration: add a new one. A migration may depend on the
+  ``ledger.*`` ones and on earlier ones of its own area, but not on another area's.
 - Scripts may hold several statements separated by ``;``. Do not put ``BEGIN``/``COMMIT`` in
   them: the runner owns the transaction (SQLite and PostgreSQL both roll DDL back).
 
@@ -53,6 +45,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "BUDGET_LOCK",
+    "PG_MIGRATION_LOCK",
     "Dialect",
     "Migration",
     "Migrator",
@@ -68,6 +62,9 @@ Dialect = Literal["sqlite", "postgres"]
 
 #: Key of the PostgreSQL advisory lock that serialises migrations ("canny" in ASCII).
 PG_MIGRATION_LOCK = 0x63616E6E79
+#: Key of the PostgreSQL advisory lock that serialises budget transactions, and the sweeps
+#: of lost attempts that end budget reservations ("cannyb" in ASCII).
+BUDGET_LOCK = 0x63616E6E7962
 
 
 class Transaction(Protocol):
@@ -356,4 +353,54 @@ register(
     "ledger.0004_inflight",
     sqlite=_INFLIGHT.format(id="INTEGER PRIMARY KEY", big="INTEGER", bool="INTEGER"),
     postgres=_INFLIGHT.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", big="BIGINT", bool="BOOLEAN"),
+)
+
+
+# --- the budget tables (canny.budget.store reads and writes them) -----------------------
+# budget_limits: one row per stored budget. budget_counters: spent and reserved
+# pico-dollars per budget scope and period window. budget_reservations: one row per call in
+# flight (held), kept a while as a tombstone once its lease ran out (expired).
+_BUDGET_TABLES = """
+    CREATE TABLE budget_limits (
+        period TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        key_fingerprint TEXT NOT NULL DEFAULT '',
+        limit_usd TEXT NOT NULL,
+        time_zone TEXT NOT NULL,
+        updated_at_us {big} NOT NULL,
+        PRIMARY KEY (period, project, tag, key_fingerprint)
+    );
+    CREATE TABLE budget_counters (
+        id {id},
+        period TEXT NOT NULL,
+        time_zone TEXT NOT NULL,
+        label TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        key_fingerprint TEXT NOT NULL DEFAULT '',
+        period_end_us {big} NOT NULL,
+        spent_pico {big} NOT NULL DEFAULT 0,
+        reserved_pico {big} NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX budget_counters_scope
+        ON budget_counters (period, time_zone, label, project, tag, key_fingerprint);
+    CREATE TABLE budget_reservations (
+        id {id},
+        call_id TEXT NOT NULL,
+        counters TEXT NOT NULL,
+        amount_pico {big} NOT NULL,
+        charged_pico {big} NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'held',
+        owner TEXT NOT NULL,
+        created_at_us {big} NOT NULL,
+        expires_at_us {big} NOT NULL
+    );
+    CREATE INDEX budget_reservations_held ON budget_reservations (expires_at_us) WHERE state = 'held';
+"""
+
+register(
+    "budget.0001_tables",
+    sqlite=_BUDGET_TABLES.format(big="INTEGER", id="INTEGER PRIMARY KEY"),
+    postgres=_BUDGET_TABLES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
 )

@@ -1,0 +1,319 @@
+"""Guards: what reserves a call's worst case before it is sent, and the reservations.
+
+A guard (a :class:`Reserver`) takes the call about to be sent (a :class:`CallLike`:
+``canny``'s own ``CallSpec`` is one) and returns a :class:`Reservation` holding its worst
+case, possibly at a lower ``max_tokens``, or raises :class:`~canny.errors.BudgetExceeded`.
+:class:`MaxCostGuard` enforces a per-call ``max_cost`` in memory; :class:`BudgetGuard`
+holds the worst case against every stored and profile budget in scope, in one
+transaction of the ledger. Both lower ``max_tokens`` by the one rule,
+:func:`~canny.budget.clamp.affordable_max_tokens`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
+
+from canny.budget import store
+from canny.budget.clamp import MIN_MAX_TOKENS, affordable_max_tokens, worst_case_at
+from canny.budget.limits import Budget, BudgetStatus, Clock, Window, as_ledger, dollars, utc_now
+from canny.errors import BudgetExceeded, CannyWarning, LedgerError
+from canny.pricing import format_usd as _usd
+from canny.units import to_us, usd_to_pico
+
+if TYPE_CHECKING:
+    from canny.ledger import Ledger
+
+__all__ = [
+    "BudgetGuard",
+    "CallLike",
+    "LedgerReservation",
+    "MaxCostGuard",
+    "NoReservation",
+    "Reservation",
+    "Reserver",
+]
+
+
+class CallLike(Protocol):
+    """What a guard reserves against: the call about to be sent (``canny``'s ``CallSpec``)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def key_fingerprint(self) -> str | None: ...
+    @property
+    def call_id(self) -> str: ...
+
+    def worst_case(self, max_tokens: int | None = None) -> Decimal | None:
+        """The call's highest possible cost at ``max_tokens`` of output (default: its own);
+        ``None`` when its model has no price."""
+        ...
+
+
+class Reservation(Protocol):
+    """A budget reservation held for the duration of one call."""
+
+    max_tokens: int
+
+    def settle(self, cost: Decimal | None) -> None:
+        """Replace the reservation by the actual cost."""
+
+    def release(self) -> None:
+        """Drop the reservation (nothing was sent)."""
+
+    def renew(self, seconds: float | None = None) -> bool:
+        """Extend the reservation's lease (before a retry); ``False`` if it already ended."""
+
+
+class NoReservation:
+    """The reservation of a call that no budget limits: holds nothing."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+
+    def settle(self, cost: Decimal | None) -> None:
+        return None
+
+    def release(self) -> None:
+        return None
+
+    def renew(self, seconds: float | None = None) -> bool:
+        return True
+
+
+class Reserver(Protocol):
+    """Anything that can reserve a call's worst case against budgets."""
+
+    def reserve(self, spec: CallLike) -> Reservation:
+        """Reserve ``spec``'s worst case, possibly lowering ``max_tokens``; may raise
+        :class:`~canny.errors.BudgetExceeded`."""
+
+
+# --- per call ------------------------------------------------------------------------------
+
+
+class MaxCostGuard:
+    """The per-call ``max_cost``: in memory, lowers ``max_tokens`` or refuses."""
+
+    def __init__(self, limit: Decimal) -> None:
+        self.limit = limit
+
+    def reserve(self, spec: CallLike) -> NoReservation:
+        worst = spec.worst_case()
+        if worst is None:
+            raise BudgetExceeded(
+                f"max_cost ${self.limit} cannot be enforced: {spec.model} has no known price",
+                budget="call",
+                limit=self.limit,
+                hint="add the model's rates to your prices.toml, or drop --max-cost for this model",
+            )
+        floor = spec.worst_case(0) or Decimal(0)
+        affordable = affordable_max_tokens(spec.max_tokens, worst=worst, headroom=self.limit, floor=floor)
+        if affordable is None:
+            raise BudgetExceeded(
+                f"this call could cost up to ${worst:.6f}, over its max_cost of ${self.limit}",
+                budget="call",
+                limit=self.limit,
+                spent=Decimal(0),
+                reserved=Decimal(0),
+                needed=worst,
+                hint="raise --max-cost, shorten the prompt, or lower --max-tokens",
+            )
+        if affordable < spec.max_tokens:
+            warnings.warn(
+                f"max_tokens lowered from {spec.max_tokens} to {affordable} to stay within max_cost ${self.limit}",
+                CannyWarning,
+                stacklevel=3,
+            )
+        return NoReservation(affordable)
+
+
+# --- stored and profile budgets ------------------------------------------------------------
+
+
+@functools.cache
+def _host() -> str:
+    return socket.gethostname()
+
+
+class LedgerReservation:
+    """A call's hold on its budgets; :meth:`settle` or :meth:`release` ends it (once)."""
+
+    def __init__(self, guard: BudgetGuard, rid: int, counter_ids: list[int], amount: int, max_tokens: int) -> None:
+        self.guard = guard
+        self.id = rid
+        self.counter_ids = counter_ids
+        self._pico = amount
+        #: The worst case held, in dollars.
+        self.amount = dollars(amount)
+        self.max_tokens = max_tokens
+        self.done = False
+
+    def settle(self, cost: Decimal | None) -> None:
+        """Replace the hold by the call's actual cost (``None``, unpriced: the worst case
+        is charged). A ledger failure here is a warning: the lease then ends the hold."""
+        charge = None if cost is None else usd_to_pico(cost)
+        self._end(lambda db: store.settle(db, self.id, self.counter_ids, self._pico, charge))
+
+    def release(self) -> None:
+        """Drop the hold without a charge (nothing was sent)."""
+        self._end(lambda db: store.release(db, self.id))
+
+    def renew(self, seconds: float | None = None) -> bool:
+        """Extend the lease to ``seconds`` (default: the guard's lease) from now; ``False``
+        when the reservation already ended or its lease ran out."""
+        if self.done:
+            return False
+        until = self.guard.clock() + timedelta(seconds=seconds or self.guard.lease)
+        return store.renew(self.guard.db, self.id, to_us(until))
+
+    def _end(self, action: Callable[[store.BudgetLedger], None]) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            action(self.guard.db)
+        except LedgerError as exc:
+            warnings.warn(f"budget reservation not settled ({exc}); its lease will end it", CannyWarning, stacklevel=3)
+
+
+def _pico_up(amount: Decimal) -> int:
+    return math.ceil(amount.scaleb(12))
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    amount: int | None
+    max_tokens: int
+    tightest: Budget
+    status: BudgetStatus
+
+
+class BudgetGuard:
+    """Reserves each call's worst case against the budgets that apply to it (a
+    :class:`Reserver`). ``lease``: seconds a reservation lives unless settled or renewed;
+    ``clock``: the current UTC time (injectable for tests)."""
+
+    def __init__(
+        self, ledger: Ledger, budgets: Iterable[Budget], *, lease: float = 1320.0, clock: Clock | None = None
+    ) -> None:
+        self.db = as_ledger(ledger)
+        self.budgets = tuple(budgets)
+        self.lease = lease
+        self.clock: Clock = clock or utc_now
+        self.owner = f"{_host()}:{os.getpid()}"
+
+    def reserve(self, spec: CallLike) -> LedgerReservation | NoReservation:
+        """Hold ``spec``'s worst case against every budget in scope, in one transaction;
+        lower ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
+        :class:`~canny.errors.BudgetExceeded` when it does not fit."""
+        applicable = [b for b in self.budgets if b.applies_to(spec)]
+        if not applicable:
+            return NoReservation(spec.max_tokens)
+        worst = spec.worst_case()
+        if worst is None:
+            raise _unpriced(spec, applicable[0])
+        floor = _pico_up(spec.worst_case(0) or Decimal(0))
+        full = _pico_up(worst)
+        now = self.clock()
+        now_us = to_us(now)
+        keys = [b.counter_key(now) for b in applicable]
+        with store.begin(self.db) as tx:
+            self.db.sweep_lost_in(tx, now_us)
+            store.expire(tx, now_us)
+            states = store.counters(tx, keys, now_us)
+            decision = _decide(applicable, states, now, spec.max_tokens, full, floor)
+            rid = None
+            ids = sorted({s.id for s in states})
+            if decision.amount is not None:
+                expires = to_us(now + timedelta(seconds=self.lease))
+                rid = store.hold(
+                    tx, call_id=spec.call_id, counter_ids=ids, amount=decision.amount,
+                    now_us=now_us, expires_us=expires, owner=self.owner,
+                )  # fmt: skip
+        if rid is None or decision.amount is None:
+            least = worst_case_at(MIN_MAX_TOKENS, max_tokens=spec.max_tokens, worst=full, floor=floor)
+            raise _refusal(decision.status, worst, math.ceil(least))
+        if decision.max_tokens < spec.max_tokens:
+            left = decision.status.headroom
+            warnings.warn(
+                f"max_tokens lowered from {spec.max_tokens} to {decision.max_tokens} to fit the "
+                f"{decision.tightest.name} budget ({_usd(left)} left of {_usd(decision.tightest.limit)})",
+                CannyWarning,
+                stacklevel=4,
+            )
+        return LedgerReservation(self, rid, ids, decision.amount, decision.max_tokens)
+
+
+def _decide(
+    budgets: list[Budget], states: list[store.CounterState], now: datetime, max_tokens: int, full: int, floor: int
+) -> _Decision:
+    """How much to hold (pico-dollars) and at what ``max_tokens``, against the tightest
+    budget: :func:`~canny.budget.clamp.affordable_max_tokens` with its headroom."""
+    rooms = [
+        (math.floor(b.limit.scaleb(12)) - s.spent - s.reserved, i)
+        for i, (b, s) in enumerate(zip(budgets, states, strict=True))
+    ]
+    room, index = min(rooms)
+    tight, state = budgets[index], states[index]
+    status = BudgetStatus(tight, tight.window(now), dollars(state.spent), dollars(state.reserved))
+    affordable = affordable_max_tokens(max_tokens, worst=full, headroom=room, floor=floor)
+    if affordable is None:
+        return _Decision(None, max_tokens, tight, status)
+    held = worst_case_at(affordable, max_tokens=max_tokens, worst=full, floor=floor)
+    return _Decision(math.ceil(held), affordable, tight, status)
+
+
+def _hint(budget: Budget, window: Window) -> str:
+    flags = "".join(
+        f" --{n} {v}" for n, v in (("project", budget.project), ("tag", budget.tag), ("key", budget.key)) if v
+    )
+    where = (
+        f"raise it with `canny budget set --{budget.period} AMOUNT{flags}`"
+        if budget.source == "ledger"
+        else f"raise budget.{budget.period} in the config profile"
+    )
+    resets = window.end.strftime("%Y-%m-%d %H:%M")
+    return f"wait for the next {budget.period} ({resets} {budget.time_zone}), {where}, or shorten the prompt"
+
+
+def _refusal(status: BudgetStatus, worst: Decimal, least: int) -> BudgetExceeded:
+    b = status.budget
+    return BudgetExceeded(
+        f"the {b.period} budget for {b.scope} ({_usd(b.limit)}, {status.window.label} {b.time_zone}) has "
+        f"{_usd(status.headroom)} left: {_usd(status.spent)} spent, {_usd(status.reserved)} reserved by calls "
+        f"in flight; this call needs up to {_usd(worst)} (at least {_usd(dollars(least))} with "
+        f"max_tokens={MIN_MAX_TOKENS})",
+        budget=b.name,
+        limit=b.limit,
+        spent=status.spent,
+        reserved=status.reserved,
+        needed=worst,
+        hint=_hint(b, status.window),
+    )
+
+
+def _unpriced(spec: CallLike, budget: Budget) -> BudgetExceeded:
+    return BudgetExceeded(
+        f"{spec.model} has no price, so its cost cannot be checked against the {budget.period} budget "
+        f"for {budget.scope} ({_usd(budget.limit)})",
+        budget=budget.name,
+        limit=budget.limit,
+        needed=None,
+        hint="add the model's prices to your prices.toml (see `canny prices`), or use a priced model",
+    )

@@ -1,0 +1,155 @@
+"""What a budget is: a limit per day or month in a time zone, for the calls in its scope,
+and where it stands in its current window (:class:`BudgetStatus`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from canny.budget import store
+from canny.errors import ConfigError
+from canny.units import pico_to_usd, to_us
+
+if TYPE_CHECKING:
+    from canny.budget.guard import CallLike
+    from canny.ledger import Ledger
+
+__all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "dollars", "period_window"]
+
+Period = Literal["day", "month"]
+PERIODS: tuple[Period, ...] = ("day", "month")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {name!r}", hint="use an IANA name such as Europe/Paris or UTC") from None
+
+
+def dollars(pico: int) -> Decimal:
+    """Pico-dollars as a tidy Decimal (``0.006948``, not ``0.006948000000``)."""
+    amount = pico_to_usd(pico).normalize()
+    exponent = amount.as_tuple().exponent
+    return amount.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else amount
+
+
+def as_ledger(ledger: Ledger | store.BudgetLedger) -> store.BudgetLedger:
+    """``ledger`` if its database can hold budgets, else a :class:`~canny.errors.ConfigError`."""
+    if not isinstance(ledger, store.BudgetLedger):
+        raise ConfigError(
+            f"budgets need a SQLite or PostgreSQL ledger; {type(ledger).__name__} cannot hold them",
+            hint="open the ledger with canny.ledger.open_ledger(...)",
+        )
+    return ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One period of a budget in its time zone: ``[start, end)`` and a label."""
+
+    period: Period
+    time_zone: str
+    label: str
+    start: datetime
+    end: datetime
+
+
+def period_window(period: Period, time_zone: str, now: datetime) -> Window:
+    """The day or month of ``now`` in ``time_zone``."""
+    tz = _zone(time_zone)
+    local = now.astimezone(tz)
+    first: date = local.date() if period == "day" else local.date().replace(day=1)
+    if period == "day":
+        after, label = first + timedelta(days=1), first.isoformat()
+    else:
+        after, label = (first + timedelta(days=32)).replace(day=1), f"{first.year:04d}-{first.month:02d}"
+    start = datetime.combine(first, time(), tzinfo=tz)
+    end = datetime.combine(after, time(), tzinfo=tz)
+    return Window(period, time_zone, label, start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit per ``period`` in ``time_zone``, for the calls in its scope.
+
+    A scope field left ``None`` matches every call; ``project`` matches the call's
+    project, ``tag`` any of its tags, ``key`` the fingerprint of its API key
+    (``Secret.fingerprint``). ``source`` is ``"ledger"`` (stored, shared by every process
+    using the ledger) or ``"profile"`` (from this process's configuration).
+    """
+
+    period: Period
+    limit: Decimal
+    project: str | None = None
+    tag: str | None = None
+    key: str | None = None
+    time_zone: str = "UTC"
+    source: Literal["ledger", "profile"] = "ledger"
+
+    def __post_init__(self) -> None:
+        if self.period not in PERIODS:
+            raise ConfigError(f"budget period must be 'day' or 'month', not {self.period!r}")
+        if not self.limit.is_finite() or self.limit < 0:
+            raise ConfigError(f"budget limit must be a non-negative dollar amount, not {self.limit}")
+        _zone(self.time_zone)
+        for name in ("project", "tag", "key"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ConfigError(f"budget {name} must not be empty")
+
+    @property
+    def scope(self) -> str:
+        """``project acme, tag nightly`` or ``all calls``."""
+        parts = [f"{n} {v}" for n, v in (("project", self.project), ("tag", self.tag), ("key", self.key)) if v]
+        return ", ".join(parts) or "all calls"
+
+    @property
+    def name(self) -> str:
+        """``day`` or ``month[project=acme]``: the ``budget`` of a BudgetExceeded and its ledger row."""
+        parts = [f"{n}={v}" for n, v in (("project", self.project), ("tag", self.tag), ("key", self.key)) if v]
+        return self.period + (f"[{','.join(parts)}]" if parts else "")
+
+    def applies_to(self, spec: CallLike) -> bool:
+        """Whether a call falls in this budget's scope."""
+        return (
+            (self.project is None or spec.project == self.project)
+            and (self.tag is None or self.tag in spec.tags)
+            and (self.key is None or spec.key_fingerprint == self.key)
+        )
+
+    def window(self, now: datetime) -> Window:
+        """The period ``now`` falls in."""
+        return period_window(self.period, self.time_zone, now)
+
+    def counter_key(self, now: datetime) -> store.CounterKey:
+        w = self.window(now)
+        return store.CounterKey(
+            self.period, self.time_zone, w.label, to_us(w.start), to_us(w.end),
+            self.project or "", self.tag or "", self.key or "",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A budget in its current window: ``spent`` (actual costs), ``reserved`` (worst cases
+    of calls in flight) and what is left (``headroom``, negative when overdrawn)."""
+
+    budget: Budget
+    window: Window
+    spent: Decimal
+    reserved: Decimal
+
+    @property
+    def headroom(self) -> Decimal:
+        return self.budget.limit - self.spent - self.reserved

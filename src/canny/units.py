@@ -1,0 +1,41 @@
+"""The units money and time are stored in: pico-dollars and epoch microseconds.
+
+The ledger and the budgets keep amounts as integers of 10^-12 USD (exact for every rate
+in the price table, fast to sum) and instants as integers of microseconds since the Unix
+epoch, UTC (exact, compact, dialect-free). These functions convert both ways; they are
+the one place either conversion is written.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+__all__ = ["EPOCH", "from_us", "pico_to_usd", "to_us", "usd_to_pico"]
+
+#: The Unix epoch, UTC.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_us(moment: datetime) -> int:
+    """Exact microseconds since the epoch; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    """The UTC instant ``us`` microseconds after the epoch."""
+    return EPOCH + timedelta(microseconds=us)
+
+
+def usd_to_pico(cost: Decimal) -> int:
+    """USD as an integer count of 10^-12 USD (exact for every rate in the price table;
+    anything finer is rounded half to even)."""
+    return int(cost.scaleb(12).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def pico_to_usd(pico: int) -> Decimal:
+    """An integer count of 10^-12 USD as USD."""
+    return Decimal(pico).scaleb(-12)
