@@ -44,16 +44,6 @@ def dollars(pico: int) -> Decimal:
     return amount.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else amount
 
 
-def as_ledger(ledger: Ledger | store.BudgetLedger) -> store.BudgetLedger:
-    """``ledger`` if its database can hold budgets, else a :class:`~canny.errors.ConfigError`."""
-    if not isinstance(ledger, store.BudgetLedger):
-        raise ConfigError(
-            f"budgets need a SQLite or PostgreSQL ledger; {type(ledger).__name__} cannot hold them",
-            hint="open the ledger with canny.ledger.open_ledger(...)",
-        )
-    return ledger
-
-
 @dataclass(frozen=True, slots=True)
 class Window:
     """One period of a budget in its time zone: ``[start, end)`` and a label."""
@@ -153,3 +143,13 @@ class BudgetStatus:
     @property
     def headroom(self) -> Decimal:
         return self.budget.limit - self.spent - self.reserved
+
+
+def as_ledger(ledger: Ledger | store.BudgetLedger) -> store.BudgetLedger:
+    """``ledger`` if its database can hold budgets, else a :class:`~canny.errors.ConfigError`."""
+    if not isinstance(ledger, store.BudgetLedger):
+        raise ConfigError(
+            f"budgets need a SQLite or PostgreSQL ledger; {type(ledger).__name__} cannot hold them",
+            hint="open the ledger with canny.ledger.open_ledger(...)",
+        )
+    return ledger
