@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from canny import errors
 from canny._call import CallRun, CallSpec, CannyWarning
 from canny._secrets import ResolvedKey, Secret, resolve_api_key
-from canny.budget import MaxCostGuard, Reservation, Reserver
 from canny.config import Settings, Timeouts, check_base_url, load_settings, plain_http_proxy
 from canny.retry import RetryPolicy
 
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     import httpx2
 
     from canny._price_table import PriceTable
+    from canny.budget import Reservation, Reserver
     from canny.ledger import Ledger
 
 __all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model", "sdk_http_client"]
@@ -342,14 +342,14 @@ class ClientBase:
         )
 
     def _guards(self, spec: CallSpec, ledger: Ledger | None) -> list[Reserver]:
+        from canny.budget import MaxCostGuard, guard_for
+
         guards: list[Reserver] = []
         if spec.max_cost is not None:
             guards.append(MaxCostGuard(spec.max_cost))
         if self.budget is not None:
             guards.append(self.budget)
         elif ledger is not None:
-            from canny.budget import guard_for
-
             stored = _checked(lambda: guard_for(ledger, self.settings), ledger)
             if stored is not None:
                 guards.append(stored)

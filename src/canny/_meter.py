@@ -40,7 +40,6 @@ import httpx2
 from canny import errors
 from canny._call import CallRun, CallSpec, CannyWarning, answer_outcome, budget_refused_record
 from canny._sdk_errors import error_from_response, map_exception
-from canny.budget import Reservation, Reserver
 from canny.streaming import SSEDecoder, _payload
 
 if TYPE_CHECKING:
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from anthropic._response import APIResponse, AsyncAPIResponse
 
     from canny._call import Attempt
+    from canny.budget import Reservation, Reserver
     from canny.config import Settings
     from canny.ledger import Ledger, Outcome
 
