@@ -29,9 +29,9 @@ from canny.streaming import MessageAccumulator, parse_body
 from canny.usage import Usage
 
 if TYPE_CHECKING:
-    from canny._price_table import PriceTable
     from canny.config import Timeouts
     from canny.ledger import Ledger
+    from canny.pricing import PriceTable
 
 __all__ = [
     "LOST_MARGIN",
