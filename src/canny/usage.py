@@ -55,8 +55,8 @@ class Bucket:
     ``name`` is canny's name (the :class:`Usage` attribute, and the rate's name in the price
     table for token buckets); ``api`` is where the API reports it in ``usage`` (dotted for a
     nested object); ``column`` is the ledger column and the
-    :class:`~canny.ledger.AttemptRecord` attribute; ``label`` is how the usage line shows
-    it. ``kind``: ``prompt`` (input side, priced per MTok), ``output`` (priced per MTok) or
+    :class:`~canny.ledger.AttemptRecord` attribute; ``label`` is how the usage line and
+    report tables show it. ``kind``: ``prompt`` (input side, priced per MTok), ``output`` (priced per MTok) or
     ``tool`` (server-tool requests, counted, priced by fee where one is known).
     """
 
@@ -77,11 +77,11 @@ class Bucket:
 #: is derived from it: a new bucket is one line here, a field of :class:`Usage` and of
 #: ``AttemptRecord``, and a named ledger migration for its column.
 BUCKETS: tuple[Bucket, ...] = (
-    Bucket("input", "input_tokens", "input_tokens", "in", "prompt"),
+    Bucket("input", "input_tokens", "input_tokens", "input", "prompt"),
     Bucket("cache_write_5m", "cache_creation.ephemeral_5m_input_tokens", "cache_write_5m_tokens", "write 5m", "prompt"),
     Bucket("cache_write_1h", "cache_creation.ephemeral_1h_input_tokens", "cache_write_1h_tokens", "write 1h", "prompt"),
     Bucket("cache_read", "cache_read_input_tokens", "cache_read_tokens", "cache read", "prompt"),
-    Bucket("output", "output_tokens", "output_tokens", "out", "output"),
+    Bucket("output", "output_tokens", "output_tokens", "output", "output"),
     Bucket("web_search_requests", "server_tool_use.web_search_requests", "web_search_requests", "web searches", "tool"),
     Bucket("web_fetch_requests", "server_tool_use.web_fetch_requests", "web_fetch_requests", "web fetches", "tool"),
     Bucket(
@@ -256,7 +256,7 @@ def _at(obj: Any, path: str) -> Any:
     return obj
 
 
-def usage_columns(usage: Usage) -> dict[str, int]:
+def usage_columns(usage: Usage) -> dict[str, Any]:
     """The buckets of ``usage`` keyed by ledger column (``input_tokens`` ...), for a row."""
     return {b.column: getattr(usage, b.name) for b in BUCKETS}
 
