@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import random
 import warnings
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -90,7 +92,7 @@ def test_applicable_rates_is_the_one_rule_cost_and_savings_agree(
     model: str, day: date, batch: bool, geo: bool, fast: bool, usage: Usage, output: int
 ) -> None:
     """applicable_rates decides the row: cost() and the savings tree of reports/ledger give what it gives."""
-    usage = Usage(**{**usage.buckets(), "output": output})
+    usage = replace(usage, output=output)
     record = _record(model, day, batch, geo, fast, usage)
     basis = basis_of(record)
     assert basis == Basis(day, batch, geo, fast, usage.prompt_tokens)
@@ -120,7 +122,8 @@ def test_savings_in_sql_agree_with_the_one_rule(tmp_path: Path) -> None:
         model = rng.choice(MODELS)
         day = date(2023, 1, 1) + timedelta(days=rng.randrange(5 * 365))
         batch, geo, fast = rng.random() < 0.3, rng.random() < 0.3, rng.random() < 0.3
-        usage = Usage(**{name: rng.choice([*_EDGES, rng.randrange(2000000)]) for name in (*SAVING_BUCKETS, "input")})
+        counts: dict[str, Any] = {n: rng.choice([*_EDGES, rng.randrange(2000000)]) for n in (*SAVING_BUCKETS, "input")}
+        usage = Usage(**counts)
         record = _record(model, day, batch, geo, fast, usage, n)
         records.append(record)
         expected[f"p{n}"] = _expected_saving(model, basis_of(record), usage)
@@ -177,7 +180,7 @@ def test_cost_is_the_sum_over_buckets_of_tokens_times_rates(
     usage = (
         Usage(web_search_requests=searches, web_fetch_requests=fetches, iterations=tuple(iterations))
         if iterations
-        else Usage(**{**own.buckets(), "web_search_requests": searches, "web_fetch_requests": fetches})
+        else replace(own, web_search_requests=searches, web_fetch_requests=fetches)
     )
     parts = [(it.model or model, it.usage) for it in iterations] or [(model, own)]
     expected: Decimal | None = Decimal(0)

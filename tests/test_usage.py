@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from canny.usage import Usage, UsageAccumulator, usage_from_api
 
@@ -166,7 +167,8 @@ def test_usage_round_trips_through_api_shape_and_ledger_columns() -> None:
 
     from canny.usage import BUCKETS, usage_columns, usage_from_columns
 
-    usage = Usage(**{b.name: i + 1 for i, b in enumerate(BUCKETS)})
+    counts: dict[str, Any] = {b.name: i + 1 for i, b in enumerate(BUCKETS)}
+    usage = Usage(**counts)
     assert usage_from_api(usage.to_api()) == usage
     assert usage_from_columns(SimpleNamespace(**usage_columns(usage))) == usage
     assert "server_tool_use" not in Usage(input=1).to_api()

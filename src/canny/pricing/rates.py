@@ -132,22 +132,23 @@ def applicable_rates(table: PriceTable, model: str, basis: Basis) -> Rates | Non
 # --------------------------------------------------------------------------- modifiers
 
 
+def _asked(setting: str, value: str | None, off: str, on: str) -> bool:
+    """A two-valued request setting: ``on`` or not (``None`` is ``off``); else invalid."""
+    if value is None or value == off:
+        return False
+    if value == on:
+        return True
+    raise InvalidModifierError(f"{setting} must be {off!r} or {on!r}, not {value!r}")
+
+
 def geo_is_us(value: str | None) -> bool:
     """``inference_geo`` as asked for: ``us`` or not; anything else is invalid."""
-    if value is None or value == "global":
-        return False
-    if value == "us":
-        return True
-    raise InvalidModifierError(f"inference_geo must be 'global' or 'us', not {value!r}")
+    return _asked("inference_geo", value, "global", "us")
 
 
 def speed_is_fast(value: str | None) -> bool:
     """``speed`` as asked for: ``fast`` or not; anything else is invalid."""
-    if value is None or value == "standard":
-        return False
-    if value == "fast":
-        return True
-    raise InvalidModifierError(f"speed must be 'standard' or 'fast', not {value!r}")
+    return _asked("speed", value, "standard", "fast")
 
 
 def check_modifiers(entry: ModelEntry, day: date, *, batch: bool, geo_us: bool, fast: bool) -> None:
