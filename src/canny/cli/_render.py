@@ -122,18 +122,20 @@ def _n(value: int) -> str:
 
 
 #: The buckets the usage line always shows (``tokens in/out: 1204/534``); the others
-#: (``canny.usage.BUCKETS``) are shown by their label when not zero.
+#: (``canny.usage.BUCKETS``) are shown by their label when not zero, cache reads first.
 _ALWAYS = ("input", "output")
+_FIRST = "cache_read"
 
 
 def usage_line(usage: Usage, cost: Decimal | None, model: str, *, attempts: int = 1) -> str:
-    """``[tokens in/out: 1204/534 · write 1h 856 · cache read 38,912 · $0.0101 · model]``."""
+    """``[tokens in/out: 1204/534 · cache read 38,912 · write 1h 856 · $0.0101 · model]``."""
     from canny.pricing import format_usd
     from canny.usage import BUCKETS
 
     main = [b for b in BUCKETS if b.name in _ALWAYS]
     parts = ["tokens in/out: " + "/".join(str(getattr(usage, b.name)) for b in main)]
-    parts += [f"{b.label} {_n(getattr(usage, b.name))}" for b in BUCKETS if b not in main and getattr(usage, b.name)]
+    rest = sorted((b for b in BUCKETS if b not in main), key=lambda b: b.name != _FIRST)
+    parts += [f"{b.label} {_n(getattr(usage, b.name))}" for b in rest if getattr(usage, b.name)]
     parts.append(format_usd(cost) if cost is not None else "$ unpriced")
     parts.append(model)
     if attempts > 1:
