@@ -44,7 +44,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("NO_COLOR", "1")
     import sys
 
-    pricing = sys.modules.get("canny.pricing")
+    pricing = sys.modules.get("canny.pricing.cost")
     if pricing is not None:  # once-per-process warnings must not leak between tests
         pricing._WARNED.clear()
     return home

@@ -5,6 +5,7 @@ Expected figures are worked out by hand from the official per-MTok rates.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -14,17 +15,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from canny import pricing
 from canny.cli import main
+
+_cost_module = importlib.import_module("canny.pricing.cost")
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Own CANNY_HOME, fresh unpriced warnings."""
     monkeypatch.setenv("CANNY_HOME", str(tmp_path / "home"))
-    pricing._WARNED.clear()
+    _cost_module._WARNED.clear()
     yield
-    pricing._WARNED.clear()
+    _cost_module._WARNED.clear()
 
 
 def run(*args: str, stdin: str | None = None) -> Result:

@@ -7,6 +7,7 @@ none is computed by the code under test.
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -20,8 +21,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canny import pricing
-from canny._price_table import BUCKETS
 from canny.errors import ConfigError
 from canny.pricing import (
     UnpricedModelWarning,
@@ -36,7 +35,10 @@ from canny.pricing import (
     to_micros,
     worst_case_cost,
 )
+from canny.pricing.table import RATED
 from canny.usage import IterationUsage, Usage
+
+_cost_module = importlib.import_module("canny.pricing.cost")
 
 AT = date(2026, 11, 20)
 
@@ -82,9 +84,9 @@ MIXED = Usage(input=1_000, cache_write_5m=2_000, cache_write_1h=3_000, cache_rea
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No user price file leaks in, and every test sees fresh unpriced warnings."""
     monkeypatch.setenv("CANNY_HOME", str(tmp_path / "home"))
-    pricing._WARNED.clear()
+    _cost_module._WARNED.clear()
     yield
-    pricing._WARNED.clear()
+    _cost_module._WARNED.clear()
 
 
 # --------------------------------------------------------------------------- the vectors
@@ -94,12 +96,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 HAIKU_HIGH = ("0.50", "0.625", "1", "0.05", "2.50")
 
 
-@pytest.mark.parametrize("bucket", BUCKETS)
+@pytest.mark.parametrize("bucket", RATED)
 @pytest.mark.parametrize("model", sorted(REFERENCE))
 def test_every_model_every_bucket(model: str, bucket: str) -> None:
     """A million tokens in one bucket cost exactly that bucket's official rate."""
     row = HAIKU_HIGH if model == "claude-haiku-5-5" and bucket != "output" else REFERENCE[model]
-    expected = D(row[BUCKETS.index(bucket)])
+    expected = D(row[RATED.index(bucket)])
     assert cost(model, Usage(**{bucket: 1_000_000}), at=AT) == expected  # type: ignore[arg-type]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from canny.usage import Usage, UsageAccumulator, usage_from_api
 
 
@@ -124,3 +127,48 @@ def test_sdk_usage_objects_are_accepted() -> None:
         }
     )
     assert usage_from_api(sdk) == Usage(input=3, output=4, cache_read=5, cache_write_5m=2, cache_write_1h=4)
+
+
+def test_buckets_table_is_what_records_columns_and_rates_are_made_of(tmp_path: Path) -> None:
+    """usage.BUCKETS agrees with Usage, AttemptRecord, the ledger's SQL columns, report rows and price rates."""
+    from dataclasses import fields
+
+    from canny.ledger import AttemptRecord, GroupTotals, open_ledger
+    from canny.ledger._sql import COLUMNS
+    from canny.pricing import Rates
+    from canny.pricing.table import RATED, RateSet
+    from canny.reports import ReportRow
+    from canny.usage import BUCKETS, TOKEN_BUCKETS
+
+    columns = [b.column for b in BUCKETS]
+    assert [f.name for f in fields(Usage) if f.name != "iterations"] == [b.name for b in BUCKETS]
+    record_fields = [f.name for f in fields(AttemptRecord)]
+    start = record_fields.index(columns[0])
+    assert record_fields[start : start + len(columns)] == columns
+    assert COLUMNS[COLUMNS.index(columns[0]) :][: len(columns)] == tuple(columns)
+    token_columns = [b.column for b in TOKEN_BUCKETS]
+    for row in (ReportRow, GroupTotals):
+        names = [f.name for f in fields(row)]
+        assert [n for n in names if n.endswith("_tokens")] == token_columns
+    assert list(RATED) == [f.name for f in fields(RateSet)] == [b.name for b in TOKEN_BUCKETS]
+    assert {b.name for b in TOKEN_BUCKETS} <= {f.name for f in fields(Rates)}
+    ledger = open_ledger(tmp_path / "l.db")
+    try:
+        with ledger.transaction(write=False) as tx:  # type: ignore[attr-defined]
+            stored = {row[1] for row in tx.execute("PRAGMA table_info(attempts)")}
+    finally:
+        ledger.close()
+    assert set(columns) <= stored
+
+
+def test_usage_round_trips_through_api_shape_and_ledger_columns() -> None:
+    """to_api / usage_from_api and usage_columns / usage_from_columns are inverses for every bucket."""
+    from types import SimpleNamespace
+
+    from canny.usage import BUCKETS, usage_columns, usage_from_columns
+
+    counts: dict[str, Any] = {b.name: i + 1 for i, b in enumerate(BUCKETS)}
+    usage = Usage(**counts)
+    assert usage_from_api(usage.to_api()) == usage
+    assert usage_from_columns(SimpleNamespace(**usage_columns(usage))) == usage
+    assert "server_tool_use" not in Usage(input=1).to_api()

@@ -6,7 +6,7 @@ Each recording runs through ``canny.Client.stream`` (SSE bodies and error bodies
 ``anthropic.Anthropic`` client, and ``canny replay``. The HTTP side is an
 ``httpx2.MockTransport`` that answers every request with the recorded status, headers and
 body, in small chunks. Expected text, usage buckets and cost were worked out by hand from
-the recording and src/canny/prices.toml; each case file shows the working
+the recording and src/canny/pricing/prices.toml; each case file shows the working
 (``expect.cost_working``) and the rates used (``expect.rates``).
 """
 

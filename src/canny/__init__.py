@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from canny import errors
     from canny._meter import Meter, meter
     from canny.client import AsyncClient, Client
-    from canny.pricing import cost
+    from canny.pricing.cost import cost
     from canny.result import CallResult
     from canny.usage import Usage
 

@@ -26,13 +26,13 @@ from canny.ledger import AttemptRecord, Outcome
 from canny.result import CallResult
 from canny.retry import RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
-from canny.usage import Usage
+from canny.usage import Usage, usage_columns
 
 if TYPE_CHECKING:
-    from canny._price_table import PriceTable
     from canny.budget import Reservation
     from canny.config import Timeouts
     from canny.ledger import Ledger
+    from canny.pricing import PriceTable
 
 __all__ = [
     "LOST_MARGIN",
@@ -420,14 +420,7 @@ class CallRun:
             prompt_text=self.spec.prompt_json if self.spec.log_content else None,
             response_text=attempt.acc.text if self.spec.log_content else None,
             extra=dict(attempt.notes),
-            input_tokens=attempt.usage.input,
-            cache_write_5m_tokens=attempt.usage.cache_write_5m,
-            cache_write_1h_tokens=attempt.usage.cache_write_1h,
-            cache_read_tokens=attempt.usage.cache_read,
-            output_tokens=attempt.usage.output,
-            web_search_requests=attempt.usage.web_search_requests,
-            web_fetch_requests=attempt.usage.web_fetch_requests,
-            code_execution_requests=attempt.usage.code_execution_requests,
+            **usage_columns(attempt.usage),
         )
         self.write(record)
 

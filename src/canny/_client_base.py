@@ -31,9 +31,9 @@ from canny.retry import RetryPolicy
 if TYPE_CHECKING:
     import httpx2
 
-    from canny._price_table import PriceTable
     from canny.budget import Reservation, Reserver
     from canny.ledger import Ledger
+    from canny.pricing import PriceTable
 
 __all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model", "sdk_http_client"]
 

@@ -21,7 +21,7 @@ from canny._secrets import redact
 from canny.retry import parse_retry_after
 
 if TYPE_CHECKING:
-    from canny._price_table import PriceTable
+    from canny.pricing import PriceTable
 
 __all__ = ["Retirement", "error_from_event", "error_from_response", "map_exception", "retirement", "translate"]
 

@@ -47,6 +47,7 @@ __all__ = [
     "CannyWarning",
     "ConfigError",
     "ConnectionFailed",
+    "InvalidModifierError",
     "LedgerError",
     "LedgerUnavailable",
     "MissingKeyError",
@@ -62,6 +63,7 @@ __all__ = [
     "StreamInterrupted",
     "TimeoutError",
     "TransientError",
+    "UnpricedModelWarning",
 ]
 
 
@@ -349,3 +351,15 @@ class ResponseWarning(CannyWarning):
     is computed from what is known (unpriced when an unknown part could change it).
     Emitted once per field and value per process.
     """
+
+
+class UnpricedModelWarning(CannyWarning):
+    """A cost could not be computed: unknown model, or no confirmed rate for that date or mode."""
+
+
+class InvalidModifierError(ConfigError, ValueError):
+    """A modifier the API rejects for this model (``inference_geo="us"`` before Claude 4.6,
+    ``speed="fast"`` without fast mode or in a batch). A :class:`ValueError` for callers of
+    the pricing functions, and a :class:`ConfigError` (exit 2) for the CLI."""
+
+    hint = "drop the setting or choose a model that supports it; `canny prices --model M` shows what applies"

@@ -17,7 +17,8 @@ counts (priced, billed, and it read or wrote the cache)::
           − cache_write_1h × (1h write rate − input rate)
 
 at the rates in force on the attempt's UTC day, for its model, batch, ``inference_geo``,
-``speed`` and prompt-length band (:func:`cache_saving_rates`). It is negative when the
+``speed`` and prompt-length band (:func:`canny.pricing.cache_saving_rates`, which asks the
+one pricing rule). It is negative when the
 write premium was not paid back by reads (yet). It is summed in the same SQL scan as the
 rest, but it is opt-in: choosing each attempt's rates makes a report over a million rows
 about 45% slower (docs/benchmarks.md).
@@ -35,24 +36,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from canny.ledger import (
-    ANSWER_OUTCOMES,
-    AttemptRecord,
-    CacheSavingRates,
-    CacheWeights,
-    GroupBy,
-    GroupTotals,
-    Ledger,
-    RateSplit,
-    RateTree,
-    ReportingLedger,
-    SplitTest,
-)
-
-if TYPE_CHECKING:
-    from canny._price_table import ModelEntry, PriceTable
+from canny.ledger import ANSWER_OUTCOMES, AttemptRecord, GroupBy, GroupTotals, Ledger, ReportingLedger
+from canny.pricing import CacheSavingRates, cache_saving_rates
+from canny.usage import TOKEN_BUCKETS, Usage, usage_from_columns
 
 __all__ = [
     "EXPORT_FIELDS",
@@ -115,7 +103,7 @@ class ReportRow:
     @property
     def prompt_tokens(self) -> int:
         """Input tokens of every kind: uncached, written to the cache, read from it."""
-        return self.input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
+        return sum(getattr(self, b.column) for b in TOKEN_BUCKETS if b.kind == "prompt")
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -198,11 +186,15 @@ def _within(
             yield record
 
 
+#: The token bucket columns a report sums (``canny.usage.TOKEN_BUCKETS``), in order.
+_TOKEN_COLUMNS: tuple[str, ...] = tuple(b.column for b in TOKEN_BUCKETS)
+
+
 @dataclass(slots=True)
 class _Acc:
     calls: set[str] = field(default_factory=set)
     attempts: int = 0
-    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_COLUMNS, 0))
     cost: Decimal | None = None
     unpriced: int = 0
     failures: int = 0
@@ -215,10 +207,8 @@ class _Acc:
         self.saved_units += saved_units
         self.calls.add(r.call_id)
         self.attempts += 1
-        for i, n in enumerate(
-            (r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens, r.output_tokens)
-        ):
-            self.tokens[i] += n
+        for column in _TOKEN_COLUMNS:
+            self.tokens[column] += getattr(r, column)
         if r.cost_usd is None:
             self.unpriced += 1
         else:
@@ -234,7 +224,6 @@ class _Acc:
                     self.difference = _plus(self.difference, repriced - r.cost_usd)
 
     def row(self, group: str | None, pricing: bool, savings: CacheSavingRates | None = None) -> ReportRow:
-        inp, w5, w1h, read, output = self.tokens
         saved = None
         if savings is not None and self.cost is not None:
             saved = savings.to_usd(self.saved_units)
@@ -242,11 +231,7 @@ class _Acc:
             group,
             calls=len(self.calls),
             attempts=self.attempts,
-            input_tokens=inp,
-            cache_write_5m_tokens=w5,
-            cache_write_1h_tokens=w1h,
-            cache_read_tokens=read,
-            output_tokens=output,
+            **self.tokens,
             cost_usd=self.cost,
             unpriced=self.unpriced,
             failures=self.failures,
@@ -319,166 +304,17 @@ def table_pricer() -> Pricer:
     from functools import lru_cache
 
     from canny.pricing import cost
-    from canny.usage import Usage
 
     @lru_cache(maxsize=65536)
-    def priced(model: str, buckets: tuple[int, ...], batch: bool, geo: str | None, speed: str | None) -> Decimal | None:
-        inp, w5, w1h, read, output, searches, fetches, executions = buckets
-        usage = Usage(
-            input=inp,
-            cache_write_5m=w5,
-            cache_write_1h=w1h,
-            cache_read=read,
-            output=output,
-            web_search_requests=searches,
-            web_fetch_requests=fetches,
-            code_execution_requests=executions,
-        )
+    def priced(model: str, usage: Usage, batch: bool, geo: str | None, speed: str | None) -> Decimal | None:
         # A row keeps what the server reported (or, failing that, what was asked): a fact,
         # so re-pricing reads it leniently (an unknown value is unpriced, never an error).
         return cost(model, usage, batch=batch, reported={"inference_geo": geo, "speed": speed}, at=None)
 
     def price(r: AttemptRecord) -> Decimal | None:
-        buckets = (
-            r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
-            r.output_tokens, r.web_search_requests, r.web_fetch_requests, r.code_execution_requests,
-        )  # fmt: skip
-        return priced(r.model, buckets, r.batch, r.inference_geo, r.speed)
+        return priced(r.model, usage_from_columns(r), r.batch, r.inference_geo, r.speed)
 
     return price
-
-
-def cache_saving_rates(table: PriceTable | None = None) -> CacheSavingRates:
-    """The price table as :class:`~canny.ledger.CacheSavingRates`: per model id and alias,
-    a tree over the price rows' dates, batch, ``inference_geo``, fast mode and prompt-length
-    bands, whose leaves weigh each cache bucket by its saving per token (reads: input rate
-    minus read rate; writes: minus their premium over the input rate), as exact integers."""
-    from canny.pricing import default_table
-
-    tbl = table or default_table()
-    shapes = {model_id: _model_shape(entry) for model_id, entry in tbl.models.items()}
-    deltas: dict[_Leaf, tuple[Decimal, Decimal, Decimal] | None] = {}
-    for shape in shapes.values():
-        for found in _leaves(shape):
-            if found not in deltas:
-                deltas[found] = _saving_per_mtok(tbl, found)
-    places = max((_places(d) for found in deltas.values() if found for d in found), default=0)
-    scale = Decimal(10) ** places
-
-    def weights(shape: _Shape) -> RateTree:
-        if shape is None:
-            return None
-        if isinstance(shape, _ShapeSplit):
-            yes, no = weights(shape.yes), weights(shape.no)
-            return yes if yes == no else RateSplit(shape.test, shape.value, yes, no)
-        per_mtok = deltas[shape]
-        if per_mtok is None:
-            return None
-        read, w5, w1h = (int(d * scale) for d in per_mtok)
-        return CacheWeights(cache_read=read, cache_write_5m=w5, cache_write_1h=w1h)
-
-    trees = {model_id: weights(shape) for model_id, shape in shapes.items()}
-    models: dict[str, RateTree] = dict(trees)
-    for alias, model_id in tbl.aliases.items():
-        models.setdefault(alias, trees.get(model_id))
-    return CacheSavingRates(exponent=places + 6, models=models)
-
-
-@dataclass(frozen=True, slots=True)
-class _Leaf:
-    """What one leaf prices: a model on a day, with its modifiers and a prompt length."""
-
-    model: str
-    day: date
-    batch: bool
-    geo_us: bool
-    fast: bool
-    prompt: int
-
-
-@dataclass(frozen=True, slots=True)
-class _ShapeSplit:
-    test: SplitTest
-    value: int
-    yes: _Shape
-    no: _Shape
-
-
-_Shape = _Leaf | _ShapeSplit | None
-
-
-def _leaves(shape: _Shape) -> Iterator[_Leaf]:
-    if isinstance(shape, _ShapeSplit):
-        yield from _leaves(shape.yes)
-        yield from _leaves(shape.no)
-    elif shape is not None:
-        yield shape
-
-
-def _model_shape(entry: ModelEntry) -> _Shape:
-    """One model's decision tree, as ``canny.pricing`` picks its rates: the row in force on
-    the day, batch, US-only inference (if the model offers it), fast mode (if offered, and
-    not in a batch), the prompt-length band."""
-    model = entry.info.id
-    thresholds = sorted({r.long_prompt_threshold for r in entry.prices if r.long_prompt_threshold})
-
-    def bands(day: date, batch: bool, geo: bool, fast: bool) -> _Shape:
-        tree: _Shape = _Leaf(model, day, batch, geo, fast, 0)
-        for threshold in thresholds:
-            tree = _ShapeSplit("prompt_over", threshold, _Leaf(model, day, batch, geo, fast, threshold + 1), tree)
-        return tree
-
-    def speeds(day: date, batch: bool, geo: bool) -> _Shape:
-        standard = bands(day, batch, geo, False)
-        if batch or not entry.fast:
-            return standard
-        return _ShapeSplit("fast", 0, bands(day, batch, geo, True), standard)
-
-    def regions(day: date, batch: bool) -> _Shape:
-        if not entry.info.inference_geo:
-            return speeds(day, batch, False)
-        return _ShapeSplit("geo_us", 0, speeds(day, batch, True), speeds(day, batch, False))
-
-    tree: _Shape = None  # before the first row: no price
-    for day in sorted({row.effective_from for row in (*entry.prices, *entry.fast)}):
-        midnight = (day - _EPOCH_DAY).days * _DAY_US
-        tree = _ShapeSplit(
-            "started_before", midnight, tree, _ShapeSplit("batch", 0, regions(day, True), regions(day, False))
-        )
-    return tree
-
-
-_EPOCH_DAY = date(1970, 1, 1)
-_DAY_US = 86_400_000_000
-
-
-def _saving_per_mtok(table: PriceTable, leaf: _Leaf) -> tuple[Decimal, Decimal, Decimal] | None:
-    """Saving per MTok of (cache read, 5m write, 1h write) against uncached input, at the
-    rates ``canny.pricing.cost`` uses for such an attempt; ``None`` when unpriced."""
-    from canny.pricing import InvalidModifierError, Rates, rates
-
-    def look(speed: str | None) -> Rates | None:
-        return rates(
-            leaf.model, at=leaf.day, batch=leaf.batch, inference_geo="us" if leaf.geo_us else None, speed=speed,
-            prompt_tokens=leaf.prompt, table=table,
-        )  # fmt: skip
-
-    try:
-        found = look("fast" if leaf.fast else None)
-    except InvalidModifierError:  # fast mode withdrawn that day: billed at the standard row
-        found = look(None)
-    if found is None:
-        return None
-    return (
-        found.input - found.cache_read,
-        found.input - found.cache_write_5m,
-        found.input - found.cache_write_1h,
-    )
-
-
-def _places(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 # --- time zones and dates ---------------------------------------------------------------
@@ -576,8 +412,7 @@ def plain_decimal(value: Decimal) -> str:
 
 
 REPORT_FIELDS: tuple[str, ...] = (
-    "kind", "by", "group", "calls", "attempts", "input_tokens", "cache_write_5m_tokens",
-    "cache_write_1h_tokens", "cache_read_tokens", "output_tokens", "cost_usd", "unpriced",
+    "kind", "by", "group", "calls", "attempts", *_TOKEN_COLUMNS, "cost_usd", "unpriced",
     "failures", "cache_hit_rate",
 )  # fmt: skip
 REPRICE_FIELDS: tuple[str, ...] = ("repriced_usd", "reprice_difference_usd", "reprice_unpriced")
@@ -598,11 +433,7 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             "group": row.group,
             "calls": row.calls,
             "attempts": row.attempts,
-            "input_tokens": row.input_tokens,
-            "cache_write_5m_tokens": row.cache_write_5m_tokens,
-            "cache_write_1h_tokens": row.cache_write_1h_tokens,
-            "cache_read_tokens": row.cache_read_tokens,
-            "output_tokens": row.output_tokens,
+            **{column: getattr(row, column) for column in _TOKEN_COLUMNS},
             "cost_usd": _money(row.cost_usd),
             "unpriced": row.unpriced,
             "failures": row.failures,

@@ -27,9 +27,86 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["MAX_COUNT", "IterationUsage", "Usage", "UsageAccumulator", "usage_from_api", "valid_count"]
+__all__ = [
+    "API_COUNTS",
+    "API_NESTED",
+    "BUCKETS",
+    "MAX_COUNT",
+    "TOKEN_BUCKETS",
+    "Bucket",
+    "IterationUsage",
+    "Usage",
+    "UsageAccumulator",
+    "usage_columns",
+    "usage_from_api",
+    "usage_from_columns",
+    "valid_count",
+]
+
+BucketKind = Literal["prompt", "output", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One usage bucket and every name it goes by.
+
+    ``name`` is canny's name (the :class:`Usage` attribute, and the rate's name in the price
+    table for token buckets); ``api`` is where the API reports it in ``usage`` (dotted for a
+    nested object); ``column`` is the ledger column and the
+    :class:`~canny.ledger.AttemptRecord` attribute; ``label`` is how the usage line and
+    report tables show it. ``kind``: ``prompt`` (input side, priced per MTok), ``output`` (priced per MTok) or
+    ``tool`` (server-tool requests, counted, priced by fee where one is known).
+    """
+
+    name: str
+    api: str
+    column: str
+    label: str
+    kind: BucketKind
+
+    @property
+    def tokens(self) -> bool:
+        """A token count priced per million tokens (not a request count)."""
+        return self.kind != "tool"
+
+
+#: THE list of usage buckets, in display and column order. Everything that names buckets
+#: (ledger rows and columns, reports, the usage line, replay JSON, the price table's rates)
+#: is derived from it: a new bucket is one line here, a field of :class:`Usage` and of
+#: ``AttemptRecord``, and a named ledger migration for its column.
+BUCKETS: tuple[Bucket, ...] = (
+    Bucket("input", "input_tokens", "input_tokens", "input", "prompt"),
+    Bucket("cache_write_5m", "cache_creation.ephemeral_5m_input_tokens", "cache_write_5m_tokens", "write 5m", "prompt"),
+    Bucket("cache_write_1h", "cache_creation.ephemeral_1h_input_tokens", "cache_write_1h_tokens", "write 1h", "prompt"),
+    Bucket("cache_read", "cache_read_input_tokens", "cache_read_tokens", "cache read", "prompt"),
+    Bucket("output", "output_tokens", "output_tokens", "output", "output"),
+    Bucket("web_search_requests", "server_tool_use.web_search_requests", "web_search_requests", "web searches", "tool"),
+    Bucket("web_fetch_requests", "server_tool_use.web_fetch_requests", "web_fetch_requests", "web fetches", "tool"),
+    Bucket(
+        "code_execution_requests",
+        "server_tool_use.code_execution_requests",
+        "code_execution_requests",
+        "code executions",
+        "tool",
+    ),
+)
+#: The buckets priced per million tokens (the five rates of a price row), in order.
+TOKEN_BUCKETS: tuple[Bucket, ...] = tuple(b for b in BUCKETS if b.tokens)
+#: The API's nested object of cache writes, and its total next to it.
+_WRITES, _WRITE_TOTAL = "cache_creation", "cache_creation_input_tokens"
+#: The API's top-level count fields (the cache-write total included).
+API_COUNTS: tuple[str, ...] = (
+    *(b.api for b in BUCKETS if "." not in b.api and b.kind == "prompt"),
+    _WRITE_TOTAL,
+    *(b.api for b in BUCKETS if "." not in b.api and b.kind != "prompt"),
+)
+#: The API's nested objects of counts: object name -> its count fields.
+API_NESTED: Mapping[str, frozenset[str]] = {
+    parent: frozenset(b.api.split(".")[1] for b in BUCKETS if b.api.startswith(parent + "."))
+    for parent in dict.fromkeys(b.api.split(".")[0] for b in BUCKETS if "." in b.api)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +159,13 @@ class Usage:
 
     def to_api(self) -> dict[str, Any]:
         """The API's own shape (``input_tokens``, ``cache_creation`` ...), for round trips."""
-        out: dict[str, Any] = {
-            "input_tokens": self.input,
-            "cache_creation_input_tokens": self.cache_write,
-            "cache_read_input_tokens": self.cache_read,
-            "output_tokens": self.output,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": self.cache_write_5m,
-                "ephemeral_1h_input_tokens": self.cache_write_1h,
-            },
-        }
-        tools = {
-            "web_search_requests": self.web_search_requests,
-            "web_fetch_requests": self.web_fetch_requests,
-            "code_execution_requests": self.code_execution_requests,
-        }
-        if any(tools.values()):
-            out["server_tool_use"] = tools
+        out: dict[str, Any] = {_WRITE_TOTAL: self.cache_write}
+        for bucket in BUCKETS:
+            parent, _, name = bucket.api.rpartition(".")
+            (out.setdefault(parent, {}) if parent else out)[name] = getattr(self, bucket.name)
+        for parent in API_NESTED:
+            if parent != _WRITES and not any(out[parent].values()):
+                del out[parent]  # no server tool ran: left out, as the API does
         if self.iterations:
             out["iterations"] = [{"model": it.model, **it.usage.to_api()} for it in self.iterations]
         return out
@@ -162,15 +229,15 @@ def usage_from_api(obj: Any) -> Usage:
         return Usage()
     if isinstance(obj, Usage):
         return obj
-    reported_writes = _get(obj, "cache_creation_input_tokens")
+    reported_writes = _get(obj, _WRITE_TOTAL)
     writes = _int(reported_writes)
-    breakdown = _get(obj, "cache_creation")
+    breakdown = _get(obj, _WRITES)
     # The total, when reported (0 included: a later cumulative delta can say 0), wins over
     # a breakdown that may be left over from message_start.
     if reported_writes is None and breakdown is not None:
         writes = _int(_get(breakdown, "ephemeral_5m_input_tokens")) + _int(_get(breakdown, "ephemeral_1h_input_tokens"))
     w5, w1h = _split_writes(writes, breakdown)
-    tools = _get(obj, "server_tool_use")
+    counts = {b.name: _int(_at(obj, b.api)) for b in BUCKETS if not b.api.startswith(_WRITES + ".")}
     iterations = tuple(
         IterationUsage(
             model=_get(it, "model"),
@@ -179,17 +246,24 @@ def usage_from_api(obj: Any) -> Usage:
         )
         for it in _iterations(_get(obj, "iterations"))
     )
-    return Usage(
-        input=_int(_get(obj, "input_tokens")),
-        cache_write_5m=w5,
-        cache_write_1h=w1h,
-        cache_read=_int(_get(obj, "cache_read_input_tokens")),
-        output=_int(_get(obj, "output_tokens")),
-        web_search_requests=_int(_get(tools, "web_search_requests")),
-        web_fetch_requests=_int(_get(tools, "web_fetch_requests")),
-        code_execution_requests=_int(_get(tools, "code_execution_requests")),
-        iterations=iterations,
-    )
+    return Usage(**counts, cache_write_5m=w5, cache_write_1h=w1h, iterations=iterations)
+
+
+def _at(obj: Any, path: str) -> Any:
+    """A field at a dotted path (``server_tool_use.web_search_requests``), or ``None``."""
+    for part in path.split("."):
+        obj = _get(obj, part)
+    return obj
+
+
+def usage_columns(usage: Usage) -> dict[str, Any]:
+    """The buckets of ``usage`` keyed by ledger column (``input_tokens`` ...), for a row."""
+    return {b.column: getattr(usage, b.name) for b in BUCKETS}
+
+
+def usage_from_columns(row: Any) -> Usage:
+    """The :class:`Usage` of a ledger row (anything with the bucket columns as attributes)."""
+    return Usage(**{b.name: getattr(row, b.column) for b in BUCKETS})
 
 
 def _iterations(value: Any) -> tuple[Any, ...]:

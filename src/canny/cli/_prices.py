@@ -46,7 +46,7 @@ def _parse_at(value: str | None) -> date | datetime | None:
 
 
 def _day(at: date | datetime | None) -> date:
-    from canny._price_table import utc_day
+    from canny.pricing import utc_day
 
     return utc_day(at)
 
@@ -126,7 +126,7 @@ def _lifecycle(info: Any) -> str:
 
 
 def _show_all(table: Any, day: date, as_json: bool) -> None:
-    from canny._price_table import row_at
+    from canny.pricing import row_at
 
     if as_json:
         models = []
@@ -152,7 +152,7 @@ def _show_all(table: Any, day: date, as_json: bool) -> None:
 
 
 def _show_one(table: Any, entry: Any, day: date, as_json: bool) -> None:
-    from canny._price_table import row_at
+    from canny.pricing import row_at
 
     info = entry.info
     current = row_at(entry.prices, day)

@@ -121,19 +121,21 @@ def _n(value: int) -> str:
     return f"{value:,}"
 
 
+#: The buckets the usage line always shows (``tokens in/out: 1204/534``); the others
+#: (``canny.usage.BUCKETS``) are shown by their label when not zero, cache reads first.
+_ALWAYS = ("input", "output")
+_FIRST = "cache_read"
+
+
 def usage_line(usage: Usage, cost: Decimal | None, model: str, *, attempts: int = 1) -> str:
     """``[tokens in/out: 1204/534 · cache read 38,912 · write 1h 856 · $0.0101 · model]``."""
     from canny.pricing import format_usd
+    from canny.usage import BUCKETS
 
-    parts = [f"tokens in/out: {usage.input}/{usage.output}"]
-    if usage.cache_read:
-        parts.append(f"cache read {_n(usage.cache_read)}")
-    if usage.cache_write_5m:
-        parts.append(f"write 5m {_n(usage.cache_write_5m)}")
-    if usage.cache_write_1h:
-        parts.append(f"write 1h {_n(usage.cache_write_1h)}")
-    if usage.web_search_requests:
-        parts.append(f"web searches {usage.web_search_requests}")
+    main = [b for b in BUCKETS if b.name in _ALWAYS]
+    parts = ["tokens in/out: " + "/".join(str(getattr(usage, b.name)) for b in main)]
+    rest = sorted((b for b in BUCKETS if b not in main), key=lambda b: b.name != _FIRST)
+    parts += [f"{b.label} {_n(getattr(usage, b.name))}" for b in rest if getattr(usage, b.name)]
     parts.append(format_usd(cost) if cost is not None else "$ unpriced")
     parts.append(model)
     if attempts > 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from canny.cli._render import cli_errors, echo_err, install_warning_printer, usage_line
+from canny.usage import BUCKETS, TOKEN_BUCKETS, Bucket
 
 __all__ = ["replay"]
 
@@ -48,22 +49,12 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
                 "text": acc.text,
                 "stop_reason": acc.stop_reason,
                 "complete": complete,
-                "usage": {
-                    "input_tokens": usage.input,
-                    "output_tokens": usage.output,
-                    "cache_read_input_tokens": usage.cache_read,
-                    "cache_write_5m_tokens": usage.cache_write_5m,
-                    "cache_write_1h_tokens": usage.cache_write_1h,
-                },
+                "usage": {_json_name(b): getattr(usage, b.name) for b in TOKEN_BUCKETS},
                 "cost_usd": None if price is None else str(price),
             }
             if estimated:
                 payload["output_tokens_estimated"] = estimated
-            tools = {
-                "web_search_requests": usage.web_search_requests,
-                "web_fetch_requests": usage.web_fetch_requests,
-                "code_execution_requests": usage.code_execution_requests,
-            }
+            tools = {_json_name(b): getattr(usage, b.name) for b in BUCKETS if not b.tokens}
             if any(tools.values()):  # priced too (web search), so shown when present
                 payload["server_tool_use"] = tools
             if acc.error is not None:
@@ -83,6 +74,14 @@ def replay(file: Path, model: str | None, at: str | None, batch: bool, as_json: 
         echo_err(usage_line(usage, price, name or "unknown model"))
         if estimated:
             echo_err(f"output tokens {estimated}")
+
+
+def _json_name(bucket: Bucket) -> str:
+    """A bucket's key in the JSON: the API's name for a top-level field or inside a nested
+    object (``server_tool_use.web_search_requests``), the ledger column for a cache write
+    (the API nests those without a total of their own)."""
+    parent, _, name = bucket.api.rpartition(".")
+    return bucket.column if parent == "cache_creation" else name
 
 
 def _read(path: Path) -> bytes:

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from canny.pricing import format_usd
 from canny.reports import REPORT_FIELDS, REPRICE_FIELDS, SAVINGS_FIELDS, Report, ReportRow, report_rows
+from canny.usage import TOKEN_BUCKETS
 
 __all__ = ["render_bars", "render_csv", "render_html", "render_json", "render_table"]
 
@@ -42,16 +43,16 @@ def _signed(value: Decimal | None) -> str:
 
 
 def _headers(report: Report) -> list[str]:
-    head = [report.by, "calls", "attempts", "input", "write 5m", "write 1h", "cache read", "output", "cost"]
+    head = [report.by, "calls", "attempts", *(b.label for b in TOKEN_BUCKETS), "cost"]
     head += ["unpriced", "failures", "cache hit"]
     head += ["saved"] if report.savings else []
     return head + (["repriced", "difference"] if report.repriced else [])
 
 
 def _cells(report: Report, row: ReportRow) -> list[str]:
-    out = [_label(row), f"{row.calls:,}", f"{row.attempts:,}", f"{row.input_tokens:,}"]
-    out += [f"{row.cache_write_5m_tokens:,}", f"{row.cache_write_1h_tokens:,}", f"{row.cache_read_tokens:,}"]
-    out += [f"{row.output_tokens:,}", _money(row.cost_usd), f"{row.unpriced:,}", f"{row.failures:,}"]
+    out = [_label(row), f"{row.calls:,}", f"{row.attempts:,}"]
+    out += [f"{getattr(row, b.column):,}" for b in TOKEN_BUCKETS]
+    out += [_money(row.cost_usd), f"{row.unpriced:,}", f"{row.failures:,}"]
     out.append(_rate(row.cache_hit_rate))
     if report.savings:
         out.append(_money(row.saved_usd))
@@ -233,13 +234,7 @@ def render_html(report: Report, *, over_time: Report | None = None, by_model: Re
     ]
     if report.savings:
         cards.append(("saved by caching", _money(t.saved_usd)))
-    buckets = [
-        ("input", t.input_tokens),
-        ("cache write 5m", t.cache_write_5m_tokens),
-        ("cache write 1h", t.cache_write_1h_tokens),
-        ("cache read", t.cache_read_tokens),
-        ("output", t.output_tokens),
-    ]
+    buckets = [(b.column.removesuffix("_tokens").replace("_", " "), getattr(t, b.column)) for b in TOKEN_BUCKETS]
     parts = [
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width,initial-scale=1">',

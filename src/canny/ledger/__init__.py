@@ -12,29 +12,27 @@ share their schema through :mod:`canny.ledger.migrations`. Schema and usage:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from canny.pricing import CacheSavingRates
 
 __all__ = [
     "ANSWER_OUTCOMES",
     "GROUP_BYS",
     "OUTCOMES",
     "AttemptRecord",
-    "CacheSavingRates",
-    "CacheWeights",
     "GroupBy",
     "GroupTotals",
     "InflightLedger",
     "Ledger",
     "Outcome",
-    "RateSplit",
-    "RateTree",
     "ReportingLedger",
-    "SplitTest",
     "open_for_calls",
     "open_ledger",
     "parse_ledger_target",
@@ -167,95 +165,8 @@ class GroupTotals:
     unpriced: int
     failures: int
     #: With ``savings=``: the net saving of prompt caching over the attempts that count
-    #: (:meth:`CacheSavingRates.saving_units`); ``None`` without it, or when ``cost_usd`` is.
+    #: (:meth:`canny.pricing.CacheSavingRates.saving_units`); ``None`` without it, or when ``cost_usd`` is.
     saved_usd: Decimal | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CacheWeights:
-    """What one cached token is worth for one kind of attempt, per bucket, as integers in
-    units of ``10**-exponent`` USD (:class:`CacheSavingRates`). A saving weighs reads
-    positively and writes negatively (their premium over plain input)."""
-
-    cache_read: int
-    cache_write_5m: int
-    cache_write_1h: int
-
-
-SplitTest = Literal["started_before", "batch", "geo_us", "fast", "prompt_over"]
-
-
-@dataclass(frozen=True, slots=True)
-class RateSplit:
-    """A choice between two rate trees on one attribute of an attempt: ``started_before``
-    (``value`` microseconds since the epoch, UTC), ``batch``, ``geo_us``
-    (``inference_geo == "us"``), ``fast`` (``speed == "fast"``), or ``prompt_over``
-    (input + cache writes + cache reads above ``value`` tokens)."""
-
-    test: SplitTest
-    value: int
-    yes: RateTree
-    no: RateTree
-
-    def pick(self, record: AttemptRecord) -> RateTree:
-        """The branch ``record`` takes."""
-        if self.test == "started_before":
-            passed = _epoch_us(record.started_at) < self.value
-        elif self.test == "batch":
-            passed = record.batch
-        elif self.test == "geo_us":
-            passed = record.inference_geo == "us"
-        elif self.test == "fast":
-            passed = record.speed == "fast"
-        else:
-            cached = record.cache_write_5m_tokens + record.cache_write_1h_tokens + record.cache_read_tokens
-            passed = record.input_tokens + cached > self.value
-        return self.yes if passed else self.no
-
-
-#: Weights, a split on an attribute, or ``None`` (no price: the attempt adds nothing).
-RateTree = CacheWeights | RateSplit | None
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _epoch_us(moment: datetime) -> int:
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return (aware - _EPOCH) // timedelta(microseconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSavingRates:
-    """Per model name (matched exactly against ``AttemptRecord.model``), the tree of cache
-    weights that prices an attempt's saving, in units of ``10**-exponent`` USD.
-
-    :mod:`canny.reports` builds it from the price table; a ledger only evaluates it, in SQL
-    or with :meth:`saving_units`, so the arithmetic stays integer and exact. An attempt counts
-    when its stored cost is positive (priced and billed) and it read or wrote the cache.
-    """
-
-    exponent: int
-    models: Mapping[str, RateTree]
-
-    def saving_units(self, record: AttemptRecord) -> int:
-        """The attempt's saving in units of ``10**-exponent`` USD (0 when it does not count)."""
-        cached = record.cache_read_tokens + record.cache_write_5m_tokens + record.cache_write_1h_tokens
-        if not cached or record.cost_usd is None or record.cost_usd <= 0:
-            return 0
-        tree = self.models.get(record.model)
-        while isinstance(tree, RateSplit):
-            tree = tree.pick(record)
-        if tree is None:
-            return 0
-        return (
-            record.cache_read_tokens * tree.cache_read
-            + record.cache_write_5m_tokens * tree.cache_write_5m
-            + record.cache_write_1h_tokens * tree.cache_write_1h
-        )
-
-    def to_usd(self, units: int) -> Decimal:
-        """Units as exact dollars."""
-        return Decimal(units).scaleb(-self.exponent)
 
 
 @runtime_checkable

@@ -22,27 +22,20 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
-from canny.ledger import (
-    ANSWER_OUTCOMES,
-    GROUP_BYS,
-    OUTCOMES,
-    AttemptRecord,
-    CacheSavingRates,
-    CacheWeights,
-    GroupBy,
-    GroupTotals,
-    RateTree,
-    migrations,
-)
+from canny.ledger import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals, migrations
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
+from canny.pricing import CacheSavingRates, CacheWeights, RateTree
 from canny.units import from_us, pico_to_usd, to_us, usd_to_pico
+from canny.usage import BUCKETS, TOKEN_BUCKETS
 
 __all__ = [
+    "BUCKET_COLUMNS",
     "COLUMNS",
     "INFLIGHT_COLUMNS",
     "SQLLedger",
@@ -54,13 +47,13 @@ __all__ = [
 
 _EPOCH_DAY = date(1970, 1, 1)
 
+#: The usage bucket columns (``canny.usage.BUCKETS``), in order.
+BUCKET_COLUMNS: tuple[str, ...] = tuple(b.column for b in BUCKETS)
 #: The ``attempts`` columns written and read, in AttemptRecord order.
 COLUMNS: tuple[str, ...] = (
     "call_id", "attempt", "started_at_us", "ended_at_us", "model", "outcome", "session_id",
     "first_token_at_us", "status_code", "error_type", "error_code", "request_id", "stop_reason",
-    "refusal_category", "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-    "cache_read_tokens", "output_tokens", "web_search_requests", "web_fetch_requests",
-    "code_execution_requests", "cost_usd", "price_version", "batch", "inference_geo", "speed",
+    "refusal_category", *BUCKET_COLUMNS, "cost_usd", "price_version", "batch", "inference_geo", "speed",
     "streamed", "endpoint", "project", "tags", "key_fingerprint", "prompt_hash", "prompt_text",
     "response_text", "extra", "cost_pico",
 )  # fmt: skip
@@ -198,21 +191,30 @@ def _month_label(index: int) -> str:
 
 
 _ANSWERS = ", ".join(f"'{o}'" for o in sorted(ANSWER_OUTCOMES))
-#: What a report sums over the rows of a group (alias ``a``), in :func:`_totals` order.
-_SUMS = (
-    "count(*), sum(a.input_tokens), sum(a.cache_write_5m_tokens), sum(a.cache_write_1h_tokens), "
-    "sum(a.cache_read_tokens), sum(a.output_tokens), sum(a.cost_pico), count(a.cost_pico), "
-    f"sum(CASE WHEN a.outcome IN ({_ANSWERS}) THEN 0 ELSE 1 END)"
+#: What a report sums over the rows of a group (alias ``a``), in :func:`_totals` order: the
+#: attempts, each token bucket, the cost, the priced attempts and the failures.
+_SUMS = ", ".join(
+    (
+        "count(*)",
+        *(f"sum(a.{b.column})" for b in TOKEN_BUCKETS),
+        "sum(a.cost_pico), count(a.cost_pico)",
+        f"sum(CASE WHEN a.outcome IN ({_ANSWERS}) THEN 0 ELSE 1 END)",
+    )
 )
 
 
-_CACHED = "a.cache_read_tokens + a.cache_write_5m_tokens + a.cache_write_1h_tokens"
+#: The cache weights of :class:`~canny.pricing.CacheWeights` and the column each weighs.
+_WEIGHTS = tuple((f.name, next(b.column for b in BUCKETS if b.name == f.name)) for f in fields(CacheWeights))
+_CACHED = " + ".join(f"a.{column}" for _, column in _WEIGHTS)
+_PROMPT = " + ".join(f"a.{b.column}" for b in BUCKETS if b.kind == "prompt")
+#: Each split of a :class:`~canny.pricing.RateSplit` as SQL over a row (what
+#: :func:`canny.pricing.basis_of` reads from an AttemptRecord).
 _SPLIT_SQL = {
     "started_before": "a.started_at_us < {}",
     "batch": "a.batch",
     "geo_us": "a.inference_geo = 'us'",
     "fast": "a.speed = 'fast'",
-    "prompt_over": f"a.input_tokens + {_CACHED} > {{}}",
+    "prompt_over": f"{_PROMPT} > {{}}",
 }
 
 
@@ -221,15 +223,8 @@ def _tree_sql(tree: RateTree) -> str:
     if tree is None:
         return "0"
     if isinstance(tree, CacheWeights):
-        terms = [
-            f"a.{column} * {int(weight)}"
-            for column, weight in (
-                ("cache_read_tokens", tree.cache_read),
-                ("cache_write_5m_tokens", tree.cache_write_5m),
-                ("cache_write_1h_tokens", tree.cache_write_1h),
-            )
-            if weight
-        ]
+        weighed = ((column, int(getattr(tree, name))) for name, column in _WEIGHTS)
+        terms = [f"a.{column} * {weight}" for column, weight in weighed if weight]
         return "(" + " + ".join(terms) + ")" if terms else "0"
     condition = _SPLIT_SQL[tree.test].format(int(tree.value))
     return f"CASE WHEN {condition} THEN {_tree_sql(tree.yes)} ELSE {_tree_sql(tree.no)} END"
@@ -649,7 +644,7 @@ def _check(record: AttemptRecord) -> None:
 
 
 def _empty_total() -> GroupTotals:
-    return GroupTotals("total", 0, 0, 0, 0, 0, 0, 0, None, 0, 0)
+    return _totals("total", (0,) * (4 + len(TOKEN_BUCKETS)), 0)
 
 
 def _add(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -659,7 +654,9 @@ def _add(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
 def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int | None = None) -> GroupTotals:
     """A GroupTotals from a ``_SUMS`` row (plus the savings column when ``exponent`` is
     given: units of ``10**-exponent`` USD) and the number of rows repeating a call."""
-    attempts, inp, w5, w1h, read, output, pico, priced, failures, *rest = (int(v or 0) for v in row)
+    attempts, *values = (int(v or 0) for v in row)
+    tokens = {b.column: values.pop(0) for b in TOKEN_BUCKETS}
+    pico, priced, failures, *rest = values
     saved = None
     if exponent is not None and priced:
         saved = Decimal(rest[0] if rest else 0).scaleb(-exponent)
@@ -667,11 +664,7 @@ def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int 
         key=key,
         calls=attempts - repeated,
         attempts=attempts,
-        input_tokens=inp,
-        cache_write_5m_tokens=w5,
-        cache_write_1h_tokens=w1h,
-        cache_read_tokens=read,
-        output_tokens=output,
+        **tokens,
         cost_usd=pico_to_usd(pico) if priced else None,
         unpriced=attempts - priced,
         failures=failures,
@@ -700,9 +693,8 @@ def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
     return (
         r.call_id, r.attempt, to_us(r.started_at), to_us(r.ended_at), r.model, r.outcome, r.session_id,
         _opt_us(r.first_token_at), r.status_code, r.error_type, r.error_code, r.request_id, r.stop_reason,
-        r.refusal_category, r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens,
-        r.cache_read_tokens, r.output_tokens, r.web_search_requests, r.web_fetch_requests,
-        r.code_execution_requests, None if cost is None else format(cost, "f"), r.price_version, bool(r.batch),
+        r.refusal_category, *(getattr(r, column) for column in BUCKET_COLUMNS),
+        None if cost is None else format(cost, "f"), r.price_version, bool(r.batch),
         r.inference_geo, r.speed, bool(r.streamed), r.endpoint, r.project,
         json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash, r.prompt_text,
         r.response_text, json.dumps(r.extra, ensure_ascii=False, sort_keys=True),

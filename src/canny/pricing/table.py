@@ -1,13 +1,14 @@
 """The price table: loading ``prices.toml``, layering user files, picking the row in force.
 
-The shipped table lives next to this module (``canny/prices.toml``). A user file with the
+The shipped table lives next to this module (``canny/pricing/prices.toml``). A user file with the
 same shape can be layered on top of it (negotiated rates): for a model it names, the user's
 rows replace the shipped ones from the earliest ``effective_from`` the user gives. Every
 rate is a :class:`~decimal.Decimal` read from a string, so nothing here ever touches a
 float. A malformed file raises :class:`canny.errors.ConfigError` naming the file and the
 key.
 
-This module knows rows and modifiers; :mod:`canny.pricing` turns them into money.
+This module knows rows and modifiers; :mod:`canny.pricing.rates` picks the row that applies
+and :mod:`canny.pricing.cost` turns it into money.
 """
 
 from __future__ import annotations
@@ -25,11 +26,29 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from canny.errors import ConfigError
+from canny.usage import TOKEN_BUCKETS
 
-__all__ = ["BUCKETS", "FeeRow", "ModelEntry", "ModelInfo", "PriceRow", "PriceTable", "RateSet", "load_table"]
+__all__ = [
+    "RATED",
+    "FeeRow",
+    "ModelEntry",
+    "ModelInfo",
+    "PriceRow",
+    "PriceTable",
+    "RateSet",
+    "default_table",
+    "known_models",
+    "load_table",
+    "model_info",
+    "price_version",
+    "resolve_model",
+    "row_at",
+    "user_price_file",
+    "utc_day",
+]
 
-#: The five token buckets priced per million tokens, in display order.
-BUCKETS: tuple[str, ...] = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+#: The names of the token buckets priced per million tokens (a row's rates), in display order.
+RATED: tuple[str, ...] = tuple(b.name for b in TOKEN_BUCKETS)
 _CONFIDENCE = ("official", "third-party", "negotiated")
 _MODEL_KEYS = frozenset(
     {"display_name", "family", "status", "released", "deprecated_at", "retires_at", "inference_geo"}
@@ -37,7 +56,7 @@ _MODEL_KEYS = frozenset(
 )
 _ROW_KEYS = frozenset(
     {"effective_from", "long_prompt_threshold", "long_prompt", "unpriced", "available", "billed_as"}
-    | {"confidence", "source", "note", *BUCKETS}
+    | {"confidence", "source", "note", *RATED}
 )
 _HINT = "fix the file or move it aside; its format is described in docs/pricing.md"
 
@@ -56,7 +75,7 @@ class RateSet:
 
     def as_dict(self) -> dict[str, Decimal]:
         """The rates keyed by bucket name."""
-        return {name: getattr(self, name) for name in BUCKETS}
+        return {name: getattr(self, name) for name in RATED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,10 +258,10 @@ class _Checker:
         return amount
 
     def rate_set(self, raw: Mapping[str, Any], key: str) -> RateSet:
-        missing = [name for name in BUCKETS if name not in raw]
+        missing = [name for name in RATED if name not in raw]
         if missing:
             raise self.fail(f"{key}.{missing[0]}", "missing (a priced row needs all five rates)")
-        return RateSet(**{name: self.money(raw[name], f"{key}.{name}") for name in BUCKETS})
+        return RateSet(**{name: self.money(raw[name], f"{key}.{name}") for name in RATED})
 
     def unknown_keys(self, raw: Mapping[str, Any], allowed: Iterable[str], key: str) -> None:
         extra = sorted(set(raw) - set(allowed))
@@ -277,13 +296,13 @@ class _Checker:
                 raise self.fail(f"{key}.long_prompt", "long_prompt and long_prompt_threshold go together")
             if "long_prompt" in raw:
                 lp = self.table(raw["long_prompt"], f"{key}.long_prompt")
-                self.unknown_keys(lp, BUCKETS, f"{key}.long_prompt")
+                self.unknown_keys(lp, RATED, f"{key}.long_prompt")
                 long_rates = self.rate_set(lp, f"{key}.long_prompt")
                 threshold = raw["long_prompt_threshold"]
                 if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
                     raise self.fail(f"{key}.long_prompt_threshold", "expected a positive integer")
         else:
-            present = [name for name in (*BUCKETS, "long_prompt") if name in raw]
+            present = [name for name in (*RATED, "long_prompt") if name in raw]
             if present:
                 raise self.fail(f"{key}.{present[0]}", f"a row that is {kind} carries no rates")
         confidence = raw.get("confidence", "negotiated" if user else "official")
@@ -434,8 +453,8 @@ _CACHE: dict[tuple[tuple[str, int, int], ...], PriceTable] = {}
 @functools.cache
 def _shipped() -> _Parsed:
     """The shipped table, parsed once per process."""
-    text = resources.files("canny").joinpath("prices.toml").read_text(encoding="utf-8")
-    return _parse(text, "canny/prices.toml", user=False)
+    text = resources.files("canny.pricing").joinpath("prices.toml").read_text(encoding="utf-8")
+    return _parse(text, "canny/pricing/prices.toml", user=False)
 
 
 def load_table(extra: Sequence[Path | str] = ()) -> PriceTable:
@@ -473,3 +492,42 @@ def load_table(extra: Sequence[Path | str] = ()) -> PriceTable:
             _CACHE.clear()
         _CACHE[cache_key] = table
     return table
+
+
+# --------------------------------------------------------------------------- the default table
+
+
+def user_price_file() -> Path | None:
+    """The user's price file if it exists: ``$CANNY_HOME/prices.toml`` when ``CANNY_HOME``
+    is set, else ``prices.toml`` in the platform's user config dir for canny."""
+    from canny.config import config_dir
+
+    path = config_dir() / "prices.toml"
+    return path if path.is_file() else None
+
+
+def default_table() -> PriceTable:
+    """The shipped table with the user's price file layered on top (cached)."""
+    path = user_price_file()
+    return load_table((path,) if path is not None else ())
+
+
+def resolve_model(name: str, *, table: PriceTable | None = None) -> str:
+    """Canonical model id for an id or alias (``sonnet``, a dated id ...); unknown names unchanged."""
+    return (table or default_table()).resolve(name)
+
+
+def model_info(name: str, *, table: PriceTable | None = None) -> ModelInfo | None:
+    """What the table knows about a model (found by id or alias), or ``None``."""
+    entry = (table or default_table()).entry(name)
+    return None if entry is None else entry.info
+
+
+def known_models(*, table: PriceTable | None = None) -> list[ModelInfo]:
+    """Every model in the table, newest lines first, as listed in ``prices.toml``."""
+    return [entry.info for entry in (table or default_table()).models.values()]
+
+
+def price_version(*, table: PriceTable | None = None) -> str:
+    """The table's version, e.g. ``2026-11-24``, or ``2026-11-24+acme-2026`` with a user file."""
+    return (table or default_table()).version

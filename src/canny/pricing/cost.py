@@ -7,8 +7,10 @@
            × 0.5 for the Batch API
          + $0.01 × web searches
 
-Everything is :class:`~decimal.Decimal`, computed in a context that traps on any rounding,
-so a cost is the exact product of integer tokens and decimal rates. ``None`` means
+The rates of each part come from THE rule for which price row applies,
+:func:`canny.pricing.rates.applicable_rates`. Everything is :class:`~decimal.Decimal`,
+computed in a context that traps on any rounding, so a cost is the exact product of
+integer tokens and decimal rates. ``None`` means
 *unpriced*: the model is unknown, or the table has no confirmed figure for that date or
 mode. It is never 0, and it comes with one :class:`UnpricedModelWarning` per model per
 process.
@@ -22,9 +24,9 @@ removed, fast mode in a batch), so a caller can check a request with :func:`rate
 where they can apply and never raise: they describe what the server did, so a reported
 ``speed`` wins over the requested one, and ``"us"`` on either side bills US-only inference.
 
-The table is ``canny/prices.toml`` plus, when present, ``$CANNY_HOME/prices.toml`` (or the
-user config dir's ``canny/prices.toml`` when ``CANNY_HOME`` is unset). It is loaded on first
-use, never at ``import canny``.
+The table is ``canny/pricing/prices.toml`` plus, when present, ``$CANNY_HOME/prices.toml``
+(or the user config dir's ``canny/prices.toml`` when ``CANNY_HOME`` is unset). It is
+loaded on first use, never at ``import canny``.
 """
 
 from __future__ import annotations
@@ -33,239 +35,26 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from decimal import (
-    ROUND_HALF_EVEN,
-    Context,
-    Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
-    localcontext,
-)
-from pathlib import Path
+from decimal import ROUND_HALF_EVEN, Decimal, Inexact, localcontext
 from typing import Any
 
-from canny._price_table import BUCKETS, ModelEntry, ModelInfo, PriceTable, load_table, row_at, utc_day
-from canny.errors import ConfigError
-from canny.usage import MAX_COUNT, Usage, usage_from_api, valid_count
+from canny.errors import InvalidModifierError, UnpricedModelWarning
+from canny.pricing.rates import EXACT, Basis, applicable_rates, check_modifiers, geo_is_us, rates, speed_is_fast
+from canny.pricing.table import PriceTable, default_table, row_at, utc_day
+from canny.usage import API_COUNTS, API_NESTED, MAX_COUNT, Usage, usage_from_api, valid_count
 
 __all__ = [
-    "InvalidModifierError",
-    "ModelInfo",
-    "PriceTable",
-    "Rates",
-    "UnpricedModelWarning",
     "cost",
-    "default_table",
     "format_usd",
-    "known_models",
-    "load_table",
-    "model_info",
-    "price_version",
-    "rates",
     "reported_modifiers",
-    "resolve_model",
     "to_micros",
-    "user_price_file",
     "warn_unexpected",
     "worst_case_cost",
 ]
 
-#: Arithmetic context for money: wide enough for any real bill, and rounding is an error.
-_EXACT = Context(prec=80, rounding=ROUND_HALF_EVEN, traps=[Inexact, InvalidOperation, Overflow, DivisionByZero])
 _ONE = Decimal(1)
 _CENT = Decimal("0.01")
-_API_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 _CANNY_COUNTS = tuple(f.name for f in fields(Usage) if f.name != "iterations")
-
-
-class UnpricedModelWarning(UserWarning):
-    """A cost could not be computed: unknown model, or no confirmed rate for that date or mode."""
-
-
-class InvalidModifierError(ConfigError, ValueError):
-    """A modifier the API rejects for this model (``inference_geo="us"`` before Claude 4.6,
-    ``speed="fast"`` without fast mode or in a batch). A :class:`ValueError` for callers of
-    the pricing functions, and a :class:`~canny.errors.ConfigError` (exit 2) for the CLI."""
-
-    hint = "drop the setting or choose a model that supports it; `canny prices --model M` shows what applies"
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """The per-MTok rates that apply to one request, modifiers included.
-
-    ``factor`` is the product of the modifiers already applied to the five rates (batch,
-    data residency); ``band`` is ``standard`` or ``long_prompt``; ``speed`` is how the
-    request is billed (``fast`` or ``standard``).
-    """
-
-    model: str
-    input: Decimal
-    cache_write_5m: Decimal
-    cache_write_1h: Decimal
-    cache_read: Decimal
-    output: Decimal
-    effective_from: date
-    source: str = ""
-    confidence: str = "official"
-    note: str = ""
-    band: str = "standard"
-    speed: str = "standard"
-    factor: Decimal = _ONE
-
-    def cost(self, usage: Usage) -> Decimal:
-        """Exact token cost of ``usage``'s own buckets at these rates (no fees, no iterations)."""
-        with localcontext(_EXACT):
-            total = sum((Decimal(getattr(usage, name)) * getattr(self, name) for name in BUCKETS), Decimal(0))
-            return total.scaleb(-6)
-
-
-# --------------------------------------------------------------------------- the table
-
-
-def user_price_file() -> Path | None:
-    """The user's price file if it exists: ``$CANNY_HOME/prices.toml`` when ``CANNY_HOME``
-    is set, else ``prices.toml`` in the platform's user config dir for canny."""
-    from canny.config import config_dir
-
-    path = config_dir() / "prices.toml"
-    return path if path.is_file() else None
-
-
-def default_table() -> PriceTable:
-    """The shipped table with the user's price file layered on top (cached)."""
-    path = user_price_file()
-    return load_table((path,) if path is not None else ())
-
-
-def resolve_model(name: str, *, table: PriceTable | None = None) -> str:
-    """Canonical model id for an id or alias (``sonnet``, a dated id ...); unknown names unchanged."""
-    return (table or default_table()).resolve(name)
-
-
-def model_info(name: str, *, table: PriceTable | None = None) -> ModelInfo | None:
-    """What the table knows about a model (found by id or alias), or ``None``."""
-    entry = (table or default_table()).entry(name)
-    return None if entry is None else entry.info
-
-
-def known_models(*, table: PriceTable | None = None) -> list[ModelInfo]:
-    """Every model in the table, newest lines first, as listed in ``prices.toml``."""
-    return [entry.info for entry in (table or default_table()).models.values()]
-
-
-def price_version(*, table: PriceTable | None = None) -> str:
-    """The table's version, e.g. ``2026-11-24``, or ``2026-11-24+acme-2026`` with a user file."""
-    return (table or default_table()).version
-
-
-# --------------------------------------------------------------------------- modifiers
-
-
-def _geo_is_us(value: str | None) -> bool:
-    if value is None or value == "global":
-        return False
-    if value == "us":
-        return True
-    raise InvalidModifierError(f"inference_geo must be 'global' or 'us', not {value!r}")
-
-
-def _speed_is_fast(value: str | None) -> bool:
-    if value is None or value == "standard":
-        return False
-    if value == "fast":
-        return True
-    raise InvalidModifierError(f"speed must be 'standard' or 'fast', not {value!r}")
-
-
-def _check_modifiers(entry: ModelEntry, day: date, *, batch: bool, geo_us: bool, fast: bool) -> None:
-    """Raise InvalidModifierError for a combination the API rejects for this model on this day."""
-    model = entry.info.id
-    if fast and batch:
-        raise InvalidModifierError("fast mode is not available in the Batch API (speed='fast' with batch=True)")
-    if geo_us and not entry.info.inference_geo:
-        raise InvalidModifierError(
-            f"{model} does not accept inference_geo (only Claude 4.6 and later models do; the API answers 400)"
-        )
-    if fast:
-        if not entry.fast:
-            raise InvalidModifierError(f"{model} does not offer fast mode (speed='fast')")
-        row = row_at(entry.fast, day)
-        if row is not None and row.kind == "unavailable":
-            raise InvalidModifierError(f"{model}: fast mode is not available on {day}: {row.note}".rstrip(": "))
-
-
-def _select(
-    table: PriceTable, model: str, day: date, *, batch: bool, geo_us: bool, fast: bool, prompt_tokens: int
-) -> Rates | None:
-    """The rates for one request; modifiers that cannot apply to this model are dropped."""
-    entry = table.entry(model)
-    if entry is None:
-        return None
-    info = entry.info
-    geo_us = geo_us and info.inference_geo
-    row = None
-    if fast and not batch and entry.fast:
-        fast_row = row_at(entry.fast, day)
-        if fast_row is None:
-            return None
-        if fast_row.kind in ("priced", "unpriced"):
-            row = fast_row
-    billed_fast = row is not None
-    if row is None:
-        row = row_at(entry.prices, day)
-    if row is None or row.rates is None:
-        return None
-    rate_set, band = row.rates, "standard"
-    threshold = row.long_prompt_threshold
-    if row.long_prompt is not None and threshold is not None and prompt_tokens > threshold:
-        rate_set, band = row.long_prompt, "long_prompt"
-    with localcontext(_EXACT):
-        factor = _ONE
-        if geo_us:
-            factor *= table.inference_geo_us
-        if batch:
-            factor *= table.batch
-        scaled = {name: value * factor for name, value in rate_set.as_dict().items()}
-    return Rates(
-        model=info.id,
-        **scaled,
-        effective_from=row.effective_from,
-        source=row.source,
-        confidence=row.confidence,
-        note=row.note,
-        band=band,
-        speed="fast" if billed_fast else "standard",
-        factor=factor,
-    )
-
-
-def rates(
-    model: str,
-    *,
-    at: datetime | date | None = None,
-    batch: bool = False,
-    inference_geo: str | None = None,
-    speed: str | None = None,
-    prompt_tokens: int = 0,
-    table: PriceTable | None = None,
-) -> Rates | None:
-    """The per-MTok rates in force for ``model`` at ``at`` (default now), modifiers applied.
-
-    ``prompt_tokens`` (input + cache writes + cache reads) picks the band for models priced
-    by prompt length. ``None`` when unpriced; :class:`ValueError` for a combination the API
-    rejects. Emits no warning: use it to inspect or to check a request before sending.
-    """
-    tbl = table or default_table()
-    day = utc_day(at)
-    geo_us, fast = _geo_is_us(inference_geo), _speed_is_fast(speed)
-    entry = tbl.entry(model)
-    if entry is None:
-        return None
-    _check_modifiers(entry, day, batch=batch, geo_us=geo_us, fast=fast)
-    return _select(tbl, model, day, batch=batch, geo_us=geo_us, fast=fast, prompt_tokens=prompt_tokens)
 
 
 # --------------------------------------------------------------------------- usage input
@@ -278,12 +67,9 @@ _REPORTED_SPEED = {"standard": False, "fast": True}
 #: Priority Tier burns down a commitment at list rates; ``batch`` is half price.
 _REPORTED_TIER = {"standard": False, "priority": False, "batch": True}
 #: Usage fields that are neither counts nor modifiers: nothing to price.
-_USAGE_FIELDS = frozenset(
-    {*_API_COUNTS, "cache_creation", "server_tool_use", "iterations", "inference_geo", "speed", "service_tier"}
-)
+_USAGE_FIELDS = frozenset({*API_COUNTS, *API_NESTED, "iterations", "inference_geo", "speed", "service_tier"})
 _NESTED_COUNTS = {
-    "cache_creation": frozenset({"ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"}),
-    "server_tool_use": frozenset({"web_search_requests", "web_fetch_requests", "code_execution_requests"}),
+    **API_NESTED,
     # A breakdown of output_tokens (thinking is output), not a bucket of its own.
     "output_tokens_details": frozenset({"thinking_tokens"}),
 }
@@ -375,11 +161,11 @@ def _count_error(where: str, value: Any) -> ValueError:
 
 def _check_api_mapping(obj: Mapping[str, Any], where: str) -> None:
     """Reject counts that ``usage_from_api`` would silently read as 0 (strings, floats ...)."""
-    for key in _API_COUNTS:
+    for key in API_COUNTS:
         value = obj.get(key)
         if value is not None and (not isinstance(value, int) or not valid_count(value)):
             raise _count_error(f"{where}.{key}", value)
-    for sub in ("cache_creation", "server_tool_use"):
+    for sub in API_NESTED:
         part = obj.get(sub)
         if part is None:
             continue
@@ -416,7 +202,7 @@ def _coerce_usage(usage: Usage | Mapping[str, Any] | Any) -> tuple[Usage, _Carri
         result, carried = usage, _Carried()
     else:
         if isinstance(usage, Mapping):
-            api_keys = {*_API_COUNTS, "cache_creation", "server_tool_use", "iterations"}
+            api_keys = {*API_COUNTS, *API_NESTED, "iterations"}
             if not api_keys & set(usage) and set(_CANNY_COUNTS) & set(usage):
                 counts = {k: usage[k] for k in _CANNY_COUNTS if k in usage}
                 for key, value in counts.items():
@@ -487,10 +273,10 @@ def cost(
     found, carried = _coerce_usage(usage)
     if reported is not None:
         carried = reported_modifiers(reported)
-    explicit_geo, explicit_fast = _geo_is_us(inference_geo), _speed_is_fast(speed)
+    explicit_geo, explicit_fast = geo_is_us(inference_geo), speed_is_fast(speed)
     entry = tbl.entry(model)
     if entry is not None:
-        _check_modifiers(entry, day, batch=batch, geo_us=explicit_geo, fast=explicit_fast)
+        check_modifiers(entry, day, batch=batch, geo_us=explicit_geo, fast=explicit_fast)
     if carried.unknown:
         return None  # warned once by reported_modifiers
     # What the server reports it did wins over what was asked for.
@@ -499,11 +285,10 @@ def cost(
     batch = batch or carried.batch
     parts = [(it.model or model, it.usage) for it in found.iterations] or [(model, found)]
     total = Decimal(0)
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         for name, part in parts:
-            found_rates = _select(
-                tbl, name, day, batch=batch, geo_us=geo_us, fast=fast, prompt_tokens=part.prompt_tokens
-            )
+            basis = Basis(day=day, batch=batch, geo_us=geo_us, fast=fast, prompt_tokens=part.prompt_tokens)
+            found_rates = applicable_rates(tbl, name, basis)
             if found_rates is None:
                 _warn_unpriced(tbl, name, day, fast=fast)
                 return None
@@ -557,7 +342,7 @@ def worst_case_cost(
         table=tbl,
     )
     if found is None:
-        _warn_unpriced(tbl, model, utc_day(at), fast=_speed_is_fast(speed))
+        _warn_unpriced(tbl, model, utc_day(at), fast=speed_is_fast(speed))
         return None
     if cache_ttl == "5m":
         usage = Usage(cache_write_5m=input_tokens, cache_read=cache_read_tokens, output=max_tokens)
@@ -570,7 +355,7 @@ def worst_case_cost(
 
 def _tidy(amount: Decimal) -> Decimal:
     """Drop trailing zeros (``0.02800000`` → ``0.028``) without changing the value."""
-    with localcontext(_EXACT):
+    with localcontext(EXACT):
         tidy = amount.normalize()
         exponent = tidy.as_tuple().exponent
         return tidy.quantize(_ONE) if isinstance(exponent, int) and exponent > 0 else tidy
@@ -581,7 +366,7 @@ def _tidy(amount: Decimal) -> Decimal:
 
 def to_micros(amount: Decimal) -> int:
     """Whole micro-dollars, rounded half-even (for storage and display, not for pricing)."""
-    with localcontext(_EXACT) as ctx:
+    with localcontext(EXACT) as ctx:
         ctx.traps[Inexact] = False
         return int(amount.scaleb(6).quantize(_ONE, rounding=ROUND_HALF_EVEN))
 
@@ -591,7 +376,7 @@ def format_usd(amount: Decimal | None) -> str:
     e.g. ``$0.000075``), never scientific notation; ``unpriced`` for ``None``."""
     if amount is None:
         return "unpriced"
-    with localcontext(_EXACT) as ctx:
+    with localcontext(EXACT) as ctx:
         ctx.traps[Inexact] = False
         sign = "-" if amount < 0 else ""
         size = abs(amount)
