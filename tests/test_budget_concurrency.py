@@ -36,7 +36,7 @@ def run_calls(target: str, calls: int, threads: int, project: str | None, out: A
     import warnings
 
     from canny import errors
-    from canny._call import CannyWarning
+    from canny.errors import CannyWarning
     from canny.client import Client
     from canny.emulator import serve_in_thread
     from canny.retry import RetryPolicy

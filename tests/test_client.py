@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from canny import errors
-from canny._call import CannyWarning
+from canny.errors import CannyWarning
 from canny.client import AsyncClient, Client, check_model
 from tests.conftest import CANARY_KEY, MemoryLedger
 

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from canny import errors
+from canny.cli._exit_codes import exit_code_for
 from canny._sdk_errors import error_from_event, error_from_response
 
 
@@ -48,7 +49,7 @@ def test_status_mapping(status: int, body: object, cls: type[errors.APIError], e
     """Every status maps to its class and exit code, with the request id kept."""
     err = error_from_response(status, body, {"request-id": "req_abc"})
     assert type(err) is cls
-    assert err.exit_code == exit_code
+    assert exit_code_for(err) == exit_code
     assert err.request_id == "req_abc"
     assert "req_abc" in str(err)
     assert "<html>" not in str(err)

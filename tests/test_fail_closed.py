@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 import canny
 from canny import errors
-from canny._call import CannyWarning
+from canny.errors import CannyWarning
 from canny.client import Client
 from canny.ledger import open_ledger
 from canny.ledger.spool import pending, spool_path

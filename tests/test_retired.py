@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import canny
 from canny import errors
-from canny._call import CannyWarning
+from canny.errors import CannyWarning
 from canny._sdk_errors import error_from_response, retirement
 from canny.cli import main
 from canny.pricing import UnpricedModelWarning, cost, known_models, resolve_model

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from canny import errors
 from canny._call import MIN_MAX_TOKENS, CallRun, CallSpec, CannyWarning, NoReservation, Reservation, Reserver
-from canny._secrets import ResolvedKey, Secret, resolve_api_key
+from canny.secrets import ResolvedKey, Secret, resolve_api_key
 from canny.config import Settings, Timeouts, check_base_url, load_settings, plain_http_proxy
 from canny.retry import RetryPolicy
 

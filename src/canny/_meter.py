@@ -81,7 +81,7 @@ def meter(
     api_key = getattr(client, "api_key", None)
     fingerprint = None
     if isinstance(api_key, str) and api_key:
-        from canny._secrets import Secret
+        from canny.secrets import Secret
 
         fingerprint = Secret(api_key).fingerprint
     middleware = Meter(

@@ -62,9 +62,9 @@ def models(as_json: bool, show_all: bool) -> None:
 def doctor(offline: bool, profile: str | None) -> None:
     """Check configuration, key, model, ledger and connectivity; say what to fix."""
     with cli_errors():
-        from canny._secrets import resolve_api_key
         from canny.config import config_path, load_settings
         from canny.errors import CannyError
+        from canny.secrets import resolve_api_key
 
         problems = 0
 
