@@ -292,7 +292,7 @@ def test_refusal_is_never_retried_and_billed_as_its_usage_reports(
     assert expected is not None and result.cost == expected > 0
     with pytest.raises(errors.Refused) as info:
         result.raise_for_outcome()
-    assert info.value.exit_code == 5
+    assert exit_code_for(info.value) == 5
     assert len(memory_ledger.rows) == 1
 
 

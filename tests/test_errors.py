@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 from canny import errors
-from canny.cli._exit_codes import exit_code_for
 from canny._sdk_errors import error_from_event, error_from_response
+from canny.cli._exit_codes import exit_code_for
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from canny import pricing
 from canny._price_table import BUCKETS
+from canny.cli._exit_codes import exit_code_for
 from canny.errors import ConfigError
 from canny.pricing import (
     UnpricedModelWarning,
@@ -603,7 +604,7 @@ def test_malformed_user_file_is_a_config_error(tmp_path: Path, text: str, key: s
         load_table([path])
     assert str(path) in info.value.message
     assert key in info.value.message
-    assert info.value.exit_code == 2
+    assert exit_code_for(info.value) == 2
 
 
 def test_malformed_user_file_in_canny_home_surfaces_on_cost() -> None:

@@ -20,11 +20,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from canny import errors
-from canny._sdk_errors import error_from_event
+from canny._sdk_errors import error_from_event, map_exception
 from canny.errors import CannyWarning
-from canny.ledger import AttemptRecord, Outcome
-from canny.result import CallResult
-from canny.retry import RetryPolicy, RetryState
+from canny.ledger import AttemptRecord
+from canny.result import CallResult, Outcome
+from canny.retry import Attempts, RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
 from canny.usage import Usage
 
@@ -38,7 +38,6 @@ __all__ = [
     "MIN_MAX_TOKENS",
     "CallRun",
     "CallSpec",
-    "CannyWarning",
     "Reservation",
     "Reserver",
     "answer_outcome",
@@ -242,6 +241,11 @@ class CallRun:
         self._begin_attempt: Callable[..., None] | None = getattr(ledger, "begin_attempt", None)
 
     # -- attempts -----------------------------------------------------------------------
+    def retrying(self) -> Attempts[Attempt, CallResult]:
+        """The call's attempt loop (:class:`canny.retry.Attempts`): ``for attempt in
+        run.retrying(): with attempt as state: ...``, SDK errors mapped to canny's."""
+        return Attempts(self, translate=map_exception)
+
     def start_attempt(self, number: int | None = None) -> Attempt:
         """A new attempt, numbered by the retry state unless ``number`` is given (the meter
         numbers the attempts the SDK makes)."""
@@ -354,8 +358,9 @@ class CallRun:
         if delay is None:
             self._settle()
             if isinstance(error, errors.APIError):
-                if error.retryable and self.retry.gave_up_because and self.retry.gave_up_because != "not retryable":
-                    error.message = f"{error.message}; {self.retry.gave_up_because}"
+                why = self.retry.gave_up_because
+                if isinstance(error, errors.TransientError) and why and why != "not retryable":
+                    error.message = f"{error.message}; {why}"
                 error.result = self.result(attempt)
             raise error
         return delay

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canny import _budget_store as store
-from canny._call import MIN_MAX_TOKENS, CannyWarning, NoReservation
-from canny.errors import BudgetExceeded, ConfigError, LedgerError
+from canny._call import MIN_MAX_TOKENS, NoReservation
+from canny.errors import BudgetExceeded, CannyWarning, ConfigError, LedgerError
 from canny.ledger._sql import pico_to_usd, sweep_inflight, to_us, usd_to_pico
 from canny.pricing import format_usd as _usd
 

@@ -26,7 +26,7 @@ bound the loop. Sleep, clock and random source are injectable.
 
 :class:`Attempts` is the one attempt loop, sync and async, that every call drives::
 
-    attempts = run.attempts()                 # canny._call.CallRun: the call's books
+    attempts = run.retrying()                 # canny._call.CallRun: the call's books
     for attempt in attempts:                  # ``async for`` in async code
         with attempt:                         # leaving it decides: done, retry, raise
             send(attempt.state)
@@ -264,9 +264,10 @@ class RetryState:
 
 _S = TypeVar("_S")
 _T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
-class AttemptCall(Protocol[_S, _T]):
+class AttemptCall(Protocol[_S, _T_co]):
     """What a call does at each step of :class:`Attempts` (``canny._call.CallRun``)."""
 
     policy: RetryPolicy
@@ -280,7 +281,7 @@ class AttemptCall(Protocol[_S, _T]):
     def aborted(self, attempt: _S) -> None:
         """The caller stopped the attempt (a closed stream, Ctrl-C, a cancelled task)."""
 
-    def succeeded(self, attempt: _S) -> _T:
+    def succeeded(self, attempt: _S) -> _T_co:
         """The attempt got its answer: the call's result."""
 
 

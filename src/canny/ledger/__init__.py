@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from canny.result import OUTCOMES, Outcome
+
 __all__ = [
     "ANSWER_OUTCOMES",
     "GROUP_BYS",
@@ -40,17 +42,6 @@ __all__ = [
     "parse_ledger_target",
 ]
 
-Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled", "lost"]
-OUTCOMES: tuple[Outcome, ...] = (
-    "ok",
-    "max_tokens",
-    "refused",
-    "interrupted",
-    "error",
-    "budget_refused",
-    "cancelled",
-    "lost",
-)
 #: Outcomes that are answers; reports count every other outcome as a failure.
 ANSWER_OUTCOMES: frozenset[str] = frozenset({"ok", "max_tokens", "refused"})
 
