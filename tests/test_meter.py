@@ -17,8 +17,9 @@ import pytest
 
 import canny
 from canny import errors
-from canny._call import CallSpec, CannyWarning
-from canny._meter import Meter, meter
+from canny._call import CallSpec
+from canny.errors import CannyWarning
+from canny.meter import Meter, meter
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 MODEL = "claude-sonnet-5-5"

@@ -42,6 +42,7 @@ __all__ = [
     "Reserver",
     "answer_outcome",
     "budget_refused_record",
+    "failure_outcome",
     "lease_for",
 ]
 
@@ -340,8 +341,8 @@ class CallRun:
         attempt.error = error
         if isinstance(error, errors.APIError) and error.request_id is None:
             error.request_id = attempt.request_id
-        if attempt.acc.shown:
-            attempt.outcome = "interrupted"
+        attempt.outcome = failure_outcome(attempt)
+        if attempt.outcome == "interrupted":
             self.close_attempt(attempt)
             self._settle()
             interrupted = errors.StreamInterrupted(
@@ -352,7 +353,6 @@ class CallRun:
             )
             interrupted.result = self.result(attempt)
             raise interrupted from error
-        attempt.outcome = "error"
         self.close_attempt(attempt)
         delay = self.retry.next_delay(error)
         if delay is None:
@@ -594,6 +594,12 @@ def answer_outcome(acc: MessageAccumulator) -> Outcome:
     if reason in ("max_tokens", "model_context_window_exceeded"):
         return "max_tokens"
     return "ok"
+
+
+def failure_outcome(attempt: Attempt) -> Outcome:
+    """THE rule for an attempt that failed: ``interrupted`` once any of its text was shown
+    (it is never re-sent, the text would repeat), ``error`` otherwise (it may be retried)."""
+    return "interrupted" if attempt.acc.shown else "error"
 
 
 def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> AttemptRecord:
