@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from canny.ledger import Ledger
     from canny.retry import RetryPolicy
 
-__all__ = ["Books", "checked"]
+__all__ = ["Books", "checked", "critical_sections"]
 
 _T = TypeVar("_T")
 
@@ -180,3 +180,16 @@ class _Combined:
     def renew(self, seconds: float | None = None) -> bool:
         renewed = [r.renew(seconds) for r in self.reservations]  # renew every one, no short-circuit
         return all(renewed)
+
+
+def critical_sections() -> tuple[Callable[..., object], ...]:
+    """The functions that write a ledger row or hold, settle or release a budget: a stop
+    signal must wait until they return (the command line's ``stop_on_signals``)."""
+    return (
+        CallRun.close_attempt,  # writes the attempt's row (and whatever the ledger does to keep it)
+        CallRun.write,
+        CallRun._settle,  # settles the budget reservation
+        CallRun.release,
+        Books.reserve,  # holds reservations it has not handed over yet
+        Books.refused,
+    )
