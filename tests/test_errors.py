@@ -86,3 +86,15 @@ def test_every_error_derives_from_canny_error() -> None:
             assert issubclass(cls, errors.CannyWarning), name
         else:
             assert issubclass(cls, errors.CannyError), name
+
+
+def test_exit_code_table_takes_the_most_specific_class() -> None:
+    """EXIT_CODES is read along the MRO: a subclass the table does not name takes its parent's code."""
+
+    class Custom(errors.LedgerUnavailable):
+        pass
+
+    assert exit_code_for(Custom("x")) == 9
+    assert exit_code_for(errors.SessionLimitReached("x", reason="cost", cap=1)) == 4
+    assert exit_code_for(errors.CannyError("x")) == 1
+    assert exit_code_for(ValueError("x")) == 1
