@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from canny import Client
-from canny.errors import CannyError, SessionLimitReached
+from canny.errors import CannyError, ConfigError, SessionLimitReached
 from canny.pricing import format_usd
 from canny.session import SessionTotals
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.cap, args.online)
     except CannyError as exc:  # e.g. --online without a key, or the API refusing the request
         print(f"error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return exc.exit_code
+        return 2 if isinstance(exc, ConfigError) else 1  # 2: a usage or configuration error
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from canny import budget, errors
-from canny._call import CallSpec, CannyWarning
+from canny._call import CallSpec
 from canny.budget import MIN_MAX_TOKENS
+from canny.cli._exit_codes import exit_code_for
 from canny.client import Client
 from canny.config import load_settings
+from canny.errors import CannyWarning
 from canny.ledger import AttemptRecord, open_ledger
 from canny.ledger.sqlite import SQLiteLedger
 from canny.retry import RetryPolicy
@@ -210,7 +212,7 @@ def test_refuses_below_the_minimum(ledger: SQLiteLedger) -> None:
     err = caught.value
     assert (err.budget, err.limit, err.needed) == ("day", limit, worst)
     assert (err.spent, err.reserved) == (Decimal(0), Decimal(0))
-    assert err.exit_code == 4
+    assert exit_code_for(err) == 4
     assert err.message.startswith("the day budget for all calls")
     assert "needs up to" in err.message
     assert "canny budget set --day" in err.hint

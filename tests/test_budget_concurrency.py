@@ -36,9 +36,9 @@ def run_calls(target: str, calls: int, threads: int, project: str | None, out: A
     import warnings
 
     from canny import errors
-    from canny._call import CannyWarning
     from canny.client import Client
     from canny.emulator import serve_in_thread
+    from canny.errors import CannyWarning
     from canny.retry import RetryPolicy
 
     warnings.simplefilter("ignore", CannyWarning)  # lowered max_tokens is expected near the limit

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from canny import errors
-from canny._call import CannyWarning
+from canny.cli._exit_codes import exit_code_for
 from canny.client import AsyncClient, Client, check_model
+from canny.errors import CannyWarning
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 
@@ -51,7 +52,7 @@ def test_max_cost_refusal_is_a_budget_refused_row(emulator: Any, memory_ledger: 
     client = Client(api_key=CANARY_KEY, base_url=emulator.url_for("ok", run=run_id), ledger=memory_ledger)
     with client, pytest.raises(errors.BudgetExceeded) as info:
         client.create("hello", max_cost="0.00000001")
-    assert info.value.exit_code == 4
+    assert exit_code_for(info.value) == 4
     assert [row.outcome for row in memory_ledger.rows] == ["budget_refused"]
     assert emulator.requests(run=run_id) == []
 
@@ -119,7 +120,7 @@ def test_missing_key_error() -> None:
     with pytest.raises(errors.MissingKeyError) as info:
         Client(ledger=False).create("hi")
     assert "canny key set" in info.value.hint
-    assert info.value.exit_code == 2
+    assert exit_code_for(info.value) == 2
 
 
 def test_offline_client_needs_no_key(memory_ledger: MemoryLedger) -> None:

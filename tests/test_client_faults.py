@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from canny import errors
+from canny.cli._exit_codes import exit_code_for
 from canny.client import AsyncClient, Client
 from canny.config import Timeouts
 from canny.retry import RetryPolicy
@@ -103,7 +104,7 @@ def test_stream_fault(
         else:
             with pytest.raises(case.error) as info, client.stream(prompt) as stream:
                 shown.extend(stream)
-            assert info.value.exit_code == case.exit_code
+            assert exit_code_for(info.value) == case.exit_code
             assert CANARY_KEY not in str(info.value)
             result = info.value.result if isinstance(info.value, errors.APIError) else None
     text = "".join(shown)
@@ -185,7 +186,7 @@ def test_async_stream_fault(name: str, emulator: Any, memory_ledger: MemoryLedge
     text, outcome = asyncio.run(go())
     if case.error is not None:
         assert isinstance(outcome, case.error)
-        assert outcome.exit_code == case.exit_code
+        assert exit_code_for(outcome) == case.exit_code
     else:
         assert outcome.outcome == case.outcome
         assert outcome.text == text
@@ -291,7 +292,7 @@ def test_refusal_is_never_retried_and_billed_as_its_usage_reports(
     assert expected is not None and result.cost == expected > 0
     with pytest.raises(errors.Refused) as info:
         result.raise_for_outcome()
-    assert info.value.exit_code == 5
+    assert exit_code_for(info.value) == 5
     assert len(memory_ledger.rows) == 1
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from canny import errors
 from canny._sdk_errors import error_from_event, error_from_response
+from canny.cli._exit_codes import exit_code_for
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,7 @@ def test_status_mapping(status: int, body: object, cls: type[errors.APIError], e
     """Every status maps to its class and exit code, with the request id kept."""
     err = error_from_response(status, body, {"request-id": "req_abc"})
     assert type(err) is cls
-    assert err.exit_code == exit_code
+    assert exit_code_for(err) == exit_code
     assert err.request_id == "req_abc"
     assert "req_abc" in str(err)
     assert "<html>" not in str(err)
@@ -85,3 +86,15 @@ def test_every_error_derives_from_canny_error() -> None:
             assert issubclass(cls, errors.CannyWarning), name
         else:
             assert issubclass(cls, errors.CannyError), name
+
+
+def test_exit_code_table_takes_the_most_specific_class() -> None:
+    """EXIT_CODES is read along the MRO: a subclass the table does not name takes its parent's code."""
+
+    class Custom(errors.LedgerUnavailable):
+        pass
+
+    assert exit_code_for(Custom("x")) == 9
+    assert exit_code_for(errors.SessionLimitReached("x", reason="cost", cap=1)) == 4
+    assert exit_code_for(errors.CannyError("x")) == 1
+    assert exit_code_for(ValueError("x")) == 1

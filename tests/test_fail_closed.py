@@ -24,8 +24,9 @@ from click.testing import CliRunner
 
 import canny
 from canny import errors
-from canny._call import CannyWarning
+from canny.cli._exit_codes import exit_code_for
 from canny.client import Client
+from canny.errors import CannyWarning
 from canny.ledger import open_ledger
 from canny.ledger.spool import pending, spool_path
 from canny.ledger.sqlite import SQLiteLedger
@@ -164,7 +165,7 @@ def test_fault_matrix_nothing_sent_without_a_record(
             message = str(caught.value)
             assert location in message
             assert all(secret not in message + caught.value.hint for secret in broken.secrets)
-            assert caught.value.exit_code == 9
+            assert exit_code_for(caught.value) == 9
     sent = len(emulator.requests(run=run_id))
     if kind == "locked":  # the lock is gone: the spool lands, once, on the next open
         assert sent == (0 if budget else 1)

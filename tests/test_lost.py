@@ -24,11 +24,11 @@ from click.testing import CliRunner
 
 from canny import budget, reports
 from canny._call import CallSpec, lease_for
-from canny._meter import meter
 from canny.cli import main
 from canny.client import Client
 from canny.config import Timeouts
 from canny.ledger import open_ledger
+from canny.meter import meter
 from canny.pricing import cost
 from canny.usage import Usage
 from tests.conftest import CANARY_KEY

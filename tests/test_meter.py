@@ -17,9 +17,9 @@ import pytest
 
 import canny
 from canny import errors
-from canny._call import CannyWarning
-from canny._meter import Meter, meter
 from canny.budget import CallLike
+from canny.errors import CannyWarning
+from canny.meter import Meter, meter
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 MODEL = "claude-sonnet-5-5"

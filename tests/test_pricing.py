@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from canny.cli._exit_codes import exit_code_for
 from canny.errors import ConfigError
 from canny.pricing import (
     UnpricedModelWarning,
@@ -605,7 +606,7 @@ def test_malformed_user_file_is_a_config_error(tmp_path: Path, text: str, key: s
         load_table([path])
     assert str(path) in info.value.message
     assert key in info.value.message
-    assert info.value.exit_code == 2
+    assert exit_code_for(info.value) == 2
 
 
 def test_malformed_user_file_in_canny_home_surfaces_on_cost() -> None:

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 import canny
 from canny import errors
-from canny._call import CannyWarning
 from canny._sdk_errors import error_from_response, retirement
 from canny.cli import main
+from canny.errors import CannyWarning
 from canny.pricing import UnpricedModelWarning, cost, known_models, resolve_model
 from canny.retry import RetryPolicy
 from canny.usage import Usage

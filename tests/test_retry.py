@@ -112,3 +112,55 @@ def test_deadline_bound() -> None:
     state.begin_attempt()
     clock.now = 9.5
     assert state.next_delay(errors.RateLimited("x", status_code=429, retry_after=1.0)) is None
+
+
+def test_status_rules_are_the_one_classification_table() -> None:
+    """STATUS_RULES decides the class of every listed status and is_retryable follows its retry column."""
+    from canny.retry import STATUS_RULES, Retry, error_class, is_retryable
+
+    for status, rule in STATUS_RULES.items():
+        assert error_class(status, None, None) is rule.error
+        error = rule.error("x", status_code=status)
+        assert is_retryable(error) is (rule.retry is Retry.YES)
+
+
+def test_error_type_rules_classify_in_band_errors() -> None:
+    """ERROR_TYPE_RULES maps each in-band error.type to its class; unknown types are server errors."""
+    from canny.retry import ERROR_TYPE_RULES, event_error_class
+
+    for etype, rule in ERROR_TYPE_RULES.items():
+        assert event_error_class(etype) is rule.error
+    assert event_error_class("something_new") is errors.ServerError
+
+
+def test_attempt_loop_retries_then_returns_the_result() -> None:
+    """Attempts sleeps the delay failed() returns, starts a new attempt, and keeps succeeded()'s result."""
+    from canny.retry import Attempts
+
+    slept: list[float] = []
+
+    class Call:
+        policy = RetryPolicy(sleep=slept.append)
+
+        def __init__(self) -> None:
+            self.started = 0
+
+        def start_attempt(self) -> int:
+            self.started += 1
+            return self.started
+
+        def failed(self, attempt: int, error: errors.CannyError) -> float:
+            return 0.25
+
+        def aborted(self, attempt: int) -> None:
+            raise AssertionError("not aborted")
+
+        def succeeded(self, attempt: int) -> str:
+            return f"answer {attempt}"
+
+    attempts = Attempts(Call())
+    for attempt in attempts:
+        with attempt as number:
+            if number < 3:
+                raise errors.Overloaded("busy", status_code=529)
+    assert (attempts.result, slept) == ("answer 3", [0.25, 0.25])

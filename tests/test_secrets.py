@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from canny._secrets import Secret, mask, redact, resolve_api_key
+from canny.secrets import Secret, mask, redact, resolve_api_key
 
 
 class MemoryKeyring:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from canny import budget, errors
+from canny.cli._exit_codes import exit_code_for
 from canny.client import AsyncClient, Client
 from canny.retry import RetryPolicy
 from canny.session import Session
@@ -57,7 +58,7 @@ def test_iterations_cap(emulator: Any, memory_ledger: MemoryLedger) -> None:
     stop = caught.value
     assert (stop.reason, stop.cap, stop.totals.calls) == ("iterations", 3, 3)
     assert isinstance(stop, errors.BudgetExceeded)
-    assert stop.exit_code == 4
+    assert exit_code_for(stop) == 4
     assert "before call 4" in stop.message
     assert len(emulator.requests(run)) == 3
     assert {row.session_id for row in memory_ledger.rows} == {s.id}

@@ -23,8 +23,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from canny import errors
-    from canny._meter import Meter, meter
     from canny.client import AsyncClient, Client
+    from canny.meter import Meter, meter
     from canny.pricing.cost import cost
     from canny.result import CallResult
     from canny.usage import Usage
@@ -35,8 +35,8 @@ _LAZY: dict[str, str] = {
     "CallResult": "canny.result",
     "Usage": "canny.usage",
     "cost": "canny.pricing",
-    "Meter": "canny._meter",
-    "meter": "canny._meter",
+    "Meter": "canny.meter",
+    "meter": "canny.meter",
 }
 
 

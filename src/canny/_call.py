@@ -20,11 +20,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from canny import errors
-from canny._sdk_errors import error_from_event
+from canny._sdk_errors import error_from_event, map_exception
 from canny.errors import CannyWarning
-from canny.ledger import AttemptRecord, Outcome
-from canny.result import CallResult
-from canny.retry import RetryPolicy, RetryState
+from canny.ledger import AttemptRecord
+from canny.result import CallResult, Outcome
+from canny.retry import Attempts, RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
 from canny.usage import Usage, usage_columns
 
@@ -38,9 +38,9 @@ __all__ = [
     "LOST_MARGIN",
     "CallRun",
     "CallSpec",
-    "CannyWarning",
     "answer_outcome",
     "budget_refused_record",
+    "failure_outcome",
     "lease_for",
 ]
 
@@ -199,6 +199,11 @@ class CallRun:
         self._begin_attempt: Callable[..., None] | None = getattr(ledger, "begin_attempt", None)
 
     # -- attempts -----------------------------------------------------------------------
+    def retrying(self) -> Attempts[Attempt, CallResult]:
+        """The call's attempt loop (:class:`canny.retry.Attempts`): ``for attempt in
+        run.retrying(): with attempt as state: ...``, SDK errors mapped to canny's."""
+        return Attempts(self, translate=map_exception)
+
     def start_attempt(self, number: int | None = None) -> Attempt:
         """A new attempt, numbered by the retry state unless ``number`` is given (the meter
         numbers the attempts the SDK makes)."""
@@ -293,8 +298,8 @@ class CallRun:
         attempt.error = error
         if isinstance(error, errors.APIError) and error.request_id is None:
             error.request_id = attempt.request_id
-        if attempt.acc.shown:
-            attempt.outcome = "interrupted"
+        attempt.outcome = failure_outcome(attempt)
+        if attempt.outcome == "interrupted":
             self.close_attempt(attempt)
             self._settle()
             interrupted = errors.StreamInterrupted(
@@ -305,14 +310,14 @@ class CallRun:
             )
             interrupted.result = self.result(attempt)
             raise interrupted from error
-        attempt.outcome = "error"
         self.close_attempt(attempt)
         delay = self.retry.next_delay(error)
         if delay is None:
             self._settle()
             if isinstance(error, errors.APIError):
-                if error.retryable and self.retry.gave_up_because and self.retry.gave_up_because != "not retryable":
-                    error.message = f"{error.message}; {self.retry.gave_up_because}"
+                why = self.retry.gave_up_because
+                if isinstance(error, errors.TransientError) and why and why != "not retryable":
+                    error.message = f"{error.message}; {why}"
                 error.result = self.result(attempt)
             raise error
         return delay
@@ -539,6 +544,12 @@ def answer_outcome(acc: MessageAccumulator) -> Outcome:
     if reason in ("max_tokens", "model_context_window_exceeded"):
         return "max_tokens"
     return "ok"
+
+
+def failure_outcome(attempt: Attempt) -> Outcome:
+    """THE rule for an attempt that failed: ``interrupted`` once any of its text was shown
+    (it is never re-sent, the text would repeat), ``error`` otherwise (it may be retried)."""
+    return "interrupted" if attempt.acc.shown else "error"
 
 
 def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> AttemptRecord:

@@ -13,25 +13,26 @@ import contextlib
 import functools
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from canny import errors
-from canny._call import CallRun, CallSpec, CannyWarning
-from canny._secrets import ResolvedKey, Secret, resolve_api_key
+from canny._call import CallRun, CallSpec, lease_for
+from canny.books import Books
 from canny.config import Settings, Timeouts, check_base_url, load_settings, plain_http_proxy
+from canny.errors import CannyWarning
 from canny.retry import RetryPolicy
+from canny.secrets import ResolvedKey, Secret, resolve_api_key
 
 if TYPE_CHECKING:
     import httpx2
 
-    from canny.budget import Reservation, Reserver
+    from canny.budget import Reserver
     from canny.ledger import Ledger
     from canny.pricing import PriceTable
 
@@ -180,9 +181,21 @@ class ClientBase:
         self.retry_policy = retry or RetryPolicy(
             max_attempts=rs.max_attempts, max_delay=rs.max_delay, deadline=rs.deadline, initial_delay=rs.initial_delay
         )
-        self.project = project or self.settings.project
-        self.tags = tuple(tags) or self.settings.tags
-        self.log_content = self.settings.log_content if log_content is None else log_content
+        #: Guards the lazy set-up (ledger, key, embedded emulator, SDK client) so one client
+        #: can be shared by threads.
+        self._init_lock = threading.RLock()
+        self.books = Books(
+            settings,
+            ledger=ledger,
+            budget=budget,
+            project=project,
+            tags=tags,
+            log_content=log_content,
+            lock=self._init_lock,
+        )
+        self.project = self.books.project
+        self.tags = self.books.tags
+        self.log_content = self.books.log_content
         self.budget = budget
         self._explicit_key = api_key
         self._key: ResolvedKey | None = None
@@ -190,38 +203,14 @@ class ClientBase:
         self._emulator: Any = None
         self._base_url = self.settings.base_url
         self._http_client = http_client
-        self._ledger_arg = ledger
-        self._ledger: Ledger | None = None
-        self._ledger_opened = ledger is False
-        #: Guards the lazy set-up (ledger, key, embedded emulator, SDK client) so one client
-        #: can be shared by threads.
-        self._init_lock = threading.RLock()
 
     # -- resources -----------------------------------------------------------------------
     @property
     def ledger(self) -> Ledger | None:
-        """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``."""
-        if not self._ledger_opened:
-            with self._init_lock:
-                if not self._ledger_opened:
-                    self._open_ledger()
-        return self._ledger
-
-    def _open_ledger(self) -> None:
-        """Open the ledger, or raise :class:`~canny.errors.LedgerUnavailable`: a call is
-        never sent without a record unless the caller chose ``ledger=False``. A failed open
-        is tried again on the next call."""
-        arg = self._ledger_arg
-        if arg is None or isinstance(arg, (str, Path)):
-            from canny.ledger import open_for_calls
-
-            self._ledger = open_for_calls(arg if arg is not None else self.settings.ledger)
-        elif arg is not False:
-            from canny.ledger.spool import drain
-
-            drain(arg)  # rows an earlier run could not write into this ledger
-            self._ledger = arg
-        self._ledger_opened = True  # last, so other threads never see a half-opened ledger
+        """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``.
+        Raises :class:`~canny.errors.LedgerUnavailable` when it cannot be opened: a call is
+        never sent without a record (:class:`canny.books.Books`)."""
+        return self.books.ledger
 
     def _start_offline(self) -> None:
         if self._emulator is None:
@@ -230,6 +219,12 @@ class ClientBase:
             self._emulator_cm = serve_in_thread()
             self._emulator = self._emulator_cm.__enter__()
             self._base_url = self._emulator.base_url
+
+    def resolve_key(self) -> ResolvedKey:
+        """The API key this client uses (argument, environment, keyring; or the offline
+        emulator's), as a masked :class:`~canny.secrets.Secret`. Raises
+        :class:`~canny.errors.MissingKeyError` when there is none."""
+        return self._resolve_key()
 
     def _resolve_key(self) -> ResolvedKey:
         if self._key is not None:
@@ -258,11 +253,7 @@ class ClientBase:
         if self._emulator is not None:
             self._emulator_cm.__exit__(None, None, None)
             self._emulator = None
-        owned = self._ledger_arg is None or isinstance(self._ledger_arg, (str, Path))
-        if self._ledger is not None and owned:
-            self._ledger.close()
-            self._ledger = None
-            self._ledger_opened = False
+        self.books.close()
 
     # -- calls ---------------------------------------------------------------------------
     def _spec(
@@ -319,41 +310,13 @@ class ClientBase:
         """Open the ledger (or refuse: nothing is sent without a record), reserve budgets
         (may lower max_tokens or refuse) and set up the run."""
         ledger = self.ledger  # raises LedgerUnavailable before anything is reserved or sent
-        reservations: list[Reservation] = []
-        try:
-            for guard in self._guards(spec, ledger):
-                reservation = _checked(partial(guard.reserve, spec), ledger)
-                reservations.append(reservation)
-                spec.params["max_tokens"] = min(spec.max_tokens, reservation.max_tokens)
-        except BaseException as exc:
-            for reservation in reservations:
-                reservation.release()
-            if isinstance(exc, errors.BudgetExceeded) and ledger is not None:
-                from canny._call import budget_refused_record
+        from canny.budget import MaxCostGuard
 
-                run = CallRun(spec, policy=self.retry_policy, ledger=ledger)
-                run.write(budget_refused_record(spec, exc))
-            raise
-        combined = _Combined(reservations) if reservations else None
-        from canny._call import lease_for  # the lease of each attempt's row in flight
-
-        return CallRun(
-            spec, policy=self.retry_policy, ledger=ledger, reservation=combined, lease=lease_for(self.timeouts)
+        per_call = MaxCostGuard(spec.max_cost) if spec.max_cost is not None else None
+        reservation = self.books.reserve(spec, ledger, per_call=per_call)
+        return self.books.run(
+            spec, ledger, reservation=reservation, policy=self.retry_policy, lease=lease_for(self.timeouts)
         )
-
-    def _guards(self, spec: CallSpec, ledger: Ledger | None) -> list[Reserver]:
-        from canny.budget import MaxCostGuard, guard_for
-
-        guards: list[Reserver] = []
-        if spec.max_cost is not None:
-            guards.append(MaxCostGuard(spec.max_cost))
-        if self.budget is not None:
-            guards.append(self.budget)
-        elif ledger is not None:
-            stored = _checked(lambda: guard_for(ledger, self.settings), ledger)
-            if stored is not None:
-                guards.append(stored)
-        return guards
 
     def _timeout(self, *, stream: bool) -> httpx2.Timeout:
         import httpx2
@@ -387,43 +350,6 @@ class ClientBase:
         timeout = response.request.extensions.get("timeout")
         if isinstance(timeout, dict):
             timeout["read"] = max(0.001, min(self.timeouts.idle, remaining))
-
-
-_T = TypeVar("_T")
-
-
-def _checked(step: Callable[[], _T], ledger: Ledger | None) -> _T:
-    """Run a budget step; a ledger failure refuses the call (budgets fail closed)."""
-    try:
-        return step()
-    except errors.LedgerUnavailable:
-        raise
-    except errors.LedgerError as exc:
-        location = ledger.location if ledger is not None else ""
-        raise errors.LedgerUnavailable(
-            f"budgets could not be checked, so nothing was sent: {exc.message}",
-            location=location,
-            reason=exc.message,
-            hint=exc.hint or None,
-        ) from None
-
-
-class _Combined:
-    def __init__(self, reservations: list[Reservation]) -> None:
-        self.reservations = reservations
-        self.max_tokens = min(r.max_tokens for r in reservations)
-
-    def settle(self, cost: Decimal | None) -> None:
-        for r in self.reservations:
-            r.settle(cost)
-
-    def release(self) -> None:
-        for r in self.reservations:
-            r.release()
-
-    def renew(self, seconds: float | None = None) -> bool:
-        renewed = [r.renew(seconds) for r in self.reservations]  # renew every one, no short-circuit
-        return all(renewed)
 
 
 async def aiter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:

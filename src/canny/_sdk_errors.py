@@ -17,8 +17,8 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from canny import errors
-from canny._secrets import redact
-from canny.retry import parse_retry_after
+from canny.retry import error_class, event_error_class, parse_retry_after
+from canny.secrets import redact
 
 if TYPE_CHECKING:
     from canny.pricing import PriceTable
@@ -66,8 +66,6 @@ def retirement(model: str, *, today: date | None = None, table: PriceTable | Non
         return None
     return Retirement(resolved, info.retires_at, newest.id if newest is not None else None)
 
-
-_SPEND_CODES = ("spend_limit_reached", "credit_balance", "billing")
 
 _STATUS_WORDS = {
     400: "request rejected",
@@ -165,24 +163,7 @@ def error_from_response(status: int, body: Any, headers: Mapping[str, str]) -> e
         "retry_after": parse_retry_after(headers),
         "should_retry": _should_retry_header(headers),
     }
-    cls: type[errors.APIError]
-    if status == 429 and code and any(s in code for s in _SPEND_CODES):
-        cls = errors.SpendLimitReached
-    elif status in (401, 403):
-        cls = errors.AuthenticationError
-    elif status == 402:
-        cls = errors.SpendLimitReached
-    elif status == 429:
-        cls = errors.RateLimited
-    elif status == 529 or etype == "overloaded_error":
-        cls = errors.Overloaded
-    elif status >= 500 or status in (408, 409):
-        cls = errors.ServerError
-    elif 400 <= status < 500:
-        cls = errors.RequestRejected
-    else:
-        cls = errors.ServerError
-    return cls(message, **kwargs)
+    return error_class(status, etype, code)(message, **kwargs)
 
 
 def error_from_event(payload: Mapping[str, Any], request_id: str | None) -> errors.APIError:
@@ -195,17 +176,7 @@ def error_from_event(payload: Mapping[str, Any], request_id: str | None) -> erro
         "error_code": code,
         "request_id": request_id,
     }
-    if etype == "overloaded_error":
-        return errors.Overloaded(text, **kwargs)
-    if etype in ("api_error", "timeout_error"):
-        return errors.ServerError(text, **kwargs)
-    if etype == "rate_limit_error":
-        return errors.RateLimited(text, **kwargs)
-    if etype in ("authentication_error", "permission_error"):
-        return errors.AuthenticationError(text, **kwargs)
-    if etype in ("invalid_request_error", "not_found_error", "request_too_large"):
-        return errors.RequestRejected(text, **kwargs)
-    return errors.ServerError(text, **kwargs)
+    return event_error_class(etype)(text, **kwargs)
 
 
 def map_exception(exc: BaseException) -> errors.CannyError | None:

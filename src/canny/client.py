@@ -1,8 +1,8 @@
 """``canny.Client`` and ``canny.AsyncClient``: streamed and non-streamed calls.
 
 Both build the SDK client with ``max_retries=0`` and run every call through one
-:class:`~canny._call.CallRun`: one attempt loop, one error mapping, one usage
-accumulator, one ledger row per attempt. Only the I/O differs between them; what they
+:class:`~canny._call.CallRun` and its attempt loop (:class:`canny.retry.Attempts`): one
+error mapping, one usage accumulator, one ledger row per attempt. Only the I/O differs between them; what they
 share (settings, key, ledger, budgets) is in :mod:`canny._client_base`.
 
 ::
@@ -20,16 +20,13 @@ chooses ``"5m"`` (default) or ``"1h"``. Off unless asked for: see docs/caching.m
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from canny import errors
-from canny._call import Attempt, CallRun
-from canny._client_base import OFFLINE_KEY, ClientBase, aiter_events, check_model
+from canny._call import Attempt, CallRun, CallSpec
+from canny._client_base import OFFLINE_KEY, ClientBase, aiter_events, check_model, sdk_http_client
 from canny._sdk_errors import translate
 from canny.streaming import iter_events
 
@@ -40,7 +37,19 @@ if TYPE_CHECKING:
     from canny.result import CallResult
     from canny.session import AsyncSession, Session
 
-__all__ = ["OFFLINE_KEY", "AsyncClient", "AsyncMessageStream", "Client", "MessageStream", "check_model"]
+__all__ = [
+    "OFFLINE_KEY",
+    "AsyncClient",
+    "AsyncMessageStream",
+    "Client",
+    "MessageStream",
+    "check_model",
+    "sdk_http_client",
+    "translate",
+]
+
+#: Called with the call's run when a stream ends (finished, failed or closed early).
+OnEnd = Callable[[CallRun], None]
 
 
 class Client(ClientBase):
@@ -78,7 +87,10 @@ class Client(ClientBase):
             prompt, stream=True, system=system, model=model, max_tokens=max_tokens, project=project,
             tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
-        return MessageStream(self, self._prepare(spec))
+        return self._stream(spec)
+
+    def _stream(self, spec: CallSpec, on_end: OnEnd | None = None) -> MessageStream:
+        return MessageStream(self, self._prepare(spec), on_end=on_end)
 
     def create(
         self,
@@ -100,23 +112,13 @@ class Client(ClientBase):
             prompt, stream=False, system=system, model=model, max_tokens=max_tokens, project=project,
             tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
-        run = self._prepare(spec)
-        while True:
-            attempt = run.start_attempt()
-            try:
-                with translate():
-                    raw = self._sdk().messages.with_raw_response.create(
-                        **spec.params, timeout=self._timeout(stream=False)
-                    )
-                    attempt.headers(raw.headers)
-                    attempt.body(raw.http_response.content)
-            except errors.CannyError as exc:
-                self.retry_policy.sleep(run.failed(attempt, exc))
-                continue
-            except BaseException:
-                run.aborted(attempt)
-                raise
-            return run.succeeded(attempt)
+        attempts = self._prepare(spec).retrying()
+        for attempt in attempts:
+            with attempt as state:
+                raw = self._sdk().messages.with_raw_response.create(**spec.params, timeout=self._timeout(stream=False))
+                state.headers(raw.headers)
+                state.body(raw.http_response.content)
+        return attempts.result
 
     def session(
         self,
@@ -150,10 +152,11 @@ class MessageStream:
     attempt is recorded as ``cancelled``.
     """
 
-    def __init__(self, client: Client, run: CallRun) -> None:
+    def __init__(self, client: Client, run: CallRun, *, on_end: OnEnd | None = None) -> None:
         self._client = client
         self.run = run
         self.result: CallResult | None = None
+        self._on_end = on_end
         self._gen = self._drive()
 
     def __iter__(self) -> Iterator[str]:
@@ -183,21 +186,15 @@ class MessageStream:
         self.close()
 
     def _drive(self) -> Generator[str, None, None]:
-        client, run = self._client, self.run
-        while True:
-            attempt = run.start_attempt()
-            started = client.retry_policy.clock()
-            try:
-                with translate():
-                    yield from self._attempt(attempt, started)
-            except errors.CannyError as exc:
-                client.retry_policy.sleep(run.failed(attempt, exc))
-                continue
-            except BaseException:
-                run.aborted(attempt)
-                raise
-            self.result = run.succeeded(attempt)
-            return
+        try:
+            attempts = self.run.retrying()
+            for attempt in attempts:
+                with attempt as state:
+                    yield from self._attempt(state, self._client.retry_policy.clock())
+            self.result = attempts.result
+        finally:
+            if self._on_end is not None:
+                self._on_end(self.run)
 
     def _attempt(self, attempt: Attempt, started: float) -> Iterator[str]:
         client, run = self._client, self.run
@@ -248,7 +245,10 @@ class AsyncClient(ClientBase):
             prompt, stream=True, system=system, model=model, max_tokens=max_tokens, project=project,
             tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
-        return AsyncMessageStream(self, self._prepare(spec))
+        return self._stream(spec)
+
+    def _stream(self, spec: CallSpec, on_end: OnEnd | None = None) -> AsyncMessageStream:
+        return AsyncMessageStream(self, self._prepare(spec), on_end=on_end)
 
     async def create(
         self,
@@ -270,32 +270,15 @@ class AsyncClient(ClientBase):
             prompt, stream=False, system=system, model=model, max_tokens=max_tokens, project=project,
             tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
         )  # fmt: skip
-        run = self._prepare(spec)
-        while True:
-            attempt = run.start_attempt()
-            try:
-                with translate():
-                    raw = await self._sdk().messages.with_raw_response.create(
-                        **spec.params, timeout=self._timeout(stream=False)
-                    )
-                    attempt.headers(raw.headers)
-                    attempt.body(raw.http_response.content)
-            except errors.CannyError as exc:
-                await self._sleep(run.failed(attempt, exc))
-                continue
-            except BaseException:
-                run.aborted(attempt)
-                raise
-            return run.succeeded(attempt)
-
-    def _sleep_is_default(self) -> bool:
-        return self.retry_policy.sleep is time.sleep
-
-    async def _sleep(self, delay: float) -> None:
-        if self._sleep_is_default():
-            await asyncio.sleep(delay)
-        else:
-            self.retry_policy.sleep(delay)
+        attempts = self._prepare(spec).retrying()
+        async for attempt in attempts:
+            with attempt as state:
+                raw = await self._sdk().messages.with_raw_response.create(
+                    **spec.params, timeout=self._timeout(stream=False)
+                )
+                state.headers(raw.headers)
+                state.body(raw.http_response.content)
+        return attempts.result
 
     def session(
         self,
@@ -325,10 +308,11 @@ class AsyncClient(ClientBase):
 class AsyncMessageStream:
     """Async text chunks of a streamed call; ``result`` is set at the end."""
 
-    def __init__(self, client: AsyncClient, run: CallRun) -> None:
+    def __init__(self, client: AsyncClient, run: CallRun, *, on_end: OnEnd | None = None) -> None:
         self._client = client
         self.run = run
         self.result: CallResult | None = None
+        self._on_end = on_end
         self._gen = self._drive()
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -351,22 +335,16 @@ class AsyncMessageStream:
         await self.aclose()
 
     async def _drive(self) -> AsyncGenerator[str, None]:
-        client, run = self._client, self.run
-        while True:
-            attempt = run.start_attempt()
-            started = client.retry_policy.clock()
-            try:
-                with translate():
-                    async for text in self._attempt(attempt, started):
+        try:
+            attempts = self.run.retrying()
+            async for attempt in attempts:
+                with attempt as state:
+                    async for text in self._attempt(state, self._client.retry_policy.clock()):
                         yield text
-            except errors.CannyError as exc:
-                await client._sleep(run.failed(attempt, exc))
-                continue
-            except BaseException:
-                run.aborted(attempt)
-                raise
-            self.result = run.succeeded(attempt)
-            return
+            self.result = attempts.result
+        finally:
+            if self._on_end is not None:
+                self._on_end(self.run)
 
     async def _attempt(self, attempt: Attempt, started: float) -> AsyncIterator[str]:
         client, run = self._client, self.run

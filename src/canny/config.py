@@ -10,7 +10,7 @@ a config file and a ledger (path or ``postgresql://`` URL) directly.
 
 The model comes from the argument, then ``CANNY_MODEL``, then ``CLAUDE_MODEL``, then the
 profile, then the default (:data:`DEFAULT_MODEL`). The API key is resolved separately
-(:mod:`canny._secrets`), only when a call needs it.
+(:mod:`canny.secrets`), only when a call needs it.
 """
 
 from __future__ import annotations

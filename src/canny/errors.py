@@ -3,28 +3,35 @@
 ::
 
     CannyError
-    ├── ConfigError                 bad configuration or usage           (exit 2)
-    │   ├── MissingKeyError         no API key from any source
-    │   └── ModelRetiredError       the model's retirement date has passed
-    ├── LedgerError                 the ledger cannot be opened or written (exit 1)
-    │   └── LedgerUnavailable       no record or budget check possible; nothing was sent (exit 9)
-    ├── BudgetExceeded              a budget would be crossed; nothing was sent (exit 4)
+    ├── ConfigError                 bad configuration or usage
+    │   └── MissingKeyError         no API key from any source
+    ├── LedgerError                 the ledger cannot be opened or written
+    │   └── LedgerUnavailable       no record or budget check possible; nothing was sent
+    ├── BudgetExceeded              a budget would be crossed; nothing was sent
     │   └── SessionLimitReached     an agent-loop session's next call could cross a cap
+    ├── Refused                     the model declined (only from ``raise_for_outcome()``)
     └── APIError                    anything the API or the network did
-        ├── AuthenticationError     401 / 403: bad, revoked or unauthorised key (exit 3)
-        ├── RequestRejected         400, 404, 413, 422 ...: never retried     (exit 8)
-        ├── SpendLimitReached       429 for an org spend cap: never retried   (exit 4)
-        ├── TransientError          worth retrying before any output was shown (exit 7)
+        ├── AuthenticationError     401 / 403: bad, revoked or unauthorised key
+        ├── RequestRejected         400, 404, 413, 422 ...: never retried
+        ├── SpendLimitReached       429 for an org spend cap
+        ├── TransientError          retried while no output was shown
         │   ├── RateLimited         429
         │   ├── Overloaded          529, or an in-band ``overloaded_error``
         │   ├── ServerError         500, 502, 503, 504, 408, 409, in-band ``api_error``
         │   ├── ConnectionFailed    refused, reset, dropped, DNS, TLS
         │   └── TimeoutError        connect, first-event, idle-gap or total timeout
-        └── StreamInterrupted       a failure after output was shown          (exit 6)
+        └── StreamInterrupted       a failure after output was shown
+
+    CannyWarning                    something to know that does not stop the call
+    └── ResponseWarning             the server sent a value canny does not know
+
+Which status or in-band error type becomes which class, and what is retried, is one
+table in :mod:`canny.retry`; the exit code of each class for the command line is one
+table in ``canny.cli._exit_codes``.
 
 A refusal is not an error: it is an answer (``CallResult.outcome == "refused"``).
-``CallResult.raise_for_outcome()`` turns it into :class:`Refused` (exit 5) for callers
-that prefer exceptions.
+``CallResult.raise_for_outcome()`` turns it into :class:`Refused` for callers that
+prefer exceptions.
 
 Error text never contains the API key: messages are built from status, type, the API's
 own message and the request id, and ``__reduce__`` keeps only those fields, so pickling an
@@ -51,7 +58,6 @@ __all__ = [
     "LedgerError",
     "LedgerUnavailable",
     "MissingKeyError",
-    "ModelRetiredError",
     "Overloaded",
     "RateLimited",
     "Refused",
@@ -70,8 +76,6 @@ __all__ = [
 class CannyError(Exception):
     """Base of every error canny raises on purpose."""
 
-    #: Process exit code the CLI uses for this error.
-    exit_code: int = 1
     #: What the user can do about it; the CLI prints it after the message.
     hint: str = ""
 
@@ -99,8 +103,6 @@ def _rebuild(cls: type[CannyError], message: str, state: dict[str, Any]) -> Cann
 class ConfigError(CannyError):
     """Configuration or command-line usage is wrong; nothing was sent."""
 
-    exit_code = 2
-
 
 class MissingKeyError(ConfigError):
     """No API key was found as an argument, in ``ANTHROPIC_API_KEY`` or in the keyring."""
@@ -111,14 +113,8 @@ class MissingKeyError(ConfigError):
     )
 
 
-class ModelRetiredError(ConfigError):
-    """The requested model was retired; the API would reject it."""
-
-
 class LedgerError(CannyError):
     """The ledger could not be opened, migrated or written."""
-
-    exit_code = 1
 
 
 class LedgerUnavailable(LedgerError):
@@ -129,7 +125,6 @@ class LedgerUnavailable(LedgerError):
     went wrong. Pass ``ledger=False`` (``--no-ledger``) to call without a ledger.
     """
 
-    exit_code = 9
     hint = "fix the ledger (or point CANNY_LEDGER elsewhere), or run without one: --no-ledger / ledger=False"
 
     def __init__(self, message: str, *, location: str = "", reason: str = "", hint: str | None = None) -> None:
@@ -144,8 +139,6 @@ class BudgetExceeded(CannyError):
     Attributes name the budget (``budget``), its ``limit``, what is already ``spent`` and
     ``reserved`` by calls in flight, and the worst-case cost ``needed`` by this call.
     """
-
-    exit_code = 4
 
     def __init__(
         self,
@@ -209,9 +202,6 @@ class APIError(CannyError):
     ``error.details.error_code``, ``request_id`` the ``request-id`` header.
     """
 
-    exit_code = 1
-    retryable: bool = False
-
     def __init__(
         self,
         message: str,
@@ -251,29 +241,24 @@ class APIError(CannyError):
 class AuthenticationError(APIError):
     """The API rejected the key (401) or the key lacks permission (403)."""
 
-    exit_code = 3
     hint = "check the key with `canny key status`, or replace it with `canny key set`"
 
 
 class RequestRejected(APIError):
     """The API rejected the request itself (400, 404, 413, 422 ...). Never retried."""
 
-    exit_code = 8
     hint = "fix the request (model name, parameters, size); retrying will not help"
 
 
 class SpendLimitReached(APIError):
     """The organisation reached a spend limit (429 ``*_spend_limit_reached``). Never retried."""
 
-    exit_code = 4
     hint = "raise the spend limit in the Claude Console, or wait for it to reset"
 
 
 class TransientError(APIError):
     """A failure that may pass: retried while no output has been shown."""
 
-    exit_code = 7
-    retryable = True
     hint = "try again later; canny already retried with backoff"
 
 
@@ -311,7 +296,6 @@ class StreamInterrupted(APIError):
     ``__cause__`` is the underlying error.
     """
 
-    exit_code = 6
     hint = "the answer above is incomplete; run the request again if you need all of it"
 
 
@@ -322,7 +306,6 @@ class Refused(CannyError):
     ``stop_details.category`` (may be ``None``).
     """
 
-    exit_code = 5
     hint = "rephrase the request or start a new conversation; the refused turn must not be resent"
 
     def __init__(self, message: str, *, category: str | None = None, result: CallResult | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from canny.errors import Refused
 from canny.usage import Usage
@@ -12,9 +12,20 @@ from canny.usage import Usage
 if TYPE_CHECKING:
     from anthropic.types import Message
 
-    from canny.ledger import Outcome
+__all__ = ["OUTCOMES", "CallResult", "Outcome"]
 
-__all__ = ["CallResult"]
+#: How an attempt (and a call: its last attempt) ended; the ledger stores it per row.
+Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled", "lost"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "ok",
+    "max_tokens",
+    "refused",
+    "interrupted",
+    "error",
+    "budget_refused",
+    "cancelled",
+    "lost",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
-from canny.client import AsyncMessageStream, MessageStream
 from canny.errors import APIError, ConfigError, SessionLimitReached
 from canny.usage import Usage
 
@@ -55,10 +55,10 @@ if TYPE_CHECKING:
     from canny._call import CallRun, CallSpec
     from canny._client_base import ClientBase
     from canny.caching import CacheMode, CacheTTL
-    from canny.client import AsyncClient, Client
+    from canny.client import AsyncClient, AsyncMessageStream, Client, MessageStream
     from canny.result import CallResult
 
-__all__ = ["AsyncSession", "AsyncSessionStream", "Session", "SessionStream", "SessionTotals"]
+__all__ = ["AsyncSession", "Session", "SessionTotals"]
 
 Prompt = str | Sequence[Mapping[str, Any]]
 
@@ -192,6 +192,10 @@ class _Caps:
         if run.attempts:
             self._record(run.total_cost(), run.total_usage(), worst, started)
 
+    def _counted(self, worst: Decimal | None) -> Callable[[CallRun], None]:
+        """What a stream calls when it ends: add its call to the totals."""
+        return partial(self._record_run, worst=worst, started=self.clock())
+
 
 _SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "max_cost", "cache", "cache_ttl")
 
@@ -284,28 +288,12 @@ class Session(_Caps):
         cache: CacheMode | None = None,
         cache_ttl: CacheTTL | None = None,
         **params: Any,
-    ) -> SessionStream:
-        """``Client.stream`` within the session's caps; the call counts once the stream ends."""
+    ) -> MessageStream:
+        """``Client.stream`` within the session's caps; the call counts once the stream
+        ends (finished, failed or closed early)."""
         kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
         spec, worst = self._check(prompt, kwargs, stream=True)
-        return SessionStream(self.client, self.client._prepare(spec), session=self, worst=worst)
-
-
-class SessionStream(MessageStream):
-    """A :class:`~canny.client.MessageStream` whose call is added to the session's totals
-    when it ends (finished, failed or closed early)."""
-
-    def __init__(self, client: Client, run: CallRun, *, session: Session, worst: Decimal | None) -> None:
-        self._session = session
-        self._worst = worst
-        self._started = session.clock()
-        super().__init__(client, run)
-
-    def _drive(self) -> Generator[str, None, None]:
-        try:
-            yield from super()._drive()
-        finally:
-            self._session._record_run(self.run, self._worst, self._started)
+        return self.client._stream(spec, on_end=self._counted(worst))
 
 
 class AsyncSession(_Caps):
@@ -371,27 +359,8 @@ class AsyncSession(_Caps):
         cache: CacheMode | None = None,
         cache_ttl: CacheTTL | None = None,
         **params: Any,
-    ) -> AsyncSessionStream:
+    ) -> AsyncMessageStream:
         """``AsyncClient.stream`` within the session's caps."""
         kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
         spec, worst = self._check(prompt, kwargs, stream=True)
-        return AsyncSessionStream(self.client, self.client._prepare(spec), session=self, worst=worst)
-
-
-class AsyncSessionStream(AsyncMessageStream):
-    """The async twin of :class:`SessionStream`."""
-
-    def __init__(self, client: AsyncClient, run: CallRun, *, session: AsyncSession, worst: Decimal | None) -> None:
-        self._session = session
-        self._worst = worst
-        self._started = session.clock()
-        super().__init__(client, run)
-
-    async def _drive(self) -> AsyncGenerator[str, None]:
-        inner = super()._drive()
-        try:
-            async for text in inner:
-                yield text
-        finally:
-            await inner.aclose()
-            self._session._record_run(self.run, self._worst, self._started)
+        return self.client._stream(spec, on_end=self._counted(worst))

@@ -99,7 +99,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    from canny._secrets import redact
+    from canny.secrets import redact
 
     click.echo("canny: " + redact(message).replace("\n", " "), err=True)
     _exit(code)

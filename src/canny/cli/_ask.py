@@ -136,7 +136,7 @@ def ask(
 
         gc.freeze()  # the SDK's ~3k modules need no collection; this halves exit time
         try:
-            key = client._resolve_key()
+            key = client.resolve_key()
             hide(key.secret.reveal())
             if no_stream or as_json:
                 result = client.create(

@@ -41,8 +41,8 @@ def _key(value: str | None) -> str | None:
     """A key fingerprint; ``current`` means the key canny would use now."""
     if value != "current":
         return value
-    from canny._secrets import resolve_api_key
     from canny.errors import MissingKeyError
+    from canny.secrets import resolve_api_key
 
     found = resolve_api_key()
     if found is None:

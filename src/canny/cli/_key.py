@@ -25,8 +25,8 @@ def key() -> None:
 def set_key(from_stdin: bool) -> None:
     """Store a key in the OS keyring (typed without echo)."""
     with cli_errors():
-        from canny._secrets import Secret, set_keyring_key
         from canny.errors import ConfigError
+        from canny.secrets import Secret, set_keyring_key
 
         if from_stdin or not sys.stdin.isatty():
             value = sys.stdin.readline().strip()
@@ -44,7 +44,7 @@ def set_key(from_stdin: bool) -> None:
 def status() -> None:
     """Say where the key comes from, without showing it."""
     with cli_errors():
-        from canny._secrets import resolve_api_key
+        from canny.secrets import resolve_api_key
 
         found = resolve_api_key()
         if found is None:
@@ -63,7 +63,7 @@ def status() -> None:
 def delete() -> None:
     """Remove the key from the OS keyring."""
     with cli_errors():
-        from canny._secrets import delete_keyring_key
+        from canny.secrets import delete_keyring_key
 
         if delete_keyring_key():
             echo_err("canny: key deleted from the OS keyring")

@@ -62,9 +62,9 @@ def models(as_json: bool, show_all: bool) -> None:
 def doctor(offline: bool, profile: str | None) -> None:
     """Check configuration, key, model, ledger and connectivity; say what to fix."""
     with cli_errors():
-        from canny._secrets import resolve_api_key
         from canny.config import config_path, load_settings
         from canny.errors import CannyError
+        from canny.secrets import resolve_api_key
 
         problems = 0
 
@@ -132,9 +132,7 @@ def _check_api(base_url: str | None, key: str | None, offline: bool, report: Cal
     """Call GET /v1/models (free) to check the key and the connection."""
     import anthropic
 
-    from canny._client_base import sdk_http_client
-    from canny._sdk_errors import translate
-    from canny.client import OFFLINE_KEY
+    from canny.client import OFFLINE_KEY, sdk_http_client, translate
     from canny.errors import CannyError
 
     emu_cm = None

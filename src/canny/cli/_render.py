@@ -2,17 +2,8 @@
 
 :func:`cli_errors` is the one place where library errors become an exit code and one
 clean line (what happened, the request id, what to do next): never a traceback, and
-never the key, which :func:`canny._secrets.redact` scrubs from every line printed here.
-
-Exit codes::
-
-    0 ok (a max_tokens stop is 0 with a warning)   5 refused by the model
-    1 unexpected error, ledger error               6 interrupted after partial output
-    2 bad usage or configuration                   7 transient failure outlasted retries
-    3 authentication or permission                 8 request rejected by the API
-    4 budget exceeded / org spend limit reached    9 ledger unavailable: nothing was sent
-    129 / 130 / 143 stopped by SIGHUP / SIGINT (Ctrl-C) / SIGTERM
-    141 standard output closed (``canny ... | head``)
+never the key, which :func:`canny.secrets.redact` scrubs from every line printed here.
+The exit codes are the table in :mod:`canny.cli._exit_codes`.
 """
 
 from __future__ import annotations
@@ -28,8 +19,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from canny._secrets import redact
+from canny.cli._exit_codes import exit_code_for
 from canny.errors import CannyError
+from canny.secrets import redact
 
 if TYPE_CHECKING:
     from canny.result import CallResult
@@ -80,7 +72,7 @@ def cli_errors() -> Iterator[None]:
         yield
     except CannyError as exc:
         echo_err(error_line(exc))
-        raise SystemExit(exc.exit_code) from None
+        raise SystemExit(exit_code_for(exc)) from None
     except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
         raise
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP under stop_on_signals

@@ -9,7 +9,7 @@ a cancelled CI job) and SIGHUP (a closed terminal) do exactly the same, by raisi
 Two rules keep the record whole:
 
 * a signal that arrives while canny writes a ledger row or settles a budget (the frames
-  of :data:`_PROTECTED` are on the stack) is held back and re-checked a few milliseconds
+  of :func:`canny.books.critical_sections` are on the stack) is held back and re-checked a few milliseconds
   later, so the write is never cut in half;
 * once one signal has stopped the call, further SIGINT / SIGTERM / SIGHUP are ignored
   while the call is wound down and recorded (``kill -9`` still works); the previous
@@ -53,16 +53,11 @@ class Stopped(KeyboardInterrupt):
 
 
 def _protected_code() -> frozenset[CodeType]:
-    from canny._call import CallRun
-    from canny._client_base import ClientBase
+    from canny.books import critical_sections
+    from canny.client import Client
 
-    functions = (
-        CallRun.close_attempt,  # writes the attempt's row (and whatever the ledger does to keep it)
-        CallRun.write,
-        CallRun._settle,  # settles the budget reservation
-        CallRun.release,
-        ClientBase._prepare,  # holds reservations it has not handed over yet
-    )
+    # Client._prepare holds reservations until its run takes them over.
+    functions = (*critical_sections(), Client._prepare)
     return frozenset(f.__code__ for f in functions)
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from canny.pricing import CacheSavingRates
 
+from canny.result import OUTCOMES, Outcome
+
 __all__ = [
     "ANSWER_OUTCOMES",
     "GROUP_BYS",
@@ -38,17 +40,6 @@ __all__ = [
     "parse_ledger_target",
 ]
 
-Outcome = Literal["ok", "max_tokens", "refused", "interrupted", "error", "budget_refused", "cancelled", "lost"]
-OUTCOMES: tuple[Outcome, ...] = (
-    "ok",
-    "max_tokens",
-    "refused",
-    "interrupted",
-    "error",
-    "budget_refused",
-    "cancelled",
-    "lost",
-)
 #: Outcomes that are answers; reports count every other outcome as a failure.
 ANSWER_OUTCOMES: frozenset[str] = frozenset({"ok", "max_tokens", "refused"})
 

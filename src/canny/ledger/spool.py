@@ -203,6 +203,6 @@ def drain(ledger: Ledger) -> int:
 
 
 def _warn(message: str) -> None:
-    from canny._call import CannyWarning
+    from canny.errors import CannyWarning
 
     warnings.warn(message, CannyWarning, stacklevel=3)

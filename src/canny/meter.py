@@ -10,24 +10,26 @@ pool. :class:`Meter` runs once per HTTP attempt inside the SDK's retry loop, for
 ``POST /v1/messages`` only (beta too). Per attempt it reserves the worst case against the
 budgets in scope (raising :class:`~canny.errors.BudgetExceeded` before sending), tees the
 body through :class:`~canny.streaming.SSEDecoder` / ``MessageAccumulator`` as the SDK reads
-it, writes one ledger row through :class:`~canny._call.CallRun` when the attempt ends, and
-settles the reservation with its cost. The caller gets exactly what the plain SDK gives.
+it, writes one ledger row through the same books as :class:`canny.Client`
+(:class:`canny.books.Books`) when the attempt ends, and settles the reservation with its
+cost. The caller gets exactly what the plain SDK gives.
 It fails closed: a ledger that cannot be opened, or budgets that cannot be checked, raise
 :class:`~canny.errors.LedgerUnavailable` before sending; a row that cannot be written is
 spooled (:mod:`canny.ledger.spool`). Placed before other middleware, it still meters each
 HTTP attempt they send. Other failures inside the meter are a
-:class:`~canny._call.CannyWarning`. See ``docs/meter.md``.
+:class:`~canny.errors.CannyWarning`. See ``docs/meter.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import sys
 import threading
+import types
 import uuid
 import warnings
+import zlib
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -38,19 +40,20 @@ import anthropic
 import httpx2
 
 from canny import errors
-from canny._call import CallRun, CallSpec, CannyWarning, answer_outcome, budget_refused_record
+from canny._call import CallRun, CallSpec, answer_outcome, failure_outcome
 from canny._sdk_errors import error_from_response, map_exception
+from canny.books import Books
+from canny.errors import CannyWarning
 from canny.streaming import SSEDecoder, _payload
 
 if TYPE_CHECKING:
-    from anthropic import APIRequest
-    from anthropic._middleware import AsyncCallNext, CallNext
-    from anthropic._response import APIResponse, AsyncAPIResponse
+    from anthropic import APIRequest, APIResponse, AsyncAPIResponse, AsyncCallNext, CallNext
 
     from canny._call import Attempt
     from canny.budget import Reservation, Reserver
     from canny.config import Settings
-    from canny.ledger import Ledger, Outcome
+    from canny.ledger import Ledger
+    from canny.result import Outcome
 
 __all__ = ["Meter", "meter"]
 
@@ -82,7 +85,7 @@ def meter(
     api_key = getattr(client, "api_key", None)
     fingerprint = None
     if isinstance(api_key, str) and api_key:
-        from canny._secrets import Secret
+        from canny.secrets import Secret
 
         fingerprint = Secret(api_key).fingerprint
     middleware = Meter(
@@ -130,17 +133,22 @@ class Meter(anthropic.Middleware):
     ) -> None:
         from canny.config import load_settings
 
-        self.settings = settings or load_settings()
+        self.books = Books(
+            settings or load_settings(),
+            ledger=ledger,
+            budget=budget,
+            project=project,
+            tags=tags,
+            log_content=log_content,
+        )
+        self.settings = self.books.settings
         self.budget = budget
-        self.project = project or self.settings.project
-        self.tags = tuple(tags) or self.settings.tags
-        self.log_content = self.settings.log_content if log_content is None else log_content
+        self.project = self.books.project
+        self.tags = self.books.tags
+        self.log_content = self.books.log_content
         self.session_id = session_id
         self.endpoint = endpoint
         self.key_fingerprint = key_fingerprint
-        self._ledger_arg = ledger
-        self._ledger: Ledger | None = None
-        self._ledger_opened = ledger is False
         self._lock = threading.Lock()
         self._calls: OrderedDict[str, list[Any]] = OrderedDict()
 
@@ -149,33 +157,11 @@ class Meter(anthropic.Middleware):
         """The ledger (opened on first use); ``None`` when disabled with ``ledger=False``.
         Raises :class:`~canny.errors.LedgerUnavailable` when it cannot be opened (tried
         again on the next request)."""
-        if not self._ledger_opened:
-            with self._lock:
-                if not self._ledger_opened:
-                    self._ledger = self._open_ledger()
-                    self._ledger_opened = True
-        return self._ledger
-
-    def _open_ledger(self) -> Ledger | None:
-        arg = self._ledger_arg
-        if arg is None or isinstance(arg, (str, Path)):
-            from canny.ledger import open_for_calls
-
-            return open_for_calls(arg if arg is not None else self.settings.ledger)
-        if arg is False:
-            return None
-        from canny.ledger.spool import drain
-
-        drain(arg)  # rows an earlier run could not write into this ledger
-        return arg
+        return self.books.ledger
 
     def close(self) -> None:
         """Close the ledger if the meter opened it (a path, or the configured one)."""
-        owned = self._ledger_arg is None or isinstance(self._ledger_arg, (str, Path))
-        with self._lock:
-            if self._ledger is not None and owned:
-                self._ledger.close()
-            self._ledger, self._ledger_opened = None, self._ledger_arg is False
+        self.books.close()
 
     # -- the middleware -----------------------------------------------------------------
     def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
@@ -274,13 +260,13 @@ class Meter(anthropic.Middleware):
                 key_fingerprint=self.key_fingerprint,
                 call_id=call_id,
             )
+            asked = spec.params.get("max_tokens")
             reservation = self._reserve(spec, ledger, number)
-            if reservation is not None and reservation.max_tokens < spec.max_tokens:
-                spec.params["max_tokens"] = reservation.max_tokens
+            if reservation is not None and spec.params.get("max_tokens") != asked:
                 request = request.copy(body=spec.params)
-            run = CallRun(spec, ledger=ledger, reservation=reservation)
+            run = self.books.run(spec, ledger, reservation=reservation)
             return _Tap(request, run, run.start_attempt(number))
-        except (errors.BudgetExceeded, errors.LedgerUnavailable):
+        except (errors.BudgetExceeded, errors.LedgerUnavailable, errors.ConfigError):
             raise  # fail closed: nothing is sent that cannot be checked and recorded
         except Exception as exc:  # otherwise the meter never breaks a call
             _warn("this attempt is not metered", exc)
@@ -290,31 +276,7 @@ class Meter(anthropic.Middleware):
         max_tokens = spec.params.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return None  # the API rejects it; nothing to reserve
-        try:
-            guard = self.budget  # else the stored and profile budgets, as canny.Client does
-            if guard is None and ledger is not None:
-                from canny.budget import guard_for
-
-                guard = guard_for(ledger, self.settings)
-            return guard.reserve(spec) if guard is not None else None
-        except errors.BudgetExceeded as exc:
-            if ledger is not None:
-                try:
-                    row = dataclasses.replace(budget_refused_record(spec, exc), attempt=number)
-                    CallRun(spec, ledger=ledger).write(row)  # spooled if the ledger fails
-                except Exception as failure:
-                    _warn("ledger not written", failure)
-            raise
-        except errors.LedgerUnavailable:
-            raise
-        except errors.CannyError as exc:  # budgets never let through a call they could not check
-            where = ledger.location if ledger is not None else ""
-            raise errors.LedgerUnavailable(
-                f"budgets could not be checked, so nothing was sent: {exc.message}",
-                location=where,
-                reason=exc.message,
-                hint=exc.hint or None,
-            ) from None
+        return self.books.reserve(spec, ledger, attempt=number)  # as canny.Client does
 
 
 def _closure(fn: object) -> dict[str, Any]:
@@ -449,9 +411,7 @@ class _Tap:
             codings = [c.strip().lower() for c in http.headers.get_list("content-encoding", split_commas=True)]
             codings = [c for c in codings if c and c != "identity"]
             if codings:  # the tee sees the bytes before httpx2 decodes them
-                from httpx2._decoders import MultiDecoder
-
-                self._decoder = MultiDecoder(codings)
+                self._decoder = _Decoder(codings)
         except Exception as exc:
             self._fail(exc)
             return False
@@ -581,8 +541,7 @@ class _Tap:
 
     # -- the row ------------------------------------------------------------------------
     def _failed(self, error: errors.CannyError) -> None:
-        shown = self.attempt is not None and self.attempt.acc.shown
-        self._finish("interrupted" if shown else "error", error)
+        self._finish(failure_outcome(self.attempt) if self.attempt is not None else "error", error)
 
     def _finish(self, outcome: Outcome, error: errors.CannyError | None = None) -> None:
         if self.done or self.run is None or self.attempt is None:
@@ -597,6 +556,35 @@ class _Tap:
         """The meter itself failed on this attempt: record what is known, and warn."""
         _warn("could not read this response", exc)
         self._finish("error", _unknown(exc))
+
+
+class _Decoder:
+    """Undo a body's ``Content-Encoding`` (gzip, deflate; applied in order, undone in
+    reverse) as the tee sees the bytes before httpx2 decodes them for the SDK. A coding
+    it does not know (``br``, ``zstd``) fails the attempt's metering with a warning: the
+    row is recorded, unpriced. (httpx2 offers no public incremental decoder.)"""
+
+    def __init__(self, codings: list[str]) -> None:
+        self._steps = [self._step(c) for c in reversed(codings)]
+
+    @staticmethod
+    def _step(coding: str) -> Any:
+        if coding in ("gzip", "x-gzip"):
+            return zlib.decompressobj(zlib.MAX_WBITS | 16)
+        if coding == "deflate":
+            return zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib-wrapped or not: detected
+        raise ValueError(f"content-encoding {coding!r} cannot be read by the meter")
+
+    def decode(self, data: bytes) -> list[bytes]:
+        for step in self._steps:
+            data = step.decompress(data)
+        return [data] if data else []
+
+    def flush(self) -> list[bytes]:
+        data = b""
+        for step in self._steps:
+            data = step.decompress(data) + step.flush()
+        return [data] if data else []
 
 
 def _unknown(exc: BaseException) -> errors.APIError:
@@ -671,3 +659,15 @@ class _AsyncTee(httpx2.AsyncByteStream):
     def __del__(self) -> None:
         if not sys.is_finalizing():
             self._tap.end("closed")
+
+
+class _MeterModule(types.ModuleType):
+    """``canny.meter`` names both this module and :func:`meter`: importing the module
+    (``import canny.meter``) makes it the package's ``meter`` attribute, so the module
+    itself calls :func:`meter` and ``canny.meter(client)`` works either way."""
+
+    def __call__(self, client: ClientT, **options: Any) -> ClientT:
+        return meter(client, **options)
+
+
+sys.modules[__name__].__class__ = _MeterModule
