@@ -24,7 +24,7 @@ from canny.cli import main
 from canny.config import MAX_DOLLARS, load_settings, parse_money
 from canny.errors import ConfigError, ServerError
 from canny.ledger import open_ledger, parse_ledger_target
-from canny.streaming import MAX_LINE_BYTES, MessageAccumulator, SSEDecoder, _payload, iter_events, parse_body
+from canny.streaming import MAX_LINE_BYTES, MessageAccumulator, SSEDecoder, event_payload, iter_events, parse_body
 
 
 def _canny(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -480,10 +480,10 @@ def test_fuzz_sse_bytes(data: bytes, cut: int, cap: int) -> None:
     with contextlib.suppress(ServerError):
         for start in range(0, len(data), cut):
             for event in decoder.feed(data[start : start + cut]):
-                acc.feed(_payload(event))
+                acc.feed(event_payload(event))
             assert decoder.buffered <= cap
         for event in decoder.flush():
-            acc.feed(_payload(event))
+            acc.feed(event_payload(event))
     acc.final_message()
     with contextlib.suppress(ValueError):
         parse_body(data)

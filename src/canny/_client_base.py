@@ -354,11 +354,11 @@ class ClientBase:
 
 async def aiter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     """Decoded SSE payloads of an async byte stream (the async twin of ``iter_events``)."""
-    from canny.streaming import SSEDecoder, _payload
+    from canny.streaming import SSEDecoder, event_payload
 
     decoder = SSEDecoder()
     async for chunk in chunks:
         for event in decoder.feed(chunk):
-            yield _payload(event)
+            yield event_payload(event)
     for event in decoder.flush():
-        yield _payload(event)
+        yield event_payload(event)

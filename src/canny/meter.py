@@ -44,7 +44,7 @@ from canny._call import CallRun, CallSpec, answer_outcome, failure_outcome
 from canny._sdk_errors import error_from_response, map_exception
 from canny.books import Books
 from canny.errors import CannyWarning
-from canny.streaming import SSEDecoder, _payload
+from canny.streaming import SSEDecoder, event_payload
 
 if TYPE_CHECKING:
     from anthropic import APIRequest, APIResponse, AsyncAPIResponse, AsyncCallNext, CallNext
@@ -451,7 +451,7 @@ class _Tap:
             if event.event == "ping":
                 continue
             try:
-                self.attempt.feed(_payload(event))
+                self.attempt.feed(event_payload(event))
             except errors.APIError as exc:  # an in-band error event, or a malformed one
                 self._event_error = exc
                 return

@@ -28,6 +28,7 @@ __all__ = [
     "MessageAccumulator",
     "SSEDecoder",
     "ServerSentEvent",
+    "event_payload",
     "iter_events",
     "parse_body",
 ]
@@ -161,12 +162,12 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     decoder = SSEDecoder()
     for chunk in chunks:
         for event in decoder.feed(chunk):
-            yield _payload(event)
+            yield event_payload(event)
     for event in decoder.flush():
-        yield _payload(event)
+        yield event_payload(event)
 
 
-def _payload(event: ServerSentEvent) -> dict[str, Any]:
+def event_payload(event: ServerSentEvent) -> dict[str, Any]:
     try:
         data = json.loads(event.data) if event.data.strip() else {}
     except (ValueError, RecursionError):  # not JSON, a number of over 4,300 digits, too deep

@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from canny.ledger.budget_tables import counter_ids, update_counters
 from canny.ledger.migrations import BUDGET_LOCK, Transaction
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "CounterState",
     "LimitRow",
     "begin",
-    "charge_lost",
     "counters",
     "delete_limits",
     "expire",
@@ -233,21 +233,6 @@ def _prune(tx: Transaction, now_us: int) -> None:
     tx.execute("DELETE FROM budget_counters WHERE period_end_us < ? AND reserved_pico = 0", (now_us - KEEP_US,))
 
 
-def _ids(text: str) -> list[int]:
-    return [int(i) for i in json.loads(text)]
-
-
-def _update(tx: Transaction, ids: Sequence[int], *, reserved: int = 0, spent: int = 0) -> None:
-    if not ids or (reserved == 0 and spent == 0):
-        return
-    marks = ", ".join("?" * len(ids))
-    tx.execute(
-        f"UPDATE budget_counters SET reserved_pico = reserved_pico + ?, spent_pico = spent_pico + ? "
-        f"WHERE id IN ({marks})",
-        (reserved, spent, *ids),
-    )
-
-
 # --- reservations ------------------------------------------------------------------------
 
 
@@ -264,33 +249,9 @@ def expire(tx: Transaction, now_us: int | None) -> int:
         charged = int(
             tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0]
         )
-        _update(tx, _ids(ids_text), reserved=-int(amount), spent=charged)
+        update_counters(tx, counter_ids(ids_text), reserved=-int(amount), spent=charged)
         tx.execute("UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?", (charged, rid))
     return len(rows)
-
-
-def charge_lost(tx: Transaction, rid: int, call_id: str) -> None:
-    """An attempt of ``call_id`` was lost (its process died): end reservation ``rid`` now,
-    charging what the ledger holds for the call, its ``lost`` rows included, so the billed
-    input counts as spent and nothing stays reserved. If the lease already ended the
-    reservation, only what was not charged then is added. The call id must match, so an id
-    from another database cannot end the wrong reservation."""
-    rows = tx.execute(
-        "SELECT state, counters, amount_pico, charged_pico FROM budget_reservations WHERE id = ? AND call_id = ?",
-        (rid, call_id),
-    )
-    if not rows:
-        return
-    state, ids_text, amount, already = rows[0]
-    charged = int(tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0])
-    if state == "held":
-        _update(tx, _ids(ids_text), reserved=-int(amount), spent=charged)
-    else:
-        _update(tx, _ids(ids_text), spent=max(charged - int(already), 0))
-    tx.execute(
-        "UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?",
-        (max(charged, int(already)), rid),
-    )
 
 
 def hold(
@@ -309,7 +270,7 @@ def hold(
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         (call_id, json.dumps(list(counter_ids)), amount, owner, now_us, expires_us),
     )
-    _update(tx, counter_ids, reserved=amount)
+    update_counters(tx, counter_ids, reserved=amount)
     return int(rows[0][0])
 
 
@@ -325,11 +286,11 @@ def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], amount: i
     with begin(ledger) as tx:
         rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, charged_pico", (rid,))
         if not rows:
-            _update(tx, counter_ids, spent=actual)
+            update_counters(tx, counter_ids, spent=actual)
         elif rows[0][0] == "held":
-            _update(tx, counter_ids, reserved=-amount, spent=actual)
+            update_counters(tx, counter_ids, reserved=-amount, spent=actual)
         else:
-            _update(tx, counter_ids, spent=max(actual - int(rows[0][1]), 0))
+            update_counters(tx, counter_ids, spent=max(actual - int(rows[0][1]), 0))
 
 
 def release(ledger: BudgetLedger, rid: int) -> None:
@@ -337,7 +298,7 @@ def release(ledger: BudgetLedger, rid: int) -> None:
     with begin(ledger) as tx:
         rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, amount_pico, counters", (rid,))
         if rows and rows[0][0] == "held":
-            _update(tx, _ids(rows[0][2]), reserved=-int(rows[0][1]))
+            update_counters(tx, counter_ids(rows[0][2]), reserved=-int(rows[0][1]))
 
 
 def renew(ledger: BudgetLedger, rid: int, expires_us: int) -> bool:

@@ -17,10 +17,7 @@ import click
 
 from canny import __version__
 
-__all__ = ["EXIT_STDOUT_CLOSED", "main"]
-
-#: ``canny ... | head``: the reader went away (128 + SIGPIPE, as a shell reports it).
-EXIT_STDOUT_CLOSED = 141
+__all__ = ["main"]
 
 #: command name -> "module:attribute"; modules live in this package.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -76,6 +73,8 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while importing it)
             _fail("interrupted", 130)
         except BrokenPipeError:  # `canny ... | head`: the reader has what it wanted
+            from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
+
             _exit(EXIT_STDOUT_CLOSED)
         except SystemExit as exc:
             _exit(exc.code)
@@ -111,6 +110,7 @@ def _exit(code: int | str | None) -> NoReturn:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
+        from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
         from canny.cli._render import silence_stdout
 
         silence_stdout()

@@ -8,7 +8,7 @@
     3 authentication or permission                 8 request rejected by the API
     4 budget exceeded / org spend limit reached    9 ledger unavailable: nothing was sent
     129 / 130 / 143 stopped by SIGHUP / SIGINT (Ctrl-C) / SIGTERM
-    141 standard output closed (``canny ... | head``: ``canny.cli.EXIT_STDOUT_CLOSED``)
+    141 standard output closed (``canny ... | head``: :data:`EXIT_STDOUT_CLOSED`)
 
 The most specific class wins: :func:`exit_code_for` walks the error's MRO and takes the
 first class the table names, so a new subclass inherits its parent's code.
@@ -20,7 +20,10 @@ from collections.abc import Mapping
 
 from canny import errors
 
-__all__ = ["EXIT_CODES", "exit_code_for"]
+__all__ = ["EXIT_CODES", "EXIT_STDOUT_CLOSED", "exit_code_for"]
+
+#: ``canny ... | head``: the reader closed standard output (128 + SIGPIPE, as a shell reports it).
+EXIT_STDOUT_CLOSED = 141
 
 EXIT_CODES: Mapping[type[BaseException], int] = {
     errors.CannyError: 1,

@@ -84,7 +84,7 @@ def cli_errors() -> Iterator[None]:
         echo_err("canny: interrupted")
         raise SystemExit(130) from None
     except BrokenPipeError:  # `canny ... | head`: the reader has what it wanted
-        from canny.cli import EXIT_STDOUT_CLOSED
+        from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
 
         silence_stdout()
         raise SystemExit(EXIT_STDOUT_CLOSED) from None

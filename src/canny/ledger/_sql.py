@@ -28,8 +28,9 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
-from canny.ledger import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals, migrations
+from canny.ledger import migrations
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
+from canny.ledger.records import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals
 from canny.pricing import CacheSavingRates, CacheWeights, RateTree
 from canny.units import from_us, pico_to_usd, to_us, usd_to_pico
 from canny.usage import BUCKETS, TOKEN_BUCKETS
@@ -620,7 +621,7 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
     """In ``tx``: turn the attempts in flight whose lease ended before ``now_us`` (every one
     with ``everything``, ended now) into ``lost`` rows, and end their calls' budget
     reservations charging what the ledger now holds for each call
-    (:func:`canny.budget.store.charge_lost`). On PostgreSQL the caller holds the budget
+    (:func:`canny.ledger.budget_tables.charge_lost`). On PostgreSQL the caller holds the budget
     lock. Returns how many attempts were lost."""
     where, params = ("", ()) if everything else (" WHERE lease_until_us < ?", (now_us,))
     rows = tx.execute(f"DELETE FROM inflight{where} RETURNING {_INFLIGHT_SELECT}", params)
@@ -631,7 +632,7 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
         if rid is not None:
             reservations[rid] = record.call_id
     if reservations:
-        from canny.budget.store import charge_lost
+        from canny.ledger.budget_tables import charge_lost
 
         for rid, call_id in reservations.items():
             charge_lost(tx, rid, call_id)

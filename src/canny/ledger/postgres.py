@@ -55,7 +55,7 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _secrets(url: str) -> list[str]:
+def url_secrets(url: str) -> list[str]:
     """The password(s) in ``url``, to scrub from error text."""
     found: list[str] = []
     if "://" in url:
@@ -101,7 +101,7 @@ class PostgresLedger(SQLLedger):
 
     def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
         self._url = url
-        self._secrets = _secrets(url)
+        self._url_secrets = url_secrets(url)
         self.location = mask_url(url)
         self._connect_timeout = connect_timeout
         try:
@@ -118,7 +118,7 @@ class PostgresLedger(SQLLedger):
             raise
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._url_secrets:
             text = text.replace(secret, _MASK)
         return text
 

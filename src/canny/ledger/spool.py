@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from canny.errors import LedgerError
 
 if TYPE_CHECKING:
-    from canny.ledger import AttemptRecord, Ledger
+    from canny.ledger.records import AttemptRecord, Ledger
 
 __all__ = ["decode", "drain", "encode", "location_of", "pending", "spool", "spool_path"]
 
@@ -77,7 +77,7 @@ def encode(record: AttemptRecord, location: str) -> bytes:
 
 def decode(line: bytes) -> AttemptRecord:
     """The record of one spooled line; ``ValueError`` when it is not one."""
-    from canny.ledger import AttemptRecord
+    from canny.ledger.records import AttemptRecord
 
     row = json.loads(line)
     if not isinstance(row, dict) or row.get("v") != _VERSION:

@@ -1,0 +1,172 @@
+"""What a ledger is: the row of one attempt (:class:`AttemptRecord`) and the contract every
+backend implements (:class:`Ledger`, :class:`InflightLedger`, :class:`ReportingLedger`).
+
+Kept apart from :mod:`canny.ledger` (which opens a ledger and picks its backend) so that
+the backends can import the contract without importing the package that imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from canny.pricing import CacheSavingRates
+
+from canny.result import OUTCOMES, Outcome
+
+__all__ = [
+    "ANSWER_OUTCOMES",
+    "GROUP_BYS",
+    "OUTCOMES",
+    "AttemptRecord",
+    "GroupBy",
+    "GroupTotals",
+    "InflightLedger",
+    "Ledger",
+    "Outcome",
+    "ReportingLedger",
+]
+
+#: Outcomes that are answers; reports count every other outcome as a failure.
+ANSWER_OUTCOMES: frozenset[str] = frozenset({"ok", "max_tokens", "refused"})
+
+GroupBy = Literal["day", "week", "month", "model", "tag", "project", "outcome"]
+GROUP_BYS: tuple[GroupBy, ...] = ("day", "week", "month", "model", "tag", "project", "outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of one call, as stored. Text is stored only when the user opts in."""
+
+    call_id: str
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    model: str
+    outcome: Outcome
+    session_id: str | None = None
+    first_token_at: datetime | None = None
+    status_code: int | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    request_id: str | None = None
+    stop_reason: str | None = None
+    refusal_category: str | None = None
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    code_execution_requests: int = 0
+    #: Exact USD; ``None`` means unpriced (never stored as 0).
+    cost_usd: Decimal | None = None
+    price_version: str | None = None
+    batch: bool = False
+    inference_geo: str | None = None
+    speed: str | None = None
+    streamed: bool = True
+    endpoint: str | None = None
+    project: str | None = None
+    tags: tuple[str, ...] = ()
+    #: A short fingerprint of the key (never the key), for per-key budgets and reports.
+    key_fingerprint: str | None = None
+    #: SHA-256 of the request's messages/system, always stored; text only on opt-in.
+    prompt_hash: str | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """What the client needs from a ledger backend."""
+
+    #: Where the ledger lives (a path or a URL with the password masked).
+    location: str
+
+    def record(self, record: AttemptRecord) -> None:
+        """Store one attempt. Must be safe across threads and processes."""
+
+    def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[AttemptRecord]:
+        """Attempts started in ``[since, until)``, oldest first."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@runtime_checkable
+class InflightLedger(Ledger, Protocol):
+    """A ledger that also keeps the attempts in flight (both SQL backends), so an attempt is
+    on the record from the moment the API accepted it: a process killed mid-call leaves its
+    attempt, which becomes a row with outcome ``lost`` when its lease ends."""
+
+    def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
+        """Keep ``record`` (its input-side usage and their cost) as the provisional row of an
+        attempt in flight until ``lease_until``; :meth:`record` of the same ``(call_id,
+        attempt)`` replaces it in one transaction. ``reservation_id``: the call's budget
+        reservation, settled with the provisional cost if the attempt is lost."""
+
+    def forget_attempt(self, call_id: str, attempt: int) -> None:
+        """Drop the provisional row of an attempt that was never sent after all."""
+
+    def in_flight(self) -> list[AttemptRecord]:
+        """The attempts in flight, oldest first, as the ``lost`` rows they would become
+        (``ended_at`` is the end of their lease)."""
+
+    def sweep_lost(self, *, now: datetime | None = None, everything: bool = False) -> int:
+        """Record the attempts in flight whose lease ended before ``now`` (all of them with
+        ``everything``) as ``lost`` rows, settling their budget reservations; return how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTotals:
+    """Sums over the attempts of one report group (or of the whole range).
+
+    ``key`` is the group's label (``2026-11-24``, ``2026-W48``, ``2026-11``, a model, tag,
+    project or outcome; ``None`` for attempts with no project/tag; ``"total"`` for totals).
+    ``calls`` counts distinct call ids, ``attempts`` rows.
+    ``cost_usd`` sums the priced attempts only and is ``None`` when none was priced;
+    ``unpriced`` counts attempts with no cost, which are never folded into $0.
+    """
+
+    key: str | None
+    calls: int
+    attempts: int
+    input_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    output_tokens: int
+    cost_usd: Decimal | None
+    unpriced: int
+    failures: int
+    #: With ``savings=``: the net saving of prompt caching over the attempts that count
+    #: (:meth:`canny.pricing.CacheSavingRates.saving_units`); ``None`` without it, or when ``cost_usd`` is.
+    saved_usd: Decimal | None = None
+
+
+@runtime_checkable
+class ReportingLedger(Ledger, Protocol):
+    """A ledger that can sum its own rows (in SQL), which reports use when available."""
+
+    def aggregate(
+        self,
+        by: GroupBy | None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tz: tzinfo | None = None,
+        savings: CacheSavingRates | None = None,
+    ) -> tuple[list[GroupTotals], GroupTotals]:
+        """Totals per group of the attempts started in ``[since, until)``, and over all of
+        them (key ``"total"``). Time groups are calendar periods in ``tz`` (UTC if None);
+        ``by=None`` gives no groups, only the total. A call counts once per group it has
+        attempts in, and once in the total; ``--by tag`` groups overlap (an attempt counts
+        under each of its tags). With ``savings``, ``saved_usd`` sums
+        :meth:`CacheSavingRates.saving_units` over the group's attempts."""
