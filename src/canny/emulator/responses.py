@@ -222,7 +222,8 @@ def _fixed_script(
 
 def api_error_script(error: ApiError, request_id: str) -> list[Step]:
     """An :class:`ApiError` as the API's error response."""
-    return json_script(error.status, error_body(error.error_type, error.message, request_id), request_id)
+    code = getattr(error, "error_code", None)
+    return json_script(error.status, error_body(error.error_type, error.message, request_id, code), request_id)
 
 
 def _retry_headers(fault: Fault) -> dict[str, str]:
@@ -270,10 +271,16 @@ def _delayed(fault: Fault, steps: list[Step]) -> list[Step]:
 
 
 def message_script(
-    answer: Answer, request: MessagesRequest, fault: Fault, request_id: str, chunk_delay: float = 0.0
+    answer: Answer,
+    request: MessagesRequest,
+    fault: Fault,
+    request_id: str,
+    chunk_delay: float = 0.0,
+    message_id: str | None = None,
 ) -> list[Step]:
-    """The reply as a response script, streamed or not, with the fault applied."""
-    message_id = new_id("msg_")
+    """The reply as a response script, streamed or not, with the fault applied
+    (``message_id``: the reply's id, a new one by default)."""
+    message_id = message_id or new_id("msg_")
     gap = chunk_delay + (fault.number("seconds") if fault.kind == "slow" else 0.0)
     if request.stream:
         steps = _stream_steps(answer, request, fault, message_id, request_id, gap)
