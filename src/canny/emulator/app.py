@@ -211,9 +211,9 @@ class _Handlers:
                 return status_fault_script(fault, request_id), fault
             calls = plan_calls(parsed)
             usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
+            answer = compose_answer(parsed, fault, directives, usage, calls)
         except ApiError as exc:
             return api_error_script(exc, request_id), fault
-        answer = compose_answer(parsed, fault, directives, usage, calls)
         message_id = new_id("msg_")
         if turn is not None and keeps_reply(fault.kind):
             threads.hold(turn, message_id, answer.content())
