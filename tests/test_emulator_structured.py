@@ -37,6 +37,9 @@ class Employee(BaseModel):
     email: str = Field(json_schema_extra={"format": "email"})
 
 
+_CLIENTS: list[anthropic.Anthropic] = []
+
+
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorHandle]:
     with serve_in_thread() as handle:
@@ -44,7 +47,17 @@ def emu() -> Iterator[EmulatorHandle]:
 
 
 def _client(emu: EmulatorHandle) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=KEY, base_url=emu.url_for(), max_retries=0)
+    """An SDK client, closed after the test."""
+    client = anthropic.Anthropic(api_key=KEY, base_url=emu.url_for(), max_retries=0)
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def test_messages_parse_returns_a_valid_pydantic_instance(emu: EmulatorHandle) -> None:

@@ -23,6 +23,8 @@ FETCH = {"type": "web_fetch_20250910", "name": "web_fetch"}
 CODE = {"type": "code_execution_20250825", "name": "code_execution"}
 OLD_CODE = {"type": "code_execution_20250522", "name": "code_execution"}
 
+_CLIENTS: list[anthropic.Anthropic] = []
+
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorHandle]:
@@ -31,8 +33,17 @@ def emu() -> Iterator[EmulatorHandle]:
 
 
 def _client(emu: EmulatorHandle) -> Any:
-    """An SDK client on a fresh run (typed loosely: the tests send raw dicts)."""
-    return anthropic.Anthropic(api_key=KEY, base_url=emu.url_for(), max_retries=0)
+    """An SDK client on a fresh run, closed after the test (typed loosely: the tests send raw dicts)."""
+    client = anthropic.Anthropic(api_key=KEY, base_url=emu.url_for(), max_retries=0)
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def _ask(prompt: str = "Why is the sky blue?") -> list[dict[str, Any]]:

@@ -19,6 +19,8 @@ KEY = "sk-ant-api03-CANARY-threads"
 MODEL = "claude-opus-5"
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "anthropic-beta": THREADS_BETA}
 
+_CLIENTS: list[anthropic.Anthropic] = []
+
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorHandle]:
@@ -27,7 +29,17 @@ def emu() -> Iterator[EmulatorHandle]:
 
 
 def _client(url: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key=KEY, base_url=url, max_retries=0)
+    """An SDK client, closed after the test."""
+    client = anthropic.Anthropic(api_key=KEY, base_url=url, max_retries=0)
+    _CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
 
 
 def _post(url: str, body: dict[str, Any], headers: dict[str, str] = HEADERS) -> httpx2.Response:
