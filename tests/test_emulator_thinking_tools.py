@@ -131,6 +131,17 @@ def test_redacted_thinking_directive(emu: EmulatorHandle) -> None:
     assert streamed.content[0] == reply.content[0]
 
 
+def test_redacted_thinking_fault(emu: EmulatorHandle) -> None:
+    """The redacted_thinking fault redacts the thinking block of that request only."""
+    client: Any = anthropic.Anthropic(api_key=KEY, base_url=emu.url_for("redacted_thinking", "ok"), max_retries=0)
+    _CLIENTS.append(client)
+    args: dict[str, Any] = {"model": "claude-opus-5", "max_tokens": 2000, "thinking": {"type": "adaptive"}}
+    first = client.messages.create(**args, messages=_ask())
+    second = client.messages.create(**args, messages=_ask())
+    assert [first.content[0].type, second.content[0].type] == ["redacted_thinking", "thinking"]
+    assert first.content[1] == second.content[1]
+
+
 def test_thinking_history_round_trips(emu: EmulatorHandle) -> None:
     """A reply's thinking blocks sent back in the history are accepted."""
     client = _client(emu)

@@ -94,7 +94,7 @@ def compose_answer(
     """The reply to ``request`` under ``fault`` (``ok``-like faults give the normal reply);
     ``calls`` are the planned tool calls (none: a text answer). Raises :class:`ApiError`
     for a ``thinking`` or ``output_config`` the API would reject."""
-    plan = thinking_plan(request, redacted=directives.thinking == "redacted")
+    plan = thinking_plan(request, redacted=directives.thinking == "redacted" or fault.kind == "redacted_thinking")
     schema = output_schema(request)
     run = plan_server_tools(request)
     limit = request.max_tokens
