@@ -170,13 +170,17 @@ def test_thinking_counts_toward_max_tokens(emu: EmulatorHandle) -> None:
         ("claude-fable-5-1", {"type": "disabled"}, "'disabled' is not supported"),
         ("claude-sonnet-4-5", {"type": "enabled", "budget_tokens": 100}, "greater than or equal to 1024"),
         ("claude-sonnet-4-5", {"type": "enabled", "budget_tokens": 5000}, "max_tokens"),
+        ("claude-opus-4-8", {"type": "adaptive", "tool_choice": "any"}, "tool_choice forces tool use"),
     ],
 )
 def test_thinking_configs_the_model_rejects(
     emu: EmulatorHandle, model: str, thinking: dict[str, Any], message: str
 ) -> None:
     """Thinking types and budgets the API rejects are 400s naming the problem."""
-    body = {"model": model, "max_tokens": 3000, "thinking": thinking, "messages": _ask()}
+    body: dict[str, Any] = {"model": model, "max_tokens": 3000, "thinking": thinking, "messages": _ask()}
+    if thinking.pop("tool_choice", None):
+        body["tool_choice"] = {"type": "any"}
+        body["tools"] = [{"name": "lookup", "input_schema": {"type": "object"}}]
     response = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers={"x-api-key": KEY})
     assert response.status_code == 400 and message in response.json()["error"]["message"]
 

@@ -11,7 +11,7 @@ reports them on the models that report it).
 
 Checks, as the API documents them: ``budget_tokens`` at least 1,024 and below
 ``max_tokens``; ``enabled`` is rejected from the 4.7 generation on, ``adaptive`` on 4.5 and
-earlier, ``disabled`` on Fable and Mythos.
+earlier, ``disabled`` on Fable and Mythos; thinking with a forced ``tool_choice``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def thinking_plan(request: MessagesRequest, *, redacted: bool = False) -> Thinki
         if model.line in ("fable", "mythos"):
             raise _invalid(f"thinking.type: 'disabled' is not supported for {model.id}; thinking is always on")
         return None
+    if kind in ("enabled", "adaptive") and (request.tool_choice or {}).get("type") in ("any", "tool"):
+        raise _invalid("Thinking may not be enabled when tool_choice forces tool use.")
     display = config.get("display")
     if display not in (None, "summarized", "omitted"):
         raise _invalid(f"thinking.{kind}.display: Input should be 'summarized' or 'omitted'")
