@@ -16,8 +16,9 @@ the exchange, falling back to the first user message.
 
 Inputs are built from the tool's ``input_schema``: an enum's first value, a ``const``,
 strings from the opening message's words, small integers and numbers within any
-``minimum``/``maximum``, booleans, arrays of ``minItems`` (at least one) items and nested
-objects, each deterministic for the conversation. Required properties are filled (all of
+``minimum``/``maximum``, booleans, arrays of ``minItems`` (at least one) items, nested
+objects and ``$ref`` into ``$defs`` (:class:`SchemaFiller`, which structured outputs use
+too), each deterministic for the conversation. Required properties are filled (all of
 them when the schema lists none as required). Ids are ``toolu_01`` plus 22 characters
 derived from the conversation, so a retried request gets the same id.
 """
