@@ -253,6 +253,7 @@ def test_every_catalogue_entry_is_exercised() -> None:
         "no_message_stop",
         "slow",
         "malformed_event",
+        "redacted_thinking",  # tests/test_emulator_thinking_tools.py
     }
     assert covered == set(FAULTS)
 

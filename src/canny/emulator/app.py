@@ -45,6 +45,7 @@ from canny.emulator.responses import (
     status_fault_script,
 )
 from canny.emulator.scenario import Scenario
+from canny.emulator.threads import ThreadStore, keeps_reply
 from canny.emulator.tokens import Directives, parse_directives
 from canny.emulator.tools import plan_calls
 from canny.emulator.validation import ApiError, MessagesRequest, validate_messages
@@ -79,11 +80,17 @@ class EmulatorState:
         self._lock = threading.Lock()
         self._rng = random.Random(self.scenario.seed)
         self._caches: dict[str | None, PromptCache] = {}
+        self._threads: dict[str | None, ThreadStore] = {}
 
     def cache_for(self, run: str | None) -> PromptCache:
         """The prompt cache of a run (``None``: the unprefixed server-wide cache)."""
         with self._lock:
             return self._caches.setdefault(run, PromptCache())
+
+    def threads_for(self, run: str | None) -> ThreadStore:
+        """The held message threads of a run (``None``: the unprefixed server-wide store)."""
+        with self._lock:
+            return self._threads.setdefault(run, ThreadStore())
 
     def fault_for(self, run: str | None, plan: str | None) -> tuple[Fault, int]:
         """Claim the next ``/v1/messages`` number for ``run`` and return its fault."""
@@ -193,17 +200,24 @@ class _Handlers:
         """The response script, and the fault applied (a prompt directive may have picked it)."""
         if fault.kind == "status":
             return status_fault_script(fault, request_id), fault
+        threads = self.state.threads_for(request.path_params.get("run"))
+        turn = None
         try:
+            if isinstance(body, dict):
+                body, turn = threads.expand(body, request.headers.get("anthropic-beta", ""))
             parsed = _parse(raw, body)
             directives, fault = _directives(parsed.last_user_text(), fault)
             if fault.kind == "status":
                 return status_fault_script(fault, request_id), fault
             calls = plan_calls(parsed)
             usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
+            answer = compose_answer(parsed, fault, directives, usage, calls)
         except ApiError as exc:
             return api_error_script(exc, request_id), fault
-        answer = compose_answer(parsed, fault, directives, usage, calls)
-        return message_script(answer, parsed, fault, request_id, self.state.chunk_delay), fault
+        message_id = new_id("msg_")
+        if turn is not None and keeps_reply(fault.kind):
+            threads.hold(turn, message_id, answer.content())
+        return message_script(answer, parsed, fault, request_id, self.state.chunk_delay, message_id), fault
 
     async def count_tokens(self, request: Request, request_id: str) -> Sequence[Step]:
         """``POST /v1/messages/count_tokens``: the cache-free input total."""

@@ -51,6 +51,7 @@ FaultKind = Literal[
     "no_message_stop",
     "slow",
     "malformed_event",
+    "redacted_thinking",
 ]
 
 #: ``stop_details.category`` values the API documents; ``null`` sends JSON null.
@@ -110,6 +111,7 @@ KIND_PARAMS: Mapping[FaultKind, frozenset[str]] = {
     "no_message_stop": frozenset(),
     "slow": frozenset({"seconds"}),
     "malformed_event": frozenset({"after"}),
+    "redacted_thinking": frozenset(),
 }
 
 
@@ -419,6 +421,13 @@ _SPECS: tuple[FaultSpec, ...] = (
         "a complete Message, slowly",
         "n/a",
         {"seconds": 0.1},
+    ),
+    FaultSpec(
+        "redacted_thinking",
+        "redacted_thinking",
+        "A normal answer whose thinking block (with `thinking` on) is a redacted_thinking block.",
+        "a complete Message starting with a RedactedThinkingBlock",
+        "n/a",
     ),
     FaultSpec(
         "malformed_event",

@@ -8,19 +8,23 @@ with the fault's stalls, drops and in-band errors placed at the right event.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import secrets
 import string
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
 from canny.emulator import sse
 from canny.emulator.cache import InputUsage
 from canny.emulator.faults import Fault, format_value
+from canny.emulator.servertools import plan_server_tools, stream_server_block
+from canny.emulator.structured import output_schema, structured_text
+from canny.emulator.thinking import reports_thinking_tokens, stream_thinking, thinking_block, thinking_plan
 from canny.emulator.tokens import Directives, count_tokens, generate_text, split_deltas, truncate_to_tokens
 from canny.emulator.tools import ToolCall, input_chunks, preface, run_on
 from canny.emulator.validation import ApiError, MessagesRequest
@@ -51,7 +55,8 @@ def new_id(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A reply: its text, its tool calls, why it stopped, and its usage."""
+    """A reply: its text, its tool calls, why it stopped, and its usage; ``lead`` holds the
+    blocks before the text (thinking, server tool calls and their results)."""
 
     text: str
     stop_reason: str
@@ -60,10 +65,22 @@ class Answer:
     output_tokens: int
     stop_details: Mapping[str, Any] | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+    lead: tuple[Mapping[str, Any], ...] = ()
+    #: Output tokens spent thinking (part of ``output_tokens``).
+    thinking_tokens: int = 0
+    #: ``usage.output_tokens_details`` is reported (models from Opus 5 on).
+    report_thinking: bool = False
+    #: Input tokens the server tools' results add (final usage only).
+    server_input: int = 0
+    #: ``usage.server_tool_use`` (``None``: the request has no server tool).
+    server_counts: Mapping[str, int] | None = None
+    #: The reply ran code: it carries a ``container``.
+    container: bool = False
 
     def content(self) -> list[dict[str, Any]]:
         """The ``content`` blocks of the message."""
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": self.text}] if self.text else []
+        blocks: list[dict[str, Any]] = [dict(block) for block in self.lead]
+        blocks += [{"type": "text", "text": self.text}] if self.text else []
         return blocks + [call.block() for call in self.tool_calls]
 
 
@@ -75,21 +92,61 @@ def compose_answer(
     calls: tuple[ToolCall, ...] = (),
 ) -> Answer:
     """The reply to ``request`` under ``fault`` (``ok``-like faults give the normal reply);
-    ``calls`` are the planned tool calls (none: a text answer)."""
-    prompt = request.last_user_text()
+    ``calls`` are the planned tool calls (none: a text answer). Raises :class:`ApiError`
+    for a ``thinking`` or ``output_config`` the API would reject."""
+    plan = thinking_plan(request, redacted=directives.thinking == "redacted" or fault.kind == "redacted_thinking")
+    schema = output_schema(request)
+    run = plan_server_tools(request)
     limit = request.max_tokens
+    lead: list[Mapping[str, Any]] = []
+    spent = thinking = 0
+    ran = False
+    if fault.kind != "refusal" and limit > 0:
+        if plan is not None:
+            block, thinking = thinking_block(request, plan, request.last_user_text(), limit)
+            lead.append(block)
+            spent += thinking
+        if spent < limit and run.blocks:
+            ran = True
+            lead += run.blocks
+            spent += sum(count_tokens(json.dumps(b["input"])) for b in run.blocks if b["type"] == "server_tool_use")
+    extras: dict[str, Any] = {
+        "lead": tuple(lead),
+        "thinking_tokens": thinking,
+        "report_thinking": plan is not None and reports_thinking_tokens(request),
+        "server_input": run.input_tokens if ran else 0,
+        "server_counts": run.counts or None,
+        "container": run.container and ran,
+    }
+    if spent >= limit > 0:
+        return Answer("", "max_tokens", None, usage, limit, **extras)
+    body = _compose_body(request, fault, directives, usage, calls, limit - spent, schema)
+    return replace(body, output_tokens=body.output_tokens + spent, **extras)
+
+
+def _compose_body(
+    request: MessagesRequest,
+    fault: Fault,
+    directives: Directives,
+    usage: InputUsage,
+    calls: tuple[ToolCall, ...],
+    limit: int,
+    schema: Mapping[str, Any] | None,
+) -> Answer:
+    """The text and tool calls of the reply, within ``limit`` output tokens."""
+    prompt = request.last_user_text()
     if calls and fault.kind != "refusal":
-        answer = _tool_answer(request, fault, usage, calls)
+        answer = _tool_answer(request, fault, usage, calls, limit)
         if answer is not None:
             return answer
     if fault.kind == "max_tokens":
         text = truncate_to_tokens(generate_text(prompt, directives, max_tokens=limit, run_on=True), limit)
         return Answer(text, "max_tokens", None, usage, count_tokens(text))
-    text = generate_text(prompt, directives, max_tokens=limit)
+    text = generate_text(prompt, directives, max_tokens=limit) if schema is None else structured_text(request, schema)
     stop_reason, stop_sequence = "end_turn", None
     if count_tokens(text) > limit:
         text, stop_reason = truncate_to_tokens(text, limit), "max_tokens"
-    stop = _first_stop(text, request.stop_sequences)
+    stop = _first_stop(text, request.stop_sequences) if schema is None else None
     if stop is not None:
         text, stop_reason, stop_sequence = text[: stop[0]], "stop_sequence", stop[1]
     if fault.kind == "refusal":
@@ -106,14 +163,13 @@ def compose_answer(
 
 
 def _tool_answer(
-    request: MessagesRequest, fault: Fault, usage: InputUsage, calls: tuple[ToolCall, ...]
+    request: MessagesRequest, fault: Fault, usage: InputUsage, calls: tuple[ToolCall, ...], limit: int
 ) -> Answer | None:
-    """A reply that calls tools: an optional preface, then the calls, cut by ``max_tokens``.
+    """A reply that calls tools: an optional preface, then the calls, cut by ``limit``.
 
     Under the ``max_tokens`` fault the first string of the inputs runs on until the limit
     cuts it (``None`` when no input holds a string: the text answer runs on instead).
     """
-    limit = request.max_tokens
     if fault.kind == "max_tokens":
         filler = generate_text(request.last_user_text(), Directives(), max_tokens=limit, run_on=True)
         for i, call in enumerate(calls):
@@ -194,8 +250,27 @@ def _message(answer: Answer, request: MessagesRequest, message_id: str, *, head:
     }
     if answer.stop_details is not None and not head:
         message["stop_details"] = answer.stop_details
+    if answer.container and not head:
+        message["container"] = _container(message_id)
     message["usage"] = _usage(answer.usage, 1 if head else answer.output_tokens, _inference_geo(request))
+    if not head:
+        _add_extra_usage(message["usage"], answer)
     return message
+
+
+def _add_extra_usage(usage: dict[str, Any], answer: Answer) -> None:
+    """The final usage's server tool counts, result input tokens and thinking tokens."""
+    usage["input_tokens"] += answer.server_input
+    if answer.server_counts is not None:
+        usage["server_tool_use"] = dict(answer.server_counts)
+    if answer.report_thinking:
+        usage["output_tokens_details"] = {"thinking_tokens": answer.thinking_tokens}
+
+
+def _container(message_id: str) -> dict[str, Any]:
+    """The code execution container of a reply (expires an hour from now)."""
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    return {"id": "container_011C" + message_id[-20:], "expires_at": expires.isoformat().replace("+00:00", "Z")}
 
 
 def error_body(error_type: str, message: str, request_id: str, error_code: str | None = None) -> dict[str, Any]:
@@ -222,7 +297,8 @@ def _fixed_script(
 
 def api_error_script(error: ApiError, request_id: str) -> list[Step]:
     """An :class:`ApiError` as the API's error response."""
-    return json_script(error.status, error_body(error.error_type, error.message, request_id), request_id)
+    code = getattr(error, "error_code", None)
+    return json_script(error.status, error_body(error.error_type, error.message, request_id, code), request_id)
 
 
 def _retry_headers(fault: Fault) -> dict[str, str]:
@@ -270,10 +346,16 @@ def _delayed(fault: Fault, steps: list[Step]) -> list[Step]:
 
 
 def message_script(
-    answer: Answer, request: MessagesRequest, fault: Fault, request_id: str, chunk_delay: float = 0.0
+    answer: Answer,
+    request: MessagesRequest,
+    fault: Fault,
+    request_id: str,
+    chunk_delay: float = 0.0,
+    message_id: str | None = None,
 ) -> list[Step]:
-    """The reply as a response script, streamed or not, with the fault applied."""
-    message_id = new_id("msg_")
+    """The reply as a response script, streamed or not, with the fault applied
+    (``message_id``: the reply's id, a new one by default)."""
+    message_id = message_id or new_id("msg_")
     gap = chunk_delay + (fault.number("seconds") if fault.kind == "slow" else 0.0)
     if request.stream:
         steps = _stream_steps(answer, request, fault, message_id, request_id, gap)
@@ -329,13 +411,17 @@ def _stream_steps(
             steps.append(Body(delta))
             marks.append(len(steps))
         steps.append(Body(sse.content_block_stop(index)))
-    if not answer.text and not answer.tool_calls:
+    if not answer.text and not answer.tool_calls and not answer.lead:
         steps.append(Body(sse.ping()))
     usage = _usage(answer.usage, answer.output_tokens)
     usage.pop("cache_creation")
     usage.pop("service_tier")
     usage.pop("inference_geo")  # message_start carries it; recorded message_delta usage does not
-    steps.append(Body(sse.message_delta(answer.stop_reason, answer.stop_sequence, usage, answer.stop_details)))
+    _add_extra_usage(usage, answer)
+    delta = sse.message_delta(answer.stop_reason, answer.stop_sequence, usage, answer.stop_details)
+    if answer.container:
+        delta = _with_container(delta, message_id)
+    steps.append(Body(delta))
     if kind != "no_message_stop":
         steps.append(Body(sse.message_stop()))
     after = int(fault.number("after"))
@@ -354,11 +440,28 @@ def _stream_steps(
     return [Start(200, headers), *steps]
 
 
+def _with_container(frame: bytes, message_id: str) -> bytes:
+    """A ``message_delta`` frame with the reply's ``container`` added to its delta."""
+    _, _, data = frame.decode().partition("\ndata: ")
+    payload = json.loads(data)
+    payload["delta"]["container"] = _container(message_id)
+    return sse.encode("message_delta", payload, compact=True)
+
+
 def _stream_blocks(answer: Answer) -> list[tuple[dict[str, Any], list[bytes]]]:
     """Each content block's ``content_block_start`` payload and its delta events."""
     blocks: list[tuple[dict[str, Any], list[bytes]]] = []
+    for block in answer.lead:
+        index = len(blocks)
+        if block["type"] in ("thinking", "redacted_thinking"):
+            blocks.append(stream_thinking(index, block))
+            continue
+        start, partial = stream_server_block(block)
+        deltas = [] if partial is None else [sse.input_json_delta(index, p) for p in ["", *input_chunks(partial)]]
+        blocks.append((start, deltas))
     if answer.text:
-        blocks.append(({"type": "text", "text": ""}, [sse.text_delta(0, d) for d in split_deltas(answer.text)]))
+        index = len(blocks)
+        blocks.append(({"type": "text", "text": ""}, [sse.text_delta(index, d) for d in split_deltas(answer.text)]))
     for call in answer.tool_calls:
         index = len(blocks)
         start = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}

@@ -13,6 +13,8 @@ fixed corpus, so the same prompt always gets the same answer. Prompt directives:
 - ``[[words=N]]`` answers with exactly ``N`` words;
 - ``[[say=TEXT]]`` answers with ``TEXT`` verbatim;
 - ``[[fault=SPEC]]`` applies a fault when the plan or scenario says ``ok``;
+- ``[[thinking=redacted]]`` turns the thinking block (when ``thinking`` is on) into a
+  ``redacted_thinking`` block;
 - ``[[tool_turns=N]]`` and ``[[tool=NAME]]`` steer tool use (read from the user message
   that opened the exchange; see :mod:`canny.emulator.tools`).
 """
@@ -42,7 +44,7 @@ MAX_WORDS = 200_000
 MAX_TOOL_TURNS = 1000
 
 _PIECE = re.compile(r"\w+|[^\w\s]")
-_DIRECTIVE = re.compile(r"\[\[(tokens|words|say|fault|tool_turns|tool)=(.*?)\]\]", re.DOTALL)
+_DIRECTIVE = re.compile(r"\[\[(tokens|words|say|fault|tool_turns|tool|thinking)=(.*?)\]\]", re.DOTALL)
 _TOOL_GROUP = re.compile(r"[a-zA-Z0-9_-]{1,64}(?:\+[a-zA-Z0-9_-]{1,64})*\Z")
 _DELTA = re.compile(r"\s*\S+(?:\s+\S+){0,2}")
 
@@ -94,6 +96,8 @@ class Directives:
     tool_turns: int | None = None
     #: ``[[tool=A+B,C]]``: the tools of each tool turn (``+`` calls several at once).
     tool: tuple[tuple[str, ...], ...] = ()
+    #: ``[[thinking=redacted]]``: the thinking block comes back redacted.
+    thinking: str | None = None
 
 
 def count_tokens(text: str) -> int:
@@ -158,6 +162,9 @@ def parse_directives(prompt: str) -> Directives:
                 f"[[tool={raw}]]: expected tool names, '+' between tools called together, ',' between turns"
             )
         groups = tuple(tuple(part.split("+")) for part in parts)
+    thinking = found.get("thinking")
+    if thinking is not None and thinking.strip() != "redacted":
+        raise ValueError(f"[[thinking={thinking}]]: expected 'redacted'")
     return Directives(
         tokens=counts["tokens"],
         words=counts["words"],
@@ -165,6 +172,7 @@ def parse_directives(prompt: str) -> Directives:
         fault=found.get("fault"),
         tool_turns=counts["tool_turns"],
         tool=groups,
+        thinking=None if thinking is None else thinking.strip(),
     )
 
 

@@ -16,8 +16,9 @@ the exchange, falling back to the first user message.
 
 Inputs are built from the tool's ``input_schema``: an enum's first value, a ``const``,
 strings from the opening message's words, small integers and numbers within any
-``minimum``/``maximum``, booleans, arrays of ``minItems`` (at least one) items and nested
-objects, each deterministic for the conversation. Required properties are filled (all of
+``minimum``/``maximum``, booleans, arrays of ``minItems`` (at least one) items, nested
+objects and ``$ref`` into ``$defs`` (:class:`SchemaFiller`, which structured outputs use
+too), each deterministic for the conversation. Required properties are filled (all of
 them when the schema lists none as required). Ids are ``toolu_01`` plus 22 characters
 derived from the conversation, so a retried request gets the same id.
 """
@@ -36,12 +37,14 @@ from canny.emulator.tokens import Directives, count_tokens, parse_directives, tr
 from canny.emulator.validation import ApiError, MessagesRequest, Turn, content_text, conversation_turns
 
 __all__ = [
+    "SchemaFiller",
     "ToolCall",
     "hidden_prompt_tokens",
     "input_chunks",
     "plan_calls",
     "preface",
     "run_on",
+    "words_of",
 ]
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -56,6 +59,10 @@ _FORMATS = {
     "email": "someone@example.com",
     "uri": "https://example.com/",
     "uuid": "00000000-0000-4000-8000-000000000000",
+    "duration": "P1D",
+    "hostname": "example.com",
+    "ipv4": "192.0.2.1",
+    "ipv6": "2001:db8::1",
 }
 
 
@@ -177,11 +184,11 @@ def plan_calls(request: MessagesRequest) -> tuple[ToolCall, ...]:
             )
     if choice.get("disable_parallel_tool_use"):
         names = names[:1]
-    words = _words(_turn_text(opening))
+    words = words_of(_turn_text(opening))
     calls = []
     for index, name in enumerate(n for n in names if n in tools):
         seed = (_turn_text(opening), done, index, name)
-        value = _Filler(words, seed).value(tools[name]["input_schema"], "", 0)
+        value = SchemaFiller(words, seed).value(tools[name]["input_schema"], "", 0)
         data = value if isinstance(value, dict) else {}
         calls.append(ToolCall(_tool_id(request, name, index), name, data, json.dumps(data, ensure_ascii=False)))
     return tuple(calls)
@@ -237,34 +244,87 @@ def input_chunks(text: str) -> list[str]:
     return chunks
 
 
-def _words(text: str) -> list[str]:
+def words_of(text: str) -> list[str]:
     words = [w.lower() for w in _WORD.findall(_DIRECTIVES.sub(" ", text)) if len(w) >= 3]
     return words or ["example"]
 
 
-class _Filler:
-    """Builds a value for a JSON schema, deterministic for (words, seed, path)."""
+class SchemaFiller:
+    """Builds a value for a JSON schema, deterministic for (words, seed, path).
 
-    def __init__(self, words: Sequence[str], seed: tuple[object, ...]) -> None:
+    Understands ``type`` (or a list of types), ``const``, ``enum``, ``anyOf``/``oneOf``
+    (the first option; ``null`` when nesting gets deep), ``allOf`` (merged), ``$ref`` to
+    ``#``, ``#/$defs/...`` or ``#/definitions/...``, ``properties``/``required``, ``items``,
+    ``minItems``/``maxItems``, ``minimum``/``maximum`` (exclusive too), ``multipleOf``,
+    ``minLength``/``maxLength`` and the common string ``format`` values, plus the
+    constraints the SDK moves into a ``description`` (``{minimum: 18, maxLength: 5}``).
+    """
+
+    def __init__(self, words: Sequence[str], seed: tuple[object, ...], root: object = None) -> None:
         self.words = words
         self.seed = seed
+        self.root = root
 
     def _n(self, path: str) -> int:
         return int.from_bytes(_digest(*self.seed, path)[:8], "big")
 
+    def _resolve(self, schema: Mapping[str, Any], depth: int) -> Mapping[str, Any]:
+        """``schema`` with ``$ref`` followed (a few hops) and ``allOf`` merged in."""
+        for _ in range(_MAX_DEPTH):
+            ref = schema.get("$ref")
+            if not isinstance(ref, str):
+                break
+            target = self._lookup(ref)
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            schema = {**target, **rest} if isinstance(target, Mapping) else rest
+        parts = schema.get("allOf")
+        if isinstance(parts, list) and parts:
+            merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+            for part in parts:
+                if not isinstance(part, Mapping):
+                    continue
+                for key, value in self._resolve(part, depth).items():
+                    if key == "properties" and isinstance(value, Mapping):
+                        merged["properties"] = {**merged.get("properties", {}), **value}
+                    elif key == "required" and isinstance(value, list):
+                        merged["required"] = [*merged.get("required", []), *value]
+                    else:
+                        merged.setdefault(key, value)
+            schema = merged
+        return schema
+
+    def _lookup(self, ref: str) -> object:
+        if ref == "#":
+            return self.root
+        if not ref.startswith("#/"):
+            return {}
+        node: object = self.root
+        for raw in ref[2:].split("/"):
+            name = raw.replace("~1", "/").replace("~0", "~")
+            node = node.get(name) if isinstance(node, Mapping) else None
+        return node if isinstance(node, Mapping) else {}
+
     def value(self, schema: object, path: str, depth: int) -> Any:
-        """A value that satisfies ``schema`` (the common keywords; see the module docstring)."""
+        """A value that satisfies ``schema`` (the keywords in the class docstring)."""
+        if self.root is None:
+            self.root = schema
         if not isinstance(schema, Mapping):
             return self._string({}, path)
+        schema = _with_hints(self._resolve(schema, depth))
         if "const" in schema:
             return schema["const"]
         enum = schema.get("enum")
         if isinstance(enum, list) and enum:
             return enum[0]
-        for key in ("anyOf", "oneOf", "allOf"):
+        for key in ("anyOf", "oneOf"):
             options = schema.get(key)
             if isinstance(options, list) and options:
-                return self.value(options[0], path, depth + 1)
+                pick = options[0]
+                if depth >= _MAX_DEPTH // 2:  # deep (recursive) schemas end where they may
+                    pick = next((o for o in options if isinstance(o, Mapping) and o.get("type") == "null"), pick)
+                elif isinstance(pick, Mapping) and pick.get("type") == "null" and len(options) > 1:
+                    pick = options[1]
+                return self.value(pick, path, depth + 1)
         kind = schema.get("type")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "null")
@@ -283,8 +343,6 @@ class _Filler:
         return self._string(schema, path)
 
     def _object(self, schema: Mapping[str, Any], path: str, depth: int) -> dict[str, Any]:
-        if depth >= _MAX_DEPTH:
-            return {}
         properties = schema.get("properties")
         properties = properties if isinstance(properties, Mapping) else {}
         required = schema.get("required")
@@ -292,13 +350,15 @@ class _Filler:
             names = [n for n in properties if n in required] + [n for n in required if n not in properties]
         else:
             names = list(properties)
+        if depth >= 2 * _MAX_DEPTH or (depth >= _MAX_DEPTH and not isinstance(required, list)):
+            return {}
         return {str(n): self.value(properties.get(n, {}), f"{path}/{n}", depth + 1) for n in names}
 
     def _array(self, schema: Mapping[str, Any], path: str, depth: int) -> list[Any]:
-        if depth >= _MAX_DEPTH:
-            return []
-        low, high = schema.get("minItems", 1), schema.get("maxItems")
-        count = max(1, low) if isinstance(low, int) else 1
+        low, high = schema.get("minItems"), schema.get("maxItems")
+        count = 1 if depth < _MAX_DEPTH // 2 else 0
+        if isinstance(low, int):
+            count = max(count, low)
         if isinstance(high, int):
             count = min(count, high)
         return [self.value(schema.get("items", {}), f"{path}/{i}", depth + 1) for i in range(count)]
@@ -307,18 +367,22 @@ class _Filler:
         step = 1 if integer else 0.5
         low: float | None = None
         high: float | None = None
-        if isinstance(schema.get("minimum"), int | float):
+        if _is_number(schema.get("minimum")):
             low = float(schema["minimum"])
-        if isinstance(schema.get("exclusiveMinimum"), int | float):
+        if _is_number(schema.get("exclusiveMinimum")):
             low = float(schema["exclusiveMinimum"]) + step
-        if isinstance(schema.get("maximum"), int | float):
+        if _is_number(schema.get("maximum")):
             high = float(schema["maximum"])
-        if isinstance(schema.get("exclusiveMaximum"), int | float):
+        if _is_number(schema.get("exclusiveMaximum")):
             high = float(schema["exclusiveMaximum"]) - step
         if low is None:
             low = 1.0 if high is None or high >= 1 else high
         if integer:
             low = float(-(-low // 1))
+        multiple = schema.get("multipleOf")
+        if isinstance(multiple, int | float) and not isinstance(multiple, bool) and multiple > 0:
+            value = -(-low // multiple) * multiple
+            return int(value) if integer else float(value)
         span = 9 if high is None else max(1, int(high - low) + 1)
         value = low + self._n(path) % span
         if not integer and (high is None or value + 0.5 <= high):
@@ -339,3 +403,35 @@ class _Filler:
         if isinstance(high, int):
             text = text[:high]
         return text
+
+
+_HINT_KEYS = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+)
+_HINT = re.compile(r"\b(" + "|".join(_HINT_KEYS) + r"): (-?\d+(?:\.\d+)?)\b")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _with_hints(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` plus the constraints the SDK's strict-schema transform moved into the
+    last ``{...}`` of its ``description`` (schema keywords win)."""
+    description = schema.get("description")
+    if not isinstance(description, str) or not description.rstrip().endswith("}"):
+        return schema
+    block = description[description.rfind("{") :]
+    hints: dict[str, Any] = {}
+    for key, raw in _HINT.findall(block):
+        number = float(raw)
+        hints[key] = int(number) if number.is_integer() else number
+    return {**hints, **schema} if hints else schema
