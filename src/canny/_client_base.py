@@ -47,6 +47,7 @@ __all__ = [
     "call_signature",
     "check_model",
     "sdk_http_client",
+    "signature_of",
     "spec_args",
 ]
 
@@ -90,23 +91,23 @@ def spec_args(options: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def _signature_of(
+def signature_of(
     template: Callable[_P, object],
-) -> Callable[[Callable[Concatenate[_Self, Prompt, ...], _R]], Callable[Concatenate[_Self, _P], _R]]:
-    """A decorator giving ``method(self, prompt, **options)`` the signature of ``template``,
+) -> Callable[[Callable[Concatenate[_Self, ...], _R]], Callable[Concatenate[_Self, _P], _R]]:
+    """A decorator giving ``method(self, *args, **options)`` the parameters of ``template``,
     for type checkers (callers' keywords are checked) and for ``help()`` alike."""
     shared = inspect.signature(template).parameters.values()
 
-    def decorate(method: Callable[Concatenate[_Self, Prompt, ...], _R]) -> Callable[Concatenate[_Self, _P], _R]:
+    def decorate(method: Callable[Concatenate[_Self, ...], _R]) -> Callable[Concatenate[_Self, _P], _R]:
         own = inspect.signature(method)
         method.__signature__ = own.replace(parameters=[next(iter(own.parameters.values())), *shared])  # type: ignore[attr-defined]
-        return method  # type: ignore[return-value]  # it takes what the template declares
+        return method  # it takes what the template declares
 
     return decorate
 
 
 #: ``@call_signature`` on ``create``/``stream``: their keywords are those of :func:`call_keywords`.
-call_signature = _signature_of(call_keywords)
+call_signature = signature_of(call_keywords)
 
 
 def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

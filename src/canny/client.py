@@ -21,7 +21,6 @@ chooses ``"5m"`` (default) or ``"1h"``. Off unless asked for: see docs/caching.m
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -37,13 +36,13 @@ from canny._client_base import (
     spec_args,
 )
 from canny._sdk_errors import translate
+from canny.session import AsyncSession, Session, cap_signature
 from canny.streaming import iter_events
 
 if TYPE_CHECKING:
     import anthropic
 
     from canny.result import CallResult
-    from canny.session import AsyncSession, Session
 
 __all__ = [
     "OFFLINE_KEY",
@@ -96,17 +95,10 @@ class Client(ClientBase):
                 state.body(raw.http_response.content)
         return attempts.result
 
-    def session(
-        self,
-        *,
-        max_cost: Decimal | float | str | None = None,
-        max_iterations: int | None = None,
-        max_wall_time: float | None = None,
-    ) -> Session:
+    @cap_signature
+    def session(self, **caps: Any) -> Session:
         """A run of calls (an agent loop) that stops *before* a call could cross a cap."""
-        from canny.session import Session
-
-        return Session(self, max_cost=max_cost, max_iterations=max_iterations, max_wall_time=max_wall_time)
+        return Session(self, **caps)
 
     def close(self) -> None:
         if self._sdk_client is not None:
@@ -224,17 +216,10 @@ class AsyncClient(ClientBase):
                 state.body(raw.http_response.content)
         return attempts.result
 
-    def session(
-        self,
-        *,
-        max_cost: Decimal | float | str | None = None,
-        max_iterations: int | None = None,
-        max_wall_time: float | None = None,
-    ) -> AsyncSession:
+    @cap_signature
+    def session(self, **caps: Any) -> AsyncSession:
         """The async twin of :meth:`Client.session`."""
-        from canny.session import AsyncSession
-
-        return AsyncSession(self, max_cost=max_cost, max_iterations=max_iterations, max_wall_time=max_wall_time)
+        return AsyncSession(self, **caps)
 
     async def aclose(self) -> None:
         if self._sdk_client is not None:

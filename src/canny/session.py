@@ -49,7 +49,7 @@ from fractions import Fraction
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from canny._client_base import ClientBase, Prompt, call_signature, spec_args
+from canny._client_base import ClientBase, Prompt, call_signature, signature_of, spec_args
 from canny.errors import APIError, ConfigError, SessionLimitReached
 from canny.usage import Usage
 
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from canny.client import AsyncClient, AsyncMessageStream, Client, MessageStream  # noqa: F401 (Client: in a base)
     from canny.result import CallResult
 
-__all__ = ["AsyncSession", "Session", "SessionTotals"]
+__all__ = ["AsyncSession", "Session", "SessionTotals", "cap_signature"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,19 @@ def _cost_cap(value: Decimal | float | str | None) -> Decimal | None:
 
 
 _ClientT = TypeVar("_ClientT", bound=ClientBase)
+
+
+def cap_keywords(
+    *,
+    max_cost: Decimal | float | str | None = None,
+    max_iterations: int | None = None,
+    max_wall_time: float | None = None,
+) -> None:
+    """The caps a session takes (``client.session(...)``): see the module docstring."""
+
+
+#: ``@cap_signature`` on ``Client.session``: its keywords are those of :func:`cap_keywords`.
+cap_signature = signature_of(cap_keywords)
 
 
 class _Caps(Generic[_ClientT]):
