@@ -26,6 +26,7 @@ from canny.ledger.records import InflightLedger as InflightLedger
 from canny.ledger.records import Ledger as Ledger
 from canny.ledger.records import Outcome as Outcome
 from canny.ledger.records import ReportingLedger as ReportingLedger
+from canny.ledger.records import Sums as Sums
 
 __all__ = ["open_for_calls", "open_ledger", "parse_ledger_target"]
 __all__ += records.__all__  # the contract and the row, re-exported
