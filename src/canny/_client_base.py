@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 from canny import errors
@@ -217,6 +217,9 @@ def _self_closing_clients(sync_base: type[Any], async_base: type[Any]) -> tuple[
 class ClientBase:
     """Configuration, key, ledger and call preparation shared by both clients."""
 
+    #: The SDK client (``anthropic.Anthropic`` or ``AsyncAnthropic``), built on first use.
+    _sdk_client: Any = None
+
     def __init__(
         self,
         *,
@@ -287,6 +290,15 @@ class ClientBase:
             self._emulator_cm = serve_in_thread()
             self._emulator = self._emulator_cm.__enter__()
             self._base_url = self._emulator.base_url
+
+    def _sdk_once(self, build: Callable[[], _R]) -> _R:
+        """The SDK client of either twin, built by ``build`` on first use (once, however
+        many threads ask at the same time)."""
+        if self._sdk_client is None:
+            with self._init_lock:
+                if self._sdk_client is None:
+                    self._sdk_client = build()
+        return cast(_R, self._sdk_client)
 
     def resolve_key(self) -> ResolvedKey:
         """The API key this client uses (argument, environment, keyring; or the offline

@@ -65,13 +65,9 @@ class Client(ClientBase):
     _sdk_client: anthropic.Anthropic | None = None
 
     def _sdk(self) -> anthropic.Anthropic:
-        if self._sdk_client is None:
-            import anthropic
+        import anthropic
 
-            with self._init_lock:
-                if self._sdk_client is None:
-                    self._sdk_client = anthropic.Anthropic(**self._sdk_kwargs())
-        return self._sdk_client
+        return self._sdk_once(lambda: anthropic.Anthropic(**self._sdk_kwargs()))
 
     @call_signature
     def stream(self, prompt: Prompt, **options: Any) -> MessageStream:
@@ -185,13 +181,9 @@ class AsyncClient(ClientBase):
     _sdk_client: anthropic.AsyncAnthropic | None = None
 
     def _sdk(self) -> anthropic.AsyncAnthropic:
-        if self._sdk_client is None:
-            import anthropic
+        import anthropic
 
-            with self._init_lock:
-                if self._sdk_client is None:
-                    self._sdk_client = anthropic.AsyncAnthropic(**self._sdk_kwargs(asynchronous=True))
-        return self._sdk_client
+        return self._sdk_once(lambda: anthropic.AsyncAnthropic(**self._sdk_kwargs(asynchronous=True)))
 
     @call_signature
     def stream(self, prompt: Prompt, **options: Any) -> AsyncMessageStream:
