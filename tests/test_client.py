@@ -165,3 +165,16 @@ def test_one_client_shared_by_threads(emulator: Any, tmp_path: Any) -> None:
     ledger.close()
     assert len(rows) == 40
     assert len({r.call_id for r in rows}) == 40
+
+
+def test_call_signature_gives_every_create_and_stream_the_keywords_of_call_keywords() -> None:
+    """create and stream on clients and sessions all take exactly call_keywords' parameters (one signature)."""
+    import inspect
+
+    from canny._client_base import call_keywords
+    from canny.session import AsyncSession, Session
+
+    expected = ["self", *inspect.signature(call_keywords).parameters]
+    for cls in (Client, AsyncClient, Session, AsyncSession):
+        for name in ("create", "stream"):
+            assert list(inspect.signature(getattr(cls, name)).parameters) == expected, (cls, name)

@@ -26,7 +26,7 @@ from canny.ledger import AttemptRecord
 from canny.result import CallResult, Outcome
 from canny.retry import Attempts, RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
-from canny.usage import Usage, usage_columns
+from canny.usage import BUCKETS, Usage, usage_columns
 
 if TYPE_CHECKING:
     from canny.budget import Reservation
@@ -224,44 +224,24 @@ class CallRun:
         assert self._begin_attempt is not None
         if attempt.recorded:
             return
-        from canny.pricing import price_version
-
         notes: dict[str, str] = {}
         if self.spec.stream:
             seen = attempt.acc.usage
-            usage = Usage(
-                input=seen.input,
-                cache_write_5m=seen.cache_write_5m,
-                cache_write_1h=seen.cache_write_1h,
-                cache_read=seen.cache_read,
-            )
+            usage = Usage(**{b.name: getattr(seen, b.name) for b in BUCKETS if b.kind == "prompt"})
         else:
             usage = Usage(input=self.spec.estimated_input_tokens())
             notes["input_tokens"] = "estimated: local estimate before sending (UTF-8 bytes / 3)"
-        record = AttemptRecord(
-            call_id=self.spec.call_id,
-            attempt=attempt.number,
-            started_at=attempt.started_at,
+        record = self._row(
+            attempt,
             ended_at=attempt.started_at,
             model=str(attempt.acc.message.get("model") or self.spec.model),
             outcome="lost",
-            session_id=self.spec.session_id,
             request_id=attempt.request_id,
-            input_tokens=usage.input,
-            cache_write_5m_tokens=usage.cache_write_5m,
-            cache_write_1h_tokens=usage.cache_write_1h,
-            cache_read_tokens=usage.cache_read,
             cost_usd=self._attempt_cost(attempt, usage),
-            price_version=price_version(table=self.spec.table),
             inference_geo=self.spec.params.get("inference_geo"),
             speed=self.spec.params.get("speed"),
-            streamed=self.spec.stream,
-            endpoint=self.spec.endpoint,
-            project=self.spec.project,
-            tags=self.spec.tags,
-            key_fingerprint=self.spec.key_fingerprint,
-            prompt_hash=self._prompt_hash,
             extra=notes,
+            **usage_columns(usage),
         )
         # A failure here is not the call's: the attempt's own row reports a ledger that
         # cannot be written.
@@ -392,18 +372,13 @@ class CallRun:
             attempt.notes["unpriced"] = f"usage could not be read: {type(exc).__name__}"
         if self.ledger is None:
             return
-        from canny.pricing import price_version
-
         error = attempt.error
         reported = attempt.acc.usage_acc.reported
-        record = AttemptRecord(
-            call_id=self.spec.call_id,
-            attempt=attempt.number,
-            started_at=attempt.started_at,
+        record = self._row(
+            attempt,
             ended_at=_now(),
             model=self._attempt_model(attempt),
             outcome=attempt.outcome or "error",
-            session_id=self.spec.session_id,
             first_token_at=attempt.first_token_at,
             status_code=getattr(error, "status_code", None) if error else 200,
             error_type=(getattr(error, "error_type", None) or type(error).__name__) if error else None,
@@ -412,22 +387,35 @@ class CallRun:
             stop_reason=attempt.acc.stop_reason,
             refusal_category=attempt.acc.refusal_category,
             cost_usd=attempt.cost,
-            price_version=price_version(table=self.spec.table),
             inference_geo=_reported_str(reported, "inference_geo") or self.spec.params.get("inference_geo"),
             speed=_reported_str(reported, "speed") or self.spec.params.get("speed"),
             batch=reported.get("service_tier") == "batch",
-            streamed=self.spec.stream,
-            endpoint=self.spec.endpoint,
-            project=self.spec.project,
-            tags=self.spec.tags,
-            key_fingerprint=self.spec.key_fingerprint,
-            prompt_hash=self._prompt_hash,
             prompt_text=self.spec.prompt_json if self.spec.log_content else None,
             response_text=attempt.acc.text if self.spec.log_content else None,
             extra=dict(attempt.notes),
             **usage_columns(attempt.usage),
         )
         self.write(record)
+
+    def _row(self, attempt: Attempt, **fields: Any) -> AttemptRecord:
+        """The row of ``attempt``: what the call's spec says (ids, session, route, project,
+        tags, prompt hash, price version), and ``fields``."""
+        from canny.pricing import price_version
+
+        return AttemptRecord(
+            call_id=self.spec.call_id,
+            attempt=attempt.number,
+            started_at=attempt.started_at,
+            session_id=self.spec.session_id,
+            price_version=price_version(table=self.spec.table),
+            streamed=self.spec.stream,
+            endpoint=self.spec.endpoint,
+            project=self.spec.project,
+            tags=self.spec.tags,
+            key_fingerprint=self.spec.key_fingerprint,
+            prompt_hash=self._prompt_hash,
+            **fields,
+        )
 
     def write(self, record: AttemptRecord) -> None:
         """Write ``record`` to the ledger; if the ledger fails (locked, disk full, server

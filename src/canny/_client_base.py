@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 from canny import errors
@@ -33,13 +34,80 @@ if TYPE_CHECKING:
     import httpx2
 
     from canny.budget import Reserver
+    from canny.caching import CacheMode, CacheTTL
     from canny.ledger import Ledger
     from canny.pricing import PriceTable
 
-__all__ = ["OFFLINE_KEY", "ClientBase", "aiter_events", "check_model", "sdk_http_client"]
+__all__ = [
+    "OFFLINE_KEY",
+    "ClientBase",
+    "Prompt",
+    "aiter_events",
+    "call_keywords",
+    "call_signature",
+    "check_model",
+    "sdk_http_client",
+    "signature_of",
+    "spec_args",
+]
 
 OFFLINE_KEY = "sk-ant-offline-emulator-0000"
 _warned_models: set[str] = set()
+
+#: A prompt: a string (one user turn) or the messages themselves.
+Prompt = str | Sequence[Mapping[str, Any]]
+
+_P = ParamSpec("_P")
+_Self = TypeVar("_Self")
+_R = TypeVar("_R")
+
+
+def call_keywords(
+    prompt: Prompt,
+    *,
+    system: Prompt | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    project: str | None = None,
+    tags: Iterable[str] | None = None,
+    session_id: str | None = None,
+    max_cost: Decimal | float | str | None = None,
+    cache: CacheMode | None = None,
+    cache_ttl: CacheTTL | None = None,
+    **params: Any,
+) -> None:
+    """The one signature of ``create`` and ``stream`` on clients and sessions (a session
+    sets ``session_id`` itself); any other keyword is an API parameter."""
+
+
+#: The keywords of :func:`call_keywords` that :meth:`ClientBase._spec` takes by name.
+_SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "session_id", "max_cost", "cache", "cache_ttl")
+
+
+def spec_args(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Split a call's keywords into :meth:`ClientBase._spec` arguments (the rest are API params)."""
+    args = {k: options.get(k) for k in _SPEC_KEYS}
+    args["params"] = {k: v for k, v in options.items() if k not in _SPEC_KEYS}
+    return args
+
+
+def signature_of(
+    template: Callable[_P, object],
+) -> Callable[[Callable[Concatenate[_Self, ...], _R]], Callable[Concatenate[_Self, _P], _R]]:
+    """A decorator giving ``method(self, *args, **options)`` the parameters of ``template``,
+    for type checkers (callers' keywords are checked) and for ``help()`` alike."""
+    shared = inspect.signature(template).parameters.values()
+
+    def decorate(method: Callable[Concatenate[_Self, ...], _R]) -> Callable[Concatenate[_Self, _P], _R]:
+        own = inspect.signature(method)
+        method.__signature__ = own.replace(parameters=[next(iter(own.parameters.values())), *shared])  # type: ignore[attr-defined]
+        return method  # it takes what the template declares
+
+    return decorate
+
+
+#: ``@call_signature`` on ``create``/``stream``: their keywords are those of :func:`call_keywords`.
+call_signature = signature_of(call_keywords)
 
 
 def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -149,6 +217,9 @@ def _self_closing_clients(sync_base: type[Any], async_base: type[Any]) -> tuple[
 class ClientBase:
     """Configuration, key, ledger and call preparation shared by both clients."""
 
+    #: The SDK client (``anthropic.Anthropic`` or ``AsyncAnthropic``), built on first use.
+    _sdk_client: Any = None
+
     def __init__(
         self,
         *,
@@ -219,6 +290,15 @@ class ClientBase:
             self._emulator_cm = serve_in_thread()
             self._emulator = self._emulator_cm.__enter__()
             self._base_url = self._emulator.base_url
+
+    def _sdk_once(self, build: Callable[[], _R]) -> _R:
+        """The SDK client of either twin, built by ``build`` on first use (once, however
+        many threads ask at the same time)."""
+        if self._sdk_client is None:
+            with self._init_lock:
+                if self._sdk_client is None:
+                    self._sdk_client = build()
+        return cast(_R, self._sdk_client)
 
     def resolve_key(self) -> ResolvedKey:
         """The API key this client uses (argument, environment, keyring; or the offline

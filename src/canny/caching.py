@@ -203,27 +203,18 @@ class _Scan:
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.existing: list[tuple[int, CacheTTL]] = []
         self.candidates: list[_Candidate] = []
-        position = 0
-        size = 0
+        self._position = 0
+        self._size = 0
 
         tools = params.get("tools")
         if isinstance(tools, list) and tools:
-            for tool in tools:
-                size += _block_bytes(tool)
-                self._note(tool, position)
-                position += 1
+            start, sizes = self._walk(tools)
             if isinstance(tools[-1], Mapping):
-                self.candidates.append(_Candidate("tools", position - 1, size, len(tools) - 1))
+                self.candidates.append(_Candidate("tools", start + len(tools) - 1, sizes[-1], len(tools) - 1))
 
-        system = params.get("system")
-        system_blocks = _content_blocks(system)
+        system_blocks = _content_blocks(params.get("system"))
         if system_blocks:
-            start, sizes = position, []
-            for block in system_blocks:
-                size += _block_bytes(block)
-                sizes.append(size)
-                self._note(block, position)
-                position += 1
+            start, sizes = self._walk(system_blocks)
             last = _last_eligible(system_blocks)
             if last >= 0:
                 self.candidates.append(_Candidate("system", start + last, sizes[last], last))
@@ -235,12 +226,7 @@ class _Scan:
         final_user = users[-1] if users else -1
         for i, message in enumerate(messages):
             blocks = _content_blocks(message.get("content") if isinstance(message, Mapping) else None)
-            start, sizes = position, []
-            for block in blocks:
-                size += _block_bytes(block)
-                sizes.append(size)
-                self._note(block, position)
-                position += 1
+            start, sizes = self._walk(blocks)
             if i == final_user - 1:
                 last = _last_eligible(blocks)
                 if last >= 0:
@@ -248,7 +234,18 @@ class _Scan:
 
         top = params.get("cache_control")
         if top is not None:  # automatic caching: a breakpoint on the last block
-            self.existing.append((position, _ttl_of(top)))
+            self.existing.append((self._position, _ttl_of(top)))
+
+    def _walk(self, blocks: Sequence[Any]) -> tuple[int, list[int]]:
+        """Take ``blocks`` next in cache order, noting their markers: the position of the
+        first, and the prefix size up to and including each."""
+        start, sizes = self._position, []
+        for block in blocks:
+            self._size += _block_bytes(block)
+            sizes.append(self._size)
+            self._note(block, self._position)
+            self._position += 1
+        return start, sizes
 
     def _note(self, block: Any, position: int) -> None:
         if isinstance(block, Mapping) and block.get("cache_control") is not None:

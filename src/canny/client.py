@@ -20,22 +20,29 @@ chooses ``"5m"`` (default) or ``"1h"``. Off unless asked for: see docs/caching.m
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from canny._call import Attempt, CallRun, CallSpec
-from canny._client_base import OFFLINE_KEY, ClientBase, aiter_events, check_model, sdk_http_client
+from canny._client_base import (
+    OFFLINE_KEY,
+    ClientBase,
+    Prompt,
+    aiter_events,
+    call_signature,
+    check_model,
+    sdk_http_client,
+    spec_args,
+)
 from canny._sdk_errors import translate
+from canny.session import AsyncSession, Session, cap_signature
 from canny.streaming import iter_events
 
 if TYPE_CHECKING:
     import anthropic
 
-    from canny.caching import CacheMode, CacheTTL
     from canny.result import CallResult
-    from canny.session import AsyncSession, Session
 
 __all__ = [
     "OFFLINE_KEY",
@@ -58,60 +65,24 @@ class Client(ClientBase):
     _sdk_client: anthropic.Anthropic | None = None
 
     def _sdk(self) -> anthropic.Anthropic:
-        if self._sdk_client is None:
-            import anthropic
+        import anthropic
 
-            with self._init_lock:
-                if self._sdk_client is None:
-                    self._sdk_client = anthropic.Anthropic(**self._sdk_kwargs())
-        return self._sdk_client
+        return self._sdk_once(lambda: anthropic.Anthropic(**self._sdk_kwargs()))
 
-    def stream(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        session_id: str | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> MessageStream:
+    @call_signature
+    def stream(self, prompt: Prompt, **options: Any) -> MessageStream:
         """Start a streamed call. Iterate the returned stream for text as it arrives;
         ``stream.result`` then holds the :class:`~canny.result.CallResult`."""
-        spec = self._spec(
-            prompt, stream=True, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
-        )  # fmt: skip
+        spec = self._spec(prompt, stream=True, **spec_args(options))
         return self._stream(spec)
 
     def _stream(self, spec: CallSpec, on_end: OnEnd | None = None) -> MessageStream:
         return MessageStream(self, self._prepare(spec), on_end=on_end)
 
-    def create(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        session_id: str | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> CallResult:
+    @call_signature
+    def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """A non-streamed call, retried per the policy. Returns the :class:`CallResult`."""
-        spec = self._spec(
-            prompt, stream=False, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
-        )  # fmt: skip
+        spec = self._spec(prompt, stream=False, **spec_args(options))
         attempts = self._prepare(spec).retrying()
         for attempt in attempts:
             with attempt as state:
@@ -120,17 +91,10 @@ class Client(ClientBase):
                 state.body(raw.http_response.content)
         return attempts.result
 
-    def session(
-        self,
-        *,
-        max_cost: Decimal | float | str | None = None,
-        max_iterations: int | None = None,
-        max_wall_time: float | None = None,
-    ) -> Session:
+    @cap_signature
+    def session(self, **caps: Any) -> Session:
         """A run of calls (an agent loop) that stops *before* a call could cross a cap."""
-        from canny.session import Session
-
-        return Session(self, max_cost=max_cost, max_iterations=max_iterations, max_wall_time=max_wall_time)
+        return Session(self, **caps)
 
     def close(self) -> None:
         if self._sdk_client is not None:
@@ -217,59 +181,23 @@ class AsyncClient(ClientBase):
     _sdk_client: anthropic.AsyncAnthropic | None = None
 
     def _sdk(self) -> anthropic.AsyncAnthropic:
-        if self._sdk_client is None:
-            import anthropic
+        import anthropic
 
-            with self._init_lock:
-                if self._sdk_client is None:
-                    self._sdk_client = anthropic.AsyncAnthropic(**self._sdk_kwargs(asynchronous=True))
-        return self._sdk_client
+        return self._sdk_once(lambda: anthropic.AsyncAnthropic(**self._sdk_kwargs(asynchronous=True)))
 
-    def stream(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        session_id: str | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> AsyncMessageStream:
+    @call_signature
+    def stream(self, prompt: Prompt, **options: Any) -> AsyncMessageStream:
         """Start a streamed call; ``async for text in stream`` then ``stream.result``."""
-        spec = self._spec(
-            prompt, stream=True, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
-        )  # fmt: skip
+        spec = self._spec(prompt, stream=True, **spec_args(options))
         return self._stream(spec)
 
     def _stream(self, spec: CallSpec, on_end: OnEnd | None = None) -> AsyncMessageStream:
         return AsyncMessageStream(self, self._prepare(spec), on_end=on_end)
 
-    async def create(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        session_id: str | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> CallResult:
+    @call_signature
+    async def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """A non-streamed call, retried per the policy."""
-        spec = self._spec(
-            prompt, stream=False, system=system, model=model, max_tokens=max_tokens, project=project,
-            tags=tags, session_id=session_id, max_cost=max_cost, params=params, cache=cache, cache_ttl=cache_ttl,
-        )  # fmt: skip
+        spec = self._spec(prompt, stream=False, **spec_args(options))
         attempts = self._prepare(spec).retrying()
         async for attempt in attempts:
             with attempt as state:
@@ -280,17 +208,10 @@ class AsyncClient(ClientBase):
                 state.body(raw.http_response.content)
         return attempts.result
 
-    def session(
-        self,
-        *,
-        max_cost: Decimal | float | str | None = None,
-        max_iterations: int | None = None,
-        max_wall_time: float | None = None,
-    ) -> AsyncSession:
+    @cap_signature
+    def session(self, **caps: Any) -> AsyncSession:
         """The async twin of :meth:`Client.session`."""
-        from canny.session import AsyncSession
-
-        return AsyncSession(self, max_cost=max_cost, max_iterations=max_iterations, max_wall_time=max_wall_time)
+        return AsyncSession(self, **caps)
 
     async def aclose(self) -> None:
         if self._sdk_client is not None:

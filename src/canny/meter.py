@@ -167,15 +167,7 @@ class Meter(anthropic.Middleware):
     def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
         if not _metered(request):
             return call_next(request)
-        later, send = _split_chain(call_next)
-        if not later:
-            return self._attempt(request, call_next)
-        # Middleware after this one may send several HTTP attempts (a refusal fallback, a
-        # hedge): run it over a chain whose last link meters each attempt it sends.
-        chain: Any = functools.partial(self._attempt, call_next=send)
-        for handler in reversed(later):
-            chain = _link(handler, chain)
-        return cast("APIResponse[Any]", chain(request))
+        return cast("APIResponse[Any]", _chain(call_next, self._attempt)(request))
 
     def _attempt(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
         """Meter one HTTP attempt: ``call_next`` sends it."""
@@ -187,23 +179,13 @@ class Meter(anthropic.Middleware):
             raise
         http = _http_response(response)
         raw = _read(http) if http is not None and not http.is_success else None
-        if tap.observe(http, raw) and http is not None:
-            if isinstance(http.stream, httpx2.SyncByteStream):
-                http.stream = _SyncTee(http.stream, tap)
-            else:
-                tap.untappable()
+        tap.arrived(http, raw, _SyncTee)
         return response
 
     async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         if not _metered(request):
             return await call_next(request)
-        later, send = _split_chain(call_next)
-        if not later:
-            return await self._attempt_async(request, call_next)
-        chain: Any = functools.partial(self._attempt_async, call_next=send)
-        for handler in reversed(later):
-            chain = _link(handler, chain)
-        return cast("AsyncAPIResponse[Any]", await chain(request))
+        return cast("AsyncAPIResponse[Any]", await _chain(call_next, self._attempt_async)(request))
 
     async def _attempt_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         tap = self._begin(request)
@@ -214,11 +196,7 @@ class Meter(anthropic.Middleware):
             raise
         http = _http_response(response)
         raw = await _aread(http) if http is not None and not http.is_success else None
-        if tap.observe(http, raw) and http is not None:
-            if isinstance(http.stream, httpx2.AsyncByteStream):
-                http.stream = _AsyncTee(http.stream, tap)
-            else:
-                tap.untappable()
+        tap.arrived(http, raw, _AsyncTee)
         return response
 
     # -- one attempt --------------------------------------------------------------------
@@ -313,6 +291,17 @@ def _split_chain(call_next: Any) -> tuple[list[Any], Any]:
     return handlers, link
 
 
+def _chain(call_next: Any, attempt: Any) -> Any:
+    """What runs a metered request: ``attempt(request, call_next=...)`` for each HTTP
+    attempt. Middleware after this one may send several (a refusal fallback, a hedge):
+    it runs over a chain whose last link meters each attempt it sends."""
+    later, send = _split_chain(call_next)
+    chain: Any = functools.partial(attempt, call_next=send)
+    for handler in reversed(later):
+        chain = _link(handler, chain)
+    return chain
+
+
 def _link(handler: Any, call_next: Any) -> Any:
     """One link of a chain: ``handler(request, call_next)``."""
 
@@ -389,6 +378,14 @@ class _Tap:
         self._event_error: errors.APIError | None = None
 
     # -- what the attempt saw -----------------------------------------------------------
+    def arrived(self, http: httpx2.Response | None, raw: bytes | None, tee: type[_SyncTee | _AsyncTee]) -> None:
+        """The response arrived: record it, or wrap its body in ``tee`` to see it as the SDK reads it."""
+        if self.observe(http, raw) and http is not None:
+            if isinstance(http.stream, tee.wraps):
+                http.stream = tee(http.stream, self)
+            else:
+                self.untappable()
+
     def observe(self, http: httpx2.Response | None, raw: bytes | None) -> bool:
         """The response arrived: record it now, or return ``True`` to tee its body."""
         if http is None:
@@ -591,10 +588,10 @@ def _unknown(exc: BaseException) -> errors.APIError:
     return errors.APIError(f"the request failed ({type(exc).__name__})", error_type=type(exc).__name__)
 
 
-class _SyncTee(httpx2.SyncByteStream):
-    """The response body, teed into a :class:`_Tap` as the SDK reads it."""
+class _Tee:
+    """What both tees share: the body they wrap and the tap they feed."""
 
-    def __init__(self, body: httpx2.SyncByteStream, tap: _Tap) -> None:
+    def __init__(self, body: Any, tap: _Tap) -> None:
         self._body = body
         self._tap = tap
 
@@ -603,6 +600,18 @@ class _SyncTee(httpx2.SyncByteStream):
         if name == "_body":
             raise AttributeError(name)
         return getattr(self._body, name)
+
+    def __del__(self) -> None:
+        # A response dropped unread and unclosed: its attempt still happened.
+        if not sys.is_finalizing():
+            self._tap.end("closed")
+
+
+class _SyncTee(_Tee, httpx2.SyncByteStream):
+    """The response body, teed into a :class:`_Tap` as the SDK reads it."""
+
+    _body: httpx2.SyncByteStream
+    wraps = httpx2.SyncByteStream
 
     def __iter__(self) -> Iterator[bytes]:
         tap = self._tap
@@ -619,23 +628,12 @@ class _SyncTee(httpx2.SyncByteStream):
         self._tap.end("closed")
         self._body.close()
 
-    def __del__(self) -> None:
-        # A response dropped unread and unclosed: its attempt still happened.
-        if not sys.is_finalizing():
-            self._tap.end("closed")
 
-
-class _AsyncTee(httpx2.AsyncByteStream):
+class _AsyncTee(_Tee, httpx2.AsyncByteStream):
     """The async twin of :class:`_SyncTee`."""
 
-    def __init__(self, body: httpx2.AsyncByteStream, tap: _Tap) -> None:
-        self._body = body
-        self._tap = tap
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "_body":
-            raise AttributeError(name)
-        return getattr(self._body, name)
+    _body: httpx2.AsyncByteStream
+    wraps = httpx2.AsyncByteStream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         tap = self._tap
@@ -655,10 +653,6 @@ class _AsyncTee(httpx2.AsyncByteStream):
     async def aclose(self) -> None:
         self._tap.end("closed")
         await self._body.aclose()
-
-    def __del__(self) -> None:
-        if not sys.is_finalizing():
-            self._tap.end("closed")
 
 
 class _MeterModule(types.ModuleType):

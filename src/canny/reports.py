@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from canny.ledger import ANSWER_OUTCOMES, AttemptRecord, GroupBy, GroupTotals, Ledger, ReportingLedger
+from canny.ledger import ANSWER_OUTCOMES, AttemptRecord, GroupBy, GroupTotals, Ledger, ReportingLedger, Sums
 from canny.pricing import CacheSavingRates, cache_saving_rates
 from canny.usage import TOKEN_BUCKETS, Usage, usage_from_columns
 
@@ -74,25 +74,12 @@ Pricer = Callable[[AttemptRecord], Decimal | None]
 
 
 @dataclass(frozen=True, slots=True)
-class ReportRow:
-    """One line of a report: a group (``None`` = no project/tag) or the total."""
+class ReportRow(Sums):
+    """One line of a report: a group (``None`` = no project/tag) or the total, and its
+    :class:`~canny.ledger.Sums` (``saved_usd``: see the module docstring; negative when
+    writes cost more than reads saved)."""
 
     group: str | None
-    calls: int = 0
-    attempts: int = 0
-    input_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
-    #: Sum over priced attempts; ``None`` when no attempt of the group has a price.
-    cost_usd: Decimal | None = None
-    unpriced: int = 0
-    failures: int = 0
-    #: Net saving of prompt caching (see the module docstring); ``None`` when not computed
-    #: or when no attempt of the group has a price. Negative when writes cost more than
-    #: reads saved.
-    saved_usd: Decimal | None = None
     #: With ``reprice``: the attempts priced today, summed at today's prices; how many have
     #: no price today; and today's minus the stored cost over the attempts priced both ways
     #: (``None`` when there is none), so an unknown price never reads as a change to $0.
@@ -113,8 +100,7 @@ class ReportRow:
 
     @classmethod
     def from_totals(cls, totals: GroupTotals) -> ReportRow:
-        values = {f.name: getattr(totals, f.name) for f in fields(totals) if f.name != "key"}
-        return cls(group=totals.key, **values)
+        return cls(totals.key, **{f.name: getattr(totals, f.name) for f in fields(Sums)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,28 +39,26 @@ and monthly budgets of :mod:`canny.budget` still apply to every call, independen
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
+from canny._client_base import ClientBase, Prompt, call_signature, signature_of, spec_args
 from canny.errors import APIError, ConfigError, SessionLimitReached
 from canny.usage import Usage
 
 if TYPE_CHECKING:
     from canny._call import CallRun, CallSpec
-    from canny._client_base import ClientBase
-    from canny.caching import CacheMode, CacheTTL
-    from canny.client import AsyncClient, AsyncMessageStream, Client, MessageStream
+    from canny.client import AsyncClient, AsyncMessageStream, Client, MessageStream  # noqa: F401 (Client: in a base)
     from canny.result import CallResult
 
-__all__ = ["AsyncSession", "Session", "SessionTotals"]
-
-Prompt = str | Sequence[Mapping[str, Any]]
+__all__ = ["AsyncSession", "Session", "SessionTotals", "cap_signature"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +82,33 @@ def _cost_cap(value: Decimal | float | str | None) -> Decimal | None:
     return parse_money(value, "max_cost")
 
 
-class _Caps:
+_ClientT = TypeVar("_ClientT", bound=ClientBase)
+
+
+def cap_keywords(
+    *,
+    max_cost: Decimal | float | str | None = None,
+    max_iterations: int | None = None,
+    max_wall_time: float | None = None,
+) -> None:
+    """The caps a session takes (``client.session(...)``): see the module docstring."""
+
+
+#: ``@cap_signature`` on ``Client.session``: its keywords are those of :func:`cap_keywords`.
+cap_signature = signature_of(cap_keywords)
+
+
+class _Caps(Generic[_ClientT]):
     """The caps, the running totals, and the check made before every call."""
 
     def __init__(
         self,
-        client: ClientBase,
+        client: _ClientT,
         *,
-        max_cost: Decimal | float | str | None,
-        max_iterations: int | None,
-        max_wall_time: float | None,
-        clock: Callable[[], float],
+        max_cost: Decimal | float | str | None = None,
+        max_iterations: int | None = None,
+        max_wall_time: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_iterations is not None and (isinstance(max_iterations, bool) or max_iterations < 0):
             raise ConfigError(f"max_iterations must be a non-negative whole number, not {max_iterations!r}")
@@ -137,7 +151,7 @@ class _Caps:
             hint="end the loop here, or start a session with a higher cap; the totals are in the error's .totals",
         )
 
-    def _check(self, prompt: Prompt, kwargs: dict[str, Any], *, stream: bool) -> tuple[CallSpec, Decimal | None]:
+    def _check(self, prompt: Prompt, options: dict[str, Any], *, stream: bool) -> tuple[CallSpec, Decimal | None]:
         """Raise :class:`SessionLimitReached` if the next call could cross a cap; return the
         call's spec, and its worst case when a cost cap needs it."""
         if self._ended_at is not None:
@@ -155,7 +169,7 @@ class _Caps:
                     f"far), past max_wall_time of {self.max_wall_time:g} s",
                     self.max_wall_time,
                 )
-        spec = self.client._spec(prompt, stream=stream, session_id=self.id, **_spec_args(kwargs))
+        spec = self.client._spec(prompt, stream=stream, **spec_args({**options, "session_id": self.id}))
         if self.max_cost is None:
             return spec, None
         from canny.budget import affordable_max_tokens
@@ -184,9 +198,19 @@ class _Caps:
         self._usage = self._usage + usage
         self._longest = max(self._longest, self.clock() - started)
 
-    def _record_result(self, result: CallResult | None, worst: Decimal | None, started: float) -> None:
-        if result is not None:
-            self._record(result.cost, result.usage, worst, started)
+    @contextlib.contextmanager
+    def _counted_call(self, prompt: Prompt, options: dict[str, Any]) -> Iterator[_Counted]:
+        """A non-streamed call within the caps: checked before it is sent; counted with
+        :meth:`_Counted.done`, or, failed, with what its error says it cost."""
+        options = _session_options(options)
+        _, worst = self._check(prompt, options, stream=False)
+        call = _Counted(self, options, worst, self.clock())
+        try:
+            yield call
+        except APIError as exc:
+            if exc.result is not None:
+                call.done(exc.result)
+            raise
 
     def _record_run(self, run: CallRun, worst: Decimal | None, started: float) -> None:
         if run.attempts:
@@ -197,51 +221,32 @@ class _Caps:
         return partial(self._record_run, worst=worst, started=self.clock())
 
 
-_SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "max_cost", "cache", "cache_ttl")
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """A non-streamed session call: its checked keywords, and what counting it needs."""
+
+    caps: _Caps[Any]
+    options: dict[str, Any]
+    worst: Decimal | None
+    started: float
+
+    def done(self, result: CallResult) -> CallResult:
+        self.caps._record(result.cost, result.usage, self.worst, self.started)
+        return result
 
 
-def _spec_args(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Split call keywords into ``ClientBase._spec`` arguments (the rest are API params)."""
-    args = {k: kwargs.get(k) for k in _SPEC_KEYS}
-    args["params"] = {k: v for k, v in kwargs.items() if k not in _SPEC_KEYS}
-    return args
-
-
-def _call_args(
-    system: str | Sequence[Mapping[str, Any]] | None,
-    model: str | None,
-    max_tokens: int | None,
-    project: str | None,
-    tags: Iterable[str] | None,
-    max_cost: Decimal | float | str | None,
-    cache: CacheMode | None,
-    cache_ttl: CacheTTL | None,
-    params: dict[str, Any],
-) -> dict[str, Any]:
-    if "session_id" in params:
+def _session_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A session call's keywords, checked by the caps and then sent: a session sets
+    ``session_id`` itself, and ``tags`` are read twice, so an iterator is taken once."""
+    if "session_id" in options:
         raise TypeError("a session sets session_id itself")
-    tags = tuple(tags) if tags is not None else None
-    return {"system": system, "model": model, "max_tokens": max_tokens, "project": project, "tags": tags,
-            "max_cost": max_cost, "cache": cache, "cache_ttl": cache_ttl, **params}  # fmt: skip
+    if options.get("tags") is not None:
+        options["tags"] = tuple(options["tags"])
+    return options
 
 
-class Session(_Caps):
+class Session(_Caps["Client"]):
     """A capped run of calls on a :class:`~canny.client.Client` (see the module docstring)."""
-
-    client: Client
-
-    def __init__(
-        self,
-        client: Client,
-        *,
-        max_cost: Decimal | float | str | None = None,
-        max_iterations: int | None = None,
-        max_wall_time: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            client, max_cost=max_cost, max_iterations=max_iterations, max_wall_time=max_wall_time, clock=clock
-        )
 
     def __enter__(self) -> Self:
         return self
@@ -249,70 +254,23 @@ class Session(_Caps):
     def __exit__(self, *exc: object) -> None:
         self.end()
 
-    def create(
-        self,
-        prompt: Prompt,
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> CallResult:
+    @call_signature
+    def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """``Client.create`` within the session's caps."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
-        _, worst = self._check(prompt, kwargs, stream=False)
-        started = self.clock()
-        try:
-            result = self.client.create(prompt, session_id=self.id, **kwargs)
-        except APIError as exc:
-            self._record_result(exc.result, worst, started)
-            raise
-        self._record_result(result, worst, started)
-        return result
+        with self._counted_call(prompt, options) as call:
+            return call.done(self.client.create(prompt, session_id=self.id, **call.options))
 
-    def stream(
-        self,
-        prompt: Prompt,
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> MessageStream:
+    @call_signature
+    def stream(self, prompt: Prompt, **options: Any) -> MessageStream:
         """``Client.stream`` within the session's caps; the call counts once the stream
         ends (finished, failed or closed early)."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
-        spec, worst = self._check(prompt, kwargs, stream=True)
+        options = _session_options(options)
+        spec, worst = self._check(prompt, options, stream=True)
         return self.client._stream(spec, on_end=self._counted(worst))
 
 
-class AsyncSession(_Caps):
+class AsyncSession(_Caps["AsyncClient"]):
     """The async twin of :class:`Session` (``async with client.session(...) as s``)."""
-
-    client: AsyncClient
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        *,
-        max_cost: Decimal | float | str | None = None,
-        max_iterations: int | None = None,
-        max_wall_time: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            client, max_cost=max_cost, max_iterations=max_iterations, max_wall_time=max_wall_time, clock=clock
-        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -320,47 +278,15 @@ class AsyncSession(_Caps):
     async def __aexit__(self, *exc: object) -> None:
         self.end()
 
-    async def create(
-        self,
-        prompt: Prompt,
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> CallResult:
+    @call_signature
+    async def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """``AsyncClient.create`` within the session's caps."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
-        _, worst = self._check(prompt, kwargs, stream=False)
-        started = self.clock()
-        try:
-            result = await self.client.create(prompt, session_id=self.id, **kwargs)
-        except APIError as exc:
-            self._record_result(exc.result, worst, started)
-            raise
-        self._record_result(result, worst, started)
-        return result
+        with self._counted_call(prompt, options) as call:
+            return call.done(await self.client.create(prompt, session_id=self.id, **call.options))
 
-    def stream(
-        self,
-        prompt: Prompt,
-        *,
-        system: str | Sequence[Mapping[str, Any]] | None = None,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        project: str | None = None,
-        tags: Iterable[str] | None = None,
-        max_cost: Decimal | float | str | None = None,
-        cache: CacheMode | None = None,
-        cache_ttl: CacheTTL | None = None,
-        **params: Any,
-    ) -> AsyncMessageStream:
+    @call_signature
+    def stream(self, prompt: Prompt, **options: Any) -> AsyncMessageStream:
         """``AsyncClient.stream`` within the session's caps."""
-        kwargs = _call_args(system, model, max_tokens, project, tags, max_cost, cache, cache_ttl, params)
-        spec, worst = self._check(prompt, kwargs, stream=True)
+        options = _session_options(options)
+        spec, worst = self._check(prompt, options, stream=True)
         return self.client._stream(spec, on_end=self._counted(worst))

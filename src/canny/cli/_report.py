@@ -114,6 +114,13 @@ def _usage(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{text!r} is out of the range of dates (years 1 to 9999)") from None
 
 
+def _range_options(command: Any) -> Any:
+    """``--since`` and ``--until``, the range of attempts a command reads (see :func:`_range`)."""
+    command = click.option("--until", metavar="WHEN", help="Up to this time (a date includes that whole day).")(command)
+    since_help = "From this time on: YYYY-MM-DD, an ISO datetime, today, 7d ..."
+    return click.option("--since", metavar="WHEN", help=since_help)(command)
+
+
 def _range(since: str | None, until: str | None, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
     from canny.reports import parse_when
 
@@ -138,8 +145,7 @@ def _blocks(stream: TextIO) -> bool:
 
 @click.command(cls=_OneLineErrors)
 @click.option("--by", type=click.Choice(GROUP_BYS), default="day", show_default=True, help="How to group attempts.")
-@click.option("--since", metavar="WHEN", help="From this time on: YYYY-MM-DD, an ISO datetime, today, 7d ...")
-@click.option("--until", metavar="WHEN", help="Up to this time (a date includes that whole day).")
+@_range_options
 @click.option("--tz", metavar="ZONE", help="Time zone of days, weeks and months (default: config, else UTC).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list (amounts as strings).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
@@ -247,8 +253,7 @@ def path_command(target: str | None) -> None:
 
 @ledger.command("export")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--since", metavar="WHEN", help="From this time on: YYYY-MM-DD, an ISO datetime, today, 7d ...")
-@click.option("--until", metavar="WHEN", help="Up to this time (a date includes that whole day).")
+@_range_options
 @click.option("--tz", metavar="ZONE", help="Time zone for dates in --since/--until (default: config, else UTC).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
 @click.option("--include-text", is_flag=True, help="Include stored prompt/response text (off by default).")

@@ -29,6 +29,7 @@ __all__ = [
     "Ledger",
     "Outcome",
     "ReportingLedger",
+    "Sums",
 ]
 
 #: Outcomes that are answers; reports count every other outcome as a failure.
@@ -124,31 +125,38 @@ class InflightLedger(Ledger, Protocol):
         ``everything``) as ``lost`` rows, settling their budget reservations; return how many."""
 
 
-@dataclass(frozen=True, slots=True)
-class GroupTotals:
-    """Sums over the attempts of one report group (or of the whole range).
-
-    ``key`` is the group's label (``2026-11-24``, ``2026-W48``, ``2026-11``, a model, tag,
-    project or outcome; ``None`` for attempts with no project/tag; ``"total"`` for totals).
-    ``calls`` counts distinct call ids, ``attempts`` rows.
-    ``cost_usd`` sums the priced attempts only and is ``None`` when none was priced;
-    ``unpriced`` counts attempts with no cost, which are never folded into $0.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sums:
+    """What a report sums over attempts, keyword-only (a report group and a report row add
+    their label). ``calls`` counts distinct call ids, ``attempts`` rows. ``cost_usd`` sums
+    the priced attempts only and is ``None`` when none was priced; ``unpriced`` counts
+    attempts with no cost, which are never folded into $0.
     """
 
-    key: str | None
-    calls: int
-    attempts: int
-    input_tokens: int
-    cache_write_5m_tokens: int
-    cache_write_1h_tokens: int
-    cache_read_tokens: int
-    output_tokens: int
-    cost_usd: Decimal | None
-    unpriced: int
-    failures: int
+    calls: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal | None = None
+    unpriced: int = 0
+    failures: int = 0
     #: With ``savings=``: the net saving of prompt caching over the attempts that count
     #: (:meth:`canny.pricing.CacheSavingRates.saving_units`); ``None`` without it, or when ``cost_usd`` is.
     saved_usd: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTotals(Sums):
+    """The :class:`Sums` of one report group (or of the whole range).
+
+    ``key`` is the group's label (``2026-11-24``, ``2026-W48``, ``2026-11``, a model, tag,
+    project or outcome; ``None`` for attempts with no project/tag; ``"total"`` for totals).
+    """
+
+    key: str | None
 
 
 @runtime_checkable
