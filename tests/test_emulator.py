@@ -61,7 +61,9 @@ def text_of(message: Message) -> str:
 
 
 def _post(url: str, body: dict[str, Any], **headers: str) -> httpx2.Response:
-    return httpx2.post(f"{url}/v1/messages", json=body, headers={"x-api-key": KEY, "anthropic-version": VERSION, **headers})
+    return httpx2.post(
+        f"{url}/v1/messages", json=body, headers={"x-api-key": KEY, "anthropic-version": VERSION, **headers}
+    )
 
 
 def _events(raw: str) -> list[tuple[str, str]]:

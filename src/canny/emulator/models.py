@@ -65,8 +65,9 @@ class ModelInfo:
 
     @property
     def output_details(self) -> bool:
-        """Whether ``usage.output_tokens_details`` (``thinking_tokens``) is reported:
-        recorded for Opus 4.8 and the 5.x models, absent for Opus 4.7 and Sonnet 4.6."""
+        """Whether ``usage.output_tokens_details`` (``thinking_tokens``) is reported without
+        thinking asked for: recorded for Opus 4.8 and the 5.x models (which think by
+        default), absent for Opus 4.7 and Sonnet 4.6."""
         return self.generation >= 4.8
 
     def capabilities(self) -> dict[str, Any]:

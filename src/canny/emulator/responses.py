@@ -211,8 +211,17 @@ def _message(answer: Answer, request: MessagesRequest, message_id: str, *, head:
     # message_start's placeholder is 1 output token, 0 for a refusal before any output.
     placeholder = 0 if answer.stop_reason == "refusal" and not answer.text else 1
     output = placeholder if head else answer.output_tokens
-    message["usage"] = _usage(answer.usage, output, _inference_geo(request), details=request.model.output_details)
+    message["usage"] = _usage(answer.usage, output, _inference_geo(request), details=_details(request) and not head)
     return message
+
+
+def _details(request: MessagesRequest) -> bool:
+    """Whether usage reports ``output_tokens_details`` (in JSON bodies and message_delta,
+    never message_start): recorded when the model thinks, by default (Opus 4.8, 5.x) or
+    because the request turned thinking on."""
+    thinking = request.raw.get("thinking")
+    asked = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    return request.model.output_details or asked
 
 
 def error_body(error_type: str, message: str, request_id: str, error_code: str | None = None) -> dict[str, Any]:
@@ -347,7 +356,7 @@ def _stream_steps(
         steps.append(Body(sse.content_block_stop(index)))
     if not answer.text and not answer.tool_calls:
         steps.append(Body(sse.ping()))
-    usage = _usage(answer.usage, answer.output_tokens, details=request.model.output_details)
+    usage = _usage(answer.usage, answer.output_tokens, details=_details(request))
     usage.pop("cache_creation")
     usage.pop("service_tier")
     usage.pop("inference_geo")  # message_start carries it; recorded message_delta usage does not
@@ -377,7 +386,7 @@ def _stream_blocks(answer: Answer) -> list[tuple[dict[str, Any], list[bytes]]]:
         blocks.append(({"type": "text", "text": ""}, [sse.text_delta(0, d) for d in split_deltas(answer.text)]))
     for call in answer.tool_calls:
         index = len(blocks)
-        start = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        start = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}, "caller": {"type": "direct"}}
         # The API opens every tool_use block with an empty partial_json delta (recorded).
         pieces = ["", *input_chunks(call.json)]
         blocks.append((start, [sse.input_json_delta(index, piece) for piece in pieces]))

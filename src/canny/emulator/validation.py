@@ -334,6 +334,7 @@ def validate_messages(body: object, *, count_only: bool = False, version: str = 
     if model is None or model.lifecycle == "retired":
         raise ApiError(404, "not_found_error", f"model: {model_id}")
     _check_sampling(body, model)
+    _check_effort(body, model)
     if max_tokens > model.max_tokens:
         raise _invalid(
             f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number of "
@@ -391,6 +392,18 @@ def _check_sampling(body: Mapping[str, Any], model: ModelInfo) -> None:
             raise _invalid(f"{name}: Input should be less than or equal to 1")
     if "temperature" in given and "top_p" in given:
         raise _invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
+
+
+def _check_effort(body: Mapping[str, Any], model: ModelInfo) -> None:
+    """An effort level the model does not offer (recorded wording; the levels sorted)."""
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort is None:
+        return
+    levels = model.capabilities()["effort"]
+    if levels["supported"] and not levels[effort]["supported"]:
+        offered = sorted(name for name in _EFFORTS if levels[name]["supported"])
+        raise _invalid(f"This model does not support effort level '{effort}'. Supported levels: {', '.join(offered)}.")
 
 
 def _check_options(body: Mapping[str, Any]) -> None:
