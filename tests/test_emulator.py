@@ -21,6 +21,8 @@ from canny.emulator.tokens import count_tokens
 
 KEY = "sk-ant-api03-CANARY-emulator-test-key"
 MODEL = "claude-opus-5-5"
+#: The API version the SDK 2.x sends (raw requests need one, like the real API).
+VERSION = "2026-10-21"
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello there"}]
 
 ClientFactory = Callable[..., anthropic.Anthropic]
@@ -59,7 +61,9 @@ def text_of(message: Message) -> str:
 
 
 def _post(url: str, body: dict[str, Any], **headers: str) -> httpx2.Response:
-    return httpx2.post(f"{url}/v1/messages", json=body, headers={"x-api-key": KEY, **headers})
+    return httpx2.post(
+        f"{url}/v1/messages", json=body, headers={"x-api-key": KEY, "anthropic-version": VERSION, **headers}
+    )
 
 
 def _events(raw: str) -> list[tuple[str, str]]:
@@ -89,7 +93,7 @@ def test_startup_is_fast_and_shutdown_clean() -> None:
 
 def test_round_trips_take_milliseconds(emu: EmulatorHandle) -> None:
     """Responses are not held back by Nagle's algorithm (TCP_NODELAY): a round trip is a few ms, not 40."""
-    with httpx2.Client(headers={"x-api-key": KEY}) as http:
+    with httpx2.Client(headers={"x-api-key": KEY, "anthropic-version": VERSION}) as http:
         http.get(f"{emu.base_url}/v1/models")
         times = []
         for _ in range(9):
@@ -245,7 +249,7 @@ def test_sse_framing_matches_the_api(emu: EmulatorHandle) -> None:
     text = "".join(json.loads(d)["delta"]["text"] for n, d in events if n == "content_block_delta")
     assert delta["usage"]["output_tokens"] == count_tokens(text)
     assert delta["usage"]["input_tokens"] == start["usage"]["input_tokens"]
-    assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None, "stop_details": None}
 
 
 def test_error_bodies_have_the_api_shape(emu: EmulatorHandle) -> None:
@@ -255,7 +259,7 @@ def test_error_bodies_have_the_api_shape(emu: EmulatorHandle) -> None:
     assert response.status_code == 400
     assert body == {
         "type": "error",
-        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required", "details": None},
         "request_id": response.headers["request-id"],
     }
     missing = httpx2.get(f"{emu.base_url}/v2/nothing", headers={"x-api-key": KEY})

@@ -225,7 +225,11 @@ def test_complete_answers(emu: EmulatorHandle, name: str, stream: bool) -> None:
 def test_no_message_stop_omits_only_the_last_event(emu: EmulatorHandle) -> None:
     """The stream ends right after message_delta, with no message_stop."""
     body = {"model": MODEL, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
-    raw = httpx2.post(f"{emu.url_for('no_message_stop')}/v1/messages", json=body, headers={"x-api-key": KEY}).text
+    raw = httpx2.post(
+        f"{emu.url_for('no_message_stop')}/v1/messages",
+        json=body,
+        headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
+    ).text
     names = [frame.split("\n")[0] for frame in raw.split("\n\n") if frame]
     assert names[-1] == "event: message_delta"
     assert "event: message_stop" not in names
@@ -276,7 +280,10 @@ def test_shutdown_cuts_a_stalled_stream() -> None:
         body = {"model": MODEL, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
         client = httpx2.Client(timeout=10.0)
         request = client.build_request(
-            "POST", f"{handle.url_for('stall')}/v1/messages", json=body, headers={"x-api-key": KEY}
+            "POST",
+            f"{handle.url_for('stall')}/v1/messages",
+            json=body,
+            headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
         )
         response = client.send(request, stream=True)
         chunks = response.iter_bytes()

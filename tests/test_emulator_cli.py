@@ -91,7 +91,10 @@ def test_serve_runs_until_ctrl_c(tmp_path: Path) -> None:
         header = [proc.stderr.readline() for _ in range(5)]
         assert f"export ANTHROPIC_BASE_URL={url}\n" in [line.strip() + "\n" for line in header]
         statuses = [
-            httpx2.post(f"{url}/v1/messages", json=BODY, headers={"x-api-key": KEY}).status_code for _ in range(2)
+            httpx2.post(
+                f"{url}/v1/messages", json=BODY, headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+            ).status_code
+            for _ in range(2)
         ]
         assert statuses == [529, 200]
         proc.send_signal(signal.SIGINT)

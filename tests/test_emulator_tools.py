@@ -135,7 +135,7 @@ def _assistant(message: Message) -> dict[str, Any]:
 
 
 def _post(url: str, body: dict[str, Any]) -> httpx2.Response:
-    return httpx2.post(f"{url}/v1/messages", json=body, headers={"x-api-key": KEY})
+    return httpx2.post(f"{url}/v1/messages", json=body, headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"})
 
 
 def _events(raw: str) -> list[dict[str, Any]]:

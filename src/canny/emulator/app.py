@@ -1,10 +1,15 @@
 """The emulator's Starlette application: routes, auth, fault selection and recording.
 
-Routes (each also under a fault-plan prefix ``/x/{run}/{plan}``):
+Routes (each also under a fault-plan prefix ``/x/{run}/{plan}``, and each also with a
+trailing slash; the list is :data:`ROUTES`):
 
 - ``POST /v1/messages``: streamed or not, with the fault for this request applied;
 - ``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``;
 - ``GET /v1/models`` and ``GET /v1/models/{model_id}``.
+
+Every request needs a key and an ``anthropic-version`` header (the API's 401 and 400
+otherwise); every response carries ``request-id`` and the ``anthropic-ratelimit-*``
+headers of its run (:mod:`canny.emulator.ratelimits`).
 
 Which fault a ``/v1/messages`` request gets: under ``/x/{run}/{plan}``, the N-th request
 of that run gets the N-th fault of the comma-separated plan, then ``ok``; without a
@@ -18,6 +23,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+import math
 import random
 import threading
 import time
@@ -34,6 +40,7 @@ from starlette.types import Receive, Scope, Send
 from canny.emulator.cache import PromptCache, prompt_blocks
 from canny.emulator.faults import OK, Fault, parse_fault, parse_plan
 from canny.emulator.models import MODELS, resolve_model
+from canny.emulator.ratelimits import RateWindow
 from canny.emulator.recorder import RecordedRequest, Recorder, redact_headers
 from canny.emulator.responses import (
     api_error_script,
@@ -44,14 +51,21 @@ from canny.emulator.responses import (
     new_id,
     status_fault_script,
 )
-from canny.emulator.scenario import Scenario
+from canny.emulator.scenario import RateLimits, Scenario
 from canny.emulator.threads import ThreadStore, keeps_reply
 from canny.emulator.tokens import Directives, parse_directives
 from canny.emulator.tools import plan_calls
-from canny.emulator.validation import ApiError, MessagesRequest, validate_messages
+from canny.emulator.validation import (
+    LATEST_VERSION,
+    ApiError,
+    MessagesRequest,
+    check_context_window,
+    check_version,
+    validate_messages,
+)
 from canny.emulator.wire import TRANSPORT_KEY, Start, Step, find_transport, play
 
-__all__ = ["EmulatorApp", "EmulatorState", "create_app"]
+__all__ = ["ROUTES", "EmulatorApp", "EmulatorState", "create_app"]
 
 #: The Messages API's request size limit.
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -81,6 +95,16 @@ class EmulatorState:
         self._rng = random.Random(self.scenario.seed)
         self._caches: dict[str | None, PromptCache] = {}
         self._threads: dict[str | None, ThreadStore] = {}
+        self._windows: dict[str | None, RateWindow] = {}
+        self.rate_limits = self.scenario.rate_limits or RateLimits()
+
+    def window_for(self, run: str | None) -> RateWindow:
+        """The rate-limit window of a run (``None``: the unprefixed server-wide one)."""
+        with self._lock:
+            window = self._windows.get(run)
+            if window is None:
+                window = self._windows[run] = RateWindow(self.rate_limits)
+            return window
 
     def cache_for(self, run: str | None) -> PromptCache:
         """The prompt cache of a run (``None``: the unprefixed server-wide cache)."""
@@ -101,8 +125,10 @@ class EmulatorState:
                 return (faults[index] if index < len(faults) else OK), index
             return self.scenario.fault_for(index, self._rng.random), index
 
-    def authenticate(self, request: Request) -> None:
-        """Accept ``x-api-key`` or ``Authorization: Bearer``; raise a 401 :class:`ApiError`."""
+    def authenticate(self, request: Request, *, versioned: bool = True) -> str:
+        """Accept ``x-api-key`` or ``Authorization: Bearer`` (else a 401 :class:`ApiError`),
+        then return the ``anthropic-version`` (else the API's 400; the Models API does not
+        insist: ``versioned=False``)."""
         key = request.headers.get("x-api-key", "")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if not key and scheme.lower() == "bearer":
@@ -111,6 +137,8 @@ class EmulatorState:
             raise ApiError(401, "authentication_error", "x-api-key header is required")
         if self.api_key is not None and not hmac.compare_digest(key.encode(), self.api_key.encode()):
             raise ApiError(401, "authentication_error", "invalid x-api-key")
+        version = request.headers.get("anthropic-version")
+        return check_version(version) if versioned or version is not None else LATEST_VERSION
 
 
 class EmulatorApp(Starlette):
@@ -135,7 +163,13 @@ class _Endpoint:
         request = Request(scope, receive)
         request_id = new_id("req_")
         steps = await self._handler(request, request_id)
+        limits = self._state.window_for(request.path_params.get("run")).headers()
+        steps = [_with_headers(step, limits) if isinstance(step, Start) else step for step in steps]
         await play(steps, scope, receive, send, self._state.closing)
+
+
+def _with_headers(start: Start, extra: dict[str, str]) -> Start:
+    return Start(start.status, (*start.headers, *extra.items()))
 
 
 def _status_of(steps: Sequence[Step]) -> int:
@@ -178,10 +212,16 @@ class _Handlers:
     async def messages(self, request: Request, request_id: str) -> Sequence[Step]:
         """``POST /v1/messages``."""
         raw, body = await self._read(request)
+        run = request.path_params.get("run")
         try:
-            self.state.authenticate(request)
+            version = self.state.authenticate(request)
         except ApiError as exc:
             steps = api_error_script(exc, request_id)
+            self._record(request, steps, fault=None, body=body)
+            return steps
+        wait = self.state.window_for(run).admit()
+        if wait is not None:
+            steps = _rate_limited(request_id, wait, self.state.rate_limits)
             self._record(request, steps, fault=None, body=body)
             return steps
         try:
@@ -190,12 +230,12 @@ class _Handlers:
             steps = api_error_script(ApiError(400, "invalid_request_error", f"emulator fault plan: {exc}"), request_id)
             self._record(request, steps, fault=None, body=body)
             return steps
-        steps, fault = self._answer(request, request_id, raw, body, fault)
+        steps, fault = self._answer(request, request_id, raw, body, fault, version)
         self._record(request, steps, fault=fault, body=body, index=index)
         return steps
 
     def _answer(
-        self, request: Request, request_id: str, raw: bytes, body: Any, fault: Fault
+        self, request: Request, request_id: str, raw: bytes, body: Any, fault: Fault, version: str
     ) -> tuple[list[Step], Fault]:
         """The response script, and the fault applied (a prompt directive may have picked it)."""
         if fault.kind == "status":
@@ -205,15 +245,19 @@ class _Handlers:
         try:
             if isinstance(body, dict):
                 body, turn = threads.expand(body, request.headers.get("anthropic-beta", ""))
-            parsed = _parse(raw, body)
+            parsed = _parse(raw, body, version=version)
             directives, fault = _directives(parsed.last_user_text(), fault)
             if fault.kind == "status":
                 return status_fault_script(fault, request_id), fault
             calls = plan_calls(parsed)
-            usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
+            blocks = prompt_blocks(parsed)
+            check_context_window(parsed, sum(block.tokens for block in blocks))
+            usage = self.state.cache_for(request.path_params.get("run")).charge(blocks)
             answer = compose_answer(parsed, fault, directives, usage, calls)
         except ApiError as exc:
             return api_error_script(exc, request_id), fault
+        window = self.state.window_for(request.path_params.get("run"))
+        window.charge(usage.input_tokens + usage.cache_creation, answer.output_tokens)
         message_id = new_id("msg_")
         if turn is not None and keeps_reply(fault.kind):
             threads.hold(turn, message_id, answer.content())
@@ -223,8 +267,8 @@ class _Handlers:
         """``POST /v1/messages/count_tokens``: the cache-free input total."""
         raw, body = await self._read(request)
         try:
-            self.state.authenticate(request)
-            parsed = _parse(raw, body, count_only=True)
+            version = self.state.authenticate(request)
+            parsed = _parse(raw, body, count_only=True, version=version)
             total = sum(block.tokens for block in prompt_blocks(parsed))
             steps = json_script(200, {"input_tokens": total}, request_id)
         except ApiError as exc:
@@ -236,7 +280,7 @@ class _Handlers:
         """``GET /v1/models``: newest first, paginated by ``after_id`` / ``before_id``."""
         await self._read(request)
         try:
-            self.state.authenticate(request)
+            self.state.authenticate(request, versioned=False)
             steps = json_script(200, _model_page(request), request_id)
         except ApiError as exc:
             steps = api_error_script(exc, request_id)
@@ -248,7 +292,7 @@ class _Handlers:
         await self._read(request)
         model_id = request.path_params["model_id"]
         try:
-            self.state.authenticate(request)
+            self.state.authenticate(request, versioned=False)
             info = resolve_model(model_id)
             if info is None:
                 raise ApiError(404, "not_found_error", f"model: {model_id}")
@@ -278,12 +322,23 @@ def _directives(prompt: str, fault: Fault) -> tuple[Directives, Fault]:
     return directives, fault
 
 
-def _parse(raw: bytes, body: Any, *, count_only: bool = False) -> MessagesRequest:
+def _rate_limited(request_id: str, wait: float, limits: RateLimits) -> list[Step]:
+    """The 429 of a spent rate-limit budget: ``retry-after`` until the window resets."""
+    message = (
+        f"This request would exceed the rate limit for your organization of {limits.requests} requests, "
+        f"{limits.input_tokens} input tokens and {limits.output_tokens} output tokens per "
+        f"{format(limits.window, 'g')} seconds (emulator scenario). Please try again later."
+    )
+    headers = {"retry-after": str(max(1, math.ceil(wait))), "x-should-retry": "true"}
+    return json_script(429, error_body("rate_limit_error", message, request_id), request_id, headers)
+
+
+def _parse(raw: bytes, body: Any, *, count_only: bool = False, version: str = LATEST_VERSION) -> MessagesRequest:
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
     if body is _NOT_JSON:
         raise ApiError(400, "invalid_request_error", "There was an error parsing the body of your request as JSON.")
-    return validate_messages(body, count_only=count_only)
+    return validate_messages(body, count_only=count_only, version=version)
 
 
 def _model_page(request: Request) -> dict[str, Any]:
@@ -323,7 +378,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = {404: "Not Found", 405: "Method Not Allowed"}.get(status, "Internal server error")
     request_id = new_id("req_")
     body = json.dumps(error_body(error_type, message, request_id), separators=(",", ":"))
-    return Response(body, status_code=status, media_type="application/json", headers={"request-id": request_id})
+    headers = {"request-id": request_id}
+    state = getattr(request.app, "emulator", None)
+    if isinstance(state, EmulatorState):
+        headers.update(state.window_for(None).headers())
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+#: Every endpoint: (method, path, handler method of ``_Handlers``). Each is also served with
+#: a trailing slash and under ``/x/{run}/{plan}``.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("POST", "/v1/messages", "messages"),
+    ("POST", "/v1/messages/count_tokens", "count_tokens"),
+    ("GET", "/v1/models", "list_models"),
+    ("GET", "/v1/models/{model_id}", "get_model"),
+)
 
 
 def create_app(
@@ -338,10 +407,9 @@ def create_app(
     state = EmulatorState(scenario, api_key, chunk_delay)
     handlers = _Handlers(state)
     v1 = [
-        Route("/v1/messages", _Endpoint(state, handlers.messages), methods=["POST"]),
-        Route("/v1/messages/count_tokens", _Endpoint(state, handlers.count_tokens), methods=["POST"]),
-        Route("/v1/models", _Endpoint(state, handlers.list_models), methods=["GET"]),
-        Route("/v1/models/{model_id}", _Endpoint(state, handlers.get_model), methods=["GET"]),
+        Route(path + slash, _Endpoint(state, getattr(handlers, name)), methods=[method])
+        for method, path, name in ROUTES
+        for slash in ("", "/")
     ]
     app = EmulatorApp(
         routes=[*v1, Mount("/x/{run}/{plan}", routes=v1)],

@@ -9,6 +9,7 @@ Models API lists them with ``lifecycle=retired``) but ``/v1/messages`` answers t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,8 +46,88 @@ class ModelInfo:
     #: (tests/wire/README.md lists the recordings). Opus 4.5 is inferred, not recorded.
     inference_geo: str = "global"
 
+    @property
+    def generation(self) -> float:
+        """The model generation read from the id (``claude-opus-4-5-20251101`` -> 4.5,
+        ``claude-opus-5`` -> 5.0, ``claude-3-7-sonnet-...`` -> 3.7, ``claude-2.1`` -> 2.1)."""
+        match = _GENERATION.search(self.id)
+        if match is None:
+            return 5.0  # dateless names without a number (``claude-mythos-preview``)
+        major, minor = match.group(1), match.group(2)
+        return float(f"{major}.{minor or 0}")
+
+    @property
+    def sampling(self) -> bool:
+        """Whether ``temperature``/``top_p``/``top_k`` are accepted (under API version
+        2023-06-01): Opus 4.7, Opus 4.8 and the 5.x models answer "... is deprecated for
+        this model." (recorded in public issues, anthropic-api.md §2.1)."""
+        return self.generation < 4.7
+
+    @property
+    def output_details(self) -> bool:
+        """Whether ``usage.output_tokens_details`` (``thinking_tokens``) is reported without
+        thinking asked for: recorded for Opus 4.8 and the 5.x models (which think by
+        default), absent for Opus 4.7 and Sonnet 4.6."""
+        return self.generation >= 4.8
+
+    def capabilities(self) -> dict[str, Any]:
+        """The Models API ``capabilities`` object (the SDK's ``ModelCapabilities``).
+
+        Derived from anthropic-api.md §2.1/§4.1 and a recorded Haiku 4.5 record: extended
+        thinking (``enabled``) up to 4.6, ``adaptive`` from 4.6, thinking always on (no
+        ``disabled``) for Fable, Mythos and Opus 5.5; effort from Opus 4.5 (not Haiku or
+        Sonnet 4.5), ``xhigh`` from 4.7; compaction from 4.6. An approximation where the
+        docs are silent (``between_tools``).
+        """
+        gen = self.generation
+        modern = gen >= 4.5
+        always_on = self.line in ("fable", "mythos") or self.id.startswith("claude-opus-5-5")
+        effort = gen >= 4.6 or self.id.startswith("claude-opus-4-5")
+        programmatic = (modern and self.line != "haiku") or gen >= 5.0
+
+        def flag(value: bool) -> dict[str, bool]:
+            return {"supported": value}
+
+        return {
+            "batch": flag(gen >= 3.0),
+            "citations": flag(gen >= 3.5),
+            "code_execution": flag(programmatic),
+            "context_management": {
+                "supported": modern,
+                "clear_thinking_20251015": flag(modern),
+                "clear_tool_uses_20250919": flag(modern),
+                "compact_20260112": flag(gen >= 4.6),
+            },
+            "effort": {
+                "supported": effort,
+                "low": flag(effort),
+                "medium": flag(effort),
+                "high": flag(effort),
+                "xhigh": flag(effort and gen >= 4.7),
+                "max": flag(effort and gen >= 4.6),
+            },
+            "image_input": flag(gen >= 3.0),
+            "pdf_input": flag(gen >= 3.5),
+            "server_tools": {
+                "supported": gen >= 3.5,
+                "code_execution": flag(gen >= 3.7),
+                "web_search": flag(gen >= 3.5),
+            },
+            "structured_outputs": flag(modern),
+            "thinking": {
+                "supported": gen >= 3.7,
+                "types": {
+                    "adaptive": flag(gen >= 4.6),
+                    "between_tools": flag(gen >= 5.0 and not always_on),
+                    "disabled": flag(not always_on),
+                    "enabled": flag(3.7 <= gen < 4.7),
+                },
+            },
+        }
+
     def to_json(self) -> dict[str, Any]:
-        """The ``ModelInfo`` object of ``GET /v1/models``."""
+        """The ``ModelInfo`` object of ``GET /v1/models`` (with ``capabilities`` and the
+        context window ``max_input_tokens``)."""
         return {
             "type": "model",
             "id": self.id,
@@ -56,9 +137,13 @@ class ModelInfo:
             "line": self.line,
             "max_input_tokens": self.max_input_tokens,
             "max_tokens": self.max_tokens,
+            "capabilities": self.capabilities(),
             "deprecated_at": self.deprecated_at,
             "retires_at": self.retires_at,
         }
+
+
+_GENERATION = re.compile(r"claude-(?:[a-z]+-)?(\d+)(?:[-.](\d))?(?:-|\Z)")
 
 
 def _m(model_id: str, name: str, created: str, line: str | None, **kw: Any) -> ModelInfo:

@@ -48,9 +48,16 @@ _SSE = "text/event-stream; charset=utf-8"
 _EVENT_STATUS = {"overloaded_error": 529, "api_error": 500, "timeout_error": 504, "rate_limit_error": 429}
 
 
+#: Recorded id shapes: ``msg_01`` + 22 base62 characters, ``req_011C`` + 20 (28 in all).
+_ID_HEADS = {"msg_": "msg_01", "req_": "req_011C"}
+
+
 def new_id(prefix: str) -> str:
-    """A random API-style id such as ``req_...`` or ``msg_...``."""
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    """A random API-style id: ``msg_01…`` and ``req_011C…`` shaped like recorded ones (28
+    characters), other prefixes followed by 24 base62 characters."""
+    head = _ID_HEADS.get(prefix, prefix)
+    size = 28 - len(head) if prefix in _ID_HEADS else 24
+    return head + "".join(secrets.choice(_ALPHABET) for _ in range(size))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +155,9 @@ def _compose_body(
         text, stop_reason = truncate_to_tokens(text, limit), "max_tokens"
     stop = _first_stop(text, request.stop_sequences) if schema is None else None
     if stop is not None:
-        text, stop_reason, stop_sequence = text[: stop[0]], "stop_sequence", stop[1]
+        # The model generated the stop sequence too: it is billed, though not returned.
+        billed = count_tokens(text[: stop[0] + len(stop[1])])
+        return Answer(text[: stop[0]], "stop_sequence", stop[1], usage, billed)
     if fault.kind == "refusal":
         after = int(fault.number("after"))
         text = "".join(split_deltas(text)[:after])
@@ -182,8 +191,8 @@ def _tool_answer(
     text = preface(request, calls)
     stop = _first_stop(text, request.stop_sequences)
     if stop is not None:
-        text = text[: stop[0]]
-        return Answer(text, "stop_sequence", stop[1], usage, count_tokens(text))
+        billed = count_tokens(text[: stop[0] + len(stop[1])])
+        return Answer(text[: stop[0]], "stop_sequence", stop[1], usage, billed)
     if count_tokens(text) >= limit:  # no room left for a tool call
         text = truncate_to_tokens(text, limit)
         return Answer(text, "max_tokens", None, usage, count_tokens(text))
@@ -213,8 +222,11 @@ def _first_stop(text: str, stop_sequences: tuple[str, ...]) -> tuple[int, str] |
     return start, sequence
 
 
-def _usage(usage: InputUsage, output_tokens: int, inference_geo: str = "global") -> dict[str, Any]:
-    return {
+def _usage(
+    usage: InputUsage, output_tokens: int, inference_geo: str = "global", *, details: bool = False
+) -> dict[str, Any]:
+    """The usage object; ``details`` adds ``output_tokens_details`` (models that report it)."""
+    result: dict[str, Any] = {
         "input_tokens": usage.input_tokens,
         "cache_creation_input_tokens": usage.cache_creation,
         "cache_read_input_tokens": usage.cache_read,
@@ -226,6 +238,9 @@ def _usage(usage: InputUsage, output_tokens: int, inference_geo: str = "global")
         "service_tier": "standard",
         "inference_geo": inference_geo,
     }
+    if details:
+        result["output_tokens_details"] = {"thinking_tokens": 0}
+    return result
 
 
 def _inference_geo(request: MessagesRequest) -> str:
@@ -247,12 +262,14 @@ def _message(answer: Answer, request: MessagesRequest, message_id: str, *, head:
         "content": [] if head else answer.content(),
         "stop_reason": None if head else answer.stop_reason,
         "stop_sequence": None if head else answer.stop_sequence,
+        "stop_details": None if head else answer.stop_details,
     }
-    if answer.stop_details is not None and not head:
-        message["stop_details"] = answer.stop_details
     if answer.container and not head:
         message["container"] = _container(message_id)
-    message["usage"] = _usage(answer.usage, 1 if head else answer.output_tokens, _inference_geo(request))
+    # message_start's placeholder is 1 output token, 0 for a refusal before any output.
+    placeholder = 0 if answer.stop_reason == "refusal" and not answer.text else 1
+    output = placeholder if head else answer.output_tokens
+    message["usage"] = _usage(answer.usage, output, _inference_geo(request), details=_details(request) and not head)
     if not head:
         _add_extra_usage(message["usage"], answer)
     return message
@@ -273,11 +290,19 @@ def _container(message_id: str) -> dict[str, Any]:
     return {"id": "container_011C" + message_id[-20:], "expires_at": expires.isoformat().replace("+00:00", "Z")}
 
 
+def _details(request: MessagesRequest) -> bool:
+    """Whether usage reports ``output_tokens_details`` (in JSON bodies and message_delta,
+    never message_start): recorded when the model thinks, by default (Opus 4.8, 5.x) or
+    because the request turned thinking on."""
+    thinking = request.raw.get("thinking")
+    asked = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    return request.model.output_details or asked
+
+
 def error_body(error_type: str, message: str, request_id: str, error_code: str | None = None) -> dict[str, Any]:
     """The API's error object."""
-    error: dict[str, Any] = {"type": error_type, "message": message}
-    if error_code:
-        error["details"] = {"error_code": error_code}
+    details = {"error_code": error_code} if error_code else None
+    error: dict[str, Any] = {"type": error_type, "message": message, "details": details}
     return {"type": "error", "error": error, "request_id": request_id}
 
 
@@ -413,7 +438,7 @@ def _stream_steps(
         steps.append(Body(sse.content_block_stop(index)))
     if not answer.text and not answer.tool_calls and not answer.lead:
         steps.append(Body(sse.ping()))
-    usage = _usage(answer.usage, answer.output_tokens)
+    usage = _usage(answer.usage, answer.output_tokens, details=_details(request))
     usage.pop("cache_creation")
     usage.pop("service_tier")
     usage.pop("inference_geo")  # message_start carries it; recorded message_delta usage does not
@@ -464,6 +489,8 @@ def _stream_blocks(answer: Answer) -> list[tuple[dict[str, Any], list[bytes]]]:
         blocks.append(({"type": "text", "text": ""}, [sse.text_delta(index, d) for d in split_deltas(answer.text)]))
     for call in answer.tool_calls:
         index = len(blocks)
-        start = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        blocks.append((start, [sse.input_json_delta(index, piece) for piece in input_chunks(call.json)]))
+        start = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}, "caller": {"type": "direct"}}
+        # The API opens every tool_use block with an empty partial_json delta (recorded).
+        pieces = ["", *input_chunks(call.json)]
+        blocks.append((start, [sse.input_json_delta(index, piece) for piece in pieces]))
     return blocks

@@ -18,8 +18,17 @@ A scenario is an ordered list of *steps*, then an optional seeded *random* mix::
     "drop;after=1" = 0.05         # a key may carry parameters,
     rate_limit = { p = 0.05, retry_after = 0.2 }   # or a table holds them
 
+    [rate_limits]                 # optional: enforce anthropic-ratelimit-* budgets
+    requests = 3                  # per window (any of requests, input_tokens,
+    input_tokens = 100000         #  output_tokens; the rest keep the defaults,
+                                  #  4000 / 2000000 / 400000)
+    window = 60                   # seconds until the budgets refill (default 60)
+
 The same structure in JSON: ``{"seed": 7, "step": [{"fault": "rate_limit"}], "random":
-{"overloaded": 0.1}}``. Every mistake is a :class:`ValueError` whose message names the key
+{"overloaded": 0.1}, "rate_limits": {"requests": 3}}``. With ``rate_limits``, every
+``/v1/messages`` request draws on the budgets (shown in the ``anthropic-ratelimit-*``
+headers); once one is spent, requests get a 429 with ``retry-after`` until the window resets.
+Every mistake is a :class:`ValueError` whose message names the key
 or fault at fault. This module is stdlib-only and holds no runtime state: the app keeps
 the request counter and the seeded random generator.
 """
@@ -36,9 +45,28 @@ from pathlib import Path
 
 from canny.emulator.faults import OK, Fault, make_fault, parse_fault
 
-__all__ = ["Scenario", "Step", "load_scenario"]
+__all__ = ["RateLimits", "Scenario", "Step", "load_scenario"]
 
-_TOP_KEYS = ("description", "random", "seed", "step")
+_TOP_KEYS = ("description", "random", "rate_limits", "seed", "step")
+_LIMIT_KEYS = ("requests", "input_tokens", "output_tokens", "window")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per-window budgets shown in the ``anthropic-ratelimit-*`` headers.
+
+    ``enforce`` false (the default server): the headers count down but never block.
+    Enforced (a scenario's ``[rate_limits]``): a request that finds a budget spent gets a
+    429 ``rate_limit_error`` with ``retry-after`` (seconds to the reset).
+    """
+
+    requests: int = 4_000
+    input_tokens: int = 2_000_000
+    output_tokens: int = 400_000
+    window: float = 60.0
+    enforce: bool = False
+
+
 _MAX_FILE_BYTES = 1_000_000
 
 
@@ -63,6 +91,7 @@ class Scenario:
     random: tuple[tuple[Fault, float], ...] = ()
     seed: int = 0
     description: str = ""
+    rate_limits: RateLimits | None = None
 
     @classmethod
     def of(cls, *faults: str | Fault) -> Scenario:
@@ -175,7 +204,34 @@ def _build(data: object) -> Scenario:
     total = math.fsum(p for _, p in mix)
     if total > 1.0 + 1e-9:
         raise ValueError(f"'random' probabilities add up to {total:g}, more than 1")
-    return Scenario(steps=steps, random=mix, seed=seed, description=description)
+    limits = _rate_limits(data["rate_limits"]) if "rate_limits" in data else None
+    return Scenario(steps=steps, random=mix, seed=seed, description=description, rate_limits=limits)
+
+
+def _rate_limits(raw: object) -> RateLimits:
+    if not isinstance(raw, dict):
+        raise ValueError("'rate_limits' must be a table of requests, input_tokens, output_tokens, window")
+    values: dict[str, int | float] = {}
+    for key, value in raw.items():
+        if key not in _LIMIT_KEYS:
+            raise ValueError(f"rate_limits: unknown key {key!r} (expected one of: {', '.join(_LIMIT_KEYS)})")
+        if key == "window":
+            ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value > 0
+            if not ok:
+                raise ValueError(f"rate_limits: 'window' must be a positive number of seconds, not {value!r}")
+            values[key] = float(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"rate_limits: {key!r} must be a non-negative integer, not {value!r}")
+            values[key] = value
+    default = RateLimits()
+    return RateLimits(
+        requests=int(values.get("requests", default.requests)),
+        input_tokens=int(values.get("input_tokens", default.input_tokens)),
+        output_tokens=int(values.get("output_tokens", default.output_tokens)),
+        window=float(values.get("window", default.window)),
+        enforce=True,
+    )
 
 
 def _step(number: int, raw: object) -> Step:

@@ -85,9 +85,7 @@ def message_delta(
     stop_details: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The final top-level changes: stop reason and cumulative usage (compact JSON)."""
-    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
-    if stop_details is not None:
-        delta["stop_details"] = stop_details
+    delta: dict[str, Any] = {"stop_reason": stop_reason, "stop_sequence": stop_sequence, "stop_details": stop_details}
     return encode("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}, compact=True)
 
 
@@ -97,8 +95,9 @@ def message_stop() -> bytes:
 
 
 def error(error_type: str, message: str) -> bytes:
-    """An in-band error after the 200 headers (``event: error``)."""
-    return encode("error", {"type": "error", "error": {"type": error_type, "message": message}})
+    """An in-band error after the 200 headers (``event: error``), with ``details: null`` as
+    recorded (anthropics/anthropic-sdk-go#200)."""
+    return encode("error", {"type": "error", "error": {"details": None, "type": error_type, "message": message}})
 
 
 def malformed() -> bytes:

@@ -82,8 +82,8 @@ class ToolCall:
         return count_tokens(self.json)
 
     def block(self) -> dict[str, Any]:
-        """The ``tool_use`` content block."""
-        return {"type": "tool_use", "id": self.id, "name": self.name, "input": self.input}
+        """The ``tool_use`` content block (``caller`` direct, as recorded since 2026)."""
+        return {"type": "tool_use", "id": self.id, "name": self.name, "input": self.input, "caller": {"type": "direct"}}
 
     def cut(self, tokens: int) -> ToolCall:
         """The call as ``max_tokens`` leaves it after ``tokens`` tokens of input JSON: the

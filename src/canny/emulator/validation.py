@@ -3,10 +3,21 @@
 Mirrors the API's checks closely enough that a client's request bugs show up offline:
 400 ``invalid_request_error`` with the API's ``field: message`` wording (one error per
 response, as the API does), and 404 ``not_found_error`` ``model: X`` for an unknown or
-retired model. Behaviour follows API version ``2026-10-21``: ``temperature``, ``top_p``
-and ``top_k`` are rejected, and models from the 4.6 generation on reject a final
-assistant message (prefill). Consecutive messages with the same role are accepted: the
-API merges them into one turn.
+retired model. Consecutive messages with the same role are accepted: the API merges them
+into one turn.
+
+Versions (the ``anthropic-version`` header, :func:`check_version`): a request without it
+is a 400 ``anthropic-version: header is required``; an unknown value is a 400
+``anthropic-version: "X" is not a valid version``. Under ``2026-10-21`` ``temperature``,
+``top_p`` and ``top_k`` are removed ("Extra inputs are not permitted"). Under
+``2023-06-01`` (and ``2023-01-01``) they are accepted by the models before Opus 4.7, within
+their ranges and not ``temperature`` with ``top_p``; Opus 4.7, 4.8 and the 5.x models
+answer "`temperature` is deprecated for this model.".
+
+Strictness: every top-level field is in :data:`MESSAGE_FIELDS` (count_tokens:
+:data:`COUNT_TOKENS_FIELDS`), every content block's ``type`` in :data:`BLOCK_FIELDS` and its
+keys among that type's fields; anything else is the API's "Extra inputs are not permitted"
+or "Input tag 'X' found using 'type' does not match any of the expected tags: ...".
 
 Tool use: each tool needs a ``name`` (``^[a-zA-Z0-9_-]{1,64}$``, unique) and, for custom
 tools, an ``input_schema`` object of ``type`` ``object``; ``tool_choice`` is one of
@@ -19,23 +30,173 @@ turn must be answered there, with the API's wording.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from canny.emulator.models import ModelInfo, resolve_model
 
 __all__ = [
+    "API_VERSIONS",
+    "BLOCK_FIELDS",
+    "COUNT_TOKENS_FIELDS",
+    "LATEST_VERSION",
+    "MESSAGE_FIELDS",
     "TOOL_NAME",
+    "TOOL_TYPES",
     "ApiError",
     "MessagesRequest",
     "Turn",
+    "check_version",
     "content_blocks",
     "conversation_turns",
     "validate_messages",
 ]
 
-_REMOVED_SAMPLING = ("temperature", "top_p", "top_k")
+#: The ``anthropic-version`` values the API accepts, and the one the SDK 2.x sends.
+API_VERSIONS = ("2023-01-01", "2023-06-01", "2026-10-21")
+LATEST_VERSION = "2026-10-21"
+
+#: Every top-level field of a Messages request the emulator accepts, and the shape it
+#: checks (the SDK's ``MessageCreateParams`` and beta ``MessageCreateParams``; canny's own
+#: requests use a subset). Anything else: "NAME: Extra inputs are not permitted".
+MESSAGE_FIELDS: Mapping[str, str] = {
+    "model": "string, required: a known, not retired model id or alias",
+    "messages": "list of {role, content}, required",
+    "max_tokens": "integer >= 0, required (0: cache pre-warm, not when streaming)",
+    "stream": "boolean",
+    "system": "string or list of text blocks",
+    "metadata": "object: user_id (string or null)",
+    "stop_sequences": "list of strings with non-whitespace",
+    "temperature": "number 0-1; anthropic-version 2023-06-01 only, models before Opus 4.7",
+    "top_p": "number 0-1; as temperature, and not together with it",
+    "top_k": "integer >= 0; as temperature",
+    "tools": "list of custom tools (name, input_schema, ...) or typed tools (TOOL_TYPES)",
+    "tool_choice": "object: type auto, any, tool (name) or none",
+    "thinking": "object: type enabled (budget_tokens), adaptive or disabled",
+    "cache_control": "object: type ephemeral, ttl 5m or 1h (automatic caching)",
+    "output_config": "object: effort, format ({type: json_schema, schema}), task_budget",
+    "output_format": "object: {type: json_schema, schema} (the older structured-outputs beta)",
+    "thread": "object: {type: create} or {type: continue, previous_message_id} (threads beta)",
+    "container": "string id, object or null (code execution container)",
+    "context_management": "object (context editing beta)",
+    "compaction": "object or null (compaction beta)",
+    "mcp_servers": "list of objects (MCP connector beta)",
+    "service_tier": "auto or standard_only",
+    "inference_geo": "string or null (global, us)",
+    "speed": "standard, fast or null",
+    "diagnostics": "object or null",
+    "fallbacks": "list or string or null (server-side fallback beta)",
+    "fallback_credit_token": "object or null (fallback credit beta)",
+    "billing_policy": "object or null",
+}
+#: The fields ``/v1/messages/count_tokens`` accepts (no ``max_tokens``, sampling or stream).
+COUNT_TOKENS_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "cache_control",
+        "output_config",
+        "output_format",
+        "thread",
+        "context_management",
+        "compaction",
+        "mcp_servers",
+        "speed",
+        "billing_policy",
+    }
+)
+_SAMPLING = ("temperature", "top_p", "top_k")
+_OLD_VERSION_ONLY = frozenset(_SAMPLING)
+
+_TOOL_RESULT_FIELDS = ("tool_use_id", "content", "cache_control", "caller")
+#: Content block types and their fields (the SDK's beta ``ContentBlockParam`` union).
+BLOCK_FIELDS: Mapping[str, frozenset[str]] = {
+    name: frozenset({"type", *fields})
+    for name, fields in {
+        "text": ("text", "cache_control", "citations"),
+        "image": ("source", "cache_control", "transformations"),
+        "document": ("source", "cache_control", "citations", "context", "title"),
+        "search_result": ("content", "source", "title", "cache_control", "citations"),
+        "thinking": ("thinking", "signature"),
+        "redacted_thinking": ("data",),
+        "tool_use": ("id", "name", "input", "cache_control", "caller", "toolset_name"),
+        "tool_result": ("tool_use_id", "content", "is_error", "cache_control", "toolset_name"),
+        "server_tool_use": ("id", "name", "input", "cache_control", "caller"),
+        "web_search_tool_result": _TOOL_RESULT_FIELDS,
+        "web_fetch_tool_result": _TOOL_RESULT_FIELDS,
+        "code_execution_tool_result": _TOOL_RESULT_FIELDS[:3],
+        "bash_code_execution_tool_result": _TOOL_RESULT_FIELDS[:3],
+        "text_editor_code_execution_tool_result": _TOOL_RESULT_FIELDS[:3],
+        "tool_search_tool_result": _TOOL_RESULT_FIELDS[:3],
+        "advisor_tool_result": _TOOL_RESULT_FIELDS[:3],
+        "container_upload": ("file_id", "cache_control"),
+        "mcp_tool_use": ("id", "name", "input", "server_name", "cache_control"),
+        "mcp_tool_result": ("tool_use_id", "content", "is_error", "cache_control"),
+        "mcp_tool_listing": ("mcp_server_name", "tools"),
+        "compaction": ("content", "encrypted_content", "signature", "tool_changes", "block", "cache_control"),
+        "fallback": ("to", "trigger"),
+        "tool_addition": ("tool", "cache_control"),
+        "tool_reference": ("tool_name", "cache_control"),
+        "tool_removal": ("tool", "cache_control"),
+    }.items()
+}
+#: Typed (non-custom) tool ``type`` values (the SDK's beta ``ToolUnionParam``).
+TOOL_TYPES = frozenset(
+    {
+        "advisor_20260301",
+        "bash_20241022",
+        "bash_20250124",
+        "browser_toolset_20260801",
+        "code_execution_20250522",
+        "code_execution_20250825",
+        "code_execution_20260120",
+        "code_execution_20260521",
+        "computer_20241022",
+        "computer_20250124",
+        "computer_20251124",
+        "computer_toolset_20260801",
+        "mcp_toolset",
+        "memory_20250818",
+        "text_editor_20241022",
+        "text_editor_20250124",
+        "text_editor_20250429",
+        "text_editor_20250728",
+        "tool_search_tool_bm25",
+        "tool_search_tool_bm25_20251119",
+        "tool_search_tool_regex",
+        "tool_search_tool_regex_20251119",
+        "web_fetch_20250910",
+        "web_fetch_20260209",
+        "web_fetch_20260309",
+        "web_fetch_20260318",
+        "web_search_20250305",
+        "web_search_20260209",
+        "web_search_20260318",
+    }
+)
+_CUSTOM_TOOL_FIELDS = frozenset(
+    {
+        "type",
+        "name",
+        "description",
+        "input_schema",
+        "cache_control",
+        "strict",
+        "input_examples",
+        "defer_loading",
+        "allowed_callers",
+        "eager_input_streaming",
+    }
+)
+_MESSAGE_KEYS = frozenset({"role", "content"})
+_THINKING = ("adaptive", "disabled", "enabled")
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_OUTPUT_CONFIG = frozenset({"effort", "format", "task_budget"})
 _ROLES = ("user", "assistant")
 _TTLS = ("5m", "1h")
 #: The API's pattern for tool names.
@@ -133,12 +294,22 @@ def conversation_turns(messages: Sequence[Mapping[str, Any]]) -> list[Turn]:
     return turns
 
 
-def validate_messages(body: object, *, count_only: bool = False) -> MessagesRequest:
-    """Check a request body; return its parsed form or raise :class:`ApiError`."""
+def check_version(value: str | None) -> str:
+    """The request's ``anthropic-version``; a 400 when missing or unknown (the API's texts)."""
+    if value is None:
+        raise _invalid("anthropic-version: header is required")
+    if value not in API_VERSIONS:
+        raise _invalid(f'anthropic-version: "{value}" is not a valid version')
+    return value
+
+
+def validate_messages(body: object, *, count_only: bool = False, version: str = LATEST_VERSION) -> MessagesRequest:
+    """Check a request body under API ``version``; return its parsed form or raise :class:`ApiError`."""
     if not isinstance(body, dict):
         raise _invalid("Request body must be a JSON object")
-    for name in _REMOVED_SAMPLING:
-        if name in body:
+    allowed = COUNT_TOKENS_FIELDS if count_only else MESSAGE_FIELDS
+    for name in body:
+        if name not in allowed or (name in _OLD_VERSION_ONLY and version == LATEST_VERSION):
             raise _invalid(f"{name}: Extra inputs are not permitted")
     model_id = _model_id(body)
     max_tokens = 0 if count_only else _max_tokens(body)
@@ -158,9 +329,12 @@ def validate_messages(body: object, *, count_only: bool = False) -> MessagesRequ
     cache_control = body.get("cache_control")
     if cache_control is not None:
         check_cache_control(cache_control, "cache_control")
+    _check_options(body)
     model = resolve_model(model_id)
     if model is None or model.lifecycle == "retired":
         raise ApiError(404, "not_found_error", f"model: {model_id}")
+    _check_sampling(body, model)
+    _check_effort(body, model)
     if max_tokens > model.max_tokens:
         raise _invalid(
             f"max_tokens: {max_tokens} > {model.max_tokens}, which is the maximum allowed number of "
@@ -186,6 +360,139 @@ def validate_messages(body: object, *, count_only: bool = False) -> MessagesRequ
         cache_control=cache_control,
         raw=body,
     )
+
+
+def check_context_window(request: MessagesRequest, input_tokens: int) -> None:
+    """A 400 when the prompt alone is over the model's context window (every model)."""
+    limit = request.model.max_input_tokens
+    if input_tokens > limit:
+        raise _invalid(f"prompt is too long: {input_tokens} tokens > {limit} maximum")
+
+
+def _check_sampling(body: Mapping[str, Any], model: ModelInfo) -> None:
+    """``temperature``/``top_p``/``top_k`` under API version 2023-06-01."""
+    given = [name for name in _SAMPLING if name in body and body[name] is not None]
+    if not given:
+        return
+    if not model.sampling:
+        raise _invalid(f"`{given[0]}` is deprecated for this model.")
+    for name in given:
+        value = body[name]
+        if name == "top_k":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _invalid("top_k: Input should be a valid integer")
+            if value < 0:
+                raise _invalid("top_k: Input should be greater than or equal to 0")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _invalid(f"{name}: Input should be a valid number")
+        if value < 0:
+            raise _invalid(f"{name}: Input should be greater than or equal to 0")
+        if value > 1:
+            raise _invalid(f"{name}: Input should be less than or equal to 1")
+    if "temperature" in given and "top_p" in given:
+        raise _invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
+
+
+def _check_effort(body: Mapping[str, Any], model: ModelInfo) -> None:
+    """An effort level the model does not offer (recorded wording; the levels sorted)."""
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort is None:
+        return
+    levels = model.capabilities()["effort"]
+    if levels["supported"] and not levels[effort]["supported"]:
+        offered = sorted(name for name in _EFFORTS if levels[name]["supported"])
+        raise _invalid(f"This model does not support effort level '{effort}'. Supported levels: {', '.join(offered)}.")
+
+
+def _check_options(body: Mapping[str, Any]) -> None:
+    """The shapes of the optional objects (their semantics live elsewhere or nowhere)."""
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise _invalid("metadata: Input should be a valid dictionary")
+        _only(metadata, frozenset({"user_id"}), "metadata")
+        if metadata.get("user_id") is not None and not isinstance(metadata["user_id"], str):
+            raise _invalid("metadata.user_id: Input should be a valid string")
+    thinking = body.get("thinking")
+    if thinking is not None:
+        if not isinstance(thinking, dict):
+            raise _invalid("thinking: Input should be a valid dictionary")
+        kind = thinking.get("type")
+        if kind not in _THINKING:
+            raise _invalid(_tag_error("thinking", kind, _THINKING))
+        if kind == "enabled":
+            budget = thinking.get("budget_tokens")
+            if budget is None:
+                raise _invalid("thinking.enabled.budget_tokens: Field required")
+            if isinstance(budget, bool) or not isinstance(budget, int):
+                raise _invalid("thinking.enabled.budget_tokens: Input should be a valid integer")
+            if budget < 1024:
+                raise _invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    output_config = body.get("output_config")
+    if output_config is not None:
+        if not isinstance(output_config, dict):
+            raise _invalid("output_config: Input should be a valid dictionary")
+        _only(output_config, _OUTPUT_CONFIG, "output_config")
+        effort = output_config.get("effort")
+        if effort is not None and effort not in _EFFORTS:
+            choices = ", ".join(f"'{e}'" for e in _EFFORTS[:-1]) + f" or '{_EFFORTS[-1]}'"
+            raise _invalid(f"output_config.effort: Input should be {choices}")
+        if output_config.get("format") is not None:
+            _json_format(output_config["format"], "output_config.format")
+    if body.get("output_format") is not None:
+        _json_format(body["output_format"], "output_format")
+    thread = body.get("thread")
+    if thread is not None:
+        if not isinstance(thread, dict):
+            raise _invalid("thread: Input should be a valid dictionary")
+        if thread.get("type") not in ("create", "continue"):
+            raise _invalid(_tag_error("thread", thread.get("type"), ("continue", "create")))
+    tier = body.get("service_tier")
+    if tier is not None and tier not in ("auto", "standard_only"):
+        raise _invalid("service_tier: Input should be 'auto' or 'standard_only'")
+    speed = body.get("speed")
+    if speed is not None and speed not in ("standard", "fast"):
+        raise _invalid("speed: Input should be 'standard' or 'fast'")
+    geo = body.get("inference_geo")
+    if geo is not None and not isinstance(geo, str):
+        raise _invalid("inference_geo: Input should be a valid string")
+    servers = body.get("mcp_servers")
+    if servers is not None and (not isinstance(servers, list) or not all(isinstance(s, dict) for s in servers)):
+        raise _invalid("mcp_servers: Input should be a valid list")
+    for name in ("context_management", "diagnostics", "compaction", "fallback_credit_token", "billing_policy"):
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise _invalid(f"{name}: Input should be a valid dictionary")
+    container = body.get("container")
+    if container is not None and not isinstance(container, str | dict):
+        raise _invalid("container: Input should be a valid string")
+
+
+def _json_format(value: object, where: str) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(f"{where}: Input should be a valid dictionary")
+    if value.get("type") != "json_schema":
+        raise _invalid(_tag_error(where, value.get("type"), ("json_schema",)))
+    _only(value, frozenset({"type", "schema"}), f"{where}.json_schema")
+    if "schema" not in value:
+        raise _invalid(f"{where}.json_schema.schema: Field required")
+    if not isinstance(value["schema"], dict):
+        raise _invalid(f"{where}.json_schema.schema: Input should be a valid dictionary")
+
+
+def _only(value: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
+    """The API's "Extra inputs are not permitted" for the first key outside ``keys``."""
+    for key in value:
+        if key not in keys:
+            raise _invalid(f"{where}.{key}: Extra inputs are not permitted")
+
+
+def _tag_error(where: str, tag: object, expected: Iterable[str]) -> str:
+    """The API's text for a ``type`` outside a tagged union (expected tags sorted)."""
+    tags = ", ".join(f"'{t}'" for t in sorted(expected))
+    shown = repr(tag) if isinstance(tag, str) else repr(str(tag))
+    return f"{where}: Input tag {shown} found using 'type' does not match any of the expected tags: {tags}"
 
 
 def check_cache_control(value: object, where: str) -> str:
@@ -233,6 +540,7 @@ def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
         where = f"messages.{i}"
         if not isinstance(message, dict):
             raise _invalid(f"{where}: Input should be a valid dictionary")
+        _only(message, _MESSAGE_KEYS, where)
         role = message.get("role")
         if role is None:
             raise _invalid(f"{where}.role: Field required")
@@ -261,12 +569,17 @@ def _content(content: object, where: str, *, final_assistant: bool = False) -> N
         _block(block, f"{where}.{j}", final_assistant=final_assistant)
 
 
-def _block(block: object, where: str, *, final_assistant: bool = False) -> None:
+def _block(block: object, where: str, *, final_assistant: bool = False, tagged: bool = True) -> None:
+    """One content block: a known ``type``, only that type's fields (the API names the
+    field as ``where.TYPE.field`` for a tagged union, ``where.field`` otherwise)."""
     if not isinstance(block, dict):
         raise _invalid(f"{where}: Input should be a valid dictionary")
     kind = block.get("type")
     if not isinstance(kind, str):
         raise _invalid(f"{where}.type: Field required")
+    if kind not in BLOCK_FIELDS:
+        raise _invalid(_tag_error(where, kind, BLOCK_FIELDS.keys()))
+    _only(block, BLOCK_FIELDS[kind], f"{where}.{kind}" if tagged else where)
     if kind == "text":
         text = block.get("text")
         if not isinstance(text, str):
@@ -289,7 +602,7 @@ def _system(system: object) -> str | list[dict[str, Any]] | None:
     for j, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text":
             raise _invalid(f"system.{j}.type: Input should be 'text'")
-        _block(block, f"system.{j}")
+        _block(block, f"system.{j}", tagged=False)
     return system
 
 
@@ -301,7 +614,11 @@ def _tools(tools: object) -> list[dict[str, Any]]:
         if not isinstance(tool, dict):
             raise _invalid(f"tools.{i}: Input should be a valid dictionary")
         custom = tool.get("type", "custom") in ("custom", None)
+        if not custom and tool.get("type") not in TOOL_TYPES:
+            raise _invalid(_tag_error(f"tools.{i}", tool.get("type"), TOOL_TYPES | {"custom"}))
         where = f"tools.{i}.custom" if custom else f"tools.{i}"
+        if custom:
+            _only(tool, _CUSTOM_TOOL_FIELDS, where)
         name = tool.get("name")
         if name is None:
             raise _invalid(f"{where}.name: Field required")
