@@ -124,6 +124,16 @@ def test_status_rules_are_the_one_classification_table() -> None:
         assert is_retryable(error) is (rule.retry is Retry.YES)
 
 
+@pytest.mark.parametrize("status", [402, 429])
+def test_a_spend_limit_is_never_retried_even_when_the_server_asks(status: int) -> None:
+    """A spend limit (402, or a 429 with a spend-limit code) is never retried, x-should-retry: true or not."""
+    from canny.retry import error_class, is_retryable
+
+    cls = error_class(status, "rate_limit_error", "workspace_spend_limit_reached")
+    assert cls is errors.SpendLimitReached
+    assert not is_retryable(cls("limit", status_code=status, should_retry=True))
+
+
 def test_error_type_rules_classify_in_band_errors() -> None:
     """ERROR_TYPE_RULES maps each in-band error.type to its class; unknown types are server errors."""
     from canny.retry import ERROR_TYPE_RULES, event_error_class

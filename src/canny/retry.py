@@ -96,7 +96,7 @@ _R, _N, _A = Retry.YES, Retry.NEVER, Retry.IF_ASKED
 STATUS_RULES: Mapping[int, Rule] = {
     400: Rule(errors.RequestRejected, _N),
     401: Rule(errors.AuthenticationError, _N),
-    402: Rule(errors.SpendLimitReached, _A),
+    402: Rule(errors.SpendLimitReached, _N),
     403: Rule(errors.AuthenticationError, _N),
     404: Rule(errors.RequestRejected, _N),
     408: Rule(errors.ServerError, _R),
@@ -157,8 +157,8 @@ def is_retryable(error: BaseException) -> bool:
         return False
     if error.should_retry is False:
         return False
-    if error.status_code in NEVER_RETRY_STATUSES:
-        return False
+    if error.status_code in NEVER_RETRY_STATUSES or isinstance(error, errors.SpendLimitReached):
+        return False  # a spend limit (a 429 with a spend-limit code too) waits for a person
     if isinstance(error, _RETRIED):
         return True
     return bool(error.should_retry)
