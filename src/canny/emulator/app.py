@@ -31,8 +31,10 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from canny.emulator.batches import BatchService
 from canny.emulator.cache import PromptCache, prompt_blocks
 from canny.emulator.faults import OK, Fault, parse_fault, parse_plan
+from canny.emulator.files import FileService
 from canny.emulator.models import MODELS, resolve_model
 from canny.emulator.recorder import RecordedRequest, Recorder, redact_headers
 from canny.emulator.responses import (
@@ -329,6 +331,9 @@ def create_app(
         Route("/v1/models", _Endpoint(state, handlers.list_models), methods=["GET"]),
         Route("/v1/models/{model_id}", _Endpoint(state, handlers.get_model), methods=["GET"]),
     ]
+    # Message Batches and Files (canny.emulator.batches / .files).
+    extra = (*BatchService(state, handlers._answer).routes(), *FileService(state).routes())
+    v1 += [Route(path, _Endpoint(state, handler), methods=methods) for path, handler, methods in extra]
     app = EmulatorApp(
         routes=[*v1, Mount("/x/{run}/{plan}", routes=v1)],
         exception_handlers={404: _http_error, 405: _http_error},

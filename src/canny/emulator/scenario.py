@@ -18,6 +18,10 @@ A scenario is an ordered list of *steps*, then an optional seeded *random* mix::
     "drop;after=1" = 0.05         # a key may carry parameters,
     rate_limit = { p = 0.05, retry_after = 0.2 }   # or a table holds them
 
+Two top-level keys set the emulator's other endpoints: ``batch_seconds`` (how long a
+Message Batch stays ``in_progress``, default 0) and ``files_downloadable`` (default false,
+as the API documents for uploaded files).
+
 The same structure in JSON: ``{"seed": 7, "step": [{"fault": "rate_limit"}], "random":
 {"overloaded": 0.1}}``. Every mistake is a :class:`ValueError` whose message names the key
 or fault at fault. This module is stdlib-only and holds no runtime state: the app keeps
@@ -38,7 +42,7 @@ from canny.emulator.faults import OK, Fault, make_fault, parse_fault
 
 __all__ = ["Scenario", "Step", "load_scenario"]
 
-_TOP_KEYS = ("description", "random", "seed", "step")
+_TOP_KEYS = ("batch_seconds", "description", "files_downloadable", "random", "seed", "step")
 _MAX_FILE_BYTES = 1_000_000
 
 
@@ -63,6 +67,10 @@ class Scenario:
     random: tuple[tuple[Fault, float], ...] = ()
     seed: int = 0
     description: str = ""
+    #: Seconds a Message Batch stays ``in_progress`` before it ends (``canny.emulator.batches``).
+    batch_seconds: float = 0.0
+    #: Whether uploaded files are downloadable (the real API: no; ``canny.emulator.files``).
+    files_downloadable: bool = False
 
     @classmethod
     def of(cls, *faults: str | Fault) -> Scenario:
@@ -175,7 +183,20 @@ def _build(data: object) -> Scenario:
     total = math.fsum(p for _, p in mix)
     if total > 1.0 + 1e-9:
         raise ValueError(f"'random' probabilities add up to {total:g}, more than 1")
-    return Scenario(steps=steps, random=mix, seed=seed, description=description)
+    batch_seconds = data.get("batch_seconds", 0.0)
+    if isinstance(batch_seconds, bool) or not isinstance(batch_seconds, int | float) or not 0 <= batch_seconds <= 86400:
+        raise ValueError(f"'batch_seconds' must be a number of seconds from 0 to 86400, not {batch_seconds!r}")
+    downloadable = data.get("files_downloadable", False)
+    if not isinstance(downloadable, bool):
+        raise ValueError(f"'files_downloadable' must be true or false, not {downloadable!r}")
+    return Scenario(
+        steps=steps,
+        random=mix,
+        seed=seed,
+        description=description,
+        batch_seconds=float(batch_seconds),
+        files_downloadable=downloadable,
+    )
 
 
 def _step(number: int, raw: object) -> Step:
