@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The anthropic SDK's own examples/ (from its sdist), run unchanged against the emulator.
+
+Downloads the source distribution of the anthropic version installed in the
+``anthropic-python-2.x`` compat venv (``pip download --no-binary :all: --no-deps``) into
+``.compat/examples/`` (never committed), starts ``canny emulator serve --port-file``, and runs
+every ``examples/*.py`` with ``ANTHROPIC_BASE_URL`` pointing at it (60 s each). Prints which
+ran and which did not, with the last line of the error, and writes compat/EXAMPLES.md.
+Run ``make compat`` first (it creates the venv). Usage: ``python compat/examples.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import ENVS, HERE, Emulator  # noqa: E402
+
+VENV = ENVS / "anthropic-python-2.x"
+WORK = ENVS / "examples"
+TIMEOUT = 60
+
+
+def sdist() -> Path:
+    python = str(VENV / "bin" / "python")
+    version = subprocess.run(
+        [python, "-c", "import anthropic; print(anthropic.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    target = WORK / f"anthropic-{version}"
+    if not (target / "examples").is_dir():
+        WORK.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [python, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps", "-d", str(WORK), f"anthropic=={version}"],
+            check=True,
+        )
+        with tarfile.open(WORK / f"anthropic-{version}.tar.gz") as archive:
+            archive.extractall(WORK, filter="data")
+    return target
+
+
+def main() -> int:
+    source = sdist()
+    examples = sorted((source / "examples").glob("*.py"))
+    emulator = Emulator(sys.executable)
+    rows: list[tuple[str, str, str]] = []
+    try:
+        env = {**os.environ, "ANTHROPIC_BASE_URL": emulator.url, "ANTHROPIC_API_KEY": "sk-ant-emulator-examples"}
+        for example in examples:
+            try:
+                done = subprocess.run(
+                    [str(VENV / "bin" / "python"), str(example)],
+                    cwd=example.parent,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+                ok = done.returncode == 0
+                why = "" if ok else " ".join(((done.stderr or done.stdout).strip().splitlines() or ["?"])[-1].split())
+            except subprocess.TimeoutExpired:
+                ok, why = False, f"timed out after {TIMEOUT} s"
+            rows.append((example.name, "ran" if ok else "did not run", why[:200]))
+            print(f"{example.name}: {'ran' if ok else 'did not run: ' + why[:200]}", file=sys.stderr, flush=True)
+    finally:
+        emulator.close()
+    ran = sum(1 for _, r, _ in rows if r == "ran")
+    lines = [f"anthropic {source.name.split('-', 1)[1]} examples: {ran} of {len(rows)} ran unchanged.", ""]
+    lines += ["| example | result | why not |", "| --- | --- | --- |"]
+    lines += [f"| `{name}` | {result} | {why} |" for name, result, why in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (HERE / "EXAMPLES.md").write_text("<!-- written by compat/examples.py; do not edit by hand -->\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
