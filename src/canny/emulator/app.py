@@ -37,6 +37,7 @@ from canny.emulator.faults import OK, Fault, parse_fault, parse_plan
 from canny.emulator.files import FileService
 from canny.emulator.models import MODELS, resolve_model
 from canny.emulator.recorder import RecordedRequest, Recorder, redact_headers
+from canny.emulator.replay import replay_script
 from canny.emulator.responses import (
     api_error_script,
     compose_answer,
@@ -196,10 +197,14 @@ class _Handlers:
         if fault.kind == "status":
             return status_fault_script(fault, request_id), fault
         try:
+            if fault.kind == "replay":
+                return replay_script(fault, request_id), fault
             parsed = _parse(raw, body)
             directives, fault = _directives(parsed.last_user_text(), fault)
             if fault.kind == "status":
                 return status_fault_script(fault, request_id), fault
+            if fault.kind == "replay":  # a prompt must not make the server read its files
+                raise ApiError(400, "invalid_request_error", "emulator directive: replay is for scenario files only")
             calls = plan_calls(parsed)
             usage = self.state.cache_for(request.path_params.get("run")).charge(prompt_blocks(parsed))
         except ApiError as exc:
