@@ -39,6 +39,10 @@ def _describe(scenario: Scenario) -> str:
     if scenario.random:
         mix = ", ".join(f"{fault} {p:g}" for fault, p in scenario.random)
         parts.append(f"then random (seed {scenario.seed}): {mix}")
+    if scenario.batch_seconds:
+        parts.append(f"batches take {scenario.batch_seconds:g} s")
+    if scenario.files_downloadable:
+        parts.append("uploaded files downloadable")
     return "; ".join(parts) or "every request ok"
 
 
