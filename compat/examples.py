@@ -13,10 +13,12 @@ Run ``make compat`` first (it creates the venv). Usage: ``python compat/examples
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tarfile
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +39,7 @@ CANNOT = {
     "agents_comprehensive.py": "needs a GitHub token and the Managed Agents API",
     "managed-agents-": "the Managed Agents API (environments, sessions, workers), which the emulator does not serve",
     "agents.py": "the Managed Agents API, which the emulator does not serve",
+    "mcp_tool_runner.py": "starts an MCP server with npx (downloaded at run time), not an offline setup",
     "agents_with_files.py": "the Managed Agents API, which the emulator does not serve",
 }
 
@@ -74,6 +77,18 @@ def sdist() -> Path:
     return target
 
 
+def arguments(name: str, base_url: str) -> list[str]:
+    """Command-line arguments an example asks for (batch_results.py: an ended batch's id)."""
+    if name != "batch_results.py":
+        return []
+    params = {"model": "claude-opus-5", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]}
+    body = json.dumps({"requests": [{"custom_id": "example-1", "params": params}]}).encode()
+    headers = {"x-api-key": "sk-ant-emulator-examples", "content-type": "application/json"}
+    request = urllib.request.Request(f"{base_url}/v1/messages/batches", data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return [str(json.load(response)["id"])]
+
+
 def cannot(name: str) -> str:
     """Why an example cannot run against a local Anthropic API ("" when it should)."""
     return next((why for key, why in CANNOT.items() if name == key or (key.endswith("-") and name.startswith(key))), "")
@@ -89,7 +104,7 @@ def main() -> int:
         for example in examples:
             try:
                 done = subprocess.run(
-                    [str(VENV / "bin" / "python"), str(example)],
+                    [str(VENV / "bin" / "python"), str(example), *arguments(example.name, emulator.url)],
                     cwd=example.parent,
                     env=env,
                     capture_output=True,
