@@ -207,3 +207,19 @@ def test_serve_writes_the_port_file(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0
+
+
+def test_stores_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the file store's bound an upload is a 413; past the batch bound the oldest batch is gone."""
+    monkeypatch.setattr("canny.emulator.files.MAX_STORE_BYTES", 10)
+    monkeypatch.setattr("canny.emulator.batches.MAX_BATCHES", 2)
+    with serve_in_thread() as emu:
+        client = _client(emu.base_url)
+        client.beta.files.upload(file=("a.txt", b"123456", "text/plain"))
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            client.beta.files.upload(file=("b.txt", b"123456", "text/plain"))
+        assert caught.value.status_code == 413
+        ids = [client.messages.batches.create(requests=[{"custom_id": "a", "params": _params()}]).id for _ in range(3)]
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.batches.retrieve(ids[0])
+        assert client.messages.batches.retrieve(ids[2]).id == ids[2]

@@ -12,7 +12,8 @@ Each succeeded result is the Message the Messages API would have returned, with
 becomes an ``errored`` result carrying that error. ``request_counts`` move only when the
 whole batch ends, as the API documents.
 
-This module serves the routes; :mod:`canny.emulator.app` registers them.
+The store keeps the latest :data:`MAX_BATCHES` batches. This module serves the routes;
+:mod:`canny.emulator.app` registers them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ _PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
 #: The API's limits: requests per batch and bytes per create request.
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
+#: Batches the emulator keeps (it is in memory): past this the oldest is forgotten.
+MAX_BATCHES = 10_000
 _DAY = 24 * 3600.0
 _JSONL = "application/binary"
 _NOT_JSON = object()
@@ -199,6 +202,8 @@ class BatchService:
         batch = _Batch(api_id("msgbatch_"), now, now + seconds, requests, headers, request.path_params.get("run"))
         with self._lock:
             self._batches[batch.id] = batch
+            while len(self._batches) > MAX_BATCHES:
+                del self._batches[next(iter(self._batches))]
         return json_script(200, self._json(batch, request), request_id)
 
     def retrieve(self, request: Request, request_id: str, raw: bytes, body: Any) -> list[Step]:

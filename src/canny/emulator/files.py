@@ -9,7 +9,7 @@ type from the part's ``Content-Type`` (or the filename's extension when that is
 As documented, files you upload are not downloadable (``downloadable: false``; the API
 serves only files that skills or code execution created): downloading one is a 400.
 A scenario with ``files_downloadable = true`` makes uploads downloadable, so a client's
-download path can be tested.
+download path can be tested. The store is bounded (:data:`MAX_STORE_BYTES` in all).
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from canny.emulator.wire import Body, Start, Step
 if TYPE_CHECKING:
     from canny.emulator.app import EmulatorState
 
-__all__ = ["MAX_FILE_BYTES", "FileService"]
+__all__ = ["MAX_FILE_BYTES", "MAX_STORE_BYTES", "FileService"]
 
 #: The Files API's size limit for one file.
 MAX_FILE_BYTES = 500 * 1024 * 1024
+#: What the emulator holds in all (it is in memory): an upload past this is a 413.
+MAX_STORE_BYTES = 1024 * 1024 * 1024
 _MIN_EXPIRY, _MAX_EXPIRY = 3600, 7_776_000
 _OCTET = "application/octet-stream"
 
@@ -130,6 +132,13 @@ class FileService:
         downloadable = self._state.scenario.files_downloadable
         stored = _File(api_id("file_"), name, mime, data, now, downloadable, None if expires is None else now + expires)
         with self._lock:
+            held = sum(len(f.data) for f in self._files.values())
+            if held + len(data) > MAX_STORE_BYTES:
+                raise ApiError(
+                    413,
+                    "request_too_large",
+                    f"The emulator holds at most {MAX_STORE_BYTES} bytes of files; delete some.",
+                )
             self._files[stored.id] = stored
         return json_script(200, stored.metadata(), request_id)
 
