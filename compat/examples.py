@@ -7,7 +7,7 @@ Downloads the source distribution of the anthropic version installed in the
 every ``examples/*.py`` in a venv of that anthropic plus the examples' own imports (rich),
 with ``ANTHROPIC_BASE_URL`` pointing at it (60 s each). Prints which ran, which cannot run
 against any local Anthropic API (other providers, the Managed Agents API) and which did not
-run (the last line of the error), and writes compat/EXAMPLES.md.
+run (the last line of the error), and writes compat/EXAMPLES.md and the docs' list.
 Run ``make compat`` first (it creates the venv). Usage: ``python compat/examples.py``.
 """
 
@@ -18,11 +18,12 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ENVS, HERE, Emulator  # noqa: E402
+from run import ENVS, HERE, Emulator, update_docs  # noqa: E402
 
 SOURCE_VENV = ENVS / "anthropic-python-2.x"
 WORK = ENVS / "examples"
@@ -131,6 +132,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     (HERE / "EXAMPLES.md").write_text("<!-- written by compat/examples.py; do not edit by hand -->\n\n" + text)
+    update_docs("examples", f"As measured on {time.strftime('%Y-%m-%d')}: {text}")
     return 0
 
 

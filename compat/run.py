@@ -6,7 +6,8 @@ SDK with npm when ``node`` is present), installed once and reused (delete ``.com
 to reinstall, or pass ``--upgrade``). The emulator is started as a user's CI would start it:
 ``python -m canny emulator serve --port 0 --port-file FILE``. Each client script
 (compat/clients/) prints one JSON verdict per operation; this prints the table
-client x operation and writes it to ``compat/RESULTS.md``.
+client x operation, writes it to ``compat/RESULTS.md`` and into docs/emulator.md (between
+its ``compat:begin`` / ``compat:end`` markers).
 
 Usage: ``python compat/run.py [--only NAME ...] [--no-install] [--upgrade]``. Exit code 1
 if any operation failed.
@@ -212,7 +213,18 @@ def table(rows: list[tuple[Client, str, dict[str, tuple[str, str]]]]) -> str:
                 notes.append(f"- {client.name} / {op}: {result}: {short}")
                 cells.append(f"{result} [{len(notes)}]")
         lines.append(f"| {client.name} | {ver} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"[{i}] {n[2:]}" for i, n in enumerate(notes, 1)) + "\n"
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- [{i}] {n[2:]}" for i, n in enumerate(notes, 1)) + "\n"
+
+
+def update_docs(marker: str, text: str) -> None:
+    """Replace what stands between ``<!-- MARKER:begin -->`` and ``<!-- MARKER:end -->`` in docs/emulator.md."""
+    docs = ROOT / "docs" / "emulator.md"
+    content = docs.read_text()
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    if begin in content and end in content:
+        head, rest = content.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        docs.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
 
 
 def main() -> int:
@@ -243,6 +255,7 @@ def main() -> int:
         (HERE / "RESULTS.md").write_text(
             "<!-- written by `make compat` (compat/run.py); do not edit by hand -->\n\n" + text
         )
+        update_docs("compat", f"As measured on {time.strftime('%Y-%m-%d')}:\n\n{text}")
     return 1 if any(v[0] == "fail" for _, _, verdicts in rows for v in verdicts.values()) else 0
 
 
