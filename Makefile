@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench compat clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 	@$(BIN)/python benchmarks/bench_report.py
 	@$(BIN)/python benchmarks/bench_budget.py $(BENCH_ARGS)
 	@$(BIN)/python benchmarks/bench_lost.py $(BENCH_ARGS)
+
+## compat: real clients (anthropic 2.x/1.x, TypeScript, llm, LiteLLM, pydantic-ai, LangChain) vs the emulator
+compat: $(STAMP)
+	@$(BIN)/python compat/run.py $(COMPAT_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

@@ -258,6 +258,7 @@ def test_every_catalogue_entry_is_exercised() -> None:
         "slow",
         "malformed_event",
         "redacted_thinking",  # tests/test_emulator_thinking_tools.py
+        "replay",  # swept in tests/test_emulator_replay.py (it needs a recorded file)
     }
     assert covered == set(FAULTS)
 

@@ -8,6 +8,7 @@ stderr and exit code 2. The emulator's web stack is imported only when ``serve``
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import click
@@ -38,6 +39,10 @@ def _describe(scenario: Scenario) -> str:
     if scenario.random:
         mix = ", ".join(f"{fault} {p:g}" for fault, p in scenario.random)
         parts.append(f"then random (seed {scenario.seed}): {mix}")
+    if scenario.batch_seconds:
+        parts.append(f"batches take {scenario.batch_seconds:g} s")
+    if scenario.files_downloadable:
+        parts.append("uploaded files downloadable")
     return "; ".join(parts) or "every request ok"
 
 
@@ -61,7 +66,15 @@ def _describe(scenario: Scenario) -> str:
     type=click.FloatRange(min=0.0),
     help="Seconds between streamed text deltas.",
 )
-def serve(host: str, port: int, scenario_file: Path | None, api_key: str | None, chunk_delay: float) -> None:
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the bound port to this file once listening (for CI; pair with --port 0).",
+)
+def serve(
+    host: str, port: int, scenario_file: Path | None, api_key: str | None, chunk_delay: float, port_file: Path | None
+) -> None:
     """Serve the Messages API on HOST:PORT until Ctrl-C."""
     scenario = None
     if scenario_file is not None:
@@ -85,9 +98,25 @@ def serve(host: str, port: int, scenario_file: Path | None, api_key: str | None,
         click.echo("  export ANTHROPIC_API_KEY=sk-ant-emulator  # any non-empty key is accepted", err=True)
     click.echo(f"  fault plans: {base_url}/x/RUN/rate_limit,ok (see `canny emulator faults`)", err=True)
     click.echo("Press Ctrl-C to stop.", err=True)
+    if port_file is not None:
+        try:
+            _write_port(port_file, sock.getsockname()[1])
+        except click.ClickException:
+            sock.close()
+            raise
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after a clean shutdown
         serve_forever(app, sock)
     click.echo("emulator stopped", err=True)
+
+
+def _write_port(path: Path, port: int) -> None:
+    """Write ``port`` to ``path`` atomically (a reader never sees a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"{port}\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write --port-file {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def _status(name: str) -> str:

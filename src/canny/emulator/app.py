@@ -37,11 +37,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from canny.emulator.batches import BatchService
 from canny.emulator.cache import PromptCache, prompt_blocks
 from canny.emulator.faults import OK, Fault, parse_fault, parse_plan
+from canny.emulator.files import FileService
 from canny.emulator.models import MODELS, resolve_model
 from canny.emulator.ratelimits import RateWindow
 from canny.emulator.recorder import RecordedRequest, Recorder, redact_headers
+from canny.emulator.replay import replay_script
 from canny.emulator.responses import (
     api_error_script,
     compose_answer,
@@ -243,12 +246,16 @@ class _Handlers:
         threads = self.state.threads_for(request.path_params.get("run"))
         turn = None
         try:
+            if fault.kind == "replay":
+                return replay_script(fault, request_id), fault
             if isinstance(body, dict):
                 body, turn = threads.expand(body, request.headers.get("anthropic-beta", ""))
             parsed = _parse(raw, body, version=version)
             directives, fault = _directives(parsed.last_user_text(), fault)
             if fault.kind == "status":
                 return status_fault_script(fault, request_id), fault
+            if fault.kind == "replay":  # a prompt must not make the server read its files
+                raise ApiError(400, "invalid_request_error", "emulator directive: replay is for scenario files only")
             calls = plan_calls(parsed)
             blocks = prompt_blocks(parsed)
             check_context_window(parsed, sum(block.tokens for block in blocks))
@@ -411,6 +418,17 @@ def create_app(
         for method, path, name in ROUTES
         for slash in ("", "/")
     ]
+
+    # Message Batches and Files (canny.emulator.batches / .files).
+    def batch_answer(
+        request: Request, request_id: str, raw: bytes, body: Any, fault: Fault
+    ) -> tuple[list[Step], Fault]:
+        """A batch's request, answered under the version its batch was created with."""
+        version = request.headers.get("anthropic-version") or LATEST_VERSION
+        return handlers._answer(request, request_id, raw, body, fault, version)
+
+    extra = (*BatchService(state, batch_answer).routes(), *FileService(state).routes())
+    v1 += [Route(path, _Endpoint(state, handler), methods=methods) for path, handler, methods in extra]
     app = EmulatorApp(
         routes=[*v1, Mount("/x/{run}/{plan}", routes=v1)],
         exception_handlers={404: _http_error, 405: _http_error},

@@ -52,6 +52,7 @@ FaultKind = Literal[
     "slow",
     "malformed_event",
     "redacted_thinking",
+    "replay",
 ]
 
 #: ``stop_details.category`` values the API documents; ``null`` sends JSON null.
@@ -81,6 +82,7 @@ PARAMS: Mapping[str, Param] = {
     "seconds": Param(float, "length of the stall, or the per-delta delay of `slow`"),
     "category": Param(str, "refusal `stop_details.category` (" + ", ".join(REFUSAL_CATEGORIES) + ")"),
     "explanation": Param(str, "refusal `stop_details.explanation`"),
+    "file": Param(str, "a recorded response to replay: an exchange JSON or a raw SSE/JSON body"),
 }
 
 _STATUS_PARAMS = frozenset(
@@ -112,6 +114,7 @@ KIND_PARAMS: Mapping[FaultKind, frozenset[str]] = {
     "slow": frozenset({"seconds"}),
     "malformed_event": frozenset({"after"}),
     "redacted_thinking": frozenset(),
+    "replay": frozenset({"file"}),
 }
 
 
@@ -440,6 +443,13 @@ _SPECS: tuple[FaultSpec, ...] = (
         "like drop: yes before the first delta, else never",
         {"after": 1},
     ),
+    FaultSpec(
+        "replay",
+        "replay",
+        "The recorded response in `file` (an exchange JSON or a raw SSE/JSON body), byte for byte.",
+        "whatever the recorded response makes it raise or return",
+        "as for the recorded response",
+    ),
 )
 
 #: The catalogue: fault name -> spec.
@@ -600,6 +610,8 @@ def parse_plan(text: str) -> tuple[Fault, ...]:
     faults = []
     for item in text.split(","):
         fault = parse_fault(item)
+        if fault.kind == "replay":
+            raise ValueError("fault 'replay' reads a file on the server: use it in a scenario file, not a URL")
         for key, value in fault.params:
             if isinstance(value, str) and not _URL_VALUE.match(value):
                 raise ValueError(f"fault {fault.name!r}: parameter {key!r} value {value!r} cannot go in a URL")

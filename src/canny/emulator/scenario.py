@@ -23,6 +23,9 @@ A scenario is an ordered list of *steps*, then an optional seeded *random* mix::
     input_tokens = 100000         #  output_tokens; the rest keep the defaults,
                                   #  4000 / 2000000 / 400000)
     window = 60                   # seconds until the budgets refill (default 60)
+Two top-level keys set the emulator's other endpoints: ``batch_seconds`` (how long a
+Message Batch stays ``in_progress``, default 0) and ``files_downloadable`` (default false,
+as the API documents for uploaded files).
 
 The same structure in JSON: ``{"seed": 7, "step": [{"fault": "rate_limit"}], "random":
 {"overloaded": 0.1}, "rate_limits": {"requests": 3}}``. With ``rate_limits``, every
@@ -47,7 +50,6 @@ from canny.emulator.faults import OK, Fault, make_fault, parse_fault
 
 __all__ = ["RateLimits", "Scenario", "Step", "load_scenario"]
 
-_TOP_KEYS = ("description", "random", "rate_limits", "seed", "step")
 _LIMIT_KEYS = ("requests", "input_tokens", "output_tokens", "window")
 
 
@@ -67,6 +69,7 @@ class RateLimits:
     enforce: bool = False
 
 
+_TOP_KEYS = ("batch_seconds", "description", "files_downloadable", "random", "rate_limits", "seed", "step")
 _MAX_FILE_BYTES = 1_000_000
 
 
@@ -92,6 +95,10 @@ class Scenario:
     seed: int = 0
     description: str = ""
     rate_limits: RateLimits | None = None
+    #: Seconds a Message Batch stays ``in_progress`` before it ends (``canny.emulator.batches``).
+    batch_seconds: float = 0.0
+    #: Whether uploaded files are downloadable (the real API: no; ``canny.emulator.files``).
+    files_downloadable: bool = False
 
     @classmethod
     def of(cls, *faults: str | Fault) -> Scenario:
@@ -205,7 +212,21 @@ def _build(data: object) -> Scenario:
     if total > 1.0 + 1e-9:
         raise ValueError(f"'random' probabilities add up to {total:g}, more than 1")
     limits = _rate_limits(data["rate_limits"]) if "rate_limits" in data else None
-    return Scenario(steps=steps, random=mix, seed=seed, description=description, rate_limits=limits)
+    batch_seconds = data.get("batch_seconds", 0.0)
+    if isinstance(batch_seconds, bool) or not isinstance(batch_seconds, int | float) or not 0 <= batch_seconds <= 86400:
+        raise ValueError(f"'batch_seconds' must be a number of seconds from 0 to 86400, not {batch_seconds!r}")
+    downloadable = data.get("files_downloadable", False)
+    if not isinstance(downloadable, bool):
+        raise ValueError(f"'files_downloadable' must be true or false, not {downloadable!r}")
+    return Scenario(
+        steps=steps,
+        random=mix,
+        seed=seed,
+        description=description,
+        rate_limits=limits,
+        batch_seconds=float(batch_seconds),
+        files_downloadable=downloadable,
+    )
 
 
 def _rate_limits(raw: object) -> RateLimits:
