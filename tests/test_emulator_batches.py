@@ -19,6 +19,7 @@ from canny.emulator import Scenario, load_scenario, serve_in_thread
 from canny.emulator.server import EmulatorHandle
 
 KEY = "sk-ant-api03-CANARY-emulator-batches-key"
+HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 MODEL = "claude-opus-5-5"
 
 
@@ -81,7 +82,7 @@ def test_batch_stays_in_progress_for_the_scenario_time() -> None:
         client = _client(emu.base_url)
         batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": _params()}])
         assert client.messages.batches.retrieve(batch.id).processing_status == "in_progress"
-        response = httpx2.get(f"{emu.base_url}/v1/messages/batches/{batch.id}/results", headers={"x-api-key": KEY})
+        response = httpx2.get(f"{emu.base_url}/v1/messages/batches/{batch.id}/results", headers=HEADERS)
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
         time.sleep(0.45)
         assert client.messages.batches.retrieve(batch.id).request_counts.succeeded == 1
@@ -124,7 +125,7 @@ def test_batch_list_pages_newest_first(emu: EmulatorHandle) -> None:
 )
 def test_bad_batch_is_a_400(emu: EmulatorHandle, body: dict[str, object], needle: str) -> None:
     """A malformed create body is a 400 invalid_request_error naming the field."""
-    response = httpx2.post(f"{emu.base_url}/v1/messages/batches", json=body, headers={"x-api-key": KEY})
+    response = httpx2.post(f"{emu.base_url}/v1/messages/batches", json=body, headers=HEADERS)
     assert response.status_code == 400
     assert needle in response.json()["error"]["message"]
 
@@ -166,8 +167,8 @@ def test_uploads_are_not_downloadable_by_default() -> None:
 def test_upload_without_a_file_part_is_a_400(emu: EmulatorHandle) -> None:
     """An upload that is not multipart, or has no 'file' part, is a 400."""
     url = f"{emu.base_url}/v1/files"
-    assert httpx2.post(url, json={"file": "x"}, headers={"x-api-key": KEY}).status_code == 400
-    response = httpx2.post(url, data={"other": "1"}, files={"x": ("a", b"1")}, headers={"x-api-key": KEY})
+    assert httpx2.post(url, json={"file": "x"}, headers=HEADERS).status_code == 400
+    response = httpx2.post(url, data={"other": "1"}, files={"x": ("a", b"1")}, headers=HEADERS)
     assert response.status_code == 400 and "file" in response.json()["error"]["message"]
 
 
@@ -198,7 +199,7 @@ def test_serve_writes_the_port_file(tmp_path: Path) -> None:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
         port = int(port_file.read_text())
-        response = httpx2.get(f"http://127.0.0.1:{port}/v1/models", headers={"x-api-key": KEY})
+        response = httpx2.get(f"http://127.0.0.1:{port}/v1/models", headers=HEADERS)
         assert response.status_code == 200
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)

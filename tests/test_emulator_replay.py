@@ -14,6 +14,7 @@ from canny.emulator import Scenario, load_scenario, serve_in_thread
 from canny.emulator.faults import make_fault, parse_plan
 
 KEY = "sk-ant-api03-CANARY-emulator-replay-key"
+HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 WIRE = Path(__file__).resolve().parent / "wire"
 BODY: Any = {"model": "claude-opus-5", "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -28,7 +29,7 @@ def test_replays_a_wire_corpus_stream_through_the_sdk() -> None:
     recorded = json.loads(path.read_text())
     scenario = load_scenario(f'[[step]]\nfault = "replay"\nfile = {json.dumps(str(path))}\n')
     with serve_in_thread(scenario) as emu, _client(emu.base_url) as client:
-        raw = httpx2.post(f"{emu.base_url}/v1/messages", json={**BODY, "stream": True}, headers={"x-api-key": KEY})
+        raw = httpx2.post(f"{emu.base_url}/v1/messages", json={**BODY, "stream": True}, headers=HEADERS)
         assert raw.status_code == recorded["status"] and raw.text == recorded["body"]
         assert emu.requests()[-1].fault == f"replay;file={path}"
         with client.messages.stream(**BODY) as stream:  # the scenario is over: a normal answer
@@ -56,7 +57,7 @@ def test_replays_a_raw_sse_body(tmp_path: Path) -> None:
     raw_file = tmp_path / "answer.sse"
     raw_file.write_text(json.loads(body)["body"])
     with serve_in_thread(Scenario.of(f"replay;file={raw_file}")) as emu:
-        response = httpx2.post(f"{emu.base_url}/v1/messages", json=BODY, headers={"x-api-key": KEY})
+        response = httpx2.post(f"{emu.base_url}/v1/messages", json=BODY, headers=HEADERS)
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text == raw_file.read_text()
 
@@ -64,7 +65,7 @@ def test_replays_a_raw_sse_body(tmp_path: Path) -> None:
 def test_missing_file_is_a_400(tmp_path: Path) -> None:
     """A replay file that cannot be read is a 400 naming it."""
     with serve_in_thread(Scenario.of(f"replay;file={tmp_path / 'none.sse'}")) as emu:
-        response = httpx2.post(f"{emu.base_url}/v1/messages", json=BODY, headers={"x-api-key": KEY})
+        response = httpx2.post(f"{emu.base_url}/v1/messages", json=BODY, headers=HEADERS)
     assert response.status_code == 400 and "none.sse" in response.json()["error"]["message"]
 
 
@@ -76,7 +77,7 @@ def test_clients_cannot_ask_for_replay(tmp_path: Path) -> None:
     secret.write_text('{"status": 200, "body": "top secret"}')
     prompt = {**BODY, "messages": [{"role": "user", "content": f"[[fault=replay;file={secret}]]"}]}
     with serve_in_thread() as emu:
-        directive = httpx2.post(f"{emu.base_url}/v1/messages", json=prompt, headers={"x-api-key": KEY})
-        plan = httpx2.post(f"{emu.base_url}/x/r/replay/v1/messages", json=BODY, headers={"x-api-key": KEY})
+        directive = httpx2.post(f"{emu.base_url}/v1/messages", json=prompt, headers=HEADERS)
+        plan = httpx2.post(f"{emu.base_url}/x/r/replay/v1/messages", json=BODY, headers=HEADERS)
     assert directive.status_code == 400 and "top secret" not in directive.text
     assert plan.status_code == 400
