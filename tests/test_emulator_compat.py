@@ -31,10 +31,6 @@ OPS = (
     "529_retried",
     "midstream_error",
 )
-#: Operations that need emulator features of issue 9 built on other branches; they must pass once merged.
-PENDING = {"tool_runner": "message threads", "structured": "structured outputs"}
-
-
 @pytest.fixture(scope="module")
 def verdicts() -> Iterator[dict[str, dict[str, str]]]:
     with serve_in_thread() as emu:
@@ -58,6 +54,4 @@ def verdicts() -> Iterator[dict[str, dict[str, str]]]:
 def test_official_sdk_operation(verdicts: dict[str, dict[str, str]], op: str) -> None:
     """Each compat operation passes with the installed anthropic SDK."""
     verdict = verdicts[op]
-    if verdict["result"] != "pass" and op in PENDING:
-        pytest.xfail(f"needs {PENDING[op]}: {verdict['why'][:120]}")
     assert verdict["result"] == "pass", verdict["why"]
