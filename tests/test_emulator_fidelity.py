@@ -22,6 +22,7 @@ from canny.emulator import Scenario, serve_in_thread
 from canny.emulator.models import MODELS, resolve_model
 from canny.emulator.scenario import RateLimits, load_scenario
 from canny.emulator.server import EmulatorHandle
+from canny.emulator.threads import THREADS_BETA
 from canny.emulator.validation import BLOCK_FIELDS, MESSAGE_FIELDS
 
 KEY = "sk-ant-api03-CANARY-emulator-fidelity-key"
@@ -38,8 +39,12 @@ def emu() -> Iterator[EmulatorHandle]:
         yield handle
 
 
-def _post(url: str, body: dict[str, Any], version: str | None = NEW, path: str = "/v1/messages") -> httpx2.Response:
+def _post(
+    url: str, body: dict[str, Any], version: str | None = NEW, path: str = "/v1/messages", beta: str | None = None
+) -> httpx2.Response:
     headers = {"x-api-key": KEY}
+    if beta is not None:
+        headers["anthropic-beta"] = beta
     if version is not None:
         headers["anthropic-version"] = version
     return httpx2.post(f"{url}{path}", json=body, headers=headers, timeout=30.0)
@@ -188,7 +193,7 @@ def test_every_documented_field_is_accepted(emu: EmulatorHandle) -> None:
     """A request using every top-level field the SDKs send (one table) is a 200."""
     body: dict[str, Any] = {
         "model": "claude-sonnet-4-6",
-        "max_tokens": 64,
+        "max_tokens": 4096,  # above thinking.budget_tokens, as the API requires
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
         ],
@@ -222,7 +227,7 @@ def test_every_documented_field_is_accepted(emu: EmulatorHandle) -> None:
     }
     unused = set(MESSAGE_FIELDS) - set(body)
     assert unused == {"top_p"}  # not allowed together with temperature
-    response = _post(emu.url_for(), body, version=OLD)
+    response = _post(emu.url_for(), body, version=OLD, beta=THREADS_BETA)  # `thread` is a beta field
     assert response.status_code == 200, response.text
 
 
@@ -483,6 +488,7 @@ def _request(case: dict[str, Any], name: str) -> tuple[list[str], dict[str, Any]
         assert info is not None
         enabled = info.capabilities()["thinking"]["types"]["enabled"]["supported"]
         body["thinking"] = {"type": "enabled", "budget_tokens": 1024} if enabled else {"type": "adaptive"}
+        body["max_tokens"] = 2048  # the API requires max_tokens above budget_tokens
     if "stop_sequence" in name:
         body["messages"] = [{"role": "user", "content": "[[say=Hello there END and more]]"}]
         body["stop_sequences"] = ["END"]

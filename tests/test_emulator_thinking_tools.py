@@ -17,6 +17,8 @@ from canny.emulator import serve_in_thread
 from canny.emulator.server import EmulatorHandle
 
 KEY = "sk-ant-api03-CANARY-thinking"
+#: Raw requests carry the version header every API request needs (a 400 without it).
+HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 WIRE = Path(__file__).parent / "wire"
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}
 FETCH = {"type": "web_fetch_20250910", "name": "web_fetch"}
@@ -85,7 +87,7 @@ def test_streamed_thinking_uses_thinking_and_signature_deltas(emu: EmulatorHandl
         "thinking": {"type": "adaptive"},
         "messages": _ask(),
     }
-    response = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers={"x-api-key": KEY})
+    response = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers=HEADERS)
     events = _sse_events(response.text)
     block0 = [e for e in events if e.get("index") == 0]
     assert block0[0]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
@@ -181,7 +183,7 @@ def test_thinking_configs_the_model_rejects(
     if thinking.pop("tool_choice", None):
         body["tool_choice"] = {"type": "any"}
         body["tools"] = [{"name": "lookup", "input_schema": {"type": "object"}}]
-    response = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers={"x-api-key": KEY})
+    response = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers=HEADERS)
     assert response.status_code == 400 and message in response.json()["error"]["message"]
 
 
@@ -193,7 +195,7 @@ def test_web_search_runs_and_counts_like_the_recording(emu: EmulatorHandle) -> N
         "tools": [SEARCH],
         "messages": _ask("Search Paris weather"),
     }
-    got = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers={"x-api-key": KEY}).json()
+    got = httpx2.post(emu.url_for() + "/v1/messages", json=body, headers=HEADERS).json()
     recorded = _recorded("sonnet45_web_search_json")
     assert [b["type"] for b in got["content"][:2]] == ["server_tool_use", "web_search_tool_result"]
     assert set(got["content"][0]) == set(recorded["content"][0])
@@ -207,7 +209,7 @@ def test_web_search_runs_and_counts_like_the_recording(emu: EmulatorHandle) -> N
 def test_server_tool_results_are_billed_as_input(emu: EmulatorHandle) -> None:
     """The final input tokens include the results read back; message_start shows the prompt alone."""
     body = {"model": "claude-opus-5", "max_tokens": 1000, "stream": True, "tools": [SEARCH], "messages": _ask()}
-    events = _sse_events(httpx2.post(emu.url_for() + "/v1/messages", json=body, headers={"x-api-key": KEY}).text)
+    events = _sse_events(httpx2.post(emu.url_for() + "/v1/messages", json=body, headers=HEADERS).text)
     start = events[0]["message"]["usage"]["input_tokens"]
     final = [e for e in events if e["type"] == "message_delta"][-1]["usage"]
     assert final["input_tokens"] > start and final["server_tool_use"]["web_search_requests"] == 1
@@ -271,3 +273,13 @@ def test_server_tools_run_once_per_exchange(emu: EmulatorHandle) -> None:
         model="claude-opus-5", max_tokens=1000, tools=[SEARCH], tool_choice={"type": "none"}, messages=_ask()
     )
     assert [b.type for b in none.content] == ["text"]
+
+
+def test_low_effort_adaptive_thinking_skips_the_block_unless_always_on(emu: EmulatorHandle) -> None:
+    """Adaptive thinking at effort low answers without a thinking block, except on Fable (always on)."""
+    client = _client(emu)
+    args: dict[str, Any] = {"max_tokens": 2000, "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}
+    low = client.messages.create(model="claude-opus-5", messages=_ask(), **args)
+    assert [b.type for b in low.content] == ["text"] and low.stop_reason == "end_turn"
+    fable = client.messages.create(model="claude-fable-5-1", messages=_ask(), **args)
+    assert fable.content[0].type == "thinking"

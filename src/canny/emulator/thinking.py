@@ -9,6 +9,10 @@ makes it a
 ``max_tokens`` and are billed as output tokens (``usage.output_tokens_details.thinking_tokens``
 reports them on the models that report it).
 
+Adaptive thinking at ``output_config.effort`` ``low`` skips the thinking block (the API:
+"at lower effort levels, Claude may skip thinking for simpler problems"), except on Fable
+and Mythos, whose thinking is always on.
+
 Checks, as the API documents them: ``budget_tokens`` at least 1,024 and below
 ``max_tokens``; ``enabled`` is rejected from the 4.7 generation on, ``adaptive`` on 4.5 and
 earlier, ``disabled`` on Fable and Mythos; thinking with a forced ``tool_choice``.
@@ -42,6 +46,8 @@ _GEN_47 = "2026-04-16"
 _GEN_46 = "2026-02-01"
 _REPORTS_THINKING_TOKENS = "2026-07-01"
 _NATURAL_SENTENCES = 2
+#: Model lines whose thinking is always on (never skipped, ``disabled`` rejected).
+_ALWAYS_ON = ("fable", "mythos")
 
 
 def _invalid(message: str) -> ApiError:
@@ -71,7 +77,7 @@ def thinking_plan(request: MessagesRequest, *, redacted: bool = False) -> Thinki
     new = model.created_at >= f"{_GEN_47}T00:00:00Z"
     old = model.created_at < f"{_GEN_46}T00:00:00Z"
     if kind == "disabled":
-        if model.line in ("fable", "mythos"):
+        if model.line in _ALWAYS_ON:
             raise _invalid(f"thinking.type: 'disabled' is not supported for {model.id}; thinking is always on")
         return None
     if kind in ("enabled", "adaptive") and (request.tool_choice or {}).get("type") in ("any", "tool"):
@@ -83,6 +89,8 @@ def thinking_plan(request: MessagesRequest, *, redacted: bool = False) -> Thinki
     if kind == "adaptive":
         if old:
             raise _invalid(f"thinking.type: 'adaptive' is not supported for {model.id}; use 'enabled'")
+        if _effort(request) == "low" and model.line not in _ALWAYS_ON:
+            return None  # low effort skips thinking on a simple prompt (every prompt is, here)
         return ThinkingPlan(None, omitted, redacted)
     if kind == "enabled":
         if new:
@@ -101,6 +109,11 @@ def thinking_plan(request: MessagesRequest, *, redacted: bool = False) -> Thinki
         f"thinking: Input tag {kind!r} found using 'type' does not match any of the expected tags: "
         "'enabled', 'disabled', 'adaptive'"
     )
+
+
+def _effort(request: MessagesRequest) -> object:
+    config = request.raw.get("output_config")
+    return config.get("effort") if isinstance(config, Mapping) else None
 
 
 def reports_thinking_tokens(request: MessagesRequest) -> bool:

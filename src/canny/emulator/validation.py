@@ -472,13 +472,13 @@ def _check_options(body: Mapping[str, Any]) -> None:
 def _json_format(value: object, where: str) -> None:
     if not isinstance(value, dict):
         raise _invalid(f"{where}: Input should be a valid dictionary")
-    if value.get("type") != "json_schema":
-        raise _invalid(_tag_error(where, value.get("type"), ("json_schema",)))
-    _only(value, frozenset({"type", "schema"}), f"{where}.json_schema")
+    if value.get("type") != "json_schema":  # one format, not a tagged union: a literal's wording
+        raise _invalid(f"{where}.type: Input should be 'json_schema'")
+    _only(value, frozenset({"type", "schema"}), where)
     if "schema" not in value:
-        raise _invalid(f"{where}.json_schema.schema: Field required")
+        raise _invalid(f"{where}.schema: Field required")
     if not isinstance(value["schema"], dict):
-        raise _invalid(f"{where}.json_schema.schema: Input should be a valid dictionary")
+        raise _invalid(f"{where}.schema: Input should be a valid dictionary")
 
 
 def _only(value: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
