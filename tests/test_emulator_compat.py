@@ -31,6 +31,8 @@ OPS = (
     "529_retried",
     "midstream_error",
 )
+
+
 @pytest.fixture(scope="module")
 def verdicts() -> Iterator[dict[str, dict[str, str]]]:
     with serve_in_thread() as emu:
