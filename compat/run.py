@@ -60,8 +60,18 @@ CLIENTS = (
     Client("anthropic-python-2.x", "anthropic_py.py", pip=("anthropic>=2,<3", "pydantic"), version_of="anthropic"),
     Client("anthropic-python-1.x", "anthropic_py.py", pip=("anthropic>=1,<2", "pydantic"), version_of="anthropic"),
     Client("anthropic-typescript", "anthropic_ts.mjs", npm=("@anthropic-ai/sdk",), version_of="@anthropic-ai/sdk"),
-    Client("llm+llm-anthropic", "llm_client.py", pip=("llm", "llm-anthropic"), version_of="llm-anthropic"),
-    Client("litellm", "litellm_client.py", pip=("litellm", "tenacity"), version_of="litellm"),
+    # llm and LiteLLM always send `temperature`, which the 5.x models reject (as the real API
+    # does): they run against a 4.6 model, which takes it.
+    Client(
+        "llm+llm-anthropic",
+        "llm_client.py",
+        pip=("llm", "llm-anthropic"),
+        version_of="llm-anthropic",
+        model="anthropic/claude-sonnet-4-6",
+    ),
+    Client(
+        "litellm", "litellm_client.py", pip=("litellm", "tenacity"), version_of="litellm", model="claude-sonnet-4-6"
+    ),
     Client("pydantic-ai", "pydantic_ai_client.py", pip=("pydantic-ai-slim[anthropic]",), version_of="pydantic-ai-slim"),
     Client(
         "langchain-anthropic", "langchain_client.py", pip=("langchain-anthropic",), version_of="langchain-anthropic"

@@ -181,3 +181,25 @@ def test_bad_output_config_is_a_400(emu: EmulatorHandle, config: dict[str, Any],
     )
     assert response.status_code == 400 and message in response.json()["error"]["message"]
     assert KEY not in response.text
+
+
+def test_the_older_output_format_field_is_honoured(emu: EmulatorHandle) -> None:
+    """The older beta's top-level output_format (LiteLLM sends it) gets JSON valid against its schema."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 300,
+        "messages": [{"role": "user", "content": "Invent a person."}],
+        "output_format": {"type": "json_schema", "schema": schema},
+    }
+    response = httpx2.post(
+        emu.url_for() + "/v1/messages", json=body, headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    )
+    assert response.status_code == 200, response.text
+    data = json.loads(response.json()["content"][0]["text"])
+    assert isinstance(data["name"], str) and isinstance(data["age"], int)

@@ -27,24 +27,27 @@ def _invalid(message: str) -> ApiError:
 
 def output_schema(request: MessagesRequest) -> Mapping[str, Any] | None:
     """The JSON schema the answer must follow (``None``: free text); :class:`ApiError`
-    for a malformed ``output_config``."""
+    for a malformed format. Read from ``output_config.format``, or from the older
+    structured-outputs beta's top-level ``output_format`` (which LiteLLM still sends)."""
     config = request.raw.get("output_config")
-    if config is None:
-        return None
-    if not isinstance(config, Mapping):
+    if config is not None and not isinstance(config, Mapping):
         raise _invalid("output_config: Input should be a valid dictionary")
-    fmt = config.get("format")
-    if fmt is None:
-        return None
+    if config is not None and config.get("format") is not None:
+        return _schema(config["format"], "output_config.format")
+    legacy = request.raw.get("output_format")
+    return None if legacy is None else _schema(legacy, "output_format")
+
+
+def _schema(fmt: object, where: str) -> Mapping[str, Any]:
     if not isinstance(fmt, Mapping):
-        raise _invalid("output_config.format: Input should be a valid dictionary")
+        raise _invalid(f"{where}: Input should be a valid dictionary")
     if fmt.get("type") != "json_schema":
-        raise _invalid("output_config.format.type: Input should be 'json_schema'")
+        raise _invalid(f"{where}.type: Input should be 'json_schema'")
     if "schema" not in fmt:
-        raise _invalid("output_config.format.schema: Field required")
+        raise _invalid(f"{where}.schema: Field required")
     schema = fmt["schema"]
     if not isinstance(schema, Mapping):
-        raise _invalid("output_config.format.schema: Input should be a valid dictionary")
+        raise _invalid(f"{where}.schema: Input should be a valid dictionary")
     return schema
 
 
