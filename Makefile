@@ -18,13 +18,13 @@ demo: $(STAMP)
 
 ## test: lint, type-check and run the whole test suite (starts a throwaway PostgreSQL)
 test: $(STAMP)
-	@$(BIN)/ruff check src tests benchmarks examples docs
-	@$(BIN)/ruff format --check src tests benchmarks examples docs
+	@$(BIN)/ruff check src tests benchmarks examples docs compat
+	@$(BIN)/ruff format --check src tests benchmarks examples docs compat
 	@$(BIN)/mypy
 	@bash scripts/pg-test-server.sh run $(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	@$(BIN)/ruff check src tests benchmarks examples docs && $(BIN)/ruff format --check src tests benchmarks examples docs
+	@$(BIN)/ruff check src tests benchmarks examples docs compat && $(BIN)/ruff format --check src tests benchmarks examples docs compat
 
 typecheck: $(STAMP)
 	@$(BIN)/mypy

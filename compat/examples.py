@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ENVS, HERE, Emulator, update_docs  # noqa: E402
+from run import ENVS, HERE, Emulator, update_docs
 
 SOURCE_VENV = ENVS / "anthropic-python-2.x"
 WORK = ENVS / "examples"
@@ -84,7 +84,11 @@ def arguments(name: str, base_url: str) -> list[str]:
         return []
     params = {"model": "claude-opus-5", "max_tokens": 100, "messages": [{"role": "user", "content": "Hello"}]}
     body = json.dumps({"requests": [{"custom_id": "example-1", "params": params}]}).encode()
-    headers = {"x-api-key": "sk-ant-emulator-examples", "content-type": "application/json"}
+    headers = {
+        "x-api-key": "sk-ant-emulator-examples",
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+    }
     request = urllib.request.Request(f"{base_url}/v1/messages/batches", data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         return [str(json.load(response)["id"])]

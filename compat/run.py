@@ -253,7 +253,7 @@ def main() -> int:
         for client in chosen:
             reason = None if args.no_install else install(client, upgrade=args.upgrade)
             if reason is not None:
-                rows.append((client, "-", {op: ("n/a", reason) for op in OPS}))
+                rows.append((client, "-", dict.fromkeys(OPS, ("n/a", reason))))
                 continue
             log(f"compat: running {client.name}")
             rows.append((client, version(client), run_client(client, emulator.url)))
