@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import anthropic
-from harness import BASE, KEY, MODEL, PERSON_SCHEMA, WEATHER_SCHEMA, NotApplicable, check, expect, plan, raises
+from harness import BASE, KEY, MODEL, PERSON_SCHEMA, WEATHER_SCHEMA, NotApplicable, expect, plan, raises, run_all
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOL = {"name": "get_weather", "description": "Weather for a city.", "input_schema": WEATHER_SCHEMA}
@@ -108,16 +108,4 @@ def midstream_error() -> None:
     raises(run, "overloaded")
 
 
-for name, fn in [
-    ("create", create),
-    ("stream", stream),
-    ("tools", tools),
-    ("tool_runner", tool_runner),
-    ("structured", structured),
-    ("count_tokens", count_tokens),
-    ("models", models),
-    ("404", not_found),
-    ("529_retried", retried_529),
-    ("midstream_error", midstream_error),
-]:
-    check(name, fn)
+run_all(globals())

@@ -45,6 +45,27 @@ PERSON_SCHEMA = {
 }
 
 
+#: The function each client script defines for each operation (same order as OPS).
+FUNCTIONS = dict(
+    zip(
+        OPS,
+        (
+            "create",
+            "stream",
+            "tools",
+            "tool_runner",
+            "structured",
+            "count_tokens",
+            "models",
+            "not_found",
+            "retried_529",
+            "midstream_error",
+        ),
+        strict=True,
+    )
+)
+
+
 class NotApplicable(Exception):
     """The client has no way to do this operation (the message says why)."""
 
@@ -89,3 +110,9 @@ def raises(fn: Callable[[], Any], *words: str) -> None:
             return
         raise AssertionError(f"raised, but not as expected: {type(exc).__name__}: {exc}"[:300]) from exc
     raise AssertionError("no error was raised")
+
+
+def run_all(scope: dict[str, Any]) -> None:
+    """Run every operation of a client script, in table order: ``run_all(globals())``."""
+    for op in OPS:
+        check(op, scope[FUNCTIONS[op]])

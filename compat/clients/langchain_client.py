@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import BASE, KEY, MODEL, NotApplicable, check, expect, plan, raises
+from harness import BASE, KEY, MODEL, NotApplicable, expect, plan, raises, run_all
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -76,16 +76,4 @@ def midstream_error() -> None:
     raises(lambda: list(chat(plan("error_event;after=2")).stream(PROMPT)), "overloaded")
 
 
-for name, fn in [
-    ("create", create),
-    ("stream", stream),
-    ("tools", tools),
-    ("tool_runner", tool_runner),
-    ("structured", structured),
-    ("count_tokens", count_tokens),
-    ("models", models),
-    ("404", not_found),
-    ("529_retried", retried_529),
-    ("midstream_error", midstream_error),
-]:
-    check(name, fn)
+run_all(globals())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import litellm
-from harness import BASE, KEY, MODEL, PERSON_SCHEMA, WEATHER_SCHEMA, NotApplicable, check, expect, plan, raises
+from harness import BASE, KEY, MODEL, PERSON_SCHEMA, WEATHER_SCHEMA, NotApplicable, expect, plan, raises, run_all
 
 USER = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOL = {
@@ -76,16 +76,4 @@ def midstream_error() -> None:
     raises(lambda: list(complete(plan("error_event;after=2"), stream=True)), "overloaded")
 
 
-for name, fn in [
-    ("create", create),
-    ("stream", stream),
-    ("tools", tools),
-    ("tool_runner", tool_runner),
-    ("structured", structured),
-    ("count_tokens", count_tokens),
-    ("models", models),
-    ("404", not_found),
-    ("529_retried", retried_529),
-    ("midstream_error", midstream_error),
-]:
-    check(name, fn)
+run_all(globals())

@@ -11,7 +11,7 @@ import os
 
 import llm
 import llm_anthropic
-from harness import BASE, MODEL, PERSON_SCHEMA, NotApplicable, check, expect, plan, raises
+from harness import BASE, MODEL, PERSON_SCHEMA, NotApplicable, expect, plan, raises, run_all
 
 PROMPT = "What is the weather in Paris?"
 
@@ -88,16 +88,4 @@ def midstream_error() -> None:
     raises(lambda: list(model(plan("error_event;after=2")).prompt(PROMPT)), "overloaded")
 
 
-for name, fn in [
-    ("create", create),
-    ("stream", stream),
-    ("tools", tools),
-    ("tool_runner", tool_runner),
-    ("structured", structured),
-    ("count_tokens", count_tokens),
-    ("models", models),
-    ("404", not_found),
-    ("529_retried", retried_529),
-    ("midstream_error", midstream_error),
-]:
-    check(name, fn)
+run_all(globals())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import anthropic
-from harness import BASE, KEY, MODEL, NotApplicable, check, expect, plan, raises
+from harness import BASE, KEY, MODEL, NotApplicable, expect, plan, raises, run_all
 from pydantic import BaseModel
 from pydantic_ai import Agent
 from pydantic_ai.models.anthropic import AnthropicModel
@@ -95,16 +95,4 @@ def midstream_error() -> None:
     raises(lambda: asyncio.run(go()), "overloaded")
 
 
-for name, fn in [
-    ("create", create),
-    ("stream", stream),
-    ("tools", tools),
-    ("tool_runner", tool_runner),
-    ("structured", structured),
-    ("count_tokens", count_tokens),
-    ("models", models),
-    ("404", not_found),
-    ("529_retried", retried_529),
-    ("midstream_error", midstream_error),
-]:
-    check(name, fn)
+run_all(globals())
