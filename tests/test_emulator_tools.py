@@ -239,6 +239,24 @@ def test_default_is_one_tool_call_then_text(client: anthropic.Anthropic) -> None
     assert third.stop_reason == "tool_use"
 
 
+def test_a_required_id_missing_from_the_prompt_gets_an_answer_not_a_call(client: anthropic.Anthropic) -> None:
+    """A tool requiring an *_id is not called on a turn with no digit to fill it; it is once one is given."""
+    order = {
+        "name": "lookup_order",
+        "description": "Look up an order.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+        },
+    }
+    greeting = create(client, messages=[{"role": "user", "content": "Hi! A question about an order."}], tools=[order])
+    assert (greeting.stop_reason, tool_uses(greeting)) == ("end_turn", [])
+    asked = create(client, messages=[{"role": "user", "content": "Where is order #4821?"}], tools=[order])
+    assert asked.stop_reason == "tool_use"
+    assert [b.name for b in tool_uses(asked)] == ["lookup_order"]
+
+
 def test_tool_directive_picks_tools_per_turn_and_in_parallel(client: anthropic.Anthropic) -> None:
     """[[tool=calculator,lookup+calculator]] calls calculator, then both at once; inputs fit each schema."""
     messages: list[dict[str, Any]] = [

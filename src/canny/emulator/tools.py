@@ -174,6 +174,8 @@ def plan_calls(request: MessagesRequest) -> tuple[ToolCall, ...]:
         if choice["type"] == "auto" and done >= wanted:
             return ()
         names = directives.tool[done % len(directives.tool)] if directives.tool else (next(iter(tools)),)
+        if choice["type"] == "auto" and not directives.tool and _lacks_an_id(tools[names[0]], _turn_text(opening)):
+            return ()  # as a model would, it asks for the identifier instead of inventing one
         unknown = [name for name in names if name not in tools]
         if unknown:
             raise ApiError(
@@ -192,6 +194,16 @@ def plan_calls(request: MessagesRequest) -> tuple[ToolCall, ...]:
         data = value if isinstance(value, dict) else {}
         calls.append(ToolCall(_tool_id(request, name, index), name, data, json.dumps(data, ensure_ascii=False)))
     return tuple(calls)
+
+
+def _lacks_an_id(tool: Mapping[str, Any], text: str) -> bool:
+    """Whether the tool requires an identifier (a parameter named ``*_id``, such as
+    ``order_id``) that the user's text cannot supply: it has no digit. ("Hi! I have a
+    question about an order." gets an answer; "Where is order #4821?" gets the call.)"""
+    schema = tool.get("input_schema")
+    if not isinstance(schema, Mapping) or any(ch.isdigit() for ch in text):
+        return False
+    return any(str(name).lower().endswith("_id") for name in schema.get("required") or ())
 
 
 def preface(request: MessagesRequest, calls: Sequence[ToolCall]) -> str:
