@@ -16,6 +16,7 @@ if any operation failed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -30,19 +31,20 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "compat"
 ENVS = ROOT / ".compat"
 CLIENTS_DIR = HERE / "clients"
-OPS = (
-    "create",
-    "stream",
-    "tools",
-    "tool_runner",
-    "structured",
-    "count_tokens",
-    "models",
-    "404",
-    "529_retried",
-    "midstream_error",
-)
 CLIENT_TIMEOUT = 600
+
+
+def _load_ops() -> tuple[str, ...]:
+    """The operation columns, from compat/clients/ops.py (one list for runner, clients and tests)."""
+    spec = importlib.util.spec_from_file_location("compat_ops", CLIENTS_DIR / "ops.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("compat/clients/ops.py cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.OPS)
+
+
+OPS = _load_ops()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ with this environment's ``anthropic``, against an emulator on loopback, once per
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,18 +20,19 @@ from canny.emulator import serve_in_thread
 
 CLIENTS = Path(__file__).resolve().parent.parent / "compat" / "clients"
 KEY = "sk-ant-api03-CANARY-emulator-compat-key"
-OPS = (
-    "create",
-    "stream",
-    "tools",
-    "tool_runner",
-    "structured",
-    "count_tokens",
-    "models",
-    "404",
-    "529_retried",
-    "midstream_error",
-)
+
+
+def _load_ops() -> tuple[str, ...]:
+    """The operation columns, from compat/clients/ops.py (one list for runner, clients and tests)."""
+    spec = importlib.util.spec_from_file_location("compat_ops", CLIENTS / "ops.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("compat/clients/ops.py cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.OPS)
+
+
+OPS = _load_ops()
 
 
 @pytest.fixture(scope="module")

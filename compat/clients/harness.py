@@ -16,21 +16,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ops import OPERATIONS
+
 BASE = os.environ["COMPAT_BASE_URL"].rstrip("/")
 MODEL = os.environ.get("COMPAT_MODEL", "claude-opus-5")
 KEY = os.environ.get("ANTHROPIC_API_KEY", "sk-ant-emulator")
-OPS = (
-    "create",
-    "stream",
-    "tools",
-    "tool_runner",
-    "structured",
-    "count_tokens",
-    "models",
-    "404",
-    "529_retried",
-    "midstream_error",
-)
 WEATHER_SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string"}},
@@ -43,27 +33,6 @@ PERSON_SCHEMA = {
     "required": ["name", "age"],
     "additionalProperties": False,
 }
-
-
-#: The function each client script defines for each operation (same order as OPS).
-FUNCTIONS = dict(
-    zip(
-        OPS,
-        (
-            "create",
-            "stream",
-            "tools",
-            "tool_runner",
-            "structured",
-            "count_tokens",
-            "models",
-            "not_found",
-            "retried_529",
-            "midstream_error",
-        ),
-        strict=True,
-    )
-)
 
 
 class NotApplicable(Exception):
@@ -114,5 +83,5 @@ def raises(fn: Callable[[], Any], *words: str) -> None:
 
 def run_all(scope: dict[str, Any]) -> None:
     """Run every operation of a client script, in table order: ``run_all(globals())``."""
-    for op in OPS:
-        check(op, scope[FUNCTIONS[op]])
+    for op, function in OPERATIONS:
+        check(op, scope[function])
