@@ -16,7 +16,6 @@ if any operation failed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -34,17 +33,8 @@ CLIENTS_DIR = HERE / "clients"
 CLIENT_TIMEOUT = 600
 
 
-def _load_ops() -> tuple[str, ...]:
-    """The operation columns, from compat/clients/ops.py (one list for runner, clients and tests)."""
-    spec = importlib.util.spec_from_file_location("compat_ops", CLIENTS_DIR / "ops.py")
-    if spec is None or spec.loader is None:
-        raise ImportError("compat/clients/ops.py cannot be loaded")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return tuple(module.OPS)
-
-
-OPS = _load_ops()
+sys.path.insert(0, str(CLIENTS_DIR))
+from ops import OPS  # noqa: E402 - the one list, beside the clients that run it
 
 
 @dataclass(frozen=True)
