@@ -31,10 +31,12 @@ typecheck: $(STAMP)
 
 ## bench: canny vs the raw anthropic SDK on the emulator, as ratios; then reports and budgets
 bench: $(STAMP)
+	@$(BIN)/python benchmarks/targets.py --reset
 	@$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 	@$(BIN)/python benchmarks/bench_report.py
 	@$(BIN)/python benchmarks/bench_budget.py $(BENCH_ARGS)
 	@$(BIN)/python benchmarks/bench_lost.py $(BENCH_ARGS)
+	@$(BIN)/python benchmarks/targets.py
 
 ## compat: real clients (anthropic 2.x/1.x, TypeScript, llm, LiteLLM, pydantic-ai, LangChain) vs the emulator
 compat: $(STAMP)
