@@ -133,7 +133,7 @@ def test_empty_ledger_is_a_friendly_line_and_creates_no_file(clean_env: Path) ->
     """No ledger yet: one sentence, exit 0, and no file is created by reading."""
     result = run("report")
     assert result.exit_code == 0
-    assert "No attempts recorded" in result.stdout
+    assert "no attempts recorded" in result.stderr and result.stdout == ""
     assert not (clean_env / "ledger.db").exists()
     assert json.loads(run("report", "--json").stdout) == []
 

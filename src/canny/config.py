@@ -19,7 +19,7 @@ import ipaddress
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -35,9 +35,13 @@ __all__ = [
     "Settings",
     "Timeouts",
     "check_base_url",
+    "config_dir",
     "config_path",
+    "data_dir",
+    "default_ledger",
     "home_dir",
     "load_settings",
+    "parse_money",
     "plain_http_proxy",
 ]
 
@@ -307,6 +311,8 @@ _PLAIN_KEYS = {
     "model", "max_tokens", "base_url", "ledger", "log_content", "project", "tags", "max_cost", "time_zone",
     "cache", "cache_ttl",
 }  # fmt: skip
+#: Every key a config table may hold (for "did you mean" suggestions).
+_TOP_KEYS = {*_PLAIN_KEYS, "timeouts", "retry", "budget", "profiles", "default_profile"}
 
 
 def _layer(settings: Settings, table: Mapping[str, Any], where: str) -> Settings:
@@ -326,10 +332,28 @@ def _layer(settings: Settings, table: Mapping[str, Any], where: str) -> Settings
         elif key in _PLAIN_KEYS:
             changes[key] = _coerce(key, value, where)
         else:
-            raise ConfigError(f"unknown setting {where}.{key}")
+            raise ConfigError(f"unknown setting {where}.{key}{_did_you_mean(str(key), _TOP_KEYS)}")
     if "model" in changes:
         changes["model_source"] = f"config ({where})"
     return replace(settings, **changes)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _in_file(path: Path, layer: Callable[[], Settings]) -> Settings:
+    """Run one config layer; its errors name the file and where its settings are described."""
+    try:
+        return layer()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", hint=exc.hint or _SETTINGS_DOC) from None
+
+
+_SETTINGS_DOC = "settings are described in docs/configuration.md; `canny config show` prints what is in force"
 
 
 def _sub(current: Any, value: Any, allowed: set[str], where: str) -> Any:
@@ -337,7 +361,8 @@ def _sub(current: Any, value: Any, allowed: set[str], where: str) -> Any:
         raise ConfigError(f"{where} must be a table")
     unknown = set(value) - allowed
     if unknown:
-        raise ConfigError(f"unknown setting {where}.{sorted(unknown)[0]}")
+        first = sorted(unknown)[0]
+        raise ConfigError(f"unknown setting {where}.{first}{_did_you_mean(str(first), allowed)}")
     coerced: dict[str, Any] = {}
     for key, item in value.items():
         if key == "max_attempts":
@@ -391,8 +416,15 @@ def _time_zone(value: Any, what: str) -> str:
 
 def parse_money(value: Any, what: str) -> Decimal:
     """A non-negative dollar amount from TOML or the command line (never via float), at
-    most :data:`MAX_DOLLARS`: ``1e999``, ``inf``, ``nan`` and negative amounts are a
-    :class:`ConfigError`. Digits past the pico-dollar (the ledger's unit) are rounded."""
+    most :data:`MAX_DOLLARS`: a float (TOML ``0.5``, Python ``0.5``), ``1e999``, ``inf``,
+    ``nan`` and negative amounts are a :class:`ConfigError`. Digits past the pico-dollar
+    (the ledger's unit) are rounded."""
+    if isinstance(value, float):
+        raise ConfigError(
+            f'{what} must be a string such as "0.25" or a whole number, not the float {_short(value)}',
+            hint='canny never reads money through a binary float: quote the amount (TOML: max_cost = "0.25"; '
+            'Python: Decimal("0.25") or "0.25")',
+        )
     text = str(value).strip().removeprefix("$")
     try:
         amount = Decimal(text) if len(text) <= 100 else None
@@ -435,7 +467,7 @@ def load_settings(
     path = config_path(env)
     data = _read_config(path)
     settings = Settings(ledger=default_ledger(env), config_file=path if data else None)
-    settings = _layer(settings, data, "config")
+    settings = _in_file(path, lambda: _layer(settings, data, "config"))
 
     chosen = profile or env.get("CANNY_PROFILE", "").strip() or data.get("default_profile")
     if chosen:
@@ -447,7 +479,8 @@ def load_settings(
             )
         if not isinstance(profiles[chosen], Mapping):
             raise ConfigError(f"profiles.{chosen} in {path} must be a table")
-        settings = _layer(settings, profiles[chosen], f"profiles.{chosen}")
+        base = settings
+        settings = _in_file(path, lambda: _layer(base, profiles[chosen], f"profiles.{chosen}"))
         settings = replace(settings, profile=str(chosen))
 
     for var in ("CLAUDE_MODEL", "CANNY_MODEL"):  # later wins: CANNY_MODEL beats CLAUDE_MODEL

@@ -105,11 +105,11 @@ class ConfigError(CannyError):
 
 
 class MissingKeyError(ConfigError):
-    """No API key was found as an argument, in ``ANTHROPIC_API_KEY`` or in the keyring."""
+    """No API key was found as an argument, in ``ANTHROPIC_API_KEY``, the keyring or the key file."""
 
     hint = (
-        "set one with `canny key set` (OS keyring), export ANTHROPIC_API_KEY, "
-        "or pass --api-key; `canny ask --offline` needs no key"
+        "set one with `canny key set` (OS keyring, or a 0600 key file where there is none) "
+        "or export ANTHROPIC_API_KEY; `canny ask --offline` needs no key"
     )
 
 

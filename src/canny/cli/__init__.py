@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("canny.cli._report:report", "Summarise the ledger by day, model, tag, project or outcome."),
     "ledger": ("canny.cli._report:ledger", "Export the ledger, or show where it lives."),
     "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
+    "config": ("canny.cli._config:config", "Show where canny's files live and the settings in force."),
 }
 
 
@@ -63,6 +64,9 @@ class LazyGroup(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `canny`, `canny budget`: the help
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else self.get_help(click.Context(self)))
+            _exit(0)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "canny"
             _fail(f"{exc.format_message()} — see `{where} --help`", exc.exit_code)
@@ -77,7 +81,8 @@ class LazyGroup(click.Group):
 
             _exit(EXIT_STDOUT_CLOSED)
         except SystemExit as exc:
-            _exit(exc.code)
+            # click turns a write to a closed stdout into a quiet exit 1; say it as `| head` does
+            _exit(_stdout_closed_code() if exc.code == 1 and _stdout_reader_gone() else exc.code)
         return _exit(rv if isinstance(rv, int) else 0)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -102,6 +107,24 @@ def _fail(message: str, code: int) -> NoReturn:
 
     click.echo("canny: " + redact(message).replace("\n", " "), err=True)
     _exit(code)
+
+
+def _stdout_closed_code() -> int:
+    from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
+
+    return EXIT_STDOUT_CLOSED
+
+
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe or socket whose reader has closed it."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _exit(code: int | str | None) -> NoReturn:

@@ -155,7 +155,7 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
             click.echo(json.dumps({"budgets": [_row(x) for x in lines], "reservations": reservations}, indent=2))
             return
         if not lines:
-            click.echo("no budgets: set one with `canny budget set --day 5` (dollars per day)")
+            echo_err("canny: no budgets: set one with `canny budget set --day 5` (dollars per day)")
             return
         cells = [
             (

@@ -80,7 +80,11 @@ def doctor(offline: bool, profile: str | None) -> None:
         except CannyError as exc:
             line(False, f"config: {exc}")
             raise SystemExit(2) from None
-        key = None if offline else resolve_api_key()
+        key = None
+        try:
+            key = None if offline else resolve_api_key()
+        except CannyError as exc:
+            line(False, f"key: {exc}")
         if offline:
             line(True, "key: not needed offline")
         elif key is None:
@@ -88,6 +92,7 @@ def doctor(offline: bool, profile: str | None) -> None:
         else:
             hide(key.secret.reveal())
             line(True, f"key: {key.secret.masked} from {key.source}")
+        line(True, _key_store())
         try:
             from canny.client import check_model
 
@@ -111,6 +116,15 @@ def doctor(offline: bool, profile: str | None) -> None:
         if problems:
             echo_err(f"canny: {problems} problem(s) found")
             raise SystemExit(2)
+
+
+def _key_store() -> str:
+    """Which store `canny key set` writes to here, and why."""
+    from canny.secrets import key_file_path, keyring_available
+
+    if keyring_available():
+        return "key store: the OS keyring (`canny key set --file` uses the key file instead)"
+    return f"key store: no OS keyring works here; `canny key set` writes the 0600 key file {key_file_path()}"
 
 
 def _check_spool(target: str, opened: bool, report: Callable[[bool, str], None]) -> None:

@@ -255,6 +255,22 @@ def _read_usage(text: str) -> Any:
     return data
 
 
+def _check_fields(usage: dict[str, Any]) -> None:
+    """A misspelt field would price as 0 tokens: name it, with the nearest known one."""
+    import difflib
+
+    from canny.pricing import known_usage_fields, unknown_usage_fields
+
+    unknown = unknown_usage_fields(usage)
+    if not unknown:
+        return
+    known = known_usage_fields()
+    close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; known fields: {', '.join(known)}"
+    listed = ", ".join(repr(name) for name in unknown)
+    raise _InputError(f"--usage: unknown field{'s' if len(unknown) > 1 else ''} {listed}{hint}")
+
+
 @click.command()
 @click.option("--model", "-m", "model", metavar="MODEL", help="Model id or alias (default: the message's model).")
 @click.option("--usage", "usage_text", required=True, metavar="JSON", help="Usage JSON; '-' reads stdin, @FILE a file.")
@@ -279,6 +295,7 @@ def cost(
         data = data["usage"]
     if not model:
         raise _InputError("--model: required (the usage JSON names no model)")
+    _check_fields(data)
     table = _table()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

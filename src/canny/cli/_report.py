@@ -212,7 +212,7 @@ def report(
             click.echo(render.render_csv(result), nl=False)
         elif result.is_empty:
             where = " in that range" if (start or end) else " yet"
-            click.echo(f"No attempts recorded{where} in the ledger at {_masked(location)}.")
+            echo_err(f"canny: no attempts recorded{where} in the ledger at {_masked(location)}.")
         else:
             out = sys.stdout
             click.echo(render.render_table(result))

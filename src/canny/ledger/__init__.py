@@ -28,7 +28,7 @@ from canny.ledger.records import Outcome as Outcome
 from canny.ledger.records import ReportingLedger as ReportingLedger
 from canny.ledger.records import Sums as Sums
 
-__all__ = ["open_for_calls", "open_ledger", "parse_ledger_target"]
+__all__ = ["display_location", "open_for_calls", "open_ledger", "parse_ledger_target"]
 __all__ += records.__all__  # the contract and the row, re-exported
 
 
@@ -65,7 +65,7 @@ def open_for_calls(target: str | Path) -> Ledger:
     except errors.LedgerUnavailable:
         raise
     except (errors.LedgerError, ValueError, OSError) as exc:
-        location = _safe_location(target)
+        location = display_location(target)
         text = exc.message if isinstance(exc, errors.LedgerError) else str(exc) or type(exc).__name__
         reason = _scrub(text.removeprefix(f"ledger {location}: "), target)
         raise errors.LedgerUnavailable(
@@ -87,7 +87,9 @@ def _scrub(text: str, target: str | Path) -> str:
     return text
 
 
-def _safe_location(target: str | Path) -> str:
+def display_location(target: str | Path) -> str:
+    """The ledger's location as canny shows it: a file path, or a PostgreSQL URL with its
+    password masked; never the password, even for a URL too broken to parse."""
     from canny.ledger.spool import location_of
 
     try:

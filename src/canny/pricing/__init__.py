@@ -25,7 +25,16 @@ never at ``import canny``.
 from __future__ import annotations
 
 from canny.errors import InvalidModifierError, UnpricedModelWarning
-from canny.pricing.cost import cost, format_usd, reported_modifiers, to_micros, warn_unexpected, worst_case_cost
+from canny.pricing.cost import (
+    cost,
+    format_usd,
+    known_usage_fields,
+    reported_modifiers,
+    to_micros,
+    unknown_usage_fields,
+    warn_unexpected,
+    worst_case_cost,
+)
 from canny.pricing.rates import Basis, Rates, applicable_rates, rates
 from canny.pricing.savings import (
     CacheSavingRates,
@@ -73,6 +82,7 @@ __all__ = [
     "default_table",
     "format_usd",
     "known_models",
+    "known_usage_fields",
     "load_table",
     "model_info",
     "price_version",
@@ -81,6 +91,7 @@ __all__ = [
     "resolve_model",
     "row_at",
     "to_micros",
+    "unknown_usage_fields",
     "user_price_file",
     "utc_day",
     "warn_unexpected",

@@ -46,8 +46,10 @@ from canny.usage import API_COUNTS, API_NESTED, MAX_COUNT, Usage, usage_from_api
 __all__ = [
     "cost",
     "format_usd",
+    "known_usage_fields",
     "reported_modifiers",
     "to_micros",
+    "unknown_usage_fields",
     "warn_unexpected",
     "worst_case_cost",
 ]
@@ -147,6 +149,25 @@ def _unknown_counts(obj: Mapping[str, Any], where: str, known: frozenset[str]) -
         else:
             warn_unexpected(f"an unknown field {where}.{name}")
     return found
+
+
+def unknown_usage_fields(usage: Mapping[str, Any]) -> list[str]:
+    """The names in a caller's usage object that are neither the API's usage fields nor
+    canny's bucket names (``cache_creation.x`` for a nested one). For checking input
+    (``canny cost --usage``); a response's unknown fields are facts (:func:`reported_modifiers`)."""
+    known = {*_USAGE_FIELDS, *_CANNY_COUNTS, *_NESTED_COUNTS}
+    found = [str(key) for key in usage if str(key) not in known]
+    for parent, names in _NESTED_COUNTS.items():
+        part = usage.get(parent)
+        if isinstance(part, Mapping):
+            found.extend(f"{parent}.{key}" for key in part if str(key) not in names)
+    return found
+
+
+def known_usage_fields() -> list[str]:
+    """Every name :func:`unknown_usage_fields` accepts, for suggestions."""
+    nested = [f"{parent}.{name}" for parent, names in _NESTED_COUNTS.items() for name in sorted(names)]
+    return sorted({*_USAGE_FIELDS, *_CANNY_COUNTS}) + nested
 
 
 def _zero(value: Any) -> bool:
