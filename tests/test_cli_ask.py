@@ -41,7 +41,8 @@ def _assert_no_key(result: Result, home: Path) -> None:
 
 
 def _one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("canny:")]
+    """The one error line (the progress lines of retries, `..., retrying in 2 s, ...`, aside)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("canny:") and ", retrying in " not in line]
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     return lines[0]

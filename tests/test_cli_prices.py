@@ -195,7 +195,7 @@ def test_prices_unknown_model_and_bad_date() -> None:
     unknown = run("prices", "--model", "gpt-9")
     assert unknown.exit_code == 2
     assert "unknown model" in unknown.stderr
-    bad = run("prices", "--at", "yesterday")
+    bad = run("prices", "--at", "the day before")
     assert bad.exit_code == 2
     assert len(bad.stderr.strip().splitlines()) == 1
 

@@ -36,6 +36,7 @@ def memory_keyring(monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
     monkeypatch.setattr(keyring, "get_password", backend.get_password)
     monkeypatch.setattr(keyring, "set_password", backend.set_password)
     monkeypatch.setattr(keyring, "delete_password", backend.delete_password)
+    monkeypatch.setattr(keyring, "get_keyring", lambda: backend)
     return backend
 
 

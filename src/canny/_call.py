@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import uuid
 import warnings
@@ -27,6 +28,10 @@ from canny.result import CallResult, Outcome
 from canny.retry import Attempts, RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
 from canny.usage import BUCKETS, Usage, usage_columns
+
+#: ``canny ask -v`` shows the response headers of each attempt (request id, rate limits).
+_http_log = logging.getLogger("canny.http")
+_UNLOGGED_HEADERS = frozenset({"set-cookie", "cookie", "authorization", "x-api-key"})
 
 if TYPE_CHECKING:
     from canny.budget import Reservation
@@ -135,6 +140,9 @@ class Attempt:
 
     def headers(self, headers: Mapping[str, str]) -> None:
         self.request_id = headers.get("request-id") or self.request_id
+        if _http_log.isEnabledFor(logging.DEBUG):
+            shown = "; ".join(f"{k}: {v}" for k, v in headers.items() if k.lower() not in _UNLOGGED_HEADERS)
+            _http_log.debug("attempt %d response headers: %s", self.number, shown)
 
     def feed(self, event: Mapping[str, Any]) -> str:
         """Apply one stream event; raises the in-band error (or a malformed event) as a canny error."""
@@ -283,7 +291,7 @@ class CallRun:
             self.close_attempt(attempt)
             self._settle()
             interrupted = errors.StreamInterrupted(
-                f"the stream broke after output was shown: {error}",
+                f"the stream broke after output was shown: {error.message}",
                 status_code=getattr(error, "status_code", None),
                 error_type=getattr(error, "error_type", None),
                 request_id=attempt.request_id,

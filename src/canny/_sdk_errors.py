@@ -194,8 +194,9 @@ def map_exception(exc: BaseException) -> errors.CannyError | None:
         return errors.TimeoutError("the request timed out before the API answered", phase="first_event")
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__
-        if isinstance(cause, httpx2.TimeoutException):
-            return _timeout(cause)
+        if isinstance(cause, httpx2.TransportError) and not isinstance(cause, httpx2.ConnectError):
+            # the connection was made: a timeout, a drop or a reset, not "could not connect"
+            return map_exception(cause)
         reason = type(cause).__name__ if cause is not None else "connection error"
         return errors.ConnectionFailed(f"could not connect to the API ({reason})")
     if isinstance(exc, httpx2.TimeoutException):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import enum
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -60,10 +61,13 @@ __all__ = [
     "RetryPolicy",
     "RetryState",
     "Rule",
+    "announce_retry",
+    "describe_failure",
     "error_class",
     "event_error_class",
     "is_retryable",
     "parse_retry_after",
+    "retry_log",
 ]
 
 
@@ -257,7 +261,47 @@ class RetryState:
         if elapsed + delay > policy.deadline:
             self.gave_up_because = f"the retry deadline of {policy.deadline:.0f} s would pass"
             return None
+        announce_retry(error, delay, self.attempts + 1, policy.max_attempts)
         return delay
+
+
+#: Retries are told on this logger: one INFO record per wait, DEBUG with the request id.
+#: A library is silent unless its user adds a handler; ``canny ask`` prints them on stderr.
+retry_log = logging.getLogger("canny.retry")
+
+_WAIT_REASONS: tuple[tuple[type[CannyError], str], ...] = (
+    (errors.RateLimited, "rate limited"),
+    (errors.Overloaded, "the API is overloaded"),
+    (errors.TimeoutError, "timed out"),
+)
+
+
+def describe_failure(error: CannyError) -> str:
+    """A few words on why an attempt failed (``rate limited``, ``server error 503`` ...)."""
+    for cls, words in _WAIT_REASONS:
+        if isinstance(error, cls):
+            return words
+    if isinstance(error, errors.ServerError):
+        status = error.status_code
+        return f"server error {status}" if status and status != 200 else "server error"
+    return error.message
+
+
+def announce_retry(error: CannyError, delay: float, next_attempt: int, max_attempts: int) -> None:
+    """Log one wait before a retry: ``rate limited, retrying in 3 s, attempt 2 of 5``."""
+    if not retry_log.isEnabledFor(logging.INFO):
+        return
+    seconds = f"{delay:.0f} s" if delay >= 10 else f"{delay:.1f} s" if delay >= 0.1 else f"{delay * 1000:.0f} ms"
+    retry_log.info("%s, retrying in %s, attempt %d of %d", describe_failure(error), seconds, next_attempt, max_attempts)
+    request_id = getattr(error, "request_id", None)
+    if request_id:
+        retry_log.debug(
+            "attempt %d failed: %s (request id %s, status %s)",
+            next_attempt - 1,
+            error.message,
+            request_id,
+            getattr(error, "status_code", None),
+        )
 
 
 # --------------------------------------------------------------------------- the loop

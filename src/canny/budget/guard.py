@@ -117,7 +117,7 @@ class MaxCostGuard:
         worst = spec.worst_case()
         if worst is None:
             raise BudgetExceeded(
-                f"max_cost ${self.limit} cannot be enforced: {spec.model} has no known price",
+                f"max_cost {_usd(self.limit)} cannot be enforced: {spec.model} has no known price",
                 budget="call",
                 limit=self.limit,
                 hint="add the model's rates to your prices.toml, or drop --max-cost for this model",
@@ -126,7 +126,7 @@ class MaxCostGuard:
         affordable = affordable_max_tokens(spec.max_tokens, worst=worst, headroom=self.limit, floor=floor)
         if affordable is None:
             raise BudgetExceeded(
-                f"this call could cost up to ${worst:.6f}, over its max_cost of ${self.limit}",
+                f"this call could cost up to {_usd(worst)}, over its max_cost of {_usd(self.limit)}",
                 budget="call",
                 limit=self.limit,
                 spent=Decimal(0),
@@ -136,7 +136,7 @@ class MaxCostGuard:
             )
         if affordable < spec.max_tokens:
             warnings.warn(
-                f"max_tokens lowered from {spec.max_tokens} to {affordable} to stay within max_cost ${self.limit}",
+                f"max_tokens lowered from {spec.max_tokens} to {affordable} to stay within max_cost {_usd(self.limit)}",
                 CannyWarning,
                 stacklevel=3,
             )

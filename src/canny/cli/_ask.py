@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from canny.cli._render import (
+    check_known_model,
     cli_errors,
     echo_err,
     hide,
+    install_log_printer,
     install_warning_printer,
     result_usage_line,
     silence_stdout,
@@ -88,6 +90,12 @@ def _read_stdin() -> str:
 @click.option("--project", help="Project name for the ledger rows and budgets.")
 @click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
 @click.option("--no-ledger", is_flag=True, help="Do not record this call in the ledger.")
+@click.option(
+    "--any-model",
+    is_flag=True,
+    help="Send a model id the price table does not know (a model newer than the table); it is recorded unpriced.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also show each attempt's request id and response headers.")
 def ask(
     prompt: str | None,
     model: str | None,
@@ -105,6 +113,8 @@ def ask(
     project: str | None,
     log_content: bool | None,
     no_ledger: bool,
+    any_model: bool,
+    verbose: bool,
 ) -> None:
     """Ask Claude PROMPT (`-`, or no PROMPT with piped input, reads standard input).
 
@@ -115,6 +125,7 @@ def ask(
     stdout cancel the call and record what was billed.
     """
     install_warning_printer()
+    install_log_printer(verbose=verbose)
     with cli_errors(), stop_on_signals():
         from canny.client import Client
         from canny.config import load_settings, parse_money
@@ -122,6 +133,8 @@ def ask(
 
         text = _read_prompt(prompt)
         settings = load_settings(profile=profile, model=model, base_url=None if offline else base_url)
+        if not any_model:
+            check_known_model(settings.model, settings.model_source)
         limit = parse_money(max_cost, "--max-cost") if max_cost is not None else None
         client = Client(
             settings=settings,

@@ -40,20 +40,23 @@ def models(as_json: bool, show_all: bool) -> None:
                     "output": None if r is None else str(r.output),
                     "cache_read": None if r is None else str(r.cache_read),
                     "retires_at": info.retires_at.isoformat() if info.retires_at else None,
-                    "status": "retired" if retired else ("retiring" if info.retires_at else "active"),
+                    "status": info.status_at(today),
                 }
             )
         if as_json:
             click.echo(json.dumps(rows, indent=2))
             return
         width = max((len(str(row["id"])) for row in rows), default=10)
-        click.echo(f"{'model':<{width}}  {'in $/MTok':>9}  {'out $/MTok':>10}  {'status':<8}  aliases")
+        statuses = {info.id: info.lifecycle(today) for info in known_models()}
+        status_width = max((len(statuses[str(row["id"])]) for row in rows), default=8)
+        click.echo(f"{'model':<{width}}  {'in $/MTok':>9}  {'out $/MTok':>10}  {'status':<{status_width}}  aliases")
         for row in rows:
             price_in = "unpriced" if row["input"] is None else f"${row['input']}"
             price_out = "unpriced" if row["output"] is None else f"${row['output']}"
-            status = str(row["status"]) + (f" {row['retires_at']}" if row["retires_at"] else "")
+            status = statuses[str(row["id"])]
             aliases = ", ".join(info_aliases[str(row["id"])])
-            click.echo(f"{row['id']!s:<{width}}  {price_in:>9}  {price_out:>10}  {status:<8}  {aliases}")
+            line = f"{row['id']!s:<{width}}  {price_in:>9}  {price_out:>10}  {status:<{status_width}}  {aliases}"
+            click.echo(line.rstrip())
 
 
 @click.command()

@@ -30,19 +30,23 @@ class _InputError(click.UsageError):
 
 
 def _parse_at(value: str | None) -> date | datetime | None:
-    """``--at``: a date (2026-10-07) or an ISO datetime; naive datetimes are UTC."""
+    """``--at``: what ``report --since`` takes (2026-10-07, an ISO datetime, today,
+    yesterday, 7d ...), in UTC; a bare date stays a date."""
     if value is None:
         return None
+    from canny.reports import parse_when
+
     text = value.strip()
     try:
         return date.fromisoformat(text)
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_when(text, tz=UTC)
     except ValueError:
-        raise _InputError(f"--at: expected a date like 2026-10-07 or an ISO datetime, got {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        raise _InputError(
+            f"--at: expected a date like 2026-10-07, an ISO datetime, today, yesterday or 7d, got {value!r}"
+        ) from None
 
 
 def _day(at: date | datetime | None) -> date:
@@ -82,7 +86,7 @@ def _row_json(row: Any) -> dict[str, Any]:
     return out
 
 
-def _info_json(info: Any) -> dict[str, Any]:
+def _info_json(info: Any, day: date) -> dict[str, Any]:
     def iso(d: date | None) -> str | None:
         return None if d is None else d.isoformat()
 
@@ -91,7 +95,7 @@ def _info_json(info: Any) -> dict[str, Any]:
         "display_name": info.display_name,
         "family": info.family,
         "aliases": list(info.aliases),
-        "status": info.status,
+        "status": info.status_at(day),
         "released": iso(info.released),
         "deprecated_at": iso(info.deprecated_at),
         "retires_at": iso(info.retires_at),
@@ -116,15 +120,6 @@ def _columns(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
-def _lifecycle(info: Any) -> str:
-    if info.status == "retired":
-        return f"retired {info.retires_at}" if info.retires_at else "retired"
-    head = info.status
-    if info.status == "deprecated" and info.deprecated_at:
-        head = f"deprecated {info.deprecated_at}"
-    return f"{head}, retires {info.retires_at}" if info.retires_at else head
-
-
 def _show_all(table: Any, day: date, as_json: bool) -> None:
     from canny.pricing import row_at
 
@@ -132,7 +127,7 @@ def _show_all(table: Any, day: date, as_json: bool) -> None:
         models = []
         for entry in table.models.values():
             row = row_at(entry.prices, day)
-            item = _info_json(entry.info)
+            item = _info_json(entry.info, day)
             item["in_force"] = None if row is None else _row_json(row)
             models.append(item)
         click.echo(json.dumps({"version": table.version, "at": day.isoformat(), "models": models}, indent=2))
@@ -142,7 +137,7 @@ def _show_all(table: Any, day: date, as_json: bool) -> None:
     for entry in table.models.values():
         row = row_at(entry.prices, day)
         mark = " *" if row is not None and row.confidence != "official" else ""
-        lines.append([entry.info.id + mark, *_rates_cells(row), _lifecycle(entry.info)])
+        lines.append([entry.info.id + mark, *_rates_cells(row), entry.info.lifecycle(day)])
         if row is not None and row.long_prompt is not None:
             cells = [str(v) for v in row.long_prompt.as_dict().values()]
             lines.append([f"  prompt > {row.long_prompt_threshold:,}", *cells, ""])
@@ -165,7 +160,7 @@ def _show_one(table: Any, entry: Any, day: date, as_json: bool) -> None:
         "web_search_per_request": None if fee is None else str(fee),
     }
     if as_json:
-        out = _info_json(info)
+        out = _info_json(info, day)
         out.update(
             version=table.version,
             at=day.isoformat(),
@@ -180,7 +175,7 @@ def _show_one(table: Any, entry: Any, day: date, as_json: bool) -> None:
         return
     click.echo(f"{info.id}  {info.display_name}" + (f"  ({info.family})" if info.family else ""))
     click.echo(f"aliases: {', '.join(info.aliases) or '-'}")
-    click.echo(f"status: {_lifecycle(info)}" + (f"; released {info.released}" if info.released else ""))
+    click.echo(f"status: {info.lifecycle(day)}" + (f"; released {info.released}" if info.released else ""))
     if info.note:
         click.echo(f"note: {info.note}")
     for title, rows, now in (("prices", entry.prices, current), ("fast mode (speed=fast)", entry.fast, current_fast)):

@@ -109,6 +109,42 @@ def install_warning_printer() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="anthropic")
 
 
+def install_log_printer(*, verbose: bool = False) -> None:
+    """Print canny's log records on stderr as ``canny: ...`` lines: each wait before a
+    retry; with ``verbose``, also request ids and response headers."""
+    import logging
+
+    class _Line(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            echo_err(f"canny: {record.getMessage()}")
+
+    logger = logging.getLogger("canny")
+    for old in [h for h in logger.handlers if getattr(h, "canny_cli", False)]:
+        logger.removeHandler(old)
+    handler = _Line()
+    handler.canny_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def check_known_model(model: str, source: str) -> None:
+    """Refuse a model id the price table does not know (a typo would go out, come back
+    404 and stay in every report); ``--any-model`` sends one on purpose."""
+    from canny.errors import ConfigError
+    from canny.pricing import model_info, suggest_models
+
+    if model_info(model) is not None:
+        return
+    close = suggest_models(model)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    where = "" if source == "argument" else f" (from {source})"
+    raise ConfigError(
+        f"unknown model {model!r}{where}{guess}",
+        hint="`canny models` lists the known ones; --any-model sends an id the price table does not know yet",
+    )
+
+
 def _n(value: int) -> str:
     return f"{value:,}"
 

@@ -57,6 +57,7 @@ from canny.pricing.table import (
     price_version,
     resolve_model,
     row_at,
+    suggest_models,
     user_price_file,
     utc_day,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "reported_modifiers",
     "resolve_model",
     "row_at",
+    "suggest_models",
     "to_micros",
     "unknown_usage_fields",
     "user_price_file",

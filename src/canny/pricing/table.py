@@ -141,6 +141,25 @@ class ModelInfo:
             return utc_day(at) >= self.retires_at
         return self.status == "retired"
 
+    def status_at(self, at: datetime | date | None = None) -> str:
+        """THE status on a day (default today), as every command shows it: ``retired`` once
+        ``retires_at`` has passed, ``deprecated`` once ``deprecated_at`` has, else the
+        table's (``active``, ``limited``, ``legacy``)."""
+        if self.is_retired(at):
+            return "retired"
+        if self.deprecated_at is not None and utc_day(at) >= self.deprecated_at:
+            return "deprecated"
+        return "active" if self.status in ("retired", "deprecated") else self.status
+
+    def lifecycle(self, at: datetime | date | None = None) -> str:
+        """The status with its dates: ``retired 2026-02-19``, ``deprecated 2026-09-30,
+        retires 2026-11-30``, ``legacy, retires 2027-03-01``, ``active``."""
+        status = self.status_at(at)
+        if status == "retired":
+            return f"retired {self.retires_at}" if self.retires_at else "retired"
+        head = f"deprecated {self.deprecated_at}" if status == "deprecated" else status
+        return f"{head}, retires {self.retires_at}" if self.retires_at else head
+
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
@@ -531,3 +550,13 @@ def known_models(*, table: PriceTable | None = None) -> list[ModelInfo]:
 def price_version(*, table: PriceTable | None = None) -> str:
     """The table's version, e.g. ``2026-11-24``, or ``2026-11-24+acme-2026`` with a user file."""
     return (table or default_table()).version
+
+
+def suggest_models(name: str, *, table: PriceTable | None = None, n: int = 3) -> list[str]:
+    """Known ids and aliases closest to ``name`` (for "did you mean"), best first; empty
+    when nothing is close."""
+    import difflib
+
+    table = table or default_table()
+    names = [*table.models, *table.aliases]
+    return difflib.get_close_matches(name.strip().lower(), names, n=n, cutoff=0.6)
