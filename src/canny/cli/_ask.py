@@ -14,8 +14,8 @@ from canny.cli._render import (
     cli_errors,
     echo_err,
     hide,
-    install_log_printer,
     install_warning_printer,
+    log_printer,
     result_usage_line,
     silence_stdout,
 )
@@ -125,8 +125,7 @@ def ask(
     stdout cancel the call and record what was billed.
     """
     install_warning_printer()
-    install_log_printer(verbose=verbose)
-    with cli_errors(), stop_on_signals():
+    with cli_errors(), stop_on_signals(), log_printer(verbose=verbose):
         from canny.client import Client
         from canny.config import load_settings, parse_money
         from canny.errors import APIError, StreamInterrupted

@@ -109,9 +109,10 @@ def install_warning_printer() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="anthropic")
 
 
-def install_log_printer(*, verbose: bool = False) -> None:
-    """Print canny's log records on stderr as ``canny: ...`` lines: each wait before a
-    retry; with ``verbose``, also request ids and response headers."""
+@contextmanager
+def log_printer(*, verbose: bool = False) -> Iterator[None]:
+    """While a command runs, print canny's log records on stderr as ``canny: ...`` lines:
+    each wait before a retry; with ``verbose``, also request ids and response headers."""
     import logging
 
     class _Line(logging.Handler):
@@ -119,13 +120,14 @@ def install_log_printer(*, verbose: bool = False) -> None:
             echo_err(f"canny: {record.getMessage()}")
 
     logger = logging.getLogger("canny")
-    for old in [h for h in logger.handlers if getattr(h, "canny_cli", False)]:
-        logger.removeHandler(old)
-    handler = _Line()
-    handler.canny_cli = True  # type: ignore[attr-defined]
+    handler, level = _Line(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def check_known_model(model: str, source: str) -> None:
