@@ -56,7 +56,7 @@ def test_show_with_no_budgets(clean_env: Path) -> None:
     """With nothing set, `show` says how to set a budget."""
     result = _canny("budget", "show")
     assert result.exit_code == 0
-    assert "canny budget set --day 5" in result.stdout
+    assert "canny budget set --day 5" in result.stderr and result.stdout == ""
 
 
 def test_set_needs_a_limit_and_valid_values(clean_env: Path) -> None:

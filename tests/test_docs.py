@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,3 +53,37 @@ def test_docs_exist_for_every_topic() -> None:
     for name in topics:
         assert (ROOT / "docs" / f"{name}.md").is_file(), name
     assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+def test_readme_example_runs_offline(clean_env: Path, capsys: Any) -> None:
+    """The README's one example runs as written with `offline=True` and prints its result line."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"## One example\n\n```python\n(.*?)```", readme, re.S)
+    assert code is not None
+    source = code.group(1).replace("canny.Client(", "canny.Client(offline=True, ", 1)
+    exec(compile(source, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert re.search(r"\nok: \d+ in / \d+ out, \$0\.\d+\n$", out), out
+
+
+_REPO_PATH = re.compile(r"\b((?:docs|examples|tests|scripts|benchmarks|compat|src)/[\w./-]+\.(?:md|py|toml|sh|json))\b")
+
+
+def test_docs_name_only_files_that_exist() -> None:
+    """Every repository file the docs, the README or a docstring names exists (no pointers outside the repo)."""
+    texts = [ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "src").rglob("*.py")]
+    missing = set()
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        missing |= {f"{path.name}: {m}" for m in _REPO_PATH.findall(text) if not (ROOT / m).exists()}
+        assert "shared/reference" not in text, path
+    assert not missing
+
+
+def test_shell_completion_script_is_generated() -> None:
+    """The documented `_CANNY_COMPLETE=bash_source canny` prints a bash completion function."""
+    import os
+
+    env = {**os.environ, "_CANNY_COMPLETE": "bash_source"}
+    done = subprocess.run([sys.executable, "-m", "canny"], env=env, capture_output=True, text=True, check=False)
+    assert "_canny_completion()" in done.stdout, done.stderr

@@ -286,3 +286,13 @@ def test_config_path_and_show(clean_env: Path) -> None:
     assert "s3cret-pw" not in shown.stdout and "alice:****@db.example" in shown.stdout
     data = json.loads(_canny("config", "show", "--json").stdout)
     assert data["model"] == "opus" and data["max_cost"] == "0.5" and data["retry"]["max_attempts"] == 3
+
+
+def test_budget_reset_without_a_terminal_says_how_to_confirm(clean_env: Path) -> None:
+    """`budget reset` with no answer on stdin changes nothing and names -y; "n" is a plain no (exit 1)."""
+    _canny("budget", "set", "--day", "5")
+    silent = _canny("budget", "reset", stdin="")
+    assert silent.exit_code == 2 and "pass -y to confirm" in silent.stderr
+    declined = _canny("budget", "reset", stdin="n\n")
+    assert declined.exit_code == 1 and "nothing was changed" in declined.stderr
+    assert len(json.loads(_canny("budget", "show", "--json").stdout)["budgets"]) == 1

@@ -59,8 +59,8 @@ CACHE_TTLS: tuple[CacheTTL, ...] = ("5m", "1h")
 #: The API accepts at most this many ``cache_control`` breakpoints per request.
 MAX_BREAKPOINTS = 4
 
-#: Minimum cacheable prompt length in tokens, per canonical model id (anthropic-api.md
-#: §3.2, the prompt-caching page as of 2026-10-07). Fable 5.2 and Mythos 5.2 have no
+#: Minimum cacheable prompt length in tokens, per canonical model id (Anthropic's
+#: prompt-caching page as of 2026-10-07). Fable 5.2 and Mythos 5.2 have no
 #: published figure yet: they get the default below, like any model not listed.
 MIN_CACHEABLE_TOKENS: Mapping[str, int] = {
     "claude-fable-5-1": 512,

@@ -211,11 +211,7 @@ def reset(
                 held, _expired, _next = budgets.reservations_in_flight(ledger)
                 running = len(ledger.in_flight()) if isinstance(ledger, InflightLedger) else 0
                 if (held or running) and not yes:
-                    click.confirm(
-                        f"End {held} reservation(s) and record {running} attempt(s) in flight as lost?",
-                        abort=True,
-                        err=True,
-                    )
+                    _confirm(f"End {held} reservation(s) and record {running} attempt(s) in flight as lost?")
                 lost, ended = budgets.clear_in_flight(ledger)
                 echo_err(f"canny: {ended} reservation(s) ended, {lost} attempt(s) in flight recorded as lost")
                 return
@@ -234,8 +230,20 @@ def reset(
                 return
             if not yes:
                 listed = "; ".join(f"{b.period} {b.scope}" for b in matching)
-                click.confirm(f"Remove {len(matching)} budget(s): {listed}?", abort=True, err=True)
+                _confirm(f"Remove {len(matching)} budget(s): {listed}?")
             removed = budgets.remove_budgets(
                 ledger, period=cast("Period | None", period), project=project, tag=tag, key=fingerprint
             )
             echo_err(f"canny: removed {len(removed)} budget(s)")
+
+
+def _confirm(question: str) -> None:
+    """Ask; a "no" ends the command (exit 1), and no answer at all (no terminal, stdin at
+    its end) says how to confirm without one."""
+    try:
+        agreed = click.confirm(question, err=True)
+    except click.Abort:
+        raise click.UsageError("no answer on standard input, so nothing was changed; pass -y to confirm") from None
+    if not agreed:
+        echo_err("canny: nothing was changed")
+        raise SystemExit(1)

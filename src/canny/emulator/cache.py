@@ -11,7 +11,7 @@ hashes match.
 
 Breakpoints are the blocks carrying ``cache_control``, plus the last block when the
 request has a top-level ``cache_control``. Billing follows the API's rule
-(``anthropic-api.md`` §3.1): A = the furthest cached prefix found looking back up to 20
+(Anthropic's prompt-caching documentation): A = the furthest cached prefix found looking back up to 20
 blocks from each breakpoint, B = the last 1h breakpoint after A, C = the last breakpoint:
 read A, write (B - A) at 1h, write (C - max(A, B)) at 5m, and ``input_tokens`` is what
 follows C. Every breakpoint's prefix is then stored with its TTL. There is no minimum

@@ -123,7 +123,7 @@ class FaultSpec:
     """A named behaviour in the catalogue.
 
     ``summary`` says what the server does, ``client_sees`` what the ``anthropic`` SDK
-    raises or returns, and ``retry`` whether DESIGN §3.3 retries it.
+    raises or returns, and ``retry`` whether canny's retry table (canny.retry.STATUS_RULES) retries it.
     """
 
     name: str

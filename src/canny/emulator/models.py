@@ -1,8 +1,8 @@
 """The models the emulator knows: ids, aliases, limits and lifecycle (data).
 
-From ``shared/reference/anthropic-api.md`` §2.1 (state 2026-11); the hidden tool-use
-prompt sizes from §1.9, and the models that reject forced tool use from §4.1. Release
-dates marked "approx." there are approximate here too. Retired models stay in the catalogue (the
+From the models overview of Anthropic's documentation (state 2026-11); the hidden tool-use
+prompt sizes from the tool-use pages, and the models that reject forced tool use from the
+extended-thinking pages. Release dates marked "approx." are approximate. Retired models stay in the catalogue (the
 Models API lists them with ``lifecycle=retired``) but ``/v1/messages`` answers them with
 404 ``not_found_error``, as the API does.
 """
@@ -36,7 +36,7 @@ class ModelInfo:
     #: Whether a final assistant message (prefill) is accepted (4.5 and earlier).
     prefill: bool = False
     #: Hidden tool-use system prompt in input tokens, for ``tool_choice`` ``auto``/``none``
-    #: and for ``any``/``tool`` (anthropic-api.md §1.9; 500/600 where the table has no value).
+    #: and for ``any``/``tool`` (Anthropic's tool-use docs; 500/600 where the table has no value).
     tool_prompt: tuple[int, int] = (500, 600)
     #: Whether ``tool_choice`` ``any``/``tool`` (forced tool use) is accepted.
     forced_tools: bool = True
@@ -60,7 +60,7 @@ class ModelInfo:
     def sampling(self) -> bool:
         """Whether ``temperature``/``top_p``/``top_k`` are accepted (under API version
         2023-06-01): Opus 4.7, Opus 4.8 and the 5.x models answer "... is deprecated for
-        this model." (recorded in public issues, anthropic-api.md §2.1)."""
+        this model." (recorded in public issues)."""
         return self.generation < 4.7
 
     @property
@@ -73,7 +73,7 @@ class ModelInfo:
     def capabilities(self) -> dict[str, Any]:
         """The Models API ``capabilities`` object (the SDK's ``ModelCapabilities``).
 
-        Derived from anthropic-api.md §2.1/§4.1 and a recorded Haiku 4.5 record: extended
+        Derived from the models overview and the extended-thinking docs and a recorded Haiku 4.5 record: extended
         thinking (``enabled``) up to 4.6, ``adaptive`` from 4.6, thinking always on (no
         ``disabled``) for Fable, Mythos and Opus 5.5; effort from Opus 4.5 (not Haiku or
         Sonnet 4.5), ``xhigh`` from 4.7; compaction from 4.6. An approximation where the
