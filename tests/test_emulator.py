@@ -80,27 +80,39 @@ def _events(raw: str) -> list[tuple[str, str]]:
 # -- normal answers ----------------------------------------------------------------------
 
 
-def test_startup_is_fast_and_shutdown_clean() -> None:
-    """A server starts in well under a second, answers, and stops when the block ends."""
-    started = time.perf_counter()
+def test_startup_answers_and_shutdown_is_clean() -> None:
+    """A server answers as soon as the block starts, and stops when the block ends (its speed: benchmarks)."""
     with serve_in_thread() as handle:
-        elapsed = time.perf_counter() - started
         assert httpx2.get(f"{handle.base_url}/v1/models", headers={"x-api-key": KEY}).status_code == 200
-    assert elapsed < 0.5
     with pytest.raises(httpx2.ConnectError):
         httpx2.get(f"{handle.base_url}/v1/models")
 
 
-def test_round_trips_take_milliseconds(emu: EmulatorHandle) -> None:
-    """Responses are not held back by Nagle's algorithm (TCP_NODELAY): a round trip is a few ms, not 40."""
-    with httpx2.Client(headers={"x-api-key": KEY, "anthropic-version": VERSION}) as http:
-        http.get(f"{emu.base_url}/v1/models")
-        times = []
-        for _ in range(9):
-            started = time.perf_counter()
-            http.post(f"{emu.base_url}/v1/messages", json={"model": MODEL, "max_tokens": 5, "messages": HELLO})
-            times.append(time.perf_counter() - started)
-    assert sorted(times)[4] < 0.02
+def test_accepted_connections_have_nagle_off() -> None:
+    """The emulator's socket makes asyncio set TCP_NODELAY on each connection (no 40 ms Nagle waits)."""
+    import asyncio
+    import socket
+
+    from canny.emulator.server import bind
+
+    async def check() -> int:
+        seen: list[int] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=bind())
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not seen:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return seen[0]
+
+    assert asyncio.run(check()) == 1
 
 
 def test_create_returns_a_complete_message(client: ClientFactory) -> None:

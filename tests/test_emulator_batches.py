@@ -78,13 +78,13 @@ def test_batch_ends_and_results_are_messages_at_batch_tier(emu: EmulatorHandle) 
 
 def test_batch_stays_in_progress_for_the_scenario_time() -> None:
     """batch_seconds keeps a batch in_progress that long; results before the end are a 400."""
-    with serve_in_thread(Scenario(batch_seconds=0.4)) as emu:
+    with serve_in_thread(Scenario(batch_seconds=2.0)) as emu:  # room for a loaded machine
         client = _client(emu.base_url)
         batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": _params()}])
         assert client.messages.batches.retrieve(batch.id).processing_status == "in_progress"
         response = httpx2.get(f"{emu.base_url}/v1/messages/batches/{batch.id}/results", headers=HEADERS)
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
-        time.sleep(0.45)
+        time.sleep(2.05)
         assert client.messages.batches.retrieve(batch.id).request_counts.succeeded == 1
 
 

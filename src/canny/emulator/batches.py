@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from canny.emulator.faults import OK, Fault
+from canny.emulator.fields import ApiError, only, required, typed
+from canny.emulator.fields import invalid as _invalid
 from canny.emulator.recorder import RecordedRequest, redact_headers
 from canny.emulator.responses import api_error_script, json_script
-from canny.emulator.validation import ApiError
 from canny.emulator.wire import Body, Cut, Start, Step
 
 if TYPE_CHECKING:
@@ -120,10 +121,6 @@ def record(state: EmulatorState, request: Request, steps: Sequence[Step], body: 
             request_id=request_id,
         )
     )
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
 
 
 @dataclass
@@ -350,14 +347,8 @@ def _check_create(body: Any) -> list[tuple[str, dict[str, Any]]]:
     """The ``(custom_id, params)`` pairs of a create body; raise a 400 for a bad one."""
     if not isinstance(body, dict):
         raise _invalid("Input should be a valid dictionary")
-    for key in body:
-        if key != "requests":
-            raise _invalid(f"{key}: Extra inputs are not permitted")
-    requests = body.get("requests")
-    if requests is None:
-        raise _invalid("requests: Field required")
-    if not isinstance(requests, list):
-        raise _invalid("requests: Input should be a valid list")
+    only(body, frozenset({"requests"}), "")
+    requests = required(body, "requests", "list")
     if not requests:
         raise _invalid("requests: List should have at least 1 item after validation, not 0")
     if len(requests) > MAX_REQUESTS:
@@ -366,23 +357,18 @@ def _check_create(body: Any) -> list[tuple[str, dict[str, Any]]]:
     pairs: list[tuple[str, dict[str, Any]]] = []
     for i, item in enumerate(requests):
         where = f"requests.{i}"
-        if not isinstance(item, dict):
-            raise _invalid(f"{where}: Input should be a valid dictionary")
-        for key in item:
-            if key not in ("custom_id", "params"):
-                raise _invalid(f"{where}.{key}: Extra inputs are not permitted")
+        typed(item, "dictionary", where)
+        only(item, frozenset({"custom_id", "params"}), where)
         for key in ("custom_id", "params"):
             if key not in item:
                 raise _invalid(f"{where}.{key}: Field required")
-        custom_id, params = item["custom_id"], item["params"]
-        if not isinstance(custom_id, str):
-            raise _invalid(f"{where}.custom_id: Input should be a valid string")
+        custom_id: str = typed(item["custom_id"], "string", f"{where}.custom_id")
+        params: dict[str, Any] = item["params"]
         if not _CUSTOM_ID.match(custom_id):
             raise _invalid(f"{where}.custom_id: String should match pattern '{_PATTERN}'")
         if custom_id in seen:
             raise _invalid(f"Duplicate custom_id {custom_id!r}: each request in a batch needs a unique custom_id.")
-        if not isinstance(params, dict):
-            raise _invalid(f"{where}.params: Input should be a valid dictionary")
+        typed(params, "dictionary", f"{where}.params")
         seen.add(custom_id)
         pairs.append((custom_id, params))
     return pairs

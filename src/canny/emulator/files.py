@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from canny.emulator.batches import Handler, Route3, api_id, iso, page_limit, paginate, record
+from canny.emulator.fields import ApiError
+from canny.emulator.fields import invalid as _invalid
 from canny.emulator.responses import api_error_script, json_script
-from canny.emulator.validation import ApiError
 from canny.emulator.wire import Body, Start, Step
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ class _File:
         if self.expires is not None:
             meta["expires_at"] = iso(self.expires)
         return meta
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
 
 
 class FileService:

@@ -16,38 +16,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from canny.emulator.tools import SchemaFiller, words_of
-from canny.emulator.validation import ApiError, MessagesRequest
+from canny.emulator.validation import MessagesRequest
 
 __all__ = ["output_schema", "structured_text"]
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
-
-
 def output_schema(request: MessagesRequest) -> Mapping[str, Any] | None:
-    """The JSON schema the answer must follow (``None``: free text); :class:`ApiError`
-    for a malformed format. Read from ``output_config.format``, or from the older
-    structured-outputs beta's top-level ``output_format`` (which LiteLLM still sends)."""
-    config = request.raw.get("output_config")
-    if config is not None and not isinstance(config, Mapping):
-        raise _invalid("output_config: Input should be a valid dictionary")
-    if config is not None and config.get("format") is not None:
-        return _schema(config["format"], "output_config.format")
-    legacy = request.raw.get("output_format")
-    return None if legacy is None else _schema(legacy, "output_format")
-
-
-def _schema(fmt: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(fmt, Mapping):
-        raise _invalid(f"{where}: Input should be a valid dictionary")
-    if fmt.get("type") != "json_schema":
-        raise _invalid(f"{where}.type: Input should be 'json_schema'")
-    if "schema" not in fmt:
-        raise _invalid(f"{where}.schema: Field required")
-    schema = fmt["schema"]
-    if not isinstance(schema, Mapping):
-        raise _invalid(f"{where}.schema: Input should be a valid dictionary")
+    """The JSON schema the answer must follow (``None``: free text), from
+    ``output_config.format``, or from the older structured-outputs beta's top-level
+    ``output_format`` (which LiteLLM still sends). The request was validated
+    (:func:`~canny.emulator.validation.validate_messages` checks both shapes)."""
+    config = request.raw.get("output_config") or {}
+    fmt = config.get("format") or request.raw.get("output_format")
+    if fmt is None:
+        return None
+    schema: Mapping[str, Any] = fmt["schema"]
     return schema
 
 

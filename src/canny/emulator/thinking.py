@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from canny.emulator import sse
+from canny.emulator.fields import invalid as _invalid
 from canny.emulator.tokens import CORPUS, count_tokens, split_deltas, truncate_to_tokens
-from canny.emulator.validation import ApiError, MessagesRequest
+from canny.emulator.validation import MIN_THINKING_BUDGET, MessagesRequest
 
 __all__ = [
     "MIN_BUDGET",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: The smallest ``budget_tokens`` the API accepts.
-MIN_BUDGET = 1024
+MIN_BUDGET = MIN_THINKING_BUDGET
 #: First model generations by release date (models.py ``created_at``).
 _GEN_47 = "2026-04-16"
 _GEN_46 = "2026-02-01"
@@ -48,10 +49,6 @@ _REPORTS_THINKING_TOKENS = "2026-07-01"
 _NATURAL_SENTENCES = 2
 #: Model lines whose thinking is always on (never skipped, ``disabled`` rejected).
 _ALWAYS_ON = ("fable", "mythos")
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +64,9 @@ class ThinkingPlan:
 def thinking_plan(request: MessagesRequest, *, redacted: bool = False) -> ThinkingPlan | None:
     """The request's thinking (``None``: no thinking block); :class:`ApiError` for a
     configuration the model or the API rejects."""
-    config = request.raw.get("thinking")
+    config = request.raw.get("thinking")  # its shape was validated with the request
     if config is None:
         return None
-    if not isinstance(config, Mapping):
-        raise _invalid("thinking: Input should be a valid dictionary")
     kind = config.get("type")
     model = request.model
     new = model.created_at >= f"{_GEN_47}T00:00:00Z"
@@ -95,13 +90,7 @@ def thinking_plan(request: MessagesRequest, *, redacted: bool = False) -> Thinki
     if kind == "enabled":
         if new:
             raise _invalid(f"thinking.type: 'enabled' is not supported for {model.id}; use 'adaptive'")
-        budget = config.get("budget_tokens")
-        if budget is None:
-            raise _invalid("thinking.enabled.budget_tokens: Field required")
-        if isinstance(budget, bool) or not isinstance(budget, int):
-            raise _invalid("thinking.enabled.budget_tokens: Input should be a valid integer")
-        if budget < MIN_BUDGET:
-            raise _invalid(f"thinking.enabled.budget_tokens: Input should be greater than or equal to {MIN_BUDGET}")
+        budget: int = config["budget_tokens"]  # an integer >= MIN_BUDGET, validated with the request
         if request.max_tokens <= budget:
             raise _invalid("`max_tokens` must be greater than `thinking.budget_tokens`")
         return ThinkingPlan(budget, omitted, redacted)

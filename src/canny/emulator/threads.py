@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from canny.emulator.validation import ApiError
+from canny.emulator.fields import ApiError, only, required, typed
+from canny.emulator.fields import invalid as _invalid
 
 __all__ = ["THREADS_BETA", "TTL_SECONDS", "PendingTurn", "ThreadError", "ThreadStore", "beta_names", "keeps_reply"]
 
@@ -61,10 +62,6 @@ class ThreadError(ApiError):
 
 def _error(status: int, error_type: str, message: str, code: str) -> ThreadError:
     return ThreadError(status, error_type, message, code)
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
 
 
 @dataclass(slots=True)
@@ -121,32 +118,22 @@ class ThreadStore:
             raise _invalid("thread: Input should be a valid dictionary or object to extract fields from")
         kind = spec.get("type")
         if kind == "create":
-            extra = sorted(set(spec) - {"type"})
-            if extra:
-                raise _invalid(f"thread.create.{extra[0]}: Extra inputs are not permitted")
+            only(spec, frozenset({"type"}), "thread.create")
             return full, self._pending(full, (), None)
         if kind != "continue":
             raise _invalid(
                 f"thread: Input tag {kind!r} found using 'type' does not match any of the expected tags: "
                 "'create', 'continue'"
             )
-        extra = sorted(set(spec) - {"type", "previous_message_id"})
-        if extra:
-            raise _invalid(f"thread.continue.{extra[0]}: Extra inputs are not permitted")
-        previous = spec.get("previous_message_id")
-        if previous is None:
-            raise _invalid("thread.continue.previous_message_id: Field required")
-        if not isinstance(previous, str):
-            raise _invalid("thread.continue.previous_message_id: Input should be a valid string")
+        only(spec, frozenset({"type", "previous_message_id"}), "thread.continue")
+        previous = required(spec, "previous_message_id", "string", "thread.continue")
         for name in _CREATE_ONLY:
             if name in full:
                 raise _invalid(
                     f"{name}: cannot be set on a request that continues a thread; the thread keeps the `{name}` "
                     "of the request that created it"
                 )
-        messages = full.get("messages", [])
-        if not isinstance(messages, list):
-            raise _invalid("messages: Input should be a valid list")
+        messages = typed(full.get("messages", []), "list", "messages")
         with self._lock:
             held = self._live(previous)
             if held is None:

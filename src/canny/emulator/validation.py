@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from canny.emulator.fields import ApiError, only, optional, required, typed
+from canny.emulator.fields import invalid as _invalid
 from canny.emulator.models import ModelInfo, resolve_model
 
 __all__ = [
@@ -203,20 +205,8 @@ _TTLS = ("5m", "1h")
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+\Z")
 _CHOICES = ("auto", "any", "tool", "none")
-
-
-class ApiError(Exception):
-    """An error the emulator answers with the API's error body."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_request_error", message)
+#: The smallest ``thinking.budget_tokens`` the API takes.
+MIN_THINKING_BUDGET = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +303,7 @@ def validate_messages(body: object, *, count_only: bool = False, version: str = 
             raise _invalid(f"{name}: Extra inputs are not permitted")
     model_id = _model_id(body)
     max_tokens = 0 if count_only else _max_tokens(body)
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _invalid("stream: Input should be a valid boolean")
+    stream = typed(body.get("stream", False), "boolean", "stream")
     if stream and max_tokens == 0 and not count_only:
         raise _invalid("max_tokens: Input should be greater than or equal to 1 when streaming")
     messages = _messages(body)
@@ -378,17 +366,10 @@ def _check_sampling(body: Mapping[str, Any], model: ModelInfo) -> None:
         raise _invalid(f"`{given[0]}` is deprecated for this model.")
     for name in given:
         value = body[name]
-        if name == "top_k":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _invalid("top_k: Input should be a valid integer")
-            if value < 0:
-                raise _invalid("top_k: Input should be greater than or equal to 0")
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _invalid(f"{name}: Input should be a valid number")
+        typed(value, "integer" if name == "top_k" else "number", name)
         if value < 0:
             raise _invalid(f"{name}: Input should be greater than or equal to 0")
-        if value > 1:
+        if value > 1 and name != "top_k":
             raise _invalid(f"{name}: Input should be less than or equal to 1")
     if "temperature" in given and "top_p" in given:
         raise _invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
@@ -408,33 +389,24 @@ def _check_effort(body: Mapping[str, Any], model: ModelInfo) -> None:
 
 def _check_options(body: Mapping[str, Any]) -> None:
     """The shapes of the optional objects (their semantics live elsewhere or nowhere)."""
-    metadata = body.get("metadata")
+    metadata = optional(body, "metadata", "dictionary")
     if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise _invalid("metadata: Input should be a valid dictionary")
-        _only(metadata, frozenset({"user_id"}), "metadata")
-        if metadata.get("user_id") is not None and not isinstance(metadata["user_id"], str):
-            raise _invalid("metadata.user_id: Input should be a valid string")
-    thinking = body.get("thinking")
+        only(metadata, frozenset({"user_id"}), "metadata")
+        optional(metadata, "user_id", "string", "metadata")
+    thinking = optional(body, "thinking", "dictionary")
     if thinking is not None:
-        if not isinstance(thinking, dict):
-            raise _invalid("thinking: Input should be a valid dictionary")
         kind = thinking.get("type")
         if kind not in _THINKING:
             raise _invalid(_tag_error("thinking", kind, _THINKING))
         if kind == "enabled":
-            budget = thinking.get("budget_tokens")
-            if budget is None:
-                raise _invalid("thinking.enabled.budget_tokens: Field required")
-            if isinstance(budget, bool) or not isinstance(budget, int):
-                raise _invalid("thinking.enabled.budget_tokens: Input should be a valid integer")
-            if budget < 1024:
-                raise _invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
-    output_config = body.get("output_config")
+            budget = required(thinking, "budget_tokens", "integer", "thinking.enabled")
+            if budget < MIN_THINKING_BUDGET:
+                raise _invalid(
+                    f"thinking.enabled.budget_tokens: Input should be greater than or equal to {MIN_THINKING_BUDGET}"
+                )
+    output_config = optional(body, "output_config", "dictionary")
     if output_config is not None:
-        if not isinstance(output_config, dict):
-            raise _invalid("output_config: Input should be a valid dictionary")
-        _only(output_config, _OUTPUT_CONFIG, "output_config")
+        only(output_config, _OUTPUT_CONFIG, "output_config")
         effort = output_config.get("effort")
         if effort is not None and effort not in _EFFORTS:
             choices = ", ".join(f"'{e}'" for e in _EFFORTS[:-1]) + f" or '{_EFFORTS[-1]}'"
@@ -443,49 +415,32 @@ def _check_options(body: Mapping[str, Any]) -> None:
             _json_format(output_config["format"], "output_config.format")
     if body.get("output_format") is not None:
         _json_format(body["output_format"], "output_format")
-    thread = body.get("thread")
-    if thread is not None:
-        if not isinstance(thread, dict):
-            raise _invalid("thread: Input should be a valid dictionary")
-        if thread.get("type") not in ("create", "continue"):
-            raise _invalid(_tag_error("thread", thread.get("type"), ("continue", "create")))
+    thread = optional(body, "thread", "dictionary")
+    if thread is not None and thread.get("type") not in ("create", "continue"):
+        raise _invalid(_tag_error("thread", thread.get("type"), ("continue", "create")))
     tier = body.get("service_tier")
     if tier is not None and tier not in ("auto", "standard_only"):
         raise _invalid("service_tier: Input should be 'auto' or 'standard_only'")
     speed = body.get("speed")
     if speed is not None and speed not in ("standard", "fast"):
         raise _invalid("speed: Input should be 'standard' or 'fast'")
-    geo = body.get("inference_geo")
-    if geo is not None and not isinstance(geo, str):
-        raise _invalid("inference_geo: Input should be a valid string")
+    optional(body, "inference_geo", "string")
     servers = body.get("mcp_servers")
     if servers is not None and (not isinstance(servers, list) or not all(isinstance(s, dict) for s in servers)):
         raise _invalid("mcp_servers: Input should be a valid list")
     for name in ("context_management", "diagnostics", "compaction", "fallback_credit_token", "billing_policy"):
-        if body.get(name) is not None and not isinstance(body[name], dict):
-            raise _invalid(f"{name}: Input should be a valid dictionary")
+        optional(body, name, "dictionary")
     container = body.get("container")
     if container is not None and not isinstance(container, str | dict):
         raise _invalid("container: Input should be a valid string")
 
 
-def _json_format(value: object, where: str) -> None:
-    if not isinstance(value, dict):
-        raise _invalid(f"{where}: Input should be a valid dictionary")
+def _json_format(raw: object, where: str) -> None:
+    value: dict[str, Any] = typed(raw, "dictionary", where)
     if value.get("type") != "json_schema":  # one format, not a tagged union: a literal's wording
         raise _invalid(f"{where}.type: Input should be 'json_schema'")
-    _only(value, frozenset({"type", "schema"}), where)
-    if "schema" not in value:
-        raise _invalid(f"{where}.schema: Field required")
-    if not isinstance(value["schema"], dict):
-        raise _invalid(f"{where}.schema: Input should be a valid dictionary")
-
-
-def _only(value: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
-    """The API's "Extra inputs are not permitted" for the first key outside ``keys``."""
-    for key in value:
-        if key not in keys:
-            raise _invalid(f"{where}.{key}: Extra inputs are not permitted")
+    only(value, frozenset({"type", "schema"}), where)
+    required(value, "schema", "dictionary", where)
 
 
 def _tag_error(where: str, tag: object, expected: Iterable[str]) -> str:
@@ -507,40 +462,27 @@ def check_cache_control(value: object, where: str) -> str:
 
 
 def _model_id(body: Mapping[str, Any]) -> str:
-    if "model" not in body:
-        raise _invalid("model: Field required")
-    model = body["model"]
-    if not isinstance(model, str):
-        raise _invalid("model: Input should be a valid string")
+    model: str = required(body, "model", "string")
     if not model:
         raise _invalid("model: String should have at least 1 character")
     return model
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int:
-    if "max_tokens" not in body:
-        raise _invalid("max_tokens: Field required")
-    value = body["max_tokens"]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid("max_tokens: Input should be a valid integer")
+    value: int = required(body, "max_tokens", "integer")
     if value < 0:
         raise _invalid("max_tokens: Input should be greater than or equal to 0")
     return value
 
 
 def _messages(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
-    if "messages" not in body:
-        raise _invalid("messages: Field required")
-    messages = body["messages"]
-    if not isinstance(messages, list):
-        raise _invalid("messages: Input should be a valid list")
+    messages = required(body, "messages", "list")
     if not messages:
         raise _invalid("messages: at least one message is required")
-    for i, message in enumerate(messages):
+    for i, raw in enumerate(messages):
         where = f"messages.{i}"
-        if not isinstance(message, dict):
-            raise _invalid(f"{where}: Input should be a valid dictionary")
-        _only(message, _MESSAGE_KEYS, where)
+        message: dict[str, Any] = typed(raw, "dictionary", where)
+        only(message, _MESSAGE_KEYS, where)
         role = message.get("role")
         if role is None:
             raise _invalid(f"{where}.role: Field required")
@@ -569,17 +511,16 @@ def _content(content: object, where: str, *, final_assistant: bool = False) -> N
         _block(block, f"{where}.{j}", final_assistant=final_assistant)
 
 
-def _block(block: object, where: str, *, final_assistant: bool = False, tagged: bool = True) -> None:
+def _block(raw: object, where: str, *, final_assistant: bool = False, tagged: bool = True) -> None:
     """One content block: a known ``type``, only that type's fields (the API names the
     field as ``where.TYPE.field`` for a tagged union, ``where.field`` otherwise)."""
-    if not isinstance(block, dict):
-        raise _invalid(f"{where}: Input should be a valid dictionary")
+    block: dict[str, Any] = typed(raw, "dictionary", where)
     kind = block.get("type")
     if not isinstance(kind, str):
         raise _invalid(f"{where}.type: Field required")
     if kind not in BLOCK_FIELDS:
         raise _invalid(_tag_error(where, kind, BLOCK_FIELDS.keys()))
-    _only(block, BLOCK_FIELDS[kind], f"{where}.{kind}" if tagged else where)
+    only(block, BLOCK_FIELDS[kind], f"{where}.{kind}" if tagged else where)
     if kind == "text":
         text = block.get("text")
         if not isinstance(text, str):
@@ -607,18 +548,16 @@ def _system(system: object) -> str | list[dict[str, Any]] | None:
 
 
 def _tools(tools: object) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise _invalid("tools: Input should be a valid list")
+    checked: list[dict[str, Any]] = typed(tools, "list", "tools")
     seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict):
-            raise _invalid(f"tools.{i}: Input should be a valid dictionary")
+    for i, item in enumerate(checked):
+        tool = typed(item, "dictionary", f"tools.{i}")
         custom = tool.get("type", "custom") in ("custom", None)
         if not custom and tool.get("type") not in TOOL_TYPES:
             raise _invalid(_tag_error(f"tools.{i}", tool.get("type"), TOOL_TYPES | {"custom"}))
         where = f"tools.{i}.custom" if custom else f"tools.{i}"
         if custom:
-            _only(tool, _CUSTOM_TOOL_FIELDS, where)
+            only(tool, _CUSTOM_TOOL_FIELDS, where)
         name = tool.get("name")
         if name is None:
             raise _invalid(f"{where}.name: Field required")
@@ -629,40 +568,29 @@ def _tools(tools: object) -> list[dict[str, Any]]:
         seen.add(name)
         if not custom:
             continue
-        if "description" in tool and not isinstance(tool["description"], str):
-            raise _invalid(f"{where}.description: Input should be a valid string")
-        if "input_schema" not in tool:
-            raise _invalid(f"{where}.input_schema: Field required")
-        schema = tool["input_schema"]
-        if not isinstance(schema, dict):
-            raise _invalid(f"{where}.input_schema: Input should be a valid dictionary")
+        if "description" in tool:
+            typed(tool["description"], "string", f"{where}.description")
+        schema = required(tool, "input_schema", "dictionary", where)
         if schema.get("type") != "object":
             raise _invalid(f"{where}.input_schema.type: Input should be 'object'")
         if not isinstance(schema.get("properties", {}), dict):
             raise _invalid(f"{where}.input_schema.properties: Input should be a valid dictionary")
-    return tools
+    return checked
 
 
-def _tool_choice(choice: object, tools: Sequence[Mapping[str, Any]], model: ModelInfo) -> dict[str, Any] | None:
-    if choice is None:
+def _tool_choice(raw: object, tools: Sequence[Mapping[str, Any]], model: ModelInfo) -> dict[str, Any] | None:
+    if raw is None:
         return None
-    if not isinstance(choice, dict):
-        raise _invalid("tool_choice: Input should be a valid dictionary")
+    choice: dict[str, Any] = typed(raw, "dictionary", "tool_choice")
     kind = choice.get("type")
     if kind not in _CHOICES:
         expected = ", ".join(f"'{c}'" for c in _CHOICES)
         raise _invalid(
             f"tool_choice: Input tag {kind!r} found using 'type' does not match any of the expected tags: {expected}"
         )
-    parallel = choice.get("disable_parallel_tool_use")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise _invalid(f"tool_choice.{kind}.disable_parallel_tool_use: Input should be a valid boolean")
+    optional(choice, "disable_parallel_tool_use", "boolean", f"tool_choice.{kind}")
     if kind == "tool":
-        name = choice.get("name")
-        if name is None:
-            raise _invalid("tool_choice.tool.name: Field required")
-        if not isinstance(name, str):
-            raise _invalid("tool_choice.tool.name: Input should be a valid string")
+        required(choice, "name", "string", "tool_choice.tool")
     if kind in ("any", "tool"):
         if not tools:
             raise _invalid("tool_choice may only be specified while providing tools.")
@@ -684,8 +612,7 @@ def _tool_use_block(block: Mapping[str, Any], where: str) -> None:
         raise _invalid(f"{where}.id: String should match pattern '^[a-zA-Z0-9_-]+$'")
     if not isinstance(block["name"], str) or not block["name"]:
         raise _invalid(f"{where}.name: Input should be a valid string")
-    if not isinstance(block["input"], dict):
-        raise _invalid(f"{where}.input: Input should be a valid dictionary")
+    typed(block["input"], "dictionary", f"{where}.input")
 
 
 def _tool_result_block(block: Mapping[str, Any], where: str) -> None:
@@ -703,8 +630,8 @@ def _tool_result_block(block: Mapping[str, Any], where: str) -> None:
             _block(inner, f"{where}.content.{k}")
     elif not isinstance(content, str):
         raise _invalid(f"{where}.content: Input should be a valid string or list of content blocks")
-    if "is_error" in block and not isinstance(block["is_error"], bool):
-        raise _invalid(f"{where}.is_error: Input should be a valid boolean")
+    if "is_error" in block:
+        typed(block["is_error"], "boolean", f"{where}.is_error")
 
 
 def _check_tool_pairs(messages: Sequence[Mapping[str, Any]]) -> None:
