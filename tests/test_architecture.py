@@ -22,7 +22,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "config": frozenset({"errors", "units"}),
     "secrets": frozenset({"errors", "config"}),
     "streaming": frozenset({"errors", "usage"}),
-    "retry": frozenset({"errors"}),
+    "retry": frozenset({"errors", "config"}),
     "pricing": frozenset({"errors", "usage", "config", "units"}),
     "caching": frozenset({"errors", "usage", "pricing"}),
     "ledger": frozenset({"errors", "usage", "units", "pricing", "config", "result"}),

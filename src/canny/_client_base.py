@@ -248,10 +248,7 @@ class ClientBase:
             settings = replace(settings, **{k: v for k, v in changes.items() if v is not None})
         self.settings = settings
         self.timeouts = timeouts or self.settings.timeouts
-        rs = self.settings.retry
-        self.retry_policy = retry or RetryPolicy(
-            max_attempts=rs.max_attempts, max_delay=rs.max_delay, deadline=rs.deadline, initial_delay=rs.initial_delay
-        )
+        self.retry_policy = retry or RetryPolicy.from_settings(self.settings.retry)
         #: Guards the lazy set-up (ledger, key, embedded emulator, SDK client) so one client
         #: can be shared by threads.
         self._init_lock = threading.RLock()

@@ -42,12 +42,13 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
 from canny import errors
+from canny.config import RetrySettings
 from canny.errors import APIError, CannyError
 
 __all__ = [
@@ -200,16 +201,17 @@ def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounds and delays of the attempt loop."""
+class RetryPolicy(RetrySettings):
+    """Bounds (the ``[retry]`` settings) and the clock, sleep and randomness of the attempt loop."""
 
-    max_attempts: int = 5
-    max_delay: float = 60.0
-    deadline: float = 300.0
-    initial_delay: float = 0.5
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     rng: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, bounds: RetrySettings) -> RetryPolicy:
+        """The policy with the bounds of ``[retry]`` (see :class:`canny.config.RetrySettings`)."""
+        return cls(**{f.name: getattr(bounds, f.name) for f in fields(bounds)})
 
     def is_retryable(self, error: BaseException) -> bool:
         """May this error be retried at all (:func:`is_retryable`)?"""

@@ -176,24 +176,27 @@ def _web_fetch(prompt: str, tool_id: str) -> tuple[dict[str, Any], dict[str, Any
     return use, result
 
 
+#: What the sandbox runs, per tool version: (tool name, input key, input), the result
+#: block types named after the tool (``X_result`` inside ``X_tool_result``).
+_SANDBOX_RUNS = {
+    "code_execution_20250522": (
+        "code_execution",
+        "code",
+        'print("Hello from the canny emulator\'s sandbox.")\nprint(6 * 7)',
+    ),
+    "bash": (
+        "bash_code_execution",
+        "command",
+        "echo \"Hello from the canny emulator's sandbox.\" && python3 -c 'print(6 * 7)'",
+    ),
+}
+
+
 def _code_execution(version: str, tool_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    if version == "code_execution_20250522":
-        use = {
-            "type": "server_tool_use",
-            "id": tool_id,
-            "name": "code_execution",
-            "input": {"code": 'print("Hello from the canny emulator\'s sandbox.")\nprint(6 * 7)'},
-        }
-        content = {"type": "code_execution_result", "stdout": _STDOUT, "stderr": "", "return_code": 0, "content": []}
-        return use, {"type": "code_execution_tool_result", "tool_use_id": tool_id, "content": content}
-    use = {
-        "type": "server_tool_use",
-        "id": tool_id,
-        "name": "bash_code_execution",
-        "input": {"command": "echo \"Hello from the canny emulator's sandbox.\" && python3 -c 'print(6 * 7)'"},
-    }
-    content = {"type": "bash_code_execution_result", "stdout": _STDOUT, "stderr": "", "return_code": 0, "content": []}
-    return use, {"type": "bash_code_execution_tool_result", "tool_use_id": tool_id, "content": content}
+    name, key, source = _SANDBOX_RUNS.get(version, _SANDBOX_RUNS["bash"])
+    use = {"type": "server_tool_use", "id": tool_id, "name": name, "input": {key: source}}
+    content = {"type": f"{name}_result", "stdout": _STDOUT, "stderr": "", "return_code": 0, "content": []}
+    return use, {"type": f"{name}_tool_result", "tool_use_id": tool_id, "content": content}
 
 
 def stream_server_block(block: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
