@@ -38,8 +38,9 @@ $(STAMP): $(CORE)
 demo: $(CORE)
 	@$(BIN)/canny ask --offline "Hello! What can canny do for my API bill?"
 
-## test: lint, type-check and run the whole test suite (starts a throwaway PostgreSQL)
+## test: lint, type-check and run the whole test suite (a throwaway PostgreSQL; Chromium for the HTML report)
 test: $(STAMP)
+	@bash scripts/ensure-chromium.sh
 	@$(BIN)/ruff check src tests benchmarks examples docs compat
 	@$(BIN)/ruff format --check src tests benchmarks examples docs compat
 	@$(BIN)/mypy

@@ -87,10 +87,9 @@ def test_html_report_is_one_self_contained_page(ledger_path: Path, tmp_path: Pat
     assert "wrote" in result.stderr
     page = page_path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    assert page.count("<svg") == 3  # cost per day, tokens per bucket, cost by model
-    assert "Cost per day" in page
-    assert "Tokens per bucket" in page
-    assert "Cost by model" in page
+    assert page.count("<svg") == 18  # 6 charts (see tests/test_report_html.py), each in 3 frames
+    for title in ("Cost per day", "Tokens per bucket", "Cost by model", "Cost by project", "Cost by tag"):
+        assert f"<h2>{title}</h2>" in page
     assert "http://" not in page
     assert "https://" not in page
     assert "<script" not in page

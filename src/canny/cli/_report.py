@@ -173,6 +173,7 @@ def report(
     cost, minus the premium paid for cache writes (negative when writes were not repaid).
     """
     from canny import reports
+    from canny.cli import _report_html as page_html
     from canny.cli import _report_render as render
 
     install_warning_printer()
@@ -185,22 +186,18 @@ def report(
         start, end = _range(since, until, zone)
         group = cast("GroupBy", by)
         _spool_line(location)
+        views: dict[GroupBy, reports.Report] = {}
         if _missing_file(location):
             empty = reports.ReportRow("total")
             result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings)
-            over_time = by_model = None
         else:
             with _opened(location) as opened:
                 kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone}
                 result = reports.build_report(opened, group, reprice=reprice, savings=savings, **kwargs)
-                over_time = by_model = None
-                if html_file is not None and not result.is_empty:
-                    if by not in reports.TIME_GROUPS:
-                        over_time = reports.build_report(opened, "day", **kwargs)
-                    if by != "model":
-                        by_model = reports.build_report(opened, "model", **kwargs)
+                if html_file is not None:
+                    views = page_html.chart_reports(result, lambda g: reports.build_report(opened, g, **kwargs))
         if html_file is not None:
-            page = render.render_html(result, over_time=over_time, by_model=by_model)
+            page = page_html.render_html(result, views)
             try:
                 html_file.write_text(page, encoding="utf-8")
             except OSError as exc:
