@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("canny.cli._report:report", "Summarise the ledger by day, model, tag, project or outcome."),
     "ledger": ("canny.cli._report:ledger", "Export the ledger, or show where it lives."),
     "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
+    "reconcile": ("canny.cli._reconcile:reconcile", "Compare the ledger with Anthropic's usage and cost reports."),
 }
 
 
