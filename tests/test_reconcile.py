@@ -18,6 +18,7 @@ from canny import reconcile as rec
 from canny.cli import main
 from canny.ledger import AttemptRecord, open_ledger
 from canny.pricing import resolve_model
+from canny.usage import Usage
 from tests.conftest import CANARY_KEY
 
 ADMIN_KEY = "sk-ant-admin01-CANARY-0123456789abcdefghijklmnop-TESTONLY"
@@ -159,7 +160,7 @@ def test_the_documented_response_shapes_are_read_in_cents() -> None:
     (side,) = sides.values()
     assert list(sides) == [(date(2025, 8, 1), resolve_model("claude-sonnet-4-20250514"))]
     assert side.cost == Decimal("1.2378912")
-    assert side.tokens == rec.Tokens(1500, 500, 1000, 200, 500, 10)
+    assert side.tokens == Usage(1500, 500, 1000, 200, 500, 10)
 
 
 def _row(outcome: Any, cost: str | None, output: int, model: str = MODEL) -> AttemptRecord:

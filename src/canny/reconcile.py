@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from canny.errors import APIError, AuthenticationError, ConfigError, ConnectionF
 from canny.ledger import AttemptRecord, Ledger
 from canny.pricing import default_table, format_usd, resolve_model
 from canny.secrets import Secret
+from canny.usage import Usage
 
 if TYPE_CHECKING:
     import httpx2
@@ -52,7 +53,6 @@ __all__ = [
     "SERVER_TOOLS",
     "Reconciliation",
     "Row",
-    "Tokens",
     "check_drift",
     "default_range",
     "fetch_provider",
@@ -78,34 +78,9 @@ _USAGE_PATH = "/v1/organizations/usage_report/messages"
 _COST_PATH = "/v1/organizations/cost_report"
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Token counts of one side of a row (the buckets are disjoint, as in the ledger)."""
-
-    input: int = 0
-    cache_write_5m: int = 0
-    cache_write_1h: int = 0
-    cache_read: int = 0
-    output: int = 0
-    web_search_requests: int = 0
-
-    def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Tokens)))
-
-    def __sub__(self, other: Tokens) -> Tokens:
-        return Tokens(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(Tokens)))
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(Tokens)}
-
-    @property
-    def prompt(self) -> int:
-        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
-
-
 @dataclass(slots=True)
 class _Side:
-    tokens: Tokens = field(default_factory=Tokens)
+    tokens: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
     attempts: int = 0
     unpriced: int = 0
@@ -120,20 +95,33 @@ class Row:
     model: str
     ledger_cost_usd: Decimal
     provider_cost_usd: Decimal
-    ledger_tokens: Tokens
-    provider_tokens: Tokens
-    attempts: int = 0
-    unpriced: int = 0
-    lost: int = 0
+    ledger_tokens: Usage
+    provider_tokens: Usage
+    #: The ledger's attempts on this day and model: ``(all, unpriced, lost or interrupted)``.
+    counts: tuple[int, int, int] = (0, 0, 0)
+    #: The likely causes of a difference (values of :data:`CAUSES`; empty: none).
     causes: tuple[str, ...] = ()
+
+    @property
+    def attempts(self) -> int:
+        return self.counts[0]
+
+    @property
+    def unpriced(self) -> int:
+        return self.counts[1]
+
+    @property
+    def lost(self) -> int:
+        return self.counts[2]
 
     @property
     def drift_usd(self) -> Decimal:
         return self.provider_cost_usd - self.ledger_cost_usd
 
     @property
-    def token_drift(self) -> Tokens:
-        return self.provider_tokens - self.ledger_tokens
+    def token_drift(self) -> dict[str, int]:
+        """Provider minus ledger, per bucket."""
+        return _minus(self.provider_tokens, self.ledger_tokens)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,9 +130,9 @@ class Row:
             "ledger_cost_usd": _plain(self.ledger_cost_usd),
             "provider_cost_usd": _plain(self.provider_cost_usd),
             "drift_usd": _plain(self.drift_usd),
-            "ledger_tokens": self.ledger_tokens.as_dict(),
-            "provider_tokens": self.provider_tokens.as_dict(),
-            "token_drift": self.token_drift.as_dict(),
+            "ledger_tokens": self.ledger_tokens.buckets(),
+            "provider_tokens": self.provider_tokens.buckets(),
+            "token_drift": self.token_drift,
             "attempts": self.attempts,
             "unpriced_attempts": self.unpriced,
             "lost_attempts": self.lost,
@@ -185,6 +173,11 @@ class Reconciliation:
             "drift_usd": _plain(self.drift_usd),
             "rows": [r.to_json() for r in self.rows],
         }
+
+
+def _minus(a: Usage, b: Usage) -> dict[str, int]:
+    theirs, ours = a.buckets(), b.buckets()
+    return {name: theirs[name] - ours[name] for name in theirs}
 
 
 def _plain(amount: Decimal) -> str:
@@ -307,7 +300,7 @@ def fetch_provider(
             day = _day(bucket["starting_at"])
             for r in bucket.get("results") or []:
                 created = r.get("cache_creation") or {}
-                tokens = Tokens(
+                tokens = Usage(
                     input=int(r.get("uncached_input_tokens") or 0),
                     cache_write_5m=int(created.get("ephemeral_5m_input_tokens") or 0),
                     cache_write_1h=int(created.get("ephemeral_1h_input_tokens") or 0),
@@ -337,7 +330,7 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
         day = started.astimezone(UTC).date()
         if not since <= day < until:
             continue
-        tokens = Tokens(
+        tokens = Usage(
             r.input_tokens,
             r.cache_write_5m_tokens,
             r.cache_write_1h_tokens,
@@ -345,7 +338,7 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
             r.output_tokens,
             r.web_search_requests,
         )
-        if tokens == Tokens():
+        if tokens.is_empty:
             continue  # nothing was billed (refused by a budget, failed before the API)
         side = sides[(day, resolve_model(r.model))]
         side.tokens += tokens
@@ -362,14 +355,14 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
 
 def _causes(ledger: _Side, provider: _Side) -> tuple[str, ...]:
     drift = provider.cost - ledger.cost
-    more = provider.tokens - ledger.tokens
+    more = _minus(provider.tokens, ledger.tokens)
     found: list[str] = []
     if ledger.unpriced:
         found.append(CAUSES["unpriced"])
-    if any(v > 0 for v in more.as_dict().values()):
-        only_output = more.output > 0 and more.prompt == 0
+    if any(v > 0 for v in more.values()):
+        only_output = more["output"] > 0 and not any(v for k, v in more.items() if k != "output")
         found.append(CAUSES["lost"] if ledger.lost and only_output else CAUSES["outside"])
-    if any(v < 0 for v in more.as_dict().values()):
+    if any(v < 0 for v in more.values()):
         found.append(CAUSES["ledger_more"])
     if not found and drift:
         found.append(CAUSES["price"])
@@ -397,22 +390,10 @@ def reconcile(
     rows = []
     for day, model in sorted(set(provider) | set(mine)):
         theirs, ours = provider.get((day, model), _Side()), mine.get((day, model), _Side())
-        if theirs == _Side() and ours.tokens == Tokens() and not ours.cost:
+        if theirs == _Side() and ours.tokens.is_empty and not ours.cost:
             continue
-        rows.append(
-            Row(
-                day=day,
-                model=model,
-                ledger_cost_usd=ours.cost,
-                provider_cost_usd=theirs.cost,
-                ledger_tokens=ours.tokens,
-                provider_tokens=theirs.tokens,
-                attempts=ours.attempts,
-                unpriced=ours.unpriced,
-                lost=ours.lost,
-                causes=_causes(ours, theirs),
-            )
-        )
+        counts = (ours.attempts, ours.unpriced, ours.lost)
+        rows.append(Row(day, model, ours.cost, theirs.cost, ours.tokens, theirs.tokens, counts, _causes(ours, theirs)))
     return Reconciliation(since, until, tuple(rows))
 
 

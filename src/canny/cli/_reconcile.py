@@ -26,8 +26,7 @@ def _signed(amount: Decimal) -> str:
 
 def _token_drift(row: Row) -> str:
     labels = {"input": "in", "cache_write_5m": "w5m", "cache_write_1h": "w1h", "cache_read": "read", "output": "out"}
-    labels["web_search_requests"] = "searches"
-    parts = [f"{labels[k]} {v:+,}" for k, v in row.token_drift.as_dict().items() if v]
+    parts = [f"{labels.get(k, k)} {v:+,}" for k, v in row.token_drift.items() if v]
     return " ".join(parts) or "-"
 
 

@@ -372,12 +372,6 @@ def _cost_row(key: tuple[Any, ...], cents: Decimal, detailed: bool) -> dict[str,
         return row
     cost_type, model, display, token_type, tier, window = key[1:]
     description = "Web Search Usage" if cost_type == "web_search" else f"{display} Usage - {_LABELS[token_type]}"
-    row.update(
-        cost_type=cost_type,
-        description=description,
-        model=model,
-        token_type=token_type,
-        service_tier=tier,
-        context_window=window,
-    )
+    names = ("cost_type", "description", "model", "token_type", "service_tier", "context_window")
+    row.update(zip(names, (cost_type, description, model, token_type, tier, window), strict=True))
     return row
