@@ -10,6 +10,7 @@
     ├── BudgetExceeded              a budget would be crossed; nothing was sent
     │   └── SessionLimitReached     an agent-loop session's next call could cross a cap
     ├── Refused                     the model declined (only from ``raise_for_outcome()``)
+    ├── DriftExceeded               the ledger and the provider's cost report disagree
     └── APIError                    anything the API or the network did
         ├── AuthenticationError     401 / 403: bad, revoked or unauthorised key
         ├── RequestRejected         400, 404, 413, 422 ...: never retried
@@ -54,6 +55,7 @@ __all__ = [
     "CannyWarning",
     "ConfigError",
     "ConnectionFailed",
+    "DriftExceeded",
     "InvalidModifierError",
     "LedgerError",
     "LedgerUnavailable",
@@ -192,6 +194,18 @@ class SessionLimitReached(BudgetExceeded):
         self.reason = reason
         self.cap = cap
         self.totals = totals
+
+
+class DriftExceeded(CannyError):
+    """``canny reconcile``: the provider's cost differs from the ledger's by more than the
+    tolerance (``drift`` and ``tolerance`` in USD)."""
+
+    hint = "the rows above name the likely cause of each difference"
+
+    def __init__(self, message: str, *, drift: Decimal, tolerance: Decimal, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.drift = drift
+        self.tolerance = tolerance
 
 
 class APIError(CannyError):

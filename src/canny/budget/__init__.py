@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from canny.budget import store
+from canny.budget import alerts, store
 from canny.budget.clamp import MIN_MAX_TOKENS, affordable_max_tokens, worst_case_at
 from canny.budget.guard import (
     BudgetGuard,
@@ -87,6 +87,9 @@ __all__ = [
     "Reserver",
     "Window",
     "affordable_max_tokens",
+    "alerts",
+    "budget_alerts",
+    "budget_scope",
     "budget_status",
     "clear_in_flight",
     "clear_reservations",
@@ -132,19 +135,57 @@ def set_budget(
     tag: str | None = None,
     key: str | None = None,
     time_zone: str = "UTC",
+    alert_at: str | Iterable[Decimal | int | str] | None = None,
+    alert_command: str | None = None,
+    alert_url: str | None = None,
 ) -> Budget:
     """Store a budget in the ledger, replacing the one of the same period and scope.
 
     It applies from the next call of every process using the ledger; spending already in
     the ledger for its current window counts against it.
+
+    ``alert_at`` (percentages of the limit, ``"50,80,100"`` or numbers) with
+    ``alert_command`` and/or ``alert_url`` sets its alerts (:mod:`canny.budget.alerts`):
+    each threshold fires once per period. Without ``alert_at`` the budget keeps the alerts
+    it had; ``alert_at=()`` removes them.
     """
     from canny.config import parse_money
 
     new = Budget(period, parse_money(limit, "budget limit"), project, tag, key, time_zone)
+    thresholds = alerts.parse_thresholds(alert_at)
+    if (alert_command or alert_url) and not thresholds:
+        raise ConfigError("an alert command or URL needs thresholds", hint="add alert_at, e.g. --alert-at 50,80,100")
+    rule = alerts.AlertRule(thresholds, alert_command or None, alert_url or None)
+    if alert_at is not None:
+        alerts.check_rule(rule)
     db = as_ledger(ledger)
     row = store.LimitRow(period, project or "", tag or "", key or "", str(new.limit), time_zone)
     store.write_limit(db, row, to_us(utc_now()))
+    if alert_at is not None:
+        alerts.write_rule(db, _row_scope(row), rule)
     return new
+
+
+def _row_scope(row: store.LimitRow) -> alerts.Scope:
+    """The ``(period, project, tag, key)`` of a stored limit (``''``: any)."""
+    return (row.period, row.project, row.tag, row.key)
+
+
+def budget_scope(b: Budget) -> alerts.Scope:
+    """The ``(period, project, tag, key)`` of a budget as stored (``''``: any)."""
+    return (b.period, b.project or "", b.tag or "", b.key or "")
+
+
+def budget_alerts(
+    ledger: Ledger, budget: Budget, *, now: datetime | None = None
+) -> tuple[alerts.AlertRule | None, list[alerts.FiredAlert]]:
+    """A stored budget's alert rule (``None``: no alerts) and the thresholds that fired in
+    its current period window."""
+    db = as_ledger(ledger)
+    scope = budget_scope(budget)
+    rule = alerts.read_rules(db).get(scope)
+    window = budget.window(now or utc_now())
+    return rule, alerts.fired_alerts(db, scope, budget.time_zone, window.label)
 
 
 def stored_budgets(ledger: Ledger) -> list[Budget]:
@@ -162,7 +203,9 @@ def remove_budgets(
 ) -> list[Budget]:
     """Remove the stored budgets matching every given field (all of them when none is
     given); return what was removed. Their counters go with them."""
-    rows = store.delete_limits(as_ledger(ledger), period=period, project=project, tag=tag, key=key)
+    db = as_ledger(ledger)
+    rows = store.delete_limits(db, period=period, project=project, tag=tag, key=key)
+    alerts.forget_rules(db, [_row_scope(row) for row in rows])
     return [_budget(row) for row in rows]
 
 

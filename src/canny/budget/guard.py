@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
-from canny.budget import store
+from canny.budget import alerts, store
 from canny.budget.clamp import MIN_MAX_TOKENS, affordable_max_tokens, worst_case_at
 from canny.budget.limits import Budget, BudgetStatus, Clock, Window, as_ledger, dollars, utc_now
 from canny.errors import BudgetExceeded, CannyWarning, LedgerError
@@ -168,7 +168,10 @@ class LedgerReservation:
         """Replace the hold by the call's actual cost (``None``, unpriced: the worst case
         is charged). A ledger failure here is a warning: the lease then ends the hold."""
         charge = None if cost is None else usd_to_pico(cost)
-        self._end(lambda db: store.settle(db, self.id, self.counter_ids, self._pico, charge))
+        fired: list[alerts.Alert] = []
+        now_us = to_us(self.guard.clock())
+        self._end(lambda db: fired.extend(store.settle(db, self.id, self.counter_ids, self._pico, charge, now_us)))
+        alerts.deliver(fired)  # budget alerts: after commit, outside any lock; never raises
 
     def release(self) -> None:
         """Drop the hold without a charge (nothing was sent)."""

@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from canny.budget.alerts import Alert, crossed
 from canny.ledger.budget_tables import counter_ids, update_counters
 from canny.ledger.migrations import BUDGET_LOCK, Transaction
 
@@ -274,13 +275,21 @@ def hold(
     return int(rows[0][0])
 
 
-def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], amount: int, charge: int | None) -> None:
+def settle(
+    ledger: BudgetLedger,
+    rid: int,
+    counter_ids: Sequence[int],
+    amount: int,
+    charge: int | None,
+    now_us: int | None = None,
+) -> list[Alert]:
     """Replace reservation ``rid`` (of ``amount`` on ``counter_ids``) by ``charge`` (the
     amount itself when ``None``: the actual cost is unknown).
 
     A held reservation is swapped for the charge. An expired one was already charged the
     ledger rows found at expiry, so only the rest is added. A reservation that is gone
-    (its tombstone pruned a week after its lease ended) is charged in full.
+    (its tombstone pruned a week after its lease ended) is charged in full. Returns the
+    budget alerts this settle fired (:mod:`canny.budget.alerts`), to deliver after commit.
     """
     actual = amount if charge is None else charge
     with begin(ledger) as tx:
@@ -291,6 +300,8 @@ def settle(ledger: BudgetLedger, rid: int, counter_ids: Sequence[int], amount: i
             update_counters(tx, counter_ids, reserved=-amount, spent=actual)
         else:
             update_counters(tx, counter_ids, spent=max(actual - int(rows[0][1]), 0))
+        # Budget alerts: decided in this transaction, delivered by the caller after commit.
+        return crossed(tx, counter_ids, now_us)
 
 
 def release(ledger: BudgetLedger, rid: int) -> None:

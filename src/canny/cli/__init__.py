@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("canny.cli._report:ledger", "Export the ledger, or show where it lives."),
     "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
     "config": ("canny.cli._config:config", "Show where canny's files live and the settings in force."),
+    "reconcile": ("canny.cli._reconcile:reconcile", "Compare the ledger with Anthropic's usage and cost reports."),
 }
 
 

@@ -19,6 +19,7 @@ from canny.ledger import InflightLedger
 
 if TYPE_CHECKING:
     from canny.budget import Budget, BudgetStatus, Period
+    from canny.budget.alerts import AlertRule, FiredAlert
     from canny.ledger import Ledger
 
 __all__ = ["budget"]
@@ -82,6 +83,10 @@ def budget() -> None:
 @click.option("--month", help="Limit per month, in dollars.")
 @_scoped
 @click.option("--tz", "time_zone", help="IANA time zone of the periods (default: the profile's time_zone, or UTC).")
+@click.option("--alert-at", help="Alert when spend reaches these percentages of the limit, e.g. 50,80,100.")
+@click.option("--alert-command", help="Run this command (figures as JSON on its stdin) for each alert.")
+@click.option("--alert-url", help="POST each alert's figures as JSON to this URL.")
+@click.option("--no-alerts", is_flag=True, help="Remove the budget's alerts.")
 @_ledger_option
 @_profile_option
 def set_budget(
@@ -91,10 +96,20 @@ def set_budget(
     tag: str | None,
     key: str | None,
     time_zone: str | None,
+    alert_at: str | None,
+    alert_command: str | None,
+    alert_url: str | None,
+    no_alerts: bool,
     target: str | None,
     profile: str | None,
 ) -> None:
-    """Set (or replace) the daily and/or monthly budget of a scope."""
+    """Set (or replace) the daily and/or monthly budget of a scope.
+
+    With --alert-at, each threshold fires once per period, however many processes share
+    the budget: --alert-command runs (the figures as JSON on its stdin; split into words
+    like a shell, not run by one) and/or --alert-url gets a JSON POST. Without --alert-at
+    a budget keeps the alerts it had.
+    """
     with cli_errors():
         from canny import budget as budgets
         from canny.config import parse_money
@@ -102,18 +117,43 @@ def set_budget(
 
         if day is None and month is None:
             raise click.UsageError("give --day, --month or both")
+        if no_alerts and (alert_at or alert_command or alert_url):
+            raise click.UsageError("--no-alerts takes no other alert option")
+        if (alert_command or alert_url) and not alert_at:
+            raise click.UsageError("--alert-command and --alert-url need --alert-at")
         pairs: tuple[tuple[Period, str | None], ...] = (("day", day), ("month", month))
         limits = {p: parse_money(v, f"--{p}") for p, v in pairs if v is not None}
         with _ledger(target, profile) as (ledger, settings):
             zone = time_zone or settings.time_zone
             for period, limit in limits.items():
                 found = budgets.set_budget(
-                    ledger, period=period, limit=limit, project=project, tag=tag, key=_key(key), time_zone=zone
-                )
+                    ledger, period=period, limit=limit, project=project, tag=tag, key=_key(key), time_zone=zone,
+                    alert_at=() if no_alerts else alert_at, alert_command=alert_command, alert_url=alert_url,
+                )  # fmt: skip
                 echo_err(f"canny: {period} budget for {found.scope}: {format_usd(found.limit)} per {period} ({zone})")
 
 
-def _row(line: BudgetStatus) -> dict[str, Any]:
+def _alerts(rule: AlertRule | None, fired: list[FiredAlert]) -> dict[str, Any] | None:
+    if rule is None and not fired:
+        return None
+    return {
+        "thresholds": [str(t) for t in rule.thresholds] if rule else [],
+        "command": rule.command if rule else None,
+        "url": rule.url if rule else None,
+        "fired": [
+            {"threshold": str(f.threshold), "spent": str(f.spent), "fired_at": f.fired_at.isoformat()} for f in fired
+        ],
+    }
+
+
+def _alert_cell(rule: AlertRule | None, fired: list[FiredAlert]) -> str:
+    """``50%✓ 80%✓ 100%``: each threshold, ticked once it fired this period."""
+    done = {f.threshold for f in fired}
+    shown = sorted(set(rule.thresholds if rule else ()) | done)
+    return " ".join(f"{t}%" + ("✓" if t in done else "") for t in shown) or "-"
+
+
+def _row(line: BudgetStatus, alerts: dict[str, Any] | None = None) -> dict[str, Any]:
     b = line.budget
     return {
         "period": b.period,
@@ -129,6 +169,7 @@ def _row(line: BudgetStatus) -> dict[str, Any]:
         "spent": str(line.spent),
         "reserved": str(line.reserved),
         "headroom": str(line.headroom),
+        "alerts": alerts,
     }
 
 
@@ -146,13 +187,17 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
             chosen: list[Budget] = budgets.stored_budgets(ledger) + budgets.profile_budgets(settings)
             lines = budgets.budget_status(ledger, chosen)
             held, expired, next_end = budgets.reservations_in_flight(ledger)
+            alerts = [
+                budgets.budget_alerts(ledger, x.budget) if x.budget.source == "ledger" else (None, []) for x in lines
+            ]
         if as_json:
             reservations = {
                 "held": held,
                 "expired": expired,
                 "next_lease_end": None if next_end is None else next_end.isoformat(),
             }
-            click.echo(json.dumps({"budgets": [_row(x) for x in lines], "reservations": reservations}, indent=2))
+            rows = [_row(x, _alerts(*a)) for x, a in zip(lines, alerts, strict=True)]
+            click.echo(json.dumps({"budgets": rows, "reservations": reservations}, indent=2))
             return
         if not lines:
             echo_err("canny: no budgets: set one with `canny budget set --day 5` (dollars per day)")
@@ -165,7 +210,10 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
             )
             for x in lines
         ]
-        head = ("budget", "period", "limit", "spent", "reserved", "headroom")
+        head: tuple[str, ...] = ("budget", "period", "limit", "spent", "reserved", "headroom")
+        if any(rule or fired for rule, fired in alerts):
+            head += ("alerts",)
+            cells = [(*row, _alert_cell(*a)) for row, a in zip(cells, alerts, strict=True)]
         widths = [max(len(row[i]) for row in [head, *cells]) for i in range(len(head))]
         for row in [head, *cells]:
             left = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:2]))

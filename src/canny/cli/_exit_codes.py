@@ -6,7 +6,8 @@
     1 unexpected error, ledger error               6 interrupted after partial output
     2 bad usage or configuration                   7 transient failure outlasted retries
     3 authentication or permission                 8 request rejected by the API
-    4 budget exceeded / org spend limit reached    9 ledger unavailable: nothing was sent
+    4 budget exceeded / org spend limit reached    9 ledger unavailable: nothing was sent;
+                                                     ``canny reconcile``: drift over tolerance
     129 / 130 / 143 stopped by SIGHUP / SIGINT (Ctrl-C) / SIGTERM
     141 standard output closed (``canny ... | head``: :data:`EXIT_STDOUT_CLOSED`)
 
@@ -37,6 +38,7 @@ EXIT_CODES: Mapping[type[BaseException], int] = {
     errors.RequestRejected: 8,
     errors.LedgerError: 1,
     errors.LedgerUnavailable: 9,
+    errors.DriftExceeded: 9,
 }
 
 

@@ -5,7 +5,9 @@ trailing slash; the list is :data:`ROUTES`):
 
 - ``POST /v1/messages``: streamed or not, with the fault for this request applied;
 - ``POST /v1/messages/count_tokens``: ``{"input_tokens": N}``;
-- ``GET /v1/models`` and ``GET /v1/models/{model_id}``.
+- ``GET /v1/models`` and ``GET /v1/models/{model_id}``;
+- ``GET /v1/organizations/usage_report/messages`` and ``GET /v1/organizations/cost_report``:
+  the Usage and Cost Admin API over the requests answered (:mod:`canny.emulator.admin`).
 
 Every request needs a key and an ``anthropic-version`` header (the API's 401 and 400
 otherwise); every response carries ``request-id`` and the ``anthropic-ratelimit-*``
@@ -28,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from canny.emulator import admin
 from canny.emulator.batches import BatchService
 from canny.emulator.cache import PromptCache, prompt_blocks
 from canny.emulator.faults import OK, Fault, parse_fault, parse_plan
@@ -46,6 +50,7 @@ from canny.emulator.ratelimits import RateWindow
 from canny.emulator.recorder import RecordedRequest, Recorder, redact_headers
 from canny.emulator.replay import replay_script
 from canny.emulator.responses import (
+    Answer,
     api_error_script,
     compose_answer,
     error_body,
@@ -92,6 +97,8 @@ class EmulatorState:
         self.api_key = api_key
         self.chunk_delay = chunk_delay
         self.recorder = Recorder()
+        #: What the answered requests billed, for the Admin API's usage and cost reports.
+        self.usage = admin.UsageBook()
         #: Set when the server starts shutting down: pauses end, stalled streams are cut.
         self.closing = threading.Event()
         self._lock = threading.Lock()
@@ -238,7 +245,14 @@ class _Handlers:
         return steps
 
     def _answer(
-        self, request: Request, request_id: str, raw: bytes, body: Any, fault: Fault, version: str
+        self,
+        request: Request,
+        request_id: str,
+        raw: bytes,
+        body: Any,
+        fault: Fault,
+        version: str,
+        tier: str = "standard",
     ) -> tuple[list[Step], Fault]:
         """The response script, and the fault applied (a prompt directive may have picked it)."""
         if fault.kind == "status":
@@ -266,6 +280,7 @@ class _Handlers:
         window = self.state.window_for(request.path_params.get("run"))
         window.charge(usage.input_tokens + usage.cache_creation, answer.output_tokens)
         message_id = new_id("msg_")
+        self.state.usage.add(_charge(request, parsed, answer, tier))  # the Admin API's books
         if turn is not None and keeps_reply(fault.kind):
             threads.hold(turn, message_id, answer.content())
         return message_script(answer, parsed, fault, request_id, self.state.chunk_delay, message_id), fault
@@ -308,6 +323,42 @@ class _Handlers:
             steps = api_error_script(exc, request_id)
         self._record(request, steps, fault=None, body=_NOT_JSON)
         return steps
+
+    async def admin_report(self, request: Request, request_id: str) -> Sequence[Step]:
+        """``GET /v1/organizations/usage_report/messages`` and ``.../cost_report``."""
+        await self._read(request)
+        report = admin.cost_report if request.url.path.rstrip("/").endswith("cost_report") else admin.usage_report
+        try:
+            admin.check_admin_key(request.headers.get("x-api-key", ""))
+            steps = json_script(200, report(self.state.usage, request.query_params), request_id)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+        self._record(request, steps, fault=None, body=_NOT_JSON)
+        return steps
+
+
+def _charge(request: Request, parsed: MessagesRequest, answer: Answer, tier: str) -> admin.Charge:
+    """What one answered request bills, for :mod:`canny.emulator.admin`."""
+    usage = answer.usage
+    tokens = {
+        "uncached_input_tokens": usage.input_tokens + answer.server_input,
+        "cache_creation.ephemeral_5m_input_tokens": usage.cache_write_5m,
+        "cache_creation.ephemeral_1h_input_tokens": usage.cache_write_1h,
+        "cache_read_input_tokens": usage.cache_read,
+        "output_tokens": answer.output_tokens,
+    }
+    model = parsed.model
+    return admin.Charge(
+        at=datetime.now(UTC),
+        model=model.id,
+        display_name=model.display_name,
+        api_key_id=admin.admin_key_id(request.headers.get("x-api-key", "")),
+        tokens=tokens,
+        web_search_requests=int((answer.server_counts or {}).get("web_search_requests", 0)),
+        service_tier=tier,
+        inference_geo="us" if parsed.raw.get("inference_geo") == "us" else "global",
+        geo_priced=model.generation >= 4.6,
+    )
 
 
 def _request_id(steps: Sequence[Step]) -> str:
@@ -399,6 +450,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "/v1/messages/count_tokens", "count_tokens"),
     ("GET", "/v1/models", "list_models"),
     ("GET", "/v1/models/{model_id}", "get_model"),
+    ("GET", "/v1/organizations/usage_report/messages", "admin_report"),
+    ("GET", "/v1/organizations/cost_report", "admin_report"),
 )
 
 
@@ -425,7 +478,7 @@ def create_app(
     ) -> tuple[list[Step], Fault]:
         """A batch's request, answered under the version its batch was created with."""
         version = request.headers.get("anthropic-version") or LATEST_VERSION
-        return handlers._answer(request, request_id, raw, body, fault, version)
+        return handlers._answer(request, request_id, raw, body, fault, version, tier="batch")
 
     extra = (*BatchService(state, batch_answer).routes(), *FileService(state).routes())
     v1 += [Route(path, _Endpoint(state, handler), methods=methods) for path, handler, methods in extra]

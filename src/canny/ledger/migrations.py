@@ -404,3 +404,41 @@ register(
     sqlite=_BUDGET_TABLES.format(big="INTEGER", id="INTEGER PRIMARY KEY"),
     postgres=_BUDGET_TABLES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
 )
+
+
+# --- budget alerts (canny.budget.alerts reads and writes them) ---------------------------
+# budget_alert_rules: the thresholds (percent of the limit, a JSON list) of a stored budget
+# and where its alerts go. budget_alerts_fired: one row per budget, period window and
+# threshold, inserted by the transaction that settled the spend crossing it, so an alert
+# fires once however many processes share the budget.
+_BUDGET_ALERTS = """
+    CREATE TABLE budget_alert_rules (
+        period TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        key_fingerprint TEXT NOT NULL DEFAULT '',
+        thresholds TEXT NOT NULL,
+        command TEXT,
+        url TEXT,
+        PRIMARY KEY (period, project, tag, key_fingerprint)
+    );
+    CREATE TABLE budget_alerts_fired (
+        period TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        key_fingerprint TEXT NOT NULL DEFAULT '',
+        time_zone TEXT NOT NULL,
+        label TEXT NOT NULL,
+        threshold TEXT NOT NULL,
+        limit_usd TEXT NOT NULL,
+        spent_pico {big} NOT NULL,
+        fired_at_us {big} NOT NULL,
+        PRIMARY KEY (period, project, tag, key_fingerprint, time_zone, label, threshold)
+    );
+"""
+
+register(
+    "budget.0002_alerts",
+    sqlite=_BUDGET_ALERTS.format(big="INTEGER"),
+    postgres=_BUDGET_ALERTS.format(big="BIGINT"),
+)
