@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,12 +46,9 @@ def dollars(model: str, *, inp: int = 0, w5: int = 0, read: int = 0, out: int = 
 
 def stored(tmp_path: Path, rows: list[AttemptRecord]) -> Path:
     path = tmp_path / "ledger.db"
-    ledger = open_ledger(path)
-    try:
+    with closing(open_ledger(path)) as ledger:
         for row in rows:
             ledger.record(row)
-    finally:
-        ledger.close()
     return path
 
 

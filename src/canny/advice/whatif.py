@@ -26,9 +26,10 @@ Attempts the scenario knows nothing about (``cache``: no stored prefix hashes) c
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
+from typing import Any
 
 from canny.advice._reprice import quiet, repricer
 from canny.advice.cachesim import TTL, simulate
@@ -71,45 +72,35 @@ class WhatIf:
     total: WhatIfRow
 
 
-@dataclass(slots=True)
 class _Acc:
-    attempts: int = 0
-    paid: Decimal | None = None
-    unpriced: int = 0
-    what_if: Decimal | None = None
-    what_if_unpriced: int = 0
-    unknown: int = 0
-    saving: Decimal | None = None
-    compared: int = 0
-    groups: dict[str | None, _Acc] = field(default_factory=dict)
+    """The sums of one group (or of the total), named as :class:`WhatIfRow` fields."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {f.name: f.default for f in fields(WhatIfRow) if f.name != "group"}
+        self.groups: dict[str | None, _Acc] = {}
 
     def add(self, paid: Decimal | None, priced: Decimal | None, known: bool) -> None:
-        self.attempts += 1
+        sums = self.sums
+        sums["attempts"] += 1
         if paid is None:
-            self.unpriced += 1
+            sums["unpriced"] += 1
         else:
-            self.paid = paid if self.paid is None else self.paid + paid
+            sums["cost_usd"] = _plus(sums["cost_usd"], paid)
         if priced is None:
-            self.what_if_unpriced += 1
-            self.unknown += 0 if known else 1
+            sums["what_if_unpriced"] += 1
+            sums["what_if_unknown"] += 0 if known else 1
         else:
-            self.what_if = priced if self.what_if is None else self.what_if + priced
+            sums["what_if_cost_usd"] = _plus(sums["what_if_cost_usd"], priced)
         if paid is not None and priced is not None:
-            self.compared += 1
-            self.saving = (paid - priced) if self.saving is None else self.saving + (paid - priced)
+            sums["compared"] += 1
+            sums["saving_usd"] = _plus(sums["saving_usd"], paid - priced)
 
     def row(self, group: str | None) -> WhatIfRow:
-        return WhatIfRow(
-            group,
-            attempts=self.attempts,
-            cost_usd=self.paid,
-            unpriced=self.unpriced,
-            what_if_cost_usd=self.what_if,
-            what_if_unpriced=self.what_if_unpriced,
-            what_if_unknown=self.unknown,
-            saving_usd=self.saving,
-            compared=self.compared,
-        )
+        return WhatIfRow(group, **self.sums)
+
+
+def _plus(total: Decimal | None, amount: Decimal) -> Decimal:
+    return amount if total is None else total + amount
 
 
 def _scenario(name: str, table: PriceTable) -> str:
@@ -187,7 +178,9 @@ def what_if(
         groups.sort(key=lambda r: r.group or "")
     else:
         groups.sort(key=lambda r: (r.group is None, -(r.cost_usd or Decimal(0)), r.group or ""))
-    return WhatIf(chosen, by, _assumptions(chosen, tbl, total.unknown), tuple(groups), total.row("total"))
+    return WhatIf(
+        chosen, by, _assumptions(chosen, tbl, total.sums["what_if_unknown"]), tuple(groups), total.row("total")
+    )
 
 
 def what_if_report(
