@@ -29,6 +29,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "budget": frozenset({"errors", "usage", "units", "pricing", "config", "ledger"}),
     "reports": frozenset({"errors", "usage", "units", "pricing", "ledger"}),
     "reconcile": frozenset({"errors", "usage", "units", "pricing", "config", "secrets", "ledger"}),
+    "prefixes": frozenset({"caching"}),
+    "advice": frozenset({"errors", "usage", "units", "pricing", "ledger", "caching", "prefixes", "reports"}),
 }
 #: Everything below the client layer, which the client layer may use freely.
 _CORE = frozenset(ALLOWED)

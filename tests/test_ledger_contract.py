@@ -90,6 +90,8 @@ def full_record(outcome: str, n: int) -> AttemptRecord:
         prompt_text="Bonjour — 你好 🙂",
         response_text="Salut\nligne 2",
         extra={"é": "ü", "k": "v"},
+        max_tokens=4096,
+        prefix_hashes="s:0123456789abcdef:1100 m1:fedcba9876543210:1500",
     )
 
 
@@ -610,6 +612,8 @@ def flight(call_id: str = "fly-1", attempt: int = 1, **overrides: Any) -> Attemp
         "request_id": "req_1",
         "prompt_hash": "cd" * 32,
         "extra": {"é": "ü"},
+        "max_tokens": 2048,
+        "prefix_hashes": "t:00112233aabbccdd:5000",
     }
     values.update(overrides)
     return make(call_id, attempt, **values)
@@ -644,6 +648,7 @@ def test_an_expired_attempt_in_flight_becomes_a_lost_row(ledger: Any) -> None:
     assert (lost.call_id, lost.outcome, lost.ended_at) == ("fly-1", "lost", lease)
     assert (lost.input_tokens, lost.cache_write_5m_tokens, lost.cache_read_tokens) == (1200, 100, 3000)
     assert (lost.output_tokens, lost.cost_usd, lost.status_code) == (0, Decimal("0.004275"), 200)
+    assert (lost.max_tokens, lost.prefix_hashes) == (2048, "t:00112233aabbccdd:5000")
     assert lost.extra["é"] == "ü" and "lost" in lost.extra
     assert [r.call_id for r in ledger.in_flight()] == ["fly-2"]
     groups, _ = ledger.aggregate("outcome")

@@ -24,6 +24,7 @@ from canny import errors
 from canny._sdk_errors import error_from_event, map_exception
 from canny.errors import CannyWarning
 from canny.ledger import AttemptRecord
+from canny.prefixes import prefix_hashes
 from canny.result import CallResult, Outcome
 from canny.retry import Attempts, RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
@@ -47,6 +48,7 @@ __all__ = [
     "budget_refused_record",
     "failure_outcome",
     "lease_for",
+    "sent_max_tokens",
 ]
 
 #: Seconds added to an attempt's longest possible run (its total timeout, checked between
@@ -202,6 +204,7 @@ class CallRun:
         self.ledger_errors: list[errors.LedgerError] = []
         self._settled = False
         self._prompt_hash = hashlib.sha256(spec.prompt_json.encode()).hexdigest()
+        self._prefix_hashes = prefix_hashes(spec.model, spec.params)
         #: Seconds an attempt's row in flight lives (:func:`lease_for`).
         self.lease = lease
         self._begin_attempt: Callable[..., None] | None = getattr(ledger, "begin_attempt", None)
@@ -422,6 +425,8 @@ class CallRun:
             tags=self.spec.tags,
             key_fingerprint=self.spec.key_fingerprint,
             prompt_hash=self._prompt_hash,
+            max_tokens=sent_max_tokens(self.spec.params),
+            prefix_hashes=self._prefix_hashes,
             **fields,
         )
 
@@ -569,4 +574,12 @@ def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> Attem
         tags=spec.tags,
         key_fingerprint=spec.key_fingerprint,
         prompt_hash=hashlib.sha256(spec.prompt_json.encode()).hexdigest(),
+        max_tokens=sent_max_tokens(spec.params),
+        prefix_hashes=prefix_hashes(spec.model, spec.params),
     )
+
+
+def sent_max_tokens(params: Mapping[str, Any]) -> int | None:
+    """The request's ``max_tokens`` when it is a whole number (else ``None``: unknown)."""
+    value = params.get("max_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
+from canny.cli._advice import advice_options, check_alone, show_advice
 from canny.cli._render import cli_errors, echo_err, install_warning_printer
 from canny.errors import ConfigError
 from canny.ledger import GROUP_BYS, Ledger, open_ledger, parse_ledger_target
@@ -153,6 +154,7 @@ def _blocks(stream: TextIO) -> bool:
 @click.option("--reprice", is_flag=True, help="Price every attempt again at today's prices; show the difference.")
 @click.option("--savings", is_flag=True, help="Add `saved`: what prompt caching saved against uncached input (slower).")
 @click.option("--ledger", "target", metavar="PATH|URL", help="Ledger to read (default: CANNY_LEDGER or the data dir).")
+@advice_options
 def report(
     by: str,
     since: str | None,
@@ -164,6 +166,8 @@ def report(
     reprice: bool,
     savings: bool,
     target: str | None,
+    what_if: str | None,
+    right_size: bool,
 ) -> None:
     """Summarise the ledger: calls, attempts, tokens, cost, unpriced and failures per group.
 
@@ -187,6 +191,13 @@ def report(
         group = cast("GroupBy", by)
         _spool_line(location)
         views: dict[GroupBy, reports.Report] = {}
+        if what_if is not None or right_size:
+            check_alone(
+                what_if, right_size, as_csv=as_csv, html=html_file is not None, reprice=reprice, savings=savings
+            )
+            with _maybe_opened(location) as found:
+                show_advice(found, what_if=what_if, by=group, since=start, until=end, tz=zone, as_json=as_json)
+            return
         if _missing_file(location):
             empty = reports.ReportRow("total")
             result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings)

@@ -56,7 +56,7 @@ COLUMNS: tuple[str, ...] = (
     "first_token_at_us", "status_code", "error_type", "error_code", "request_id", "stop_reason",
     "refusal_category", *BUCKET_COLUMNS, "cost_usd", "price_version", "batch", "inference_geo", "speed",
     "streamed", "endpoint", "project", "tags", "key_fingerprint", "prompt_hash", "prompt_text",
-    "response_text", "extra", "cost_pico",
+    "response_text", "extra", "max_tokens", "prefix_hashes", "cost_pico",
 )  # fmt: skip
 _SELECT = ", ".join(COLUMNS[:-1])
 _INSERT = (
@@ -557,7 +557,7 @@ INFLIGHT_COLUMNS: tuple[str, ...] = (
     "call_id", "attempt", "session_id", "started_at_us", "lease_until_us", "model", "request_id",
     "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "cost_usd",
     "price_version", "inference_geo", "speed", "streamed", "endpoint", "project", "tags", "key_fingerprint",
-    "prompt_hash", "extra", "reservation_id",
+    "prompt_hash", "extra", "max_tokens", "prefix_hashes", "reservation_id",
 )  # fmt: skip
 _INFLIGHT_SELECT = ", ".join(INFLIGHT_COLUMNS)
 _INFLIGHT_INSERT = (
@@ -573,7 +573,7 @@ def _inflight_params(r: AttemptRecord, lease_until: datetime, reservation_id: in
         r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
         None if cost is None else format(cost, "f"), r.price_version, r.inference_geo, r.speed, bool(r.streamed),
         r.endpoint, r.project, json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash,
-        json.dumps(r.extra, ensure_ascii=False, sort_keys=True), reservation_id,
+        json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.max_tokens, r.prefix_hashes, reservation_id,
     )  # fmt: skip
 
 
@@ -612,6 +612,8 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
         key_fingerprint=values["key_fingerprint"],
         prompt_hash=values["prompt_hash"],
         extra=extra,
+        max_tokens=values["max_tokens"],
+        prefix_hashes=values["prefix_hashes"],
     )
     rid = values["reservation_id"]
     return record, None if rid is None else int(rid)
@@ -698,7 +700,7 @@ def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
         None if cost is None else format(cost, "f"), r.price_version, bool(r.batch),
         r.inference_geo, r.speed, bool(r.streamed), r.endpoint, r.project,
         json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash, r.prompt_text,
-        r.response_text, json.dumps(r.extra, ensure_ascii=False, sort_keys=True),
+        r.response_text, json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.max_tokens, r.prefix_hashes,
         None if cost is None else usd_to_pico(cost),
     )  # fmt: skip
 

@@ -442,3 +442,21 @@ register(
     sqlite=_BUDGET_ALERTS.format(big="INTEGER"),
     postgres=_BUDGET_ALERTS.format(big="BIGINT"),
 )
+
+
+# --- what the request asked for, for right-size and what-if reports (canny.advice) -------
+# max_tokens: the request's max_tokens as sent. prefix_hashes: the cumulative hashes and
+# estimated sizes of the request's cacheable prefixes (canny.prefixes), never the text.
+# NULL in both for rows written before this migration: reports call them unknown.
+_REQUEST_SHAPE = """
+    ALTER TABLE attempts ADD COLUMN max_tokens {big};
+    ALTER TABLE attempts ADD COLUMN prefix_hashes TEXT;
+    ALTER TABLE inflight ADD COLUMN max_tokens {big};
+    ALTER TABLE inflight ADD COLUMN prefix_hashes TEXT;
+"""
+
+register(
+    "ledger.0005_request_shape",
+    sqlite=_REQUEST_SHAPE.format(big="INTEGER"),
+    postgres=_REQUEST_SHAPE.format(big="BIGINT"),
+)

@@ -82,6 +82,12 @@ class AttemptRecord:
     prompt_text: str | None = None
     response_text: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: The request's ``max_tokens`` as sent (after any budget lowered it); ``None`` when
+    #: unknown (rows written before canny kept it).
+    max_tokens: int | None = None
+    #: The request's cacheable prefix boundaries as hashes and estimated sizes, never text
+    #: (:mod:`canny.prefixes`); ``""`` when none was long enough, ``None`` when unknown.
+    prefix_hashes: str | None = None
 
 
 @runtime_checkable
