@@ -409,9 +409,7 @@ class _Tap:
         self._limit_error: errors.APIError | None = None
         #: Every event in order (decoded, or raw bytes of whole content events), kept while
         #: content events are skipped (``None`` when the content is logged: all decoded).
-        self._log: list[ServerSentEvent | bytes] | None = (
-            None if run is None or run.spec.log_content else []
-        )
+        self._log: list[ServerSentEvent | bytes] | None = None if run is None or run.spec.log_content else []
         self._skipped = False
 
     # -- what the attempt saw -----------------------------------------------------------
@@ -484,7 +482,8 @@ class _Tap:
     def _skim(self, data: bytes) -> bool:
         """Keep a chunk that is exactly one whole content event, undecoded (``True``)."""
         attempt, log = self.attempt, self._log
-        assert attempt is not None and log is not None
+        assert attempt is not None
+        assert log is not None
         if not data.startswith(_CONTENT_PREFIX) or attempt.first_token_at is None:
             return False
         end = data.find(b"\n\n")
@@ -529,7 +528,8 @@ class _Tap:
 
     def _replay(self) -> None:
         """Feed every event again, in order, to a fresh accumulator (content included)."""
-        assert self.attempt is not None and self._log is not None
+        assert self.attempt is not None
+        assert self._log is not None
         self.attempt.acc = MessageAccumulator()
         self._event_error = None
         decoder = SSEDecoder()
