@@ -99,10 +99,11 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     bare = canny.Client(api_key=KEY, base_url=base_url, ledger=False, model=MODEL)
     ledgered = canny.Client(api_key=KEY, base_url=base_url, ledger=workdir / "bench-ledger.db", model=MODEL)
     budgeted_path = workdir / "bench-budgets.db"
-    with open_ledger(budgeted_path) as db:
-        budget.set_budget(db, period="day", limit="1000000")
-        budget.set_budget(db, period="month", limit="1000000")
-        budget.set_budget(db, period="day", limit="1000000", project="bench")
+    db = open_ledger(budgeted_path)
+    budget.set_budget(db, period="day", limit="1000000")
+    budget.set_budget(db, period="month", limit="1000000")
+    budget.set_budget(db, period="day", limit="1000000", project="bench")
+    db.close()
     budgeted = canny.Client(api_key=KEY, base_url=base_url, ledger=budgeted_path, model=MODEL, project="bench")
     metered = canny.meter(
         anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0), ledger=workdir / "bench-meter.db"
