@@ -44,7 +44,7 @@ from canny._call import CallRun, CallSpec, answer_outcome, failure_outcome
 from canny._sdk_errors import error_from_response, map_exception
 from canny.books import Books
 from canny.errors import CannyWarning
-from canny.streaming import SSEDecoder, event_payload
+from canny.streaming import MessageAccumulator, ServerSentEvent, SSEDecoder, event_payload
 
 if TYPE_CHECKING:
     from anthropic import APIRequest, APIResponse, AsyncAPIResponse, AsyncCallNext, CallNext
@@ -62,6 +62,14 @@ ClientT = TypeVar("ClientT", bound="anthropic.Anthropic | anthropic.AsyncAnthrop
 #: Calls whose attempt count is remembered (to number the SDK's retries of one call).
 _RECENT_CALLS = 4096
 _End = Literal["read", "closed", "failed"]
+
+#: Events that carry neither usage nor a stop reason: the tap keeps them undecoded and
+#: decodes them only when the row needs them (see :class:`_Tap`).
+_CONTENT_EVENTS = frozenset({"content_block_start", "content_block_delta", "content_block_stop"})
+_CONTENT_EVENT_NAMES = frozenset(name.encode() for name in _CONTENT_EVENTS)
+_EVENT_PREFIX = b"event: "
+_CONTENT_PREFIX = b"event: content_block_"
+_DELTA = ord("d")
 
 
 def meter(
@@ -362,9 +370,31 @@ class _Failing(httpx2.SyncByteStream, httpx2.AsyncByteStream):
 
 
 class _Tap:
-    """One attempt's accounting: what arrived, and the row once it ended. Never raises."""
+    """One attempt's accounting: what arrived, and the row once it ended. Never raises.
 
-    __slots__ = ("_decoder", "_event_error", "_json", "_parts", "_sse", "attempt", "done", "request", "run")
+    A stream's usage and stop reason arrive in ``message_start`` and ``message_delta``;
+    content events (most of a stream) are kept in order, undecoded, once the first text
+    has been seen (its time is the row's ``first_token_at``). They are decoded only when
+    the row needs them: the stream did not end normally (its output may be estimated from
+    the text shown, and a malformed event must be found where it was), or the content is
+    logged. Then every event is fed again, in order, to a fresh accumulator, so the row is
+    exactly what decoding every event as it came would have made.
+    """
+
+    __slots__ = (
+        "_decoder",
+        "_event_error",
+        "_json",
+        "_limit_error",
+        "_log",
+        "_parts",
+        "_skipped",
+        "_sse",
+        "attempt",
+        "done",
+        "request",
+        "run",
+    )
 
     def __init__(self, request: APIRequest, run: CallRun | None, attempt: Attempt | None = None) -> None:
         self.request = request
@@ -376,6 +406,11 @@ class _Tap:
         self._json = False
         self._parts: list[bytes] = []
         self._event_error: errors.APIError | None = None
+        self._limit_error: errors.APIError | None = None
+        #: Every event in order (decoded, or raw bytes of whole content events), kept while
+        #: content events are skipped (``None`` when the content is logged: all decoded).
+        self._log: list[ServerSentEvent | bytes] | None = None if run is None or run.spec.log_content else []
+        self._skipped = False
 
     # -- what the attempt saw -----------------------------------------------------------
     def arrived(self, http: httpx2.Response | None, raw: bytes | None, tee: type[_SyncTee | _AsyncTee]) -> None:
@@ -435,23 +470,74 @@ class _Tap:
         if self._json:
             self._parts.append(data)
         elif self._event_error is None:
+            if self._log is not None and self._skim(data):
+                return
             try:
                 events = self._sse.feed(data)
             except errors.APIError as exc:  # the decoder's own limits (an over-long line)
-                self._event_error = exc
+                self._event_error = self._limit_error = exc
                 return
             self._events(events)
 
-    def _events(self, events: Iterable[Any]) -> None:
+    def _skim(self, data: bytes) -> bool:
+        """Keep a chunk that is exactly one whole content event, undecoded (``True``)."""
+        attempt, log = self.attempt, self._log
+        assert attempt is not None
+        assert log is not None
+        if not data.startswith(_CONTENT_PREFIX) or attempt.first_token_at is None:
+            return False
+        end = data.find(b"\n\n")
+        if (
+            end != len(data) - 2
+            or data[len(_EVENT_PREFIX) : data.find(b"\n")] not in _CONTENT_EVENT_NAMES
+            or b"\nevent" in data
+            or end > self._sse.max_line
+            or not self._sse.idle
+        ):
+            return False
+        if data[len(_CONTENT_PREFIX)] == _DELTA:  # content_block_delta
+            attempt.acc.shown = True
+        log.append(data)
+        self._skipped = True
+        return True
+
+    def _events(self, events: Iterable[ServerSentEvent]) -> None:
         assert self.attempt is not None
+        log = self._log
         for event in events:
             if event.event == "ping":
                 continue
-            try:
-                self.attempt.feed(event_payload(event))
-            except errors.APIError as exc:  # an in-band error event, or a malformed one
-                self._event_error = exc
+            if log is not None:
+                log.append(event)
+                if event.event in _CONTENT_EVENTS and self.attempt.first_token_at is not None:
+                    if event.event == "content_block_delta":
+                        self.attempt.acc.shown = True
+                    self._skipped = True
+                    continue
+            if not self._feed(event):
                 return
+
+    def _feed(self, event: ServerSentEvent) -> bool:
+        assert self.attempt is not None
+        try:
+            self.attempt.feed(event_payload(event))
+        except errors.APIError as exc:  # an in-band error event, or a malformed one
+            self._event_error = exc
+            return False
+        return True
+
+    def _replay(self) -> None:
+        """Feed every event again, in order, to a fresh accumulator (content included)."""
+        assert self.attempt is not None
+        assert self._log is not None
+        self.attempt.acc = MessageAccumulator()
+        self._event_error = None
+        decoder = SSEDecoder()
+        for item in self._log:
+            events = decoder.feed(item) if isinstance(item, bytes) else (item,)
+            if not all(self._feed(event) for event in events if event.event != "ping"):
+                return
+        self._event_error = self._limit_error
 
     def end(self, how: _End, exc: BaseException | None = None) -> None:
         """The body was read to its end, closed by the caller, or broke with ``exc``."""
@@ -460,6 +546,8 @@ class _Tap:
         try:
             if how == "read":
                 self._drain()
+            if self._skipped and (how != "read" or self._event_error is not None or not self.attempt.acc.complete):
+                self._replay()
             error: errors.CannyError | None = self._event_error
             if error is None and how == "failed" and exc is not None:
                 error = map_exception(exc) or _unknown(exc)
@@ -594,6 +682,8 @@ class _Tee:
     def __init__(self, body: Any, tap: _Tap) -> None:
         self._body = body
         self._tap = tap
+        # The SDK looks for it on every chunk: an attribute, not a trip through __getattr__.
+        self.stream_observer = getattr(body, "stream_observer", None)
 
     def __getattr__(self, name: str) -> Any:
         # Whatever else the body offers (``elapsed``, an SDK tracing observer) stays visible.

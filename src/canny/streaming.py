@@ -68,6 +68,11 @@ class SSEDecoder:
         """Bytes of the unfinished line held (never more than ``max_line``)."""
         return self._pending
 
+    @property
+    def idle(self) -> bool:
+        """Between events: no unfinished line and no event half read."""
+        return not self._parts and not self._data and not self._event
+
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode a chunk of bytes; returns the events it completed."""
         if b"\n" not in chunk:

@@ -60,6 +60,7 @@ from canny.budget.limits import (
     Window,
     as_ledger,
     dollars,
+    holds_budgets,
     period_window,
     utc_now,
 )
@@ -350,11 +351,11 @@ def guard_for(ledger: Ledger, settings: Settings, *, clock: Clock | None = None)
     profile, or ``None`` when there are none. The client calls this before every call:
     without budgets it costs one read of the (small) limits table."""
     profile = _profile(settings)
-    if not isinstance(ledger, store.BudgetLedger):
+    if not holds_budgets(ledger):
         if profile.budgets:
             as_ledger(ledger)  # raises: profile budgets cannot be enforced without a database
         return None
-    budgets = [_budget(row) for row in store.read_limits(ledger)] + list(profile.budgets)
+    budgets = [_budget(row) for row in store.read_limits(as_ledger(ledger))] + list(profile.budgets)
     if not budgets:
         return None
     longest = settings.retry.deadline + settings.timeouts.total + settings.timeouts.idle

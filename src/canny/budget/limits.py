@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canny.budget import store
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from canny.budget.guard import CallLike
     from canny.ledger import Ledger
 
-__all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "dollars", "period_window"]
+__all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "dollars",
+           "holds_budgets", "period_window"]  # fmt: skip
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -145,11 +146,25 @@ class BudgetStatus:
         return self.budget.limit - self.spent - self.reserved
 
 
+#: Whether a ledger class can hold budgets: a protocol check costs microseconds, and the
+#: client asks before every call.
+_HOLDS_BUDGETS: dict[type, bool] = {}
+
+
+def holds_budgets(ledger: object) -> bool:
+    """Whether ``ledger``'s database can hold budgets (checked once per ledger class)."""
+    kind = type(ledger)
+    found = _HOLDS_BUDGETS.get(kind)
+    if found is None:
+        found = _HOLDS_BUDGETS[kind] = isinstance(ledger, store.BudgetLedger)
+    return found
+
+
 def as_ledger(ledger: Ledger | store.BudgetLedger) -> store.BudgetLedger:
     """``ledger`` if its database can hold budgets, else a :class:`~canny.errors.ConfigError`."""
-    if not isinstance(ledger, store.BudgetLedger):
+    if not holds_budgets(ledger):
         raise ConfigError(
             f"budgets need a SQLite or PostgreSQL ledger; {type(ledger).__name__} cannot hold them",
             hint="open the ledger with canny.ledger.open_ledger(...)",
         )
-    return ledger
+    return cast("store.BudgetLedger", ledger)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import os
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -525,10 +527,38 @@ def user_price_file() -> Path | None:
     return path if path.is_file() else None
 
 
+#: Where the user's price file would be, per value of the variables that decide it.
+_USER_PATHS: dict[tuple[str | None, ...], str] = {}
+_PATH_VARIABLES = ("CANNY_HOME", "XDG_CONFIG_HOME", "HOME")
+
+
+def _user_price_path() -> str:
+    """The path :func:`user_price_file` checks, worked out once per environment."""
+    key = tuple(map(os.environ.get, _PATH_VARIABLES))
+    path = _USER_PATHS.get(key)
+    if path is None:
+        from canny.config import config_dir
+
+        if len(_USER_PATHS) > 64:
+            _USER_PATHS.clear()
+        path = _USER_PATHS[key] = str(config_dir() / "prices.toml")
+    return path
+
+
 def default_table() -> PriceTable:
-    """The shipped table with the user's price file layered on top (cached)."""
-    path = user_price_file()
-    return load_table((path,) if path is not None else ())
+    """The shipped table with the user's price file layered on top (cached).
+
+    Every call costs one ``stat`` of the user's price file: an edited, added or removed
+    file is picked up on the next call, an unchanged one is not read again."""
+    path = _user_price_path()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load_table(())
+    if not stat.S_ISREG(st.st_mode):
+        return load_table(())
+    table = _CACHE.get(((path, st.st_mtime_ns, st.st_size),))
+    return table if table is not None else load_table((path,))
 
 
 def resolve_model(name: str, *, table: PriceTable | None = None) -> str:
