@@ -30,6 +30,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -285,56 +286,68 @@ class _Handlers:
             threads.hold(turn, message_id, answer.content())
         return message_script(answer, parsed, fault, request_id, self.state.chunk_delay, message_id), fault
 
-    async def count_tokens(self, request: Request, request_id: str) -> Sequence[Step]:
-        """``POST /v1/messages/count_tokens``: the cache-free input total."""
+    async def _json_endpoint(
+        self, request: Request, request_id: str, answer: Callable[[Any], Any], *, keep_body: bool = False
+    ) -> Sequence[Step]:
+        """A JSON endpoint: read the body, ``answer(body)`` (which authenticates), a 200 with
+        what it returns or the API's error for the :class:`ApiError` it raises, recorded."""
         raw, body = await self._read(request)
         try:
-            version = self.state.authenticate(request)
-            parsed = _parse(raw, body, count_only=True, version=version)
-            total = sum(block.tokens for block in prompt_blocks(parsed))
-            steps = json_script(200, {"input_tokens": total}, request_id)
+            steps = json_script(200, answer(_Body(raw, body)), request_id)
         except ApiError as exc:
             steps = api_error_script(exc, request_id)
-        self._record(request, steps, fault=None, body=body)
+        self._record(request, steps, fault=None, body=body if keep_body else _NOT_JSON)
         return steps
+
+    async def count_tokens(self, request: Request, request_id: str) -> Sequence[Step]:
+        """``POST /v1/messages/count_tokens``: the cache-free input total."""
+
+        def answer(sent: _Body) -> dict[str, int]:
+            version = self.state.authenticate(request)
+            parsed = _parse(sent.raw, sent.body, count_only=True, version=version)
+            return {"input_tokens": sum(block.tokens for block in prompt_blocks(parsed))}
+
+        return await self._json_endpoint(request, request_id, answer, keep_body=True)
 
     async def list_models(self, request: Request, request_id: str) -> Sequence[Step]:
         """``GET /v1/models``: newest first, paginated by ``after_id`` / ``before_id``."""
-        await self._read(request)
-        try:
+
+        def answer(_: _Body) -> dict[str, Any]:
             self.state.authenticate(request, versioned=False)
-            steps = json_script(200, _model_page(request), request_id)
-        except ApiError as exc:
-            steps = api_error_script(exc, request_id)
-        self._record(request, steps, fault=None, body=_NOT_JSON)
-        return steps
+            return _model_page(request)
+
+        return await self._json_endpoint(request, request_id, answer)
 
     async def get_model(self, request: Request, request_id: str) -> Sequence[Step]:
         """``GET /v1/models/{model_id}`` (aliases resolve to the dated id)."""
-        await self._read(request)
-        model_id = request.path_params["model_id"]
-        try:
+
+        def answer(_: _Body) -> dict[str, Any]:
             self.state.authenticate(request, versioned=False)
+            model_id = request.path_params["model_id"]
             info = resolve_model(model_id)
             if info is None:
                 raise ApiError(404, "not_found_error", f"model: {model_id}")
-            steps = json_script(200, info.to_json(), request_id)
-        except ApiError as exc:
-            steps = api_error_script(exc, request_id)
-        self._record(request, steps, fault=None, body=_NOT_JSON)
-        return steps
+            return info.to_json()
+
+        return await self._json_endpoint(request, request_id, answer)
 
     async def admin_report(self, request: Request, request_id: str) -> Sequence[Step]:
         """``GET /v1/organizations/usage_report/messages`` and ``.../cost_report``."""
-        await self._read(request)
         report = admin.cost_report if request.url.path.rstrip("/").endswith("cost_report") else admin.usage_report
-        try:
+
+        def answer(_: _Body) -> Any:
             admin.check_admin_key(request.headers.get("x-api-key", ""))
-            steps = json_script(200, report(self.state.usage, request.query_params), request_id)
-        except ApiError as exc:
-            steps = api_error_script(exc, request_id)
-        self._record(request, steps, fault=None, body=_NOT_JSON)
-        return steps
+            return report(self.state.usage, request.query_params)
+
+        return await self._json_endpoint(request, request_id, answer)
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A request body as read: its bytes, and its JSON (``_NOT_JSON`` when it is not JSON)."""
+
+    raw: bytes
+    body: Any
 
 
 def _charge(request: Request, parsed: MessagesRequest, answer: Answer, tier: str) -> admin.Charge:
