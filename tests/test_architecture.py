@@ -28,6 +28,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ledger": frozenset({"errors", "usage", "units", "pricing", "config", "result"}),
     "budget": frozenset({"errors", "usage", "units", "pricing", "config", "ledger"}),
     "reports": frozenset({"errors", "usage", "units", "pricing", "ledger"}),
+    "telemetry": frozenset({"errors", "usage", "units", "ledger"}),
 }
 #: Everything below the client layer, which the client layer may use freely.
 _CORE = frozenset(ALLOWED)
