@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import MessageParam, TextBlockParam
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,7 +29,8 @@ MODEL = "claude-sonnet-5-5"
 #: claude-sonnet-5-5's rates per MTok since 2026-10-07 (prices.toml), written out by hand.
 RATES = {"input": Decimal(2), "cache_write_5m": Decimal("2.50"), "cache_read": Decimal("0.10"), "output": Decimal(10)}
 RULES = "Rules of the house. " * 60
-SYSTEM = [{"type": "text", "text": RULES, "cache_control": {"type": "ephemeral"}}]
+SYSTEM: list[TextBlockParam] = [{"type": "text", "text": RULES, "cache_control": {"type": "ephemeral"}}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello there"}]
 
 
 class Otel:
@@ -58,10 +60,10 @@ class Otel:
 
     def total(self, name: str, **labels: Any) -> Any:
         """The sum (counters) or the sum of recorded values (histograms) over points matching ``labels``."""
-        found = 0
+        found: Any = 0
         for point in self.points(name):
             if all(point.attributes.get(k) == v for k, v in labels.items()):
-                found += getattr(point, "value", None) if hasattr(point, "value") else point.sum
+                found += point.value if hasattr(point, "value") else point.sum
         return found
 
 
@@ -96,6 +98,7 @@ def test_client_create_and_stream_give_a_call_span_with_attempt_children_and_cac
         with client.stream("Hello there", system=SYSTEM) as stream:
             text = "".join(stream)
         second = stream.result
+    assert second is not None
     assert text and first.attempts == 2 and second.attempts == 1
     error_row, write_row, read_row = memory_ledger.rows
     assert (error_row.outcome, write_row.outcome, read_row.outcome) == ("error", "ok", "ok")
@@ -179,10 +182,11 @@ def test_meter_attempts_are_traced_with_cost_and_tokens(
     sdk = anthropic.Anthropic(api_key=CANARY_KEY, base_url=emulator.url_for("overloaded;retry_after_ms=1", run=run_id))
     with sdk:
         message = canny.meter(sdk, ledger=memory_ledger).messages.create(
-            model=MODEL, max_tokens=100, system=SYSTEM, messages=[{"role": "user", "content": "Hello there"}]
+            model=MODEL, max_tokens=100, system=SYSTEM, messages=HELLO
         )
     error_row, ok_row = memory_ledger.rows
-    assert ok_row.cache_write_5m_tokens == message.usage.cache_creation_input_tokens > 0
+    assert ok_row.cache_write_5m_tokens == message.usage.cache_creation_input_tokens
+    assert ok_row.cache_write_5m_tokens > 0
     spans = otel.finished()
     calls = [s for s in spans if s.parent is None]
     assert len(calls) == 2 and len(spans) == 4
@@ -297,9 +301,8 @@ def test_metered_run_exports_spans_and_metrics_over_otlp_http(
         telemetry.use(trace_provider, meter_provider)
         sdk = anthropic.Anthropic(api_key=CANARY_KEY, base_url=emulator.url_for(run=run_id))
         metered = canny.meter(sdk, ledger=memory_ledger)
-        ask = {"model": MODEL, "max_tokens": 50, "system": SYSTEM, "messages": [{"role": "user", "content": "Hi"}]}
-        metered.messages.create(**ask)
-        metered.messages.create(**ask)
+        for _ in range(2):
+            metered.messages.create(model=MODEL, max_tokens=50, system=SYSTEM, messages=HELLO)
         sdk.close()
         trace_provider.shutdown()  # type: ignore[attr-defined]
         meter_provider.shutdown()  # type: ignore[attr-defined]
