@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("canny.cli._report:report", "Summarise the ledger by day, model, tag, project or outcome."),
     "ledger": ("canny.cli._report:ledger", "Export the ledger, or show where it lives."),
     "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
+    "logs": ("canny.cli._logs:logs", "Show the last attempts, one line each; --follow tails new ones."),
 }
 
 
