@@ -355,3 +355,18 @@ def test_metered_run_exports_spans_and_metrics_over_otlp_http(
     assert sums[("gen_ai.client.token.usage", "input")] == inclusive
     expected = _hand_cost(write_row) + _hand_cost(read_row)
     assert Decimal(str(sums[("canny.cost", "None")])).quantize(Decimal("1e-12")) == expected
+
+
+def test_a_client_with_otel_off_never_imports_opentelemetry() -> None:
+    """Building a client and its books with otel off imports neither opentelemetry nor canny.telemetry."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, json, canny\n"
+        f"canny.Client(api_key={CANARY_KEY!r}, ledger=False).books\n"
+        "print(json.dumps(sorted(m for m in sys.modules if 'telemetry' in m)))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

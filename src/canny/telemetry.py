@@ -306,6 +306,8 @@ def _output_messages(answer: str, stop_reason: str | None) -> str:
 # -- the providers ---------------------------------------------------------------------
 _lock = threading.Lock()
 _current: dict[str, Telemetry] = {}  # "telemetry" -> the one in use
+#: id(tracer provider) -> the exporters of canny's own providers (stopped by :func:`flush`).
+_exporters: dict[int, tuple[Any, ...]] = {}
 
 
 def get() -> Telemetry:
@@ -315,6 +317,28 @@ def get() -> Telemetry:
         if "telemetry" not in _current:
             _current["telemetry"] = Telemetry(*_providers())
         return _current["telemetry"]
+
+
+#: The longest a process waits at exit for canny's own exporters (a collector that is
+#: down must not hold ``canny ask`` for the exporters' retries, 10 s each by default).
+EXIT_FLUSH_SECONDS = 5.0
+
+
+def flush(tracer_provider: Any, meter_provider: Any, seconds: float = EXIT_FLUSH_SECONDS) -> None:
+    """Export what canny's own providers hold, waiting at most ``seconds``, then stop their
+    exporters (which ends any retry still waiting)."""
+    providers = (tracer_provider, meter_provider)
+
+    def export() -> None:
+        for provider in providers:
+            provider.force_flush(int(seconds * 1000))
+
+    worker = threading.Thread(target=export, name="canny-otel-flush", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    for exporter in _exporters.get(id(tracer_provider), ()):
+        exporter.shutdown()
+    worker.join(1.0)
 
 
 def use(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Telemetry:
@@ -339,7 +363,9 @@ def _providers() -> tuple[TracerProvider, MeterProvider]:
     meter_provider: MeterProvider = metrics.get_meter_provider()
     if isinstance(tracer_provider, SdkTracerProvider) and isinstance(meter_provider, SdkMeterProvider):
         return tracer_provider, meter_provider  # the application set OpenTelemetry up: report there
-    return _own_providers()
+    tracer_provider, meter_provider = _own_providers()
+    atexit.register(flush, tracer_provider, meter_provider)
+    return tracer_provider, meter_provider
 
 
 def _own_providers() -> tuple[TracerProvider, MeterProvider]:
@@ -354,11 +380,11 @@ def _own_providers() -> tuple[TracerProvider, MeterProvider]:
 
     named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     resource = Resource.create({} if named else {"service.name": "canny"})
-    tracer_provider = SdkTracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    meter_provider = SdkMeterProvider(
-        resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
-    )
-    atexit.register(meter_provider.shutdown)
-    atexit.register(tracer_provider.shutdown)
+    span_exporter, metric_exporter = OTLPSpanExporter(), OTLPMetricExporter()
+    # Not the SDK's own shutdown at exit (it waits out every retry): :func:`flush`, bounded.
+    tracer_provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    reader = PeriodicExportingMetricReader(metric_exporter)
+    meter_provider = SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    _exporters[id(tracer_provider)] = (span_exporter, metric_exporter)
     return tracer_provider, meter_provider
