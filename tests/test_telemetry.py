@@ -304,8 +304,7 @@ def test_metered_run_exports_spans_and_metrics_over_otlp_http(
         for _ in range(2):
             metered.messages.create(model=MODEL, max_tokens=50, system=SYSTEM, messages=HELLO)
         sdk.close()
-        trace_provider.shutdown()  # type: ignore[attr-defined]
-        meter_provider.shutdown()  # type: ignore[attr-defined]
+        telemetry.flush(trace_provider, meter_provider)  # what runs at exit
     finally:
         telemetry.reset()
         server.shutdown()
