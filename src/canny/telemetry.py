@@ -87,6 +87,10 @@ def cost_attributes(cost: Decimal | None) -> dict[str, Any]:
     return {"canny.unpriced": True} if cost is None else {"canny.cost_usd": str(cost)}
 
 
+def _histogram(meter: Meter, name: str, unit: str, description: str, bounds: Sequence[float]) -> Histogram:
+    return meter.create_histogram(name, unit=unit, description=description, explicit_bucket_boundaries_advisory=bounds)
+
+
 class Telemetry:
     """canny's tracer, meter and instruments."""
 
@@ -95,24 +99,24 @@ class Telemetry:
 
         self.tracer: Tracer = tracer_provider.get_tracer(SCOPE, __version__)
         meter: Meter = meter_provider.get_meter(SCOPE, __version__)
-        self.token_usage: Histogram = meter.create_histogram(
+        self.token_usage = _histogram(
+            meter,
             "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens per attempt: input (inclusive of cache writes and reads) and output",
-            explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS),
+            "{token}",
+            "Tokens per attempt: input (inclusive of cache writes and reads) and output",
+            TOKEN_BUCKETS,
         )
-        self.duration: Histogram = meter.create_histogram(
+        self.duration = _histogram(
+            meter,
             "gen_ai.client.operation.duration",
-            unit="s",
-            description="Duration of a call, all its attempts and retry delays included",
-            explicit_bucket_boundaries_advisory=list(SECONDS_BUCKETS),
+            "s",
+            "Duration of a call, all its attempts and retry delays included",
+            SECONDS_BUCKETS,
         )
-        self.first_chunk: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description="Time from sending an attempt to its first text",
-            explicit_bucket_boundaries_advisory=list(SECONDS_BUCKETS),
-        )
+        self.first_chunk = _histogram(
+            meter, "gen_ai.client.operation.time_to_first_chunk", "s",
+            "Time from sending an attempt to its first text", SECONDS_BUCKETS,
+        )  # fmt: skip
         self.tokens: Counter = meter.create_counter(
             "canny.tokens", unit="{token}", description="Tokens and server-tool requests per canny bucket (disjoint)"
         )

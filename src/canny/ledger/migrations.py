@@ -469,20 +469,28 @@ _DATASETTE = """
     FROM attempts WHERE outcome = 'lost';
 """
 
+
+def _datasette_views(big: str, day: str, at: str, places: int) -> str:
+    """The views in one dialect: its integer type, UTC day and time of a row, and the
+    decimal places of its dollar columns."""
+    money = "round(sum({}) / 1e12, %d)" % places  # noqa: UP031  (braces are the SQL's)
+    return _DATASETTE.format(
+        big=big, day=day, at=at, usd=money.format("cost_pico"), saved_usd=money.format("saved_pico")
+    )
+
+
 register(
     "ledger.0005_datasette_views",
-    sqlite=_DATASETTE.format(
-        big="INTEGER",
-        day="date(started_at_us / 1000000, 'unixepoch')",
-        at="strftime('%Y-%m-%dT%H:%M:%fZ', started_at_us / 1e6, 'unixepoch')",
-        usd="round(sum(cost_pico) / 1e12, 6)",
-        saved_usd="round(sum(saved_pico) / 1e12, 6)",
+    sqlite=_datasette_views(
+        "INTEGER",
+        "date(started_at_us / 1000000, 'unixepoch')",
+        "strftime('%Y-%m-%dT%H:%M:%fZ', started_at_us / 1e6, 'unixepoch')",
+        6,
     ),
-    postgres=_DATASETTE.format(
-        big="BIGINT",
-        day="to_char(to_timestamp(started_at_us / 1e6) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-        at="to_timestamp(started_at_us / 1e6)",
-        usd="round(sum(cost_pico) / 1e12, 12)",
-        saved_usd="round(sum(saved_pico) / 1e12, 12)",
+    postgres=_datasette_views(
+        "BIGINT",
+        "to_char(to_timestamp(started_at_us / 1e6) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "to_timestamp(started_at_us / 1e6)",
+        12,
     ),
 )
