@@ -462,6 +462,15 @@ class CallRun:
                     stacklevel=2,
                 )
 
+    def write_unsent(self, record: AttemptRecord) -> None:
+        """Write the one row of a call that was never sent (``budget_refused``); the
+        observer sees it as the call's only attempt, and the call ends there."""
+        self.write(record)
+        self._settled = True
+        if self.observer is not None:
+            _observe(self.observer.attempt, record)
+            _observe(self.observer.end)
+
     def _settle(self) -> None:
         if self._settled:
             return

@@ -134,11 +134,7 @@ class Books:
         """Write the ``budget_refused`` row of a call refused before sending (spooled if
         the ledger fails)."""
         row = dataclasses.replace(budget_refused_record(spec, error), attempt=attempt)
-        run = CallRun(spec, ledger=ledger, observer=self.trace(spec))
-        run.write(row)
-        if run.observer is not None:  # a refused call is on the telemetry too, without tokens or cost
-            run.observer.attempt(row)
-            run.observer.end()
+        CallRun(spec, ledger=ledger, observer=self.trace(spec)).write_unsent(row)
 
     # -- runs ----------------------------------------------------------------------------
     def run(
@@ -223,6 +219,7 @@ def critical_sections() -> tuple[Callable[..., object], ...]:
     return (
         CallRun.close_attempt,  # writes the attempt's row (and whatever the ledger does to keep it)
         CallRun.write,
+        CallRun.write_unsent,
         CallRun._settle,  # settles the budget reservation
         CallRun.release,
         Books.reserve,  # holds reservations it has not handed over yet
