@@ -31,6 +31,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "reconcile": frozenset({"errors", "usage", "units", "pricing", "config", "secrets", "ledger"}),
     "prefixes": frozenset({"caching"}),
     "advice": frozenset({"errors", "usage", "units", "pricing", "ledger", "caching", "prefixes", "reports"}),
+    "telemetry": frozenset({"errors", "usage", "units", "ledger"}),
 }
 #: Everything below the client layer, which the client layer may use freely.
 _CORE = frozenset(ALLOWED)

@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("anthropic", "httpx2", "pydantic", "rich", "psycopg", "starlette", "uvicorn", "keyring", "canny.emulator")
+HEAVY = (
+    "anthropic", "httpx2", "pydantic", "rich", "psycopg", "starlette", "uvicorn", "keyring", "opentelemetry",
+    "canny.emulator",
+)  # fmt: skip
 
 
 def _modules_after(code: str) -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from canny import errors
 from canny._sdk_errors import error_from_event, map_exception
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOST_MARGIN",
+    "CallObserver",
     "CallRun",
     "CallSpec",
     "answer_outcome",
@@ -182,6 +183,14 @@ class Attempt:
         self.first_token_at = _now()
 
 
+class CallObserver(Protocol):
+    """Watches a run (telemetry): each attempt's row as it closes, then the call's end."""
+
+    def attempt(self, record: AttemptRecord, answer: str | None = None) -> None: ...
+
+    def end(self) -> None: ...
+
+
 class CallRun:
     """Drives one call: attempts, retry decisions, ledger rows, the final result."""
 
@@ -193,8 +202,11 @@ class CallRun:
         ledger: Ledger | None,
         reservation: Reservation | None = None,
         lease: float = DEFAULT_LEASE,
+        observer: CallObserver | None = None,
     ) -> None:
         self.spec = spec
+        #: Told of every attempt's row and of the call's end (``None``: telemetry is off).
+        self.observer = observer
         #: Unused by callers that retry elsewhere (the meter: the SDK's own retry loop).
         self.policy = policy = policy or RetryPolicy()
         self.ledger = ledger
@@ -381,7 +393,7 @@ class CallRun:
         except Exception as exc:  # a response we cannot read is still an attempt on the record
             attempt.cost = None
             attempt.notes["unpriced"] = f"usage could not be read: {type(exc).__name__}"
-        if self.ledger is None:
+        if self.ledger is None and self.observer is None:
             return
         error = attempt.error
         reported = attempt.acc.usage_acc.reported
@@ -406,7 +418,10 @@ class CallRun:
             extra=dict(attempt.notes),
             **usage_columns(attempt.usage),
         )
-        self.write(record)
+        if self.ledger is not None:
+            self.write(record)
+        if self.observer is not None:
+            _observe(self.observer.attempt, record, attempt.acc.text)
 
     def _row(self, attempt: Attempt, **fields: Any) -> AttemptRecord:
         """The row of ``attempt``: what the call's spec says (ids, session, route, project,
@@ -460,12 +475,23 @@ class CallRun:
                     stacklevel=2,
                 )
 
+    def write_unsent(self, record: AttemptRecord) -> None:
+        """Write the one row of a call that was never sent (``budget_refused``); the
+        observer sees it as the call's only attempt, and the call ends there."""
+        self.write(record)
+        self._settled = True
+        if self.observer is not None:
+            _observe(self.observer.attempt, record)
+            _observe(self.observer.end)
+
     def _settle(self) -> None:
-        if self._settled or self.reservation is None:
-            self._settled = True
+        if self._settled:
             return
         self._settled = True
-        self.reservation.settle(self.total_cost())
+        if self.observer is not None:
+            _observe(self.observer.end)
+        if self.reservation is not None:
+            self.reservation.settle(self.total_cost())
 
     def total_usage(self) -> Usage:
         total = Usage()
@@ -502,6 +528,19 @@ class CallRun:
             price_version=price_version(table=self.spec.table),
             complete=acc.complete,
         )
+
+
+def _observe(step: Callable[..., None], *args: Any) -> None:
+    """Tell the observer; telemetry never breaks a call (a failure is warned about once)."""
+    try:
+        step(*args)
+    except Exception as exc:
+        if not _OBSERVER_WARNED:
+            _OBSERVER_WARNED.add(type(exc).__name__)
+            warnings.warn(f"telemetry failed and is skipped: {type(exc).__name__}: {exc}", CannyWarning, stacklevel=2)
+
+
+_OBSERVER_WARNED: set[str] = set()
 
 
 def _reported_str(reported: Mapping[str, Any], name: str) -> str | None:

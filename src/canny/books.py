@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from canny import errors
-from canny._call import DEFAULT_LEASE, CallRun, CallSpec, budget_refused_record
+from canny._call import DEFAULT_LEASE, CallObserver, CallRun, CallSpec, budget_refused_record
 
 if TYPE_CHECKING:
     from canny.budget import Reservation, Reserver
     from canny.config import Settings
     from canny.ledger import Ledger
     from canny.retry import RetryPolicy
+    from canny.telemetry import Telemetry
 
 __all__ = ["Books", "checked", "critical_sections"]
 
@@ -55,6 +56,8 @@ class Books:
         self._ledger: Ledger | None = None
         self._ledger_opened = ledger is False
         self._lock = lock or threading.RLock()
+        #: canny's telemetry when ``otel`` is on (``canny[otel]`` installed), else ``None``.
+        self.telemetry = _telemetry() if settings.otel else None
 
     # -- the ledger ----------------------------------------------------------------------
     @property
@@ -131,7 +134,7 @@ class Books:
         """Write the ``budget_refused`` row of a call refused before sending (spooled if
         the ledger fails)."""
         row = dataclasses.replace(budget_refused_record(spec, error), attempt=attempt)
-        CallRun(spec, ledger=ledger).write(row)
+        CallRun(spec, ledger=ledger, observer=self.trace(spec)).write_unsent(row)
 
     # -- runs ----------------------------------------------------------------------------
     def run(
@@ -144,7 +147,34 @@ class Books:
         lease: float = DEFAULT_LEASE,
     ) -> CallRun:
         """The :class:`~canny._call.CallRun` that books each attempt of ``spec``."""
-        return CallRun(spec, policy=policy, ledger=ledger, reservation=reservation, lease=lease)
+        return CallRun(
+            spec, policy=policy, ledger=ledger, reservation=reservation, lease=lease, observer=self.trace(spec)
+        )
+
+    def trace(self, spec: CallSpec) -> CallObserver | None:
+        """THE hook of telemetry, for Client and meter alike: what watches ``spec``'s run
+        (its attempts' rows and its end), or ``None`` when telemetry is off."""
+        if self.telemetry is None:
+            return None
+        return self.telemetry.trace(
+            request_model=spec.model,
+            max_tokens=spec.params.get("max_tokens") if isinstance(spec.params.get("max_tokens"), int) else None,
+            stream=spec.stream,
+            prompt=spec.prompt_json,
+        )
+
+
+def _telemetry() -> Telemetry:
+    """canny's telemetry; a clear error when ``otel`` is on without the ``canny[otel]`` extra."""
+    try:
+        from canny import telemetry
+
+        return telemetry.get()
+    except ImportError as exc:
+        raise errors.ConfigError(
+            f"otel is on but OpenTelemetry is not installed ({exc.name or exc})",
+            hint="pip install 'canny[otel]', or turn it off: CANNY_OTEL=0 / otel = false",
+        ) from None
 
 
 def checked(step: Callable[[], _T], ledger: Ledger | None) -> _T:
@@ -189,6 +219,7 @@ def critical_sections() -> tuple[Callable[..., object], ...]:
     return (
         CallRun.close_attempt,  # writes the attempt's row (and whatever the ledger does to keep it)
         CallRun.write,
+        CallRun.write_unsent,
         CallRun._settle,  # settles the budget reservation
         CallRun.release,
         Books.reserve,  # holds reservations it has not handed over yet

@@ -89,6 +89,8 @@ class Settings:
     profile: str | None = None
     ledger: str = ""
     log_content: bool = False
+    #: OpenTelemetry spans and metrics (``canny[otel]``; see docs/observability.md).
+    otel: bool = False
     project: str | None = None
     tags: tuple[str, ...] = ()
     max_cost: Decimal | None = None
@@ -309,7 +311,7 @@ _TIMEOUT_KEYS = {f.name for f in fields(Timeouts)}
 _RETRY_KEYS = {f.name for f in fields(RetrySettings)}
 _PLAIN_KEYS = {
     "model", "max_tokens", "base_url", "ledger", "log_content", "project", "tags", "max_cost", "time_zone",
-    "cache", "cache_ttl",
+    "cache", "cache_ttl", "otel",
 }  # fmt: skip
 #: Every key a config table may hold (for "did you mean" suggestions).
 _TOP_KEYS = {*_PLAIN_KEYS, "timeouts", "retry", "budget", "profiles", "default_profile"}
@@ -381,9 +383,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TOKENS_LIMIT:
             raise ConfigError(f"{where}.max_tokens must be a positive integer, at most {MAX_TOKENS_LIMIT:,}")
         return value
-    if key == "log_content":
+    if key in ("log_content", "otel"):
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}.log_content must be true or false")
+            raise ConfigError(f"{where}.{key} must be true or false")
         return value
     if key == "tags":
         if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
@@ -487,6 +489,11 @@ def load_settings(
         value = env.get(var, "").strip()
         if value:
             settings = replace(settings, model=value, model_source=var)
+    otel = env.get("CANNY_OTEL", "").strip().lower()
+    if otel:
+        if otel not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"CANNY_OTEL must be 1 or 0, not {otel!r}")
+        settings = replace(settings, otel=otel in ("1", "true", "yes", "on"))
     env_url = env.get("ANTHROPIC_BASE_URL", "").strip()
     if env_url:
         settings = replace(settings, base_url=env_url)

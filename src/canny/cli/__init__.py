@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
     "config": ("canny.cli._config:config", "Show where canny's files live and the settings in force."),
     "reconcile": ("canny.cli._reconcile:reconcile", "Compare the ledger with Anthropic's usage and cost reports."),
+    "logs": ("canny.cli._logs:logs", "Show the last attempts, one line each; --follow tails new ones."),
 }
 
 

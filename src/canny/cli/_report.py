@@ -332,3 +332,19 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     with stream:
         yield stream
+
+
+@ledger.command("datasette-metadata")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
+@click.option("--database", metavar="NAME", help="The database's name in Datasette (default: the file's stem).")
+@click.option("--ledger", "target", metavar="PATH|URL", help="Ledger to describe (default: the configured one).")
+def datasette_metadata_command(output: Path | None, database: str | None, target: str | None) -> None:
+    """Print a Datasette metadata.json describing the ledger's views (cost per day and model,
+    failures, cache savings, lost attempts); also refreshes the rates the cache_savings view uses.
+
+    Then: `datasette ledger.db -m metadata.json`.
+    """
+    from canny.cli._datasette import datasette_metadata
+
+    with cli_errors():
+        datasette_metadata(_location(target), output=output, database=database)

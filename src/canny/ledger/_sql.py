@@ -431,6 +431,16 @@ class SQLLedger(ABC):
         for row in self._stream(sql, params):
             yield _record_from_row(row)
 
+    def tail(self, limit: int, *, after: int | None = None) -> list[tuple[int, AttemptRecord]]:
+        """(row id, attempt) in the order written: the last ``limit``, or the first ``limit``
+        written after row id ``after`` (``canny logs --follow``)."""
+        if after is None:
+            sql = f"SELECT * FROM (SELECT id, {_SELECT} FROM attempts ORDER BY id DESC LIMIT ?) AS t ORDER BY id"
+            params: list[int] = [limit]
+        else:
+            sql, params = f"SELECT id, {_SELECT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
+        return [(int(row[0]), _record_from_row(row[1:])) for row in self._stream(sql, params)]
+
     def aggregate(
         self,
         by: GroupBy | None,

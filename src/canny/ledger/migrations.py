@@ -460,3 +460,93 @@ register(
     sqlite=_REQUEST_SHAPE.format(big="INTEGER"),
     postgres=_REQUEST_SHAPE.format(big="BIGINT"),
 )
+
+
+# --- views for Datasette, psql and spreadsheets (described in canny.ledger.datasette) ---
+# model_rates: the base per-token rates of each model in pico-dollars, one row per dated
+# price row, refreshed from the price table by `canny ledger datasette-metadata`; the
+# cache_savings view prices its savings with them. Days are UTC.
+_DATASETTE = """
+    CREATE TABLE model_rates (
+        model TEXT NOT NULL,
+        effective_from_us {big} NOT NULL,
+        effective_until_us {big},
+        input_pico {big} NOT NULL,
+        cache_write_5m_pico {big} NOT NULL,
+        cache_write_1h_pico {big} NOT NULL,
+        cache_read_pico {big} NOT NULL,
+        output_pico {big} NOT NULL,
+        PRIMARY KEY (model, effective_from_us)
+    );
+    CREATE VIEW cost_per_day_model AS
+    SELECT {day} AS day, model,
+           count(DISTINCT call_id) AS calls, count(*) AS attempts,
+           sum(input_tokens) AS input_tokens,
+           sum(cache_write_5m_tokens + cache_write_1h_tokens) AS cache_write_tokens,
+           sum(cache_read_tokens) AS cache_read_tokens, sum(output_tokens) AS output_tokens,
+           sum(cost_pico) AS cost_pico, {usd} AS cost_usd,
+           sum(CASE WHEN cost_pico IS NULL THEN 1 ELSE 0 END) AS unpriced_attempts
+    FROM attempts GROUP BY 1, 2;
+    CREATE VIEW failures AS
+    SELECT id, {at} AS started_at, call_id, attempt, model, outcome, status_code, error_type,
+           error_code, request_id, project, tags, cost_usd
+    FROM attempts WHERE outcome NOT IN ('ok', 'max_tokens', 'refused');
+    CREATE VIEW failures_per_day AS
+    SELECT {day} AS day, model, outcome, coalesce(error_type, '') AS error_type,
+           count(*) AS attempts, count(DISTINCT call_id) AS calls, sum(cost_pico) AS cost_pico
+    FROM attempts WHERE outcome NOT IN ('ok', 'max_tokens', 'refused') GROUP BY 1, 2, 3, 4;
+    CREATE VIEW cache_savings AS
+    SELECT {day} AS day, model, count(*) AS attempts,
+           sum(cache_read_tokens) AS cache_read_tokens,
+           sum(cache_write_5m_tokens + cache_write_1h_tokens) AS cache_write_tokens,
+           sum(prompt_tokens) AS prompt_tokens,
+           round(1.0 * sum(cache_read_tokens) / nullif(sum(prompt_tokens), 0), 4) AS hit_rate,
+           sum(saved_pico) AS saved_pico, {saved_usd} AS saved_usd,
+           sum(CASE WHEN saved_pico IS NULL THEN 1 ELSE 0 END) AS unpriced_attempts
+    FROM (
+        SELECT a.started_at_us, a.model, a.cache_read_tokens, a.cache_write_5m_tokens,
+               a.cache_write_1h_tokens,
+               a.input_tokens + a.cache_write_5m_tokens + a.cache_write_1h_tokens + a.cache_read_tokens
+                   AS prompt_tokens,
+               CASE WHEN r.model IS NULL OR a.cost_pico IS NULL THEN NULL
+                    WHEN a.cost_pico = 0 THEN 0
+                    ELSE a.cache_read_tokens * (r.input_pico - r.cache_read_pico)
+                         - a.cache_write_5m_tokens * (r.cache_write_5m_pico - r.input_pico)
+                         - a.cache_write_1h_tokens * (r.cache_write_1h_pico - r.input_pico) END AS saved_pico
+        FROM attempts a LEFT JOIN model_rates r
+          ON r.model = a.model AND a.started_at_us >= r.effective_from_us
+         AND (r.effective_until_us IS NULL OR a.started_at_us < r.effective_until_us)
+        WHERE a.cache_read_tokens + a.cache_write_5m_tokens + a.cache_write_1h_tokens > 0
+    ) AS cached
+    GROUP BY 1, 2;
+    CREATE VIEW lost_attempts AS
+    SELECT id, {at} AS started_at, call_id, attempt, model, request_id, input_tokens,
+           cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, cost_usd, project, tags, extra
+    FROM attempts WHERE outcome = 'lost';
+"""
+
+
+def _datasette_views(big: str, day: str, at: str, places: int) -> str:
+    """The views in one dialect: its integer type, UTC day and time of a row, and the
+    decimal places of its dollar columns."""
+    money = "round(sum({}) / 1e12, %d)" % places  # noqa: UP031  (braces are the SQL's)
+    return _DATASETTE.format(
+        big=big, day=day, at=at, usd=money.format("cost_pico"), saved_usd=money.format("saved_pico")
+    )
+
+
+register(
+    "ledger.0006_datasette_views",
+    sqlite=_datasette_views(
+        "INTEGER",
+        "date(started_at_us / 1000000, 'unixepoch')",
+        "strftime('%Y-%m-%dT%H:%M:%fZ', started_at_us / 1e6, 'unixepoch')",
+        6,
+    ),
+    postgres=_datasette_views(
+        "BIGINT",
+        "to_char(to_timestamp(started_at_us / 1e6) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "to_timestamp(started_at_us / 1e6)",
+        12,
+    ),
+)
