@@ -22,7 +22,7 @@ __all__ = ["main"]
 #: command name -> "module:attribute"; modules live in this package.
 COMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("canny.cli._ask:ask", "Ask Claude; stream the answer, then a usage-and-cost line."),
-    "key": ("canny.cli._key:key", "Store, inspect or delete the API key in the OS keyring."),
+    "key": ("canny.cli._key:key", "Store, inspect or delete the API key (OS keyring or a 0600 key file)."),
     "models": ("canny.cli._models:models", "List the models canny knows, with prices and retirement dates."),
     "doctor": ("canny.cli._models:doctor", "Check configuration, key, ledger and connectivity."),
     "emulator": ("canny.cli._emulator:emulator", "Run the local Anthropic-compatible emulator."),
