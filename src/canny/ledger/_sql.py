@@ -30,18 +30,25 @@ from typing import Any, Generic, TypeVar
 from canny.errors import LedgerError
 from canny.ledger import migrations
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
-from canny.ledger.records import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals
+from canny.ledger.records import ANSWER_OUTCOMES, OUTCOMES, AttemptRecord, GroupBy, GroupTotals, ReportFilter
 from canny.pricing import CacheSavingRates, CacheWeights, RateTree
 from canny.units import from_us, pico_to_usd, to_us, usd_to_pico
 from canny.usage import BUCKETS, TOKEN_BUCKETS
 
 __all__ = [
+    "ANSWERS_SQL",
     "BUCKET_COLUMNS",
     "COLUMNS",
     "INFLIGHT_COLUMNS",
+    "ROW_SUMS",
+    "Grouping",
     "SQLLedger",
     "day_label",
+    "empty_total",
+    "range_sql",
+    "savings_sql",
     "sweep_inflight",
+    "totals",
     "utc_offset_segments",
     "week_label",
 ]
@@ -191,15 +198,15 @@ def _month_label(index: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-_ANSWERS = ", ".join(f"'{o}'" for o in sorted(ANSWER_OUTCOMES))
-#: What a report sums over the rows of a group (alias ``a``), in :func:`_totals` order: the
+ANSWERS_SQL = ", ".join(f"'{o}'" for o in sorted(ANSWER_OUTCOMES))
+#: What a report sums over the rows of a group (alias ``a``), in :func:`totals` order: the
 #: attempts, each token bucket, the cost, the priced attempts and the failures.
-_SUMS = ", ".join(
+ROW_SUMS = ", ".join(
     (
         "count(*)",
         *(f"sum(a.{b.column})" for b in TOKEN_BUCKETS),
         "sum(a.cost_pico), count(a.cost_pico)",
-        f"sum(CASE WHEN a.outcome IN ({_ANSWERS}) THEN 0 ELSE 1 END)",
+        f"sum(CASE WHEN a.outcome IN ({ANSWERS_SQL}) THEN 0 ELSE 1 END)",
     )
 )
 
@@ -259,7 +266,7 @@ def savings_sql(savings: CacheSavingRates | None, dialect: Dialect) -> tuple[str
     return f", sum(CASE WHEN a.cost_pico > 0 AND {_CACHED} > 0 THEN {body} ELSE 0 END)", params
 
 
-class _Grouping:
+class Grouping:
     """The SQL of one ``--by`` over one time range, for any table alias."""
 
     def __init__(self, by: GroupBy | None, dialect: Dialect, tz: tzinfo, lo_us: int, hi_us: int) -> None:
@@ -280,6 +287,8 @@ class _Grouping:
             return "t.tag"
         if self.by is None:
             return "'total'"
+        if self.by == "session":
+            return f"{alias}.session_id"
         return f"{alias}.{self.by}"
 
     def join(self, alias: str) -> str:
@@ -426,7 +435,7 @@ class SQLLedger(ABC):
 
     def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[AttemptRecord]:
         """Attempts started in ``[since, until)``, oldest first, exactly as recorded."""
-        where, params = _range(since, until)
+        where, params = range_sql(_opt_us(since), _opt_us(until))
         sql = f"SELECT {_SELECT} FROM attempts{where} ORDER BY started_at_us, id"
         for row in self._stream(sql, params):
             yield _record_from_row(row)
@@ -439,99 +448,25 @@ class SQLLedger(ABC):
         until: datetime | None = None,
         tz: tzinfo | None = None,
         savings: CacheSavingRates | None = None,
+        then: GroupBy | None = None,
+        filters: ReportFilter | None = None,
     ) -> tuple[list[GroupTotals], GroupTotals]:
-        """Totals per group and overall, computed in SQL (see :class:`ReportingLedger`).
+        """Totals per group and overall (see :class:`ReportingLedger`), summed from the
+        rollup tables where they answer exactly and from rows elsewhere
+        (:mod:`canny.ledger.rollups`)."""
+        from canny.ledger import rollups
 
-        One scan sums the buckets per group; distinct calls are rows minus the later rows
-        of a call that share a group with an earlier row of it, found through the small
-        ``attempts_retries`` index (only rows with ``call_seq > 0``). With ``savings`` the
-        same scan also sums each attempt's cache saving (integer weights chosen per model
-        by a ``CASE`` tree).
-        """
-        if by is not None and by not in GROUP_BYS:
-            raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BYS)}")
-        where, params = _range(since, until, "a.")
-        span = self._span(where, params)
-        if span is None:
-            return [], _empty_total()
-        extra = savings_sql(savings, self.dialect)
-        exponent = None if savings is None else savings.exponent
-        lo, hi = span
-        scan_where = where
-        if where:  # a range covering much of the table is faster as a plain scan than via the index
-            whole = self._span("", ())
-            if whole and (hi - lo) * 4 > whole[1] - whole[0]:
-                scan_where = where.replace("a.started_at_us", "+a.started_at_us")
-        grouping = _Grouping(by, self.dialect, tz or UTC, lo, hi)
-        repeats = self._repeats(grouping, where, params)
-        if by is None:
-            total_row = self._sums("'total'", "attempts a", scan_where, params, grouped=False, extra=extra)[0][1]
-            total = _totals("total", total_row, sum(overall for _, overall in repeats.values()), exponent)
-            return [], total
-        if by == "tag":
-            # Tagged attempts come from the tag table (in tag order); one plain scan gives the
-            # untagged group and, with it, the total (tag groups overlap, so it cannot be summed).
-            source = "attempt_tags t JOIN attempts a ON a.id = t.attempt_id"
-            groups = self._sums("t.tag", source, scan_where, params, extra=extra)
-            untagged = "CASE WHEN a.tags = '[]' THEN 1 ELSE 0 END"
-            split = dict(self._sums(untagged, "attempts a", scan_where, params, extra=extra))
-            if 1 in split:
-                groups.append((None, split[1]))
-            total_row = _add(list(split.values()))
-            overall = self._repeats(_Grouping(None, self.dialect, UTC, lo, hi), where, params)
-        else:
-            groups = self._sums(grouping.key("a"), "attempts a", scan_where, params, extra=extra)
-            total_row, overall = _add([row for _, row in groups]), repeats
-        total = _totals("total", total_row, sum(n for _, n in overall.values()), exponent)
-        return [_totals(grouping.label(k), row, repeats.get(k, (0, 0))[0], exponent) for k, row in groups], total
-
-    def _span(self, where: str, params: Sequence[Any]) -> tuple[int, int] | None:
-        """First and last start time in the range (two index probes), or None if empty."""
-        edge = "SELECT {}(a.started_at_us) FROM attempts a" + where
-        sql = f"SELECT ({edge.format('min')}), ({edge.format('max')})"
-        ((lo, hi),) = list(self._stream(sql, [*params, *params]))  # drain: the connection goes back
-        return None if lo is None else (int(lo), int(hi))
-
-    def _sums(
-        self,
-        key: str,
-        source: str,
-        where: str,
-        params: Sequence[Any],
-        *,
-        grouped: bool = True,
-        extra: tuple[str, Sequence[Any]] = ("", ()),
-    ) -> list[tuple[Any, tuple[Any, ...]]]:
-        """(key, sums) per value of the SQL expression ``key`` over ``source`` (alias ``a``);
-        ``extra`` is more sum columns and their parameters (:func:`savings_sql`)."""
-        columns, extra_params = extra
-        sql = f"SELECT {key} AS k, {_SUMS}{columns} FROM {source}{where}"
-        if grouped:
-            sql += " GROUP BY k ORDER BY k"
-        return [(row[0], tuple(row[1:])) for row in self._stream(sql, [*extra_params, *params])]
-
-    def _repeats(self, grouping: _Grouping, where: str, params: Sequence[Any]) -> dict[Any, tuple[int, int]]:
-        """Per group key: (rows repeating a call already seen in that group, rows repeating
-        a call already seen anywhere in the range)."""
-        also = where.replace(" WHERE ", " AND ")
-        earlier = "SELECT 1 FROM attempts r WHERE r.call_id = a.call_id AND r.call_seq < a.call_seq" + also.replace(
-            "a.started_at_us", "r.started_at_us"
+        return rollups.aggregate(
+            self._stream,
+            self.dialect,
+            by,
+            since_us=_opt_us(since),
+            until_us=_opt_us(until),
+            tz=tz or UTC,
+            savings=savings,
+            then=then,
+            filters=filters,
         )
-        # A row repeating its call inside its group repeats it in the range too: the second
-        # EXISTS runs only for the rare rows whose earlier attempts fell in another group.
-        inner = (
-            f"SELECT {grouping.key('a')} AS k, a.call_id, a.call_seq, "
-            f"CASE WHEN EXISTS ({earlier} AND {grouping.same_group()}) THEN 1 ELSE 0 END AS g "
-            f"FROM attempts a{grouping.join('a')} WHERE a.call_seq > 0{also}"
-        )
-        # MATERIALIZED keeps the planner from inlining g, which would run its EXISTS again.
-        sql = (
-            f"WITH a AS MATERIALIZED ({inner}) "
-            f"SELECT k, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) "
-            "FROM a GROUP BY k"
-        )
-        rows = self._stream(sql, [*params, *params, *params])
-        return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in rows}
 
 
 def _store(tx: Transaction, record: AttemptRecord) -> None:
@@ -644,16 +579,15 @@ def _check(record: AttemptRecord) -> None:
         raise ValueError(f"unknown outcome {record.outcome!r}; expected one of {', '.join(OUTCOMES)}")
 
 
-def _empty_total() -> GroupTotals:
-    return _totals("total", (0,) * (4 + len(TOKEN_BUCKETS)), 0)
+def empty_total() -> GroupTotals:
+    """The totals of no attempts."""
+    return totals("total", (0,) * (4 + len(TOKEN_BUCKETS)), 0)
 
 
-def _add(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
-    return tuple(sum(int(value or 0) for value in column) for column in zip(*rows, strict=True))
-
-
-def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int | None = None) -> GroupTotals:
-    """A GroupTotals from a ``_SUMS`` row (plus the savings column when ``exponent`` is
+def totals(
+    key: str | None, row: Sequence[Any], repeated: int, exponent: int | None = None, *, subkey: str | None = None
+) -> GroupTotals:
+    """A GroupTotals from a ``ROW_SUMS`` row (plus the savings column when ``exponent`` is
     given: units of ``10**-exponent`` USD) and the number of rows repeating a call."""
     attempts, *values = (int(v or 0) for v in row)
     tokens = {b.column: values.pop(0) for b in TOKEN_BUCKETS}
@@ -663,6 +597,7 @@ def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int 
         saved = Decimal(rest[0] if rest else 0).scaleb(-exponent)
     return GroupTotals(
         key=key,
+        subkey=subkey,
         calls=attempts - repeated,
         attempts=attempts,
         **tokens,
@@ -673,15 +608,16 @@ def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int 
     )
 
 
-def _range(since: datetime | None, until: datetime | None, prefix: str = "") -> tuple[str, list[int]]:
+def range_sql(since_us: int | None, until_us: int | None, prefix: str = "") -> tuple[str, list[int]]:
+    """`` WHERE`` clause (or ``""``) of the start times in ``[since_us, until_us)``."""
     clauses: list[str] = []
     params: list[int] = []
-    if since is not None:
+    if since_us is not None:
         clauses.append(f"{prefix}started_at_us >= ?")
-        params.append(to_us(since))
-    if until is not None:
+        params.append(since_us)
+    if until_us is not None:
         clauses.append(f"{prefix}started_at_us < ?")
-        params.append(to_us(until))
+        params.append(until_us)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

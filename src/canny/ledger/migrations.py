@@ -404,3 +404,126 @@ register(
     sqlite=_BUDGET_TABLES.format(big="INTEGER", id="INTEGER PRIMARY KEY"),
     postgres=_BUDGET_TABLES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
 )
+
+
+# --- rollups: per-hour and per-day sums of the attempts (canny.ledger.rollups reads them) --
+# One row per UTC hour (rollup_hours) and per UTC day (rollup_days) and per model, outcome,
+# tag set (the attempts' ``tags`` JSON text), project and key fingerprint: how many attempts,
+# each usage bucket, the cost of the priced ones (cost_pico) and how many were priced.
+# ``pk``/``kk`` are the project/key as unique-key text ('' for none, '=' + the value
+# otherwise: NULLs would never conflict). Triggers on ``attempts`` keep both tables exact in
+# the transaction that inserts or deletes each row; the migration back-fills existing rows.
+# The SQL is built from the constant names below only (hence the S608 exemptions).
+_ROLLUP_SUMS = (
+    "attempts",
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+    "code_execution_requests",
+    "cost_pico",
+    "priced",
+)
+_ROLLUP_DIMS = ("started_at_us", "model", "outcome", "tags", "project", "key_fingerprint", "pk", "kk")
+_ROLLUP_KEY = "started_at_us, model, outcome, tags, pk, kk"
+_ROLLUP_GRAINS = (("rollup_hours", 3_600_000_000), ("rollup_days", 86_400_000_000))
+
+
+def _rollup_table(name: str, big: str) -> str:
+    sums = ",\n".join(f"        {column} {big} NOT NULL DEFAULT 0" for column in _ROLLUP_SUMS)
+    return f"""
+    CREATE TABLE {name} (
+        started_at_us {big} NOT NULL,
+        model TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        project TEXT,
+        key_fingerprint TEXT,
+        pk TEXT NOT NULL,
+        kk TEXT NOT NULL,
+{sums}
+    );
+    CREATE UNIQUE INDEX {name}_key ON {name} ({_ROLLUP_KEY});
+"""
+
+
+def _rollup_values(row: str, grain: int, sign: str, mod: str) -> str:
+    """The VALUES of one rollup upsert for the attempt ``row`` (``NEW``/``OLD``/``a``)."""
+    start = f"{row}.started_at_us"
+    bucket = f"{start} - {mod.format(f'{mod.format(start, grain)} + {grain}', grain)}"
+    dims = [
+        bucket, f"{row}.model", f"{row}.outcome", f"{row}.tags", f"{row}.project", f"{row}.key_fingerprint",
+        f"CASE WHEN {row}.project IS NULL THEN '' ELSE '=' || {row}.project END",
+        f"CASE WHEN {row}.key_fingerprint IS NULL THEN '' ELSE '=' || {row}.key_fingerprint END",
+    ]  # fmt: skip
+    sums = [sign] + [f"{sign} * {row}.{c}" for c in _ROLLUP_SUMS[1:-2]]
+    sums += [f"{sign} * coalesce({row}.cost_pico, 0)", f"CASE WHEN {row}.cost_pico IS NULL THEN 0 ELSE {sign} END"]
+    return ", ".join(dims + sums)
+
+
+def _rollup_upsert(table: str, values: str) -> str:
+    update = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    columns = ", ".join((*_ROLLUP_DIMS, *_ROLLUP_SUMS))
+    return f"INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET {update}"  # noqa: S608
+
+
+def _rollup_backfill(table: str, grain: int, mod: str) -> str:
+    dims = _rollup_values("a", grain, "1", mod).split(", ")[:8]
+    sums = ["count(*)"] + [f"sum(a.{c})" for c in _ROLLUP_SUMS[1:-2]] + ["coalesce(sum(a.cost_pico), 0)"]
+    sums.append("count(a.cost_pico)")
+    columns = ", ".join((*_ROLLUP_DIMS, *_ROLLUP_SUMS))
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT {', '.join(dims + sums)} FROM attempts a "  # noqa: S608
+        f"GROUP BY {', '.join(dims[:6])}"
+    )
+
+
+def _rollup_zero_delete(table: str, row: str) -> str:
+    return (
+        f"DELETE FROM {table} WHERE attempts = 0 AND model = {row}.model AND outcome = {row}.outcome "  # noqa: S608
+        f"AND tags = {row}.tags"
+    )
+
+
+def _rollup_sqlite() -> str:
+    mod = "(({}) % {})"
+    parts = [_rollup_table(name, "INTEGER") for name, _ in _ROLLUP_GRAINS]
+    parts += [_rollup_backfill(name, grain, mod) + ";" for name, grain in _ROLLUP_GRAINS]
+    for event, row, sign in (("INSERT", "NEW", "1"), ("DELETE", "OLD", "-1")):
+        body = [_rollup_upsert(name, _rollup_values(row, grain, sign, mod)) + ";" for name, grain in _ROLLUP_GRAINS]
+        if sign == "-1":
+            body += [_rollup_zero_delete(name, row) + ";" for name, _ in _ROLLUP_GRAINS]
+        parts.append(
+            f"CREATE TRIGGER attempts_rollup_{event.lower()} AFTER {event} ON attempts BEGIN\n"
+            + "\n".join(body)
+            + "\nEND;"
+        )
+    return "\n".join(parts)
+
+
+def _rollup_postgres() -> str:
+    mod = "mod({}, {})"
+    parts = [_rollup_table(name, "BIGINT") for name, _ in _ROLLUP_GRAINS]
+    parts += [_rollup_backfill(name, grain, mod) + ";" for name, grain in _ROLLUP_GRAINS]
+    add = [_rollup_upsert(name, _rollup_values("r", grain, "s", mod)) + ";" for name, grain in _ROLLUP_GRAINS]
+    drop = [_rollup_zero_delete(name, "r") + ";" for name, _ in _ROLLUP_GRAINS]
+    parts.append(
+        "CREATE FUNCTION canny_attempts_rollup() RETURNS trigger LANGUAGE plpgsql AS $canny$\n"
+        "DECLARE r attempts; s BIGINT;\nBEGIN\n"
+        "IF TG_OP = 'INSERT' THEN r := NEW; s := 1; ELSE r := OLD; s := -1; END IF;\n"
+        + "\n".join(add)
+        + "\nIF s < 0 THEN\n"
+        + "\n".join(drop)
+        + "\nEND IF;\nRETURN NULL;\nEND\n$canny$;"
+    )
+    parts.append(
+        "CREATE TRIGGER attempts_rollup AFTER INSERT OR DELETE ON attempts "
+        "FOR EACH ROW EXECUTE FUNCTION canny_attempts_rollup();"
+    )
+    return "\n".join(parts)
+
+
+register("ledger.0005_rollups", sqlite=_rollup_sqlite(), postgres=_rollup_postgres())
