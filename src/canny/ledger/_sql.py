@@ -267,7 +267,8 @@ def savings_sql(savings: CacheSavingRates | None, dialect: Dialect) -> tuple[str
 
 
 class Grouping:
-    """The SQL of one ``--by`` over one time range, for any table alias."""
+    """The SQL of one ``--by`` over one time range, for any table alias (``tag`` is
+    expanded by the caller, from the rows' tag sets)."""
 
     def __init__(self, by: GroupBy | None, dialect: Dialect, tz: tzinfo, lo_us: int, hi_us: int) -> None:
         self.by = by
@@ -275,36 +276,21 @@ class Grouping:
         self.segments = utc_offset_segments(tz, lo_us, hi_us) if by in ("day", "week") else []
         self.months = month_starts_us(tz, lo_us, hi_us) if by == "month" else ([], [0])
 
-    def key(self, alias: str) -> str:
-        column = f"{alias}.started_at_us"
+    def key(self, alias: str, prefix: str = "") -> str:
+        """SQL for the group key of a row (alias ``alias``; its columns named ``prefix`` +
+        the attempts' column names)."""
+        column = f"{alias}.{prefix}started_at_us"
         if self.by == "day":
             return f"({local_seconds_sql(self.segments, column)} / 86400)"
         if self.by == "week":
             return f"(({local_seconds_sql(self.segments, column)} / 86400 + 3) / 7)"
         if self.by == "month":
             return f"({case_tree(column, *self.months)})"
-        if self.by == "tag":
-            return "t.tag"
         if self.by is None:
             return "'total'"
         if self.by == "session":
-            return f"{alias}.session_id"
-        return f"{alias}.{self.by}"
-
-    def join(self, alias: str) -> str:
-        return f" LEFT JOIN attempt_tags t ON t.attempt_id = {alias}.id" if self.by == "tag" else ""
-
-    def same_group(self) -> str:
-        """Condition: row ``r`` falls in the same group as row ``a`` (tag: joined as ``t``)."""
-        if self.by is None:
-            return "1 = 1"
-        if self.by == "tag":
-            return (
-                "((t.tag IS NULL AND r.tags = '[]') OR EXISTS "
-                "(SELECT 1 FROM attempt_tags rt WHERE rt.attempt_id = r.id AND rt.tag = t.tag))"
-            )
-        same = "IS" if self.dialect == "sqlite" else "IS NOT DISTINCT FROM"
-        return f"{self.key('r')} {same} {self.key('a')}"
+            return f"{alias}.{prefix}session_id"
+        return f"{alias}.{prefix}{self.by}"
 
     def label(self, key: Any) -> str | None:
         """The display key of a group key as the database returned it."""

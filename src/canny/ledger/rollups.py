@@ -1,26 +1,28 @@
 """Report sums from the rollup tables, and from rows only where rollups cannot answer.
 
-Migration ``ledger.0005_rollups`` keeps two tables of sums, maintained by triggers in the
-transaction that inserts or deletes each attempt: ``rollup_hours`` (one row per UTC hour)
-and ``rollup_days`` (one row per UTC day), each per model, outcome, tag set, project and
-key fingerprint, with the attempts, every usage bucket, the cost of the priced attempts
-and how many were priced.
+Migration ``ledger.0005_rollups`` (:mod:`canny.ledger.rollup_schema`) keeps tables of
+sums, maintained by triggers in the transaction that inserts or deletes each attempt:
+``rollup_hours``, ``rollup_days`` and ``rollup_months`` (per UTC hour, day and month, and
+per model, outcome, tag set, project and key fingerprint), ``rollup_totals`` (per UTC hour,
+nothing else) and ``attempt_retries`` (each row of a call paired with its earlier rows).
 
 A report in a time zone groups *local* days, ISO weeks and months. Any zone whose offsets
 are whole hours (all but a handful) cuts local periods on UTC hour boundaries, so a range
 splits exactly into (:func:`plan`):
 
-- UTC days inside the range whose attempts all fall in one local period (every day for
-  ``--by model``; days not holding a local midnight for ``--by day``): ``rollup_days``;
+- UTC months, then UTC days, inside the range whose attempts all fall in one local period
+  (all of them for ``--by model``; not those holding a local midnight for ``--by day``):
+  ``rollup_months`` and ``rollup_days``;
 - the other whole hours inside the range (the range's first and last partial days, and
   the days a local period boundary cuts): ``rollup_hours``;
 - the partial hours at the ends of the range (``--since 30m``): the ``attempts`` rows.
 
+A report grouped by time alone with no filter reads ``rollup_totals`` for all whole hours.
+
 A zone with a half-hour offset (Asia/Kolkata, America/St_Johns), ``--by session``,
 ``--savings`` (its rates depend on each attempt) and ``--reprice`` (in
-:mod:`canny.reports`) read rows. Distinct calls are always counted from rows, through the
-small index of the rows that repeat a call (``call_seq > 0``): a rollup cannot know
-whether two attempts share a call.
+:mod:`canny.reports`) read rows. Distinct calls are counted from ``attempt_retries``: a
+row repeats a call in a group when an earlier row of the call is in that group too.
 
 Tags: a rollup row holds a tag *set*; a report expands it, so an attempt counts once per
 tag under ``--by tag`` and once in the total, as rows do.
@@ -35,7 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from itertools import product
 from typing import Any
@@ -52,8 +54,9 @@ from canny.ledger._sql import (
 )
 from canny.ledger.migrations import Dialect, Transaction
 from canny.ledger.records import GROUP_BYS, GroupBy, GroupTotals, ReportFilter
+from canny.ledger.rollup_schema import DIM_TABLES
 from canny.pricing import CacheSavingRates
-from canny.units import from_us
+from canny.units import from_us, to_us
 from canny.usage import TOKEN_BUCKETS
 
 __all__ = ["HOUR_US", "ROLLUP_SUMS", "Plan", "aggregate", "plan", "window_cost"]
@@ -72,6 +75,15 @@ ROLLUP_SUMS = ", ".join(
     )
 )
 
+#: What a report sums over ``rollup_totals`` rows, in the order of ``ROW_SUMS``.
+TOTALS_SUMS = ", ".join(
+    (
+        "sum(a.attempts)",
+        *(f"sum(a.{b.column})" for b in TOKEN_BUCKETS),
+        "sum(a.cost_pico), sum(a.priced), sum(a.failures)",
+    )
+)
+
 Stream = Callable[[str, Sequence[Any]], Iterable[tuple[Any, ...]]]
 Interval = tuple[int, int]
 
@@ -83,6 +95,7 @@ class Plan:
     rows: list[Interval] = field(default_factory=list)
     hours: list[Interval] = field(default_factory=list)
     days: list[Interval] = field(default_factory=list)
+    months: list[Interval] = field(default_factory=list)
 
 
 def _floor(us: int, grain: int) -> int:
@@ -95,7 +108,7 @@ def _ceil(us: int, grain: int) -> int:
 
 def _merge(intervals: Iterable[Interval]) -> list[Interval]:
     out: list[Interval] = []
-    for lo, hi in intervals:
+    for lo, hi in sorted(intervals):
         if lo >= hi:
             continue
         if out and out[-1][1] == lo:
@@ -115,6 +128,12 @@ def _local_key(by: str, tz: tzinfo, us: int) -> tuple[int, ...]:
     return (local.year, local.month)
 
 
+def _month_after(us: int) -> int:
+    moment = from_us(us)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return to_us(datetime(year, month, 1, tzinfo=UTC))
+
+
 def whole_hours(tz: tzinfo, lo: int, hi: int) -> bool:
     """Whether every local period boundary of ``tz`` in ``[lo, hi]`` is on a UTC hour."""
     segments = utc_offset_segments(tz, lo, hi)
@@ -122,8 +141,13 @@ def whole_hours(tz: tzinfo, lo: int, hi: int) -> bool:
 
 
 def plan(lo: int, hi: int, tz: tzinfo, time_keys: Sequence[str] = ()) -> Plan:
-    """Split ``[lo, hi)`` into row, hour and day intervals (see the module docstring). A UTC
-    day goes to ``rollup_days`` only if each of ``time_keys`` is the same at both its ends."""
+    """Split ``[lo, hi)`` into row, hour, day and month intervals (see the module
+    docstring). A UTC month or day goes to its rollup only if each of ``time_keys`` is the
+    same at both its ends (keys only grow with time, so then it is the same throughout)."""
+
+    def same(start: int, end: int) -> bool:
+        return all(_local_key(k, tz, start) == _local_key(k, tz, end - 1) for k in time_keys)
+
     lo_h, hi_h = _ceil(lo, HOUR_US), _floor(hi, HOUR_US)
     if lo_h >= hi_h:
         return Plan(rows=[(lo, hi)])
@@ -131,13 +155,19 @@ def plan(lo: int, hi: int, tz: tzinfo, time_keys: Sequence[str] = ()) -> Plan:
     lo_d, hi_d = _ceil(lo_h, DAY_US), _floor(hi_h, DAY_US)
     if lo_d >= hi_d:
         return Plan(rows=rows, hours=[(lo_h, hi_h)])
-    good: list[Interval] = []
-    cut: list[Interval] = []
-    for day in range(lo_d, hi_d, DAY_US):
-        same = all(_local_key(k, tz, day) == _local_key(k, tz, day + DAY_US - 1) for k in time_keys)
-        (good if same else cut).append((day, day + DAY_US))
-    hours = _merge(sorted([(lo_h, lo_d), *cut, (hi_d, hi_h)]))
-    return Plan(rows=rows, hours=hours, days=_merge(good))
+    hours: list[Interval] = [(lo_h, lo_d), (hi_d, hi_h)]
+    days: list[Interval] = []
+    months: list[Interval] = []
+    day = lo_d
+    while day < hi_d:
+        month_end = _month_after(day)
+        if from_us(day).day == 1 and month_end <= hi_d and same(day, month_end):
+            months.append((day, month_end))
+            day = month_end
+            continue
+        (days if same(day, day + DAY_US) else hours).append((day, day + DAY_US))
+        day += DAY_US
+    return Plan(rows=rows, hours=_merge(hours), days=_merge(days), months=_merge(months))
 
 
 def _within(intervals: Sequence[Interval], column: str = "a.started_at_us") -> tuple[str, list[int]]:
@@ -146,22 +176,16 @@ def _within(intervals: Sequence[Interval], column: str = "a.started_at_us") -> t
     return "(" + " OR ".join(parts) + ")", params
 
 
-def filter_sql(filters: ReportFilter, alias: str, *, tags: bool) -> tuple[str, list[Any]]:
-    """`` AND ...`` conditions of ``filters`` on ``alias`` (tags only with ``tags``: rollup
-    rows hold tag sets, filtered in Python by :meth:`ReportFilter.keeps_tags`)."""
+def filter_sql(filters: ReportFilter, alias: str, prefix: str = "") -> tuple[str, list[Any]]:
+    """`` AND ...`` conditions of the project, model and outcome ``filters`` on ``alias``
+    (columns named ``prefix`` + the attempts' names). Tags are filtered in Python
+    (:meth:`ReportFilter.keeps_tags`): rollup rows hold tag sets."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, values in (("project", filters.projects), ("model", filters.models), ("outcome", filters.outcomes)):
         if values:
-            clauses.append(f"{alias}.{column} IN ({', '.join('?' * len(values))})")
+            clauses.append(f"{alias}.{prefix}{column} IN ({', '.join('?' * len(values))})")
             params += values
-    if tags:
-        has = "EXISTS (SELECT 1 FROM attempt_tags ft WHERE ft.attempt_id = {}.id AND ft.tag {})"
-        if filters.tags:
-            clauses.append(has.format(alias, f"IN ({', '.join('?' * len(filters.tags))})"))
-            params += filters.tags
-        if not filters.offline:
-            clauses.append("NOT " + has.format(alias, "= 'offline'"))
     return "".join(f" AND {c}" for c in clauses), params
 
 
@@ -204,19 +228,22 @@ def aggregate(
     sums = _Sums(stream, groupings, flt, savings, dialect)
     if exact:
         sums.rows([(lo, hi)])
+    elif len(time_keys) == len(keys) and flt == ReportFilter():
+        lo_h, hi_h = _ceil(lo, HOUR_US), _floor(hi, HOUR_US)
+        if lo_h < hi_h:
+            sums.rows(_merge([(lo, lo_h), (hi_h, hi)]))
+            sums.totals([(lo_h, hi_h)])
+        else:
+            sums.rows([(lo, hi)])
     else:
         chosen = plan(lo, hi, tz, time_keys)
         sums.rows(chosen.rows)
-        sums.rollup("rollup_hours", chosen.hours)
-        sums.rollup("rollup_days", chosen.days)
-    repeats = _repeats(stream, groupings, where, params, flt)
-    if "tag" in keys:
-        overall = sum(n for _, n in _repeats(stream, [], where, params, flt).values())
-    else:
-        overall = sum(n for _, n in repeats.values())
+        for table, intervals in zip(DIM_TABLES, (chosen.hours, chosen.days, chosen.months), strict=True):
+            sums.rollup(table, intervals)
+    repeats, overall = _repeats(stream, groupings, lo, hi, flt)
     groups, total = sums.result()
     exponent = None if savings is None else savings.exponent
-    out = [totals(k1, row, repeats.get((k1, k2), (0, 0))[0], exponent, subkey=k2) for (k1, k2), row in groups.items()]
+    out = [totals(k1, row, repeats.get((k1, k2), 0), exponent, subkey=k2) for (k1, k2), row in groups.items()]
     return out, totals("total", total, overall, exponent)
 
 
@@ -235,54 +262,60 @@ class _Sums:
         self.groupings = list(groupings)
         self.filters = filters
         self.extra = savings_sql(savings, dialect)
-        self.width = 3 + len(TOKEN_BUCKETS) + (1 if savings is not None else 0) + 1
-        self.groups: dict[tuple[str | None, str | None], list[int]] = {}
+        self.width = 4 + len(TOKEN_BUCKETS) + (1 if savings is not None else 0)
+        self.groups: dict[Pair, list[int]] = {}
         self.total = [0] * self.width
+        self.tagged = any(g.by == "tag" for g in groupings) or bool(filters.tags) or not filters.offline
 
-    def _keys(self) -> list[str]:
-        keys = ["0" if g.by == "tag" else g.key("a") for g in self.groupings]
-        return [*keys, "0", "0"][:2]
+    def _select(self, table: str, sums: str, intervals: Sequence[Interval], where: str = "") -> tuple[str, list[Any]]:
+        keys = [*("0" if g.by == "tag" else g.key("a") for g in self.groupings), "0", "0"][:2]
+        tags = "a.tags" if self.tagged else "'[]'"
+        within, params = _within(intervals)
+        sql = f"SELECT {keys[0]}, {keys[1]}, {tags}, {sums} FROM {table} a WHERE {within}{where} GROUP BY 1, 2, 3"
+        return sql, params
 
     def rows(self, intervals: Sequence[Interval]) -> None:
-        if not intervals:
-            return
-        columns, extra_params = self.extra
-        within, params = _within(intervals)
-        flt, flt_params = filter_sql(self.filters, "a", tags=False)
-        k1, k2 = self._keys()
-        sql = f"SELECT {k1}, {k2}, a.tags, {ROW_SUMS}{columns} FROM attempts a WHERE {within}{flt} GROUP BY 1, 2, 3"
-        self._add(self.stream(sql, [*extra_params, *params, *flt_params]))
+        if intervals:
+            columns, extra_params = self.extra
+            flt, flt_params = filter_sql(self.filters, "a")
+            sql, params = self._select("attempts", ROW_SUMS + columns, intervals, flt)
+            self._add(self.stream(sql, [*extra_params, *params, *flt_params]))
 
     def rollup(self, table: str, intervals: Sequence[Interval]) -> None:
-        if not intervals:
-            return
-        within, params = _within(intervals)
-        flt, flt_params = filter_sql(self.filters, "a", tags=False)
-        k1, k2 = self._keys()
-        sql = f"SELECT {k1}, {k2}, a.tags, {ROLLUP_SUMS} FROM {table} a WHERE {within}{flt} GROUP BY 1, 2, 3"
-        self._add(self.stream(sql, [*params, *flt_params]))
+        if intervals:
+            flt, flt_params = filter_sql(self.filters, "a")
+            sql, params = self._select(table, ROLLUP_SUMS, intervals, flt)
+            self._add(self.stream(sql, [*params, *flt_params]))
 
-    def _labels(self, grouping: Grouping, key: Any, tags: tuple[str, ...]) -> Sequence[str | None]:
-        if grouping.by == "tag":
-            return tags or (None,)
-        return (grouping.label(key),)
+    def totals(self, intervals: Sequence[Interval]) -> None:
+        if intervals:
+            self._add(self.stream(*self._select("rollup_totals", TOTALS_SUMS, intervals)))
 
     def _add(self, rows: Iterable[tuple[Any, ...]]) -> None:
         for k1, k2, tag_text, *values in rows:
             numbers = [int(v or 0) for v in values]
-            if not numbers[0]:
-                continue
             tags = _tags(tag_text)
-            if not self.filters.keeps_tags(tags):
+            if not numbers[0] or not self.filters.keeps_tags(tags):
                 continue
             _accumulate(self.total, numbers)
-            firsts = self._labels(self.groupings[0], k1, tags) if self.groupings else ()
-            seconds = self._labels(self.groupings[1], k2, tags) if len(self.groupings) > 1 else (None,)
-            for pair in product(firsts, seconds):
+            for pair in _pairs(self.groupings, (k1, k2), tags):
                 _accumulate(self.groups.setdefault(pair, [0] * self.width), numbers)
 
-    def result(self) -> tuple[dict[tuple[str | None, str | None], list[int]], list[int]]:
+    def result(self) -> tuple[dict[Pair, list[int]], list[int]]:
         return self.groups, self.total
+
+
+Pair = tuple[str | None, str | None]
+
+
+def _pairs(groupings: Sequence[Grouping], keys: Sequence[Any], tags: tuple[str, ...]) -> list[Pair]:
+    """The (group, subgroup) labels a row with these keys and tags belongs to."""
+    labels: list[Sequence[str | None]] = [
+        (tags or (None,)) if g.by == "tag" else (g.label(k),) for g, k in zip(groupings, keys, strict=False)
+    ]
+    while len(labels) < 2:
+        labels.append((None,))
+    return list(product(labels[0], labels[1]))
 
 
 def _accumulate(into: list[int], values: Sequence[int]) -> None:
@@ -291,43 +324,54 @@ def _accumulate(into: list[int], values: Sequence[int]) -> None:
 
 
 def _repeats(
-    stream: Stream, groupings: Sequence[Grouping], where: str, params: Sequence[Any], filters: ReportFilter
-) -> dict[tuple[str | None, str | None], tuple[int, int]]:
-    """Per (group, subgroup) label: (rows repeating a call already seen in that group, rows
-    repeating a call already seen anywhere in the range), over the rows passing ``filters``."""
-    also = where.replace(" WHERE ", " AND ")
-    flt_a, flt_params = filter_sql(filters, "a", tags=True)
-    flt_r, _ = filter_sql(filters, "r", tags=True)
-    earlier = (
-        "SELECT 1 FROM attempts r WHERE r.call_id = a.call_id AND r.call_seq < a.call_seq"
-        + also.replace("a.started_at_us", "r.started_at_us")
-        + flt_r
-    )
-    same = " AND ".join(g.same_group() for g in groupings) or "1 = 1"
-    keys = [*(g.key("a") for g in groupings), "0", "0"][:2]
-    join = "".join(g.join("a") for g in groupings)
-    # A row repeating its call inside its group repeats it in the range too: the second
-    # EXISTS runs only for the rare rows whose earlier attempts fell in another group.
-    inner = (
-        f"SELECT {keys[0]} AS k1, {keys[1]} AS k2, a.call_id, a.call_seq, "
-        f"CASE WHEN EXISTS ({earlier} AND {same}) THEN 1 ELSE 0 END AS g "
-        f"FROM attempts a{join} WHERE a.call_seq > 0{also}{flt_a}"
-    )
-    # MATERIALIZED keeps the planner from inlining g, which would run its EXISTS again.
+    stream: Stream, groupings: Sequence[Grouping], lo: int, hi: int, filters: ReportFilter
+) -> tuple[dict[Pair, int], int]:
+    """Per (group, subgroup): how many rows repeat a call already seen in that group; and
+    how many repeat one seen anywhere (both among the rows in ``[lo, hi)`` passing
+    ``filters``), from ``attempt_retries``."""
+    clauses, params = [], []
+    for prefix in ("", "e_"):
+        within, bounds = _within([(lo, hi)], f"l.{prefix}started_at_us")
+        flt, flt_params = filter_sql(filters, "l", prefix)
+        clauses.append(within + flt)
+        params += [*bounds, *flt_params]
+    where = " AND ".join(clauses)
+    tagged = any(g.by == "tag" for g in groupings) or filters.tags or not filters.offline
+    if tagged:  # tag sets are compared in Python
+        keys = [f"{g.key('l', p)}" for p in ("", "e_") for g in groupings if g.by != "tag"]
+        columns = "".join(", " + k for k in keys)
+        sql = f"SELECT l.attempt_id, l.tags, l.e_tags{columns} FROM attempt_retries l WHERE {where}"
+        plain = [g for g in groupings if g.by != "tag"]
+        per_group: dict[Pair, set[int]] = {}
+        anywhere: set[int] = set()
+        for attempt_id, tags_text, e_tags_text, *values in stream(sql, params):
+            tags, e_tags = _tags(tags_text), _tags(e_tags_text)
+            if not (filters.keeps_tags(tags) and filters.keeps_tags(e_tags)):
+                continue
+            anywhere.add(attempt_id)
+            mine = iter(values[: len(plain)])
+            theirs = iter(values[len(plain) :])
+            here = _pairs(groupings, [None if g.by == "tag" else next(mine) for g in groupings], tags)
+            there = _pairs(groupings, [None if g.by == "tag" else next(theirs) for g in groupings], e_tags)
+            for pair in set(here) & set(there):
+                per_group.setdefault(pair, set()).add(attempt_id)
+        return {pair: len(ids) for pair, ids in per_group.items()}, len(anywhere)
+    same = "".join(f" AND {g.key('l')} {_same(g.dialect)} {g.key('l', 'e_')}" for g in groupings)
+    keys = [*(g.key("l") for g in groupings), "0", "0"][:2]
     sql = (
-        f"WITH a AS MATERIALIZED ({inner}) "
-        f"SELECT k1, k2, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) "
-        "FROM a GROUP BY k1, k2"
+        f"SELECT {keys[0]}, {keys[1]}, count(DISTINCT l.attempt_id) FROM attempt_retries l "
+        f"WHERE {where}{same} GROUP BY 1, 2"
     )
-    # Parameters: `earlier` (range, filters) in g, the range and filters of a, then `earlier` again.
-    once = [*params, *flt_params]
-    rows = stream(sql, [*once, *once, *once])
-    labels = [g.label for g in groupings]
-    out: dict[tuple[str | None, str | None], tuple[int, int]] = {}
-    for k1, k2, in_group, in_range in rows:
-        pair = (labels[0](k1) if labels else None, labels[1](k2) if len(labels) > 1 else None)
-        out[pair] = (int(in_group or 0), int(in_range or 0))
-    return out
+    per_group_counts: dict[Pair, int] = {}
+    for k1, k2, count in stream(sql, params):
+        (pair,) = _pairs(groupings, (k1, k2), ())
+        per_group_counts[pair] = int(count)
+    ((overall,),) = list(stream(f"SELECT count(DISTINCT l.attempt_id) FROM attempt_retries l WHERE {where}", params))
+    return per_group_counts, int(overall or 0)
+
+
+def _same(dialect: Dialect) -> str:
+    return "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
 
 
 def window_cost(tx: Transaction, start_us: int, end_us: int, *, project: str = "", tag: str = "", key: str = "") -> int:
