@@ -329,45 +329,82 @@ def _repeats(
     """Per (group, subgroup): how many rows repeat a call already seen in that group; and
     how many repeat one seen anywhere (both among the rows in ``[lo, hi)`` passing
     ``filters``), from ``attempt_retries``."""
-    clauses, params = [], []
-    for prefix in ("", "e_"):
-        within, bounds = _within([(lo, hi)], f"l.{prefix}started_at_us")
-        flt, flt_params = filter_sql(filters, "l", prefix)
-        clauses.append(within + flt)
-        params += [*bounds, *flt_params]
-    where = " AND ".join(clauses)
-    tagged = any(g.by == "tag" for g in groupings) or filters.tags or not filters.offline
-    if tagged:  # tag sets are compared in Python
-        keys = [f"{g.key('l', p)}" for p in ("", "e_") for g in groupings if g.by != "tag"]
-        columns = "".join(", " + k for k in keys)
-        sql = f"SELECT l.attempt_id, l.tags, l.e_tags{columns} FROM attempt_retries l WHERE {where}"
-        plain = [g for g in groupings if g.by != "tag"]
-        per_group: dict[Pair, set[int]] = {}
-        anywhere: set[int] = set()
-        for attempt_id, tags_text, e_tags_text, *values in stream(sql, params):
-            tags, e_tags = _tags(tags_text), _tags(e_tags_text)
-            if not (filters.keeps_tags(tags) and filters.keeps_tags(e_tags)):
-                continue
-            anywhere.add(attempt_id)
-            mine = iter(values[: len(plain)])
-            theirs = iter(values[len(plain) :])
-            here = _pairs(groupings, [None if g.by == "tag" else next(mine) for g in groupings], tags)
-            there = _pairs(groupings, [None if g.by == "tag" else next(theirs) for g in groupings], e_tags)
-            for pair in set(here) & set(there):
-                per_group.setdefault(pair, set()).add(attempt_id)
-        return {pair: len(ids) for pair, ids in per_group.items()}, len(anywhere)
-    same = "".join(f" AND {g.key('l')} {_same(g.dialect)} {g.key('l', 'e_')}" for g in groupings)
-    keys = [*(g.key("l") for g in groupings), "0", "0"][:2]
+
+    def where(alias: str) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for prefix in ("", "e_"):
+            within, bounds = _within([(lo, hi)], f"{alias}.{prefix}started_at_us")
+            flt, flt_params = filter_sql(filters, alias, prefix)
+            clauses.append(within + flt)
+            params += [*bounds, *flt_params]
+        return " AND ".join(clauses), params
+
+    cond, params = where("l")
+    plain = [g for g in groupings if g.by != "tag"]
+
+    def same(alias: str) -> str:
+        return "".join(f" AND {g.key(alias)} {_same(g.dialect)} {g.key(alias, 'e_')}" for g in plain)
+
+    if filters.tags or not filters.offline:  # tag filters: every link is read
+        return _link_groups(stream, groupings, filters, cond, params)
+    keys = [*(g.key("l") for g in plain), "0", "0"][:2]
+    if len(plain) == len(groupings):
+        # A row has one group: the rows repeating a call anywhere add up over the groups.
+        match = f"CASE WHEN 1 = 1{same('l')} THEN l.attempt_id END"
+        sql = (
+            f"SELECT {keys[0]}, {keys[1]}, count(DISTINCT {match}), count(DISTINCT l.attempt_id) "
+            f"FROM attempt_retries l WHERE {cond} GROUP BY 1, 2"
+        )
+        per_group: dict[Pair, int] = {}
+        overall = 0
+        for k1, k2, in_group, in_range in stream(sql, params):
+            (pair,) = _pairs(groupings, (k1, k2), ())
+            per_group[pair] = int(in_group)
+            overall += int(in_range)
+        return per_group, overall
+    # By tag: a row with an earlier row of the same tag set (and the same other key)
+    # repeats its call in each of its groups; the few others are compared in Python.
     sql = (
-        f"SELECT {keys[0]}, {keys[1]}, count(DISTINCT l.attempt_id) FROM attempt_retries l "
-        f"WHERE {where}{same} GROUP BY 1, 2"
+        f"SELECT {keys[0]}, {keys[1]}, l.tags, count(DISTINCT l.attempt_id) FROM attempt_retries l "
+        f"WHERE {cond} AND l.tags = l.e_tags{same('l')} GROUP BY 1, 2, 3"
     )
-    per_group_counts: dict[Pair, int] = {}
-    for k1, k2, count in stream(sql, params):
-        (pair,) = _pairs(groupings, (k1, k2), ())
-        per_group_counts[pair] = int(count)
-    ((overall,),) = list(stream(f"SELECT count(DISTINCT l.attempt_id) FROM attempt_retries l WHERE {where}", params))
-    return per_group_counts, int(overall or 0)
+    per_group = {}
+    for k1, k2, tags_text, count in stream(sql, params):
+        values = iter((k1, k2))
+        for pair in _pairs(groupings, [None if g.by == "tag" else next(values) for g in groupings], _tags(tags_text)):
+            per_group[pair] = per_group.get(pair, 0) + int(count)
+    covered, covered_params = where("c")
+    rest = (
+        f" AND l.tags <> l.e_tags AND l.attempt_id NOT IN (SELECT c.attempt_id FROM attempt_retries c "
+        f"WHERE {covered} AND c.tags = c.e_tags{same('c')})"
+    )
+    others, _ = _link_groups(stream, groupings, filters, cond + rest, [*params, *covered_params])
+    for pair, count in others.items():
+        per_group[pair] = per_group.get(pair, 0) + count
+    ((overall,),) = list(stream(f"SELECT count(DISTINCT l.attempt_id) FROM attempt_retries l WHERE {cond}", params))
+    return per_group, int(overall or 0)
+
+
+def _link_groups(
+    stream: Stream, groupings: Sequence[Grouping], filters: ReportFilter, cond: str, params: Sequence[Any]
+) -> tuple[dict[Pair, int], int]:
+    """:func:`_repeats` in Python over the links matching ``cond`` (tag sets compared here)."""
+    plain = [g for g in groupings if g.by != "tag"]
+    columns = "".join(f", {g.key('l', p)}" for p in ("", "e_") for g in plain)
+    sql = f"SELECT l.attempt_id, l.tags, l.e_tags{columns} FROM attempt_retries l WHERE {cond}"
+    per_group: dict[Pair, set[int]] = {}
+    anywhere: set[int] = set()
+    for attempt_id, tags_text, e_tags_text, *values in stream(sql, params):
+        tags, e_tags = _tags(tags_text), _tags(e_tags_text)
+        if not (filters.keeps_tags(tags) and filters.keeps_tags(e_tags)):
+            continue
+        anywhere.add(attempt_id)
+        mine, theirs = iter(values[: len(plain)]), iter(values[len(plain) :])
+        here = _pairs(groupings, [None if g.by == "tag" else next(mine) for g in groupings], tags)
+        there = _pairs(groupings, [None if g.by == "tag" else next(theirs) for g in groupings], e_tags)
+        for pair in set(here) & set(there):
+            per_group.setdefault(pair, set()).add(attempt_id)
+    return {pair: len(ids) for pair, ids in per_group.items()}, len(anywhere)
 
 
 def _same(dialect: Dialect) -> str:
@@ -377,7 +414,8 @@ def _same(dialect: Dialect) -> str:
 def window_cost(tx: Transaction, start_us: int, end_us: int, *, project: str = "", tag: str = "", key: str = "") -> int:
     """The cost (pico-dollars) of the attempts started in ``[start_us, end_us)`` in one
     budget scope (``''``: any): interior days and hours from the rollups, the partial
-    hours at the ends from rows. Milliseconds whatever the window holds."""
+    hours at the ends from rows. Milliseconds whatever the window holds: a month is one
+    ``rollup_months`` read, a day 24 ``rollup_hours`` ones."""
     chosen = plan(start_us, end_us, UTC, ())
     scope: list[str] = []
     scope_params: list[Any] = []
@@ -389,7 +427,7 @@ def window_cost(tx: Transaction, start_us: int, end_us: int, *, project: str = "
         scope_params.append(key)
     cond = "".join(f" AND {c}" for c in scope)
     spent = 0
-    sources = (("attempts", chosen.rows), ("rollup_hours", chosen.hours), ("rollup_days", chosen.days))
+    sources = (("attempts", chosen.rows), *zip(DIM_TABLES, (chosen.hours, chosen.days, chosen.months), strict=True))
     for table, intervals in sources:
         if not intervals:
             continue
