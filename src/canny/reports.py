@@ -30,6 +30,7 @@ reference implementation over :class:`~canny.ledger.AttemptRecord`\\ s.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -537,3 +538,73 @@ def export_rows(
     """Every attempt in ``[since, until)`` as :func:`export_row` dicts, oldest first."""
     for record in ledger.records(since=since, until=until):
         yield export_row(record, include_text=include_text)
+
+
+def export_text(
+    ledger: Ledger,
+    fmt: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_text: bool = False,
+) -> Iterator[str]:
+    """The export of ``ledger`` as text chunks: ``jsonl`` (one :func:`export_row` object a
+    line) or ``csv`` (a header, then a row per attempt; lists and objects as JSON, booleans
+    as ``true``/``false``, nothing for null). A SQL ledger streams its cursor straight into
+    the writer (``export_values``); any other goes through :class:`AttemptRecord`."""
+    names = [n for n in EXPORT_FIELDS if include_text or n not in _TEXT_FIELDS]
+    raw = getattr(ledger, "export_values", None)
+    if raw is not None:
+        values: Iterator[tuple[Any, ...]] = raw(since=since, until=until, include_text=include_text)
+    else:
+        dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
+        values = (_raw_json(tuple(row.values())) for row in dicts)
+    return _jsonl(values, names) if fmt == "jsonl" else _csv(values, names)
+
+
+def _raw_json(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Export values with ``tags``/``extra`` as JSON text (what a SQL ledger stores)."""
+    return tuple(json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for v in values)
+
+
+_TAGS_MARK = "\x00canny-tags\x00"
+_EXTRA_MARK = "\x00canny-extra\x00"
+
+
+def _jsonl(values: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[str]:
+    """JSON lines; the ``tags`` and ``extra`` JSON text is spliced in as it is."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    tags, extra = names.index("tags"), names.index("extra")
+    tags_mark, extra_mark = encode(_TAGS_MARK), encode(_EXTRA_MARK)
+    batch: list[str] = []
+    for row in values:
+        item = dict(zip(names, row, strict=True))
+        item["tags"], item["extra"] = _TAGS_MARK, _EXTRA_MARK
+        line = encode(item).replace(tags_mark, row[tags], 1).replace(extra_mark, row[extra], 1)
+        batch.append(line + "\n")
+        if len(batch) >= 1000:
+            yield "".join(batch)
+            batch = []
+    if batch:
+        yield "".join(batch)
+
+
+def _csv(values: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[str]:
+    """CSV text: booleans as true/false, null as nothing (``tags``/``extra`` already JSON)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    flags = [i for i, n in enumerate(names) if n in ("batch", "streamed")]
+    for count, row in enumerate(values, 1):
+        cells = list(row)
+        for i in flags:
+            cells[i] = "true" if cells[i] else "false"
+        writer.writerow(cells)  # None is written as an empty cell
+        if count % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

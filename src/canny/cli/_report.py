@@ -8,8 +8,6 @@ for bad usage (a date, a time zone, clashing flags), 1 for a ledger that cannot 
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import shutil
 import sys
@@ -278,29 +276,25 @@ def export(
         location = target or location
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
-        rows: Iterator[dict[str, Any]] = iter(())
         with _output(output) as stream, _maybe_opened(location) as opened:
-            if opened is not None:
-                rows = reports.export_rows(opened, since=start, until=end, include_text=include_text)
-            if fmt == "jsonl":
-                for row in rows:
-                    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                names = [n for n in reports.EXPORT_FIELDS if include_text or n not in ("prompt_text", "response_text")]
-                writer = csv.DictWriter(stream, fieldnames=names, lineterminator="\n")
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+            source: Ledger = _EmptyLedger() if opened is None else opened  # no file yet: CSV has its header
+            for chunk in reports.export_text(source, fmt, since=start, until=end, include_text=include_text):
+                stream.write(chunk)
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return value
+class _EmptyLedger:
+    """A ledger with no attempts (the file does not exist yet)."""
+
+    location = ""
+
+    def record(self, record: Any) -> None:
+        raise NotImplementedError
+
+    def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[Any]:
+        return iter(())
+
+    def close(self) -> None:
+        return None
 
 
 @contextmanager
