@@ -57,6 +57,7 @@ __all__ = [
     "REPORT_FIELDS",
     "REPRICE_FIELDS",
     "SAVINGS_FIELDS",
+    "THEN_FIELDS",
     "TIME_GROUPS",
     "Pricer",
     "Report",
@@ -65,6 +66,7 @@ __all__ = [
     "cache_saving_rates",
     "export_row",
     "export_rows",
+    "export_text",
     "group_keys",
     "local_zone",
     "parse_when",
@@ -472,6 +474,8 @@ REPORT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 REPRICE_FIELDS: tuple[str, ...] = ("repriced_usd", "reprice_difference_usd", "reprice_unpriced")
 SAVINGS_FIELDS: tuple[str, ...] = ("saved_usd",)
+#: With a second grouping, after ``group``: the second key and the row's group in it.
+THEN_FIELDS: tuple[str, ...] = ("then", "subgroup")
 
 
 def report_rows(report: Report) -> list[dict[str, Any]]:
@@ -486,6 +490,7 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             "kind": kind,
             "by": report.by,
             "group": row.group,
+            **({"then": report.then, "subgroup": row.subgroup} if report.then else {}),
             "calls": row.calls,
             "attempts": row.attempts,
             **{column: getattr(row, column) for column in _TOKEN_COLUMNS},

@@ -21,7 +21,7 @@ import click
 
 from canny.cli._render import cli_errors, echo_err, install_warning_printer
 from canny.errors import ConfigError
-from canny.ledger import GROUP_BYS, Ledger, open_ledger, parse_ledger_target
+from canny.ledger import GROUP_BYS, OUTCOMES, Ledger, open_ledger, parse_ledger_target
 
 if TYPE_CHECKING:
     from canny.ledger import GroupBy
@@ -141,10 +141,44 @@ def _blocks(stream: TextIO) -> bool:
     return True
 
 
+def _groupings(by: str) -> tuple[GroupBy, GroupBy | None]:
+    """``--by KEY`` or ``--by KEY,KEY`` as (first, second or None); a usage error otherwise."""
+    keys = [k.strip() for k in by.split(",")]
+    bad = [k for k in keys if k not in GROUP_BYS]
+    if bad or len(keys) > 2 or len(set(keys)) < len(keys):
+        raise ConfigError(
+            f"--by {by!r}: expected one or two different keys of {', '.join(GROUP_BYS)} (e.g. month,model)"
+        )
+    return cast("GroupBy", keys[0]), cast("GroupBy", keys[1]) if len(keys) > 1 else None
+
+
 @click.command(cls=_OneLineErrors)
-@click.option("--by", type=click.Choice(GROUP_BYS), default="day", show_default=True, help="How to group attempts.")
+@click.option(
+    "--by",
+    metavar="KEY[,KEY]",
+    default="day",
+    show_default=True,
+    help=f"How to group attempts: {', '.join(GROUP_BYS)}; two keys (month,model) group by both.",
+)
 @_range_options
 @click.option("--tz", metavar="ZONE", help="Time zone of days, weeks and months (default: config, else UTC).")
+@click.option("--project", "projects", multiple=True, metavar="NAME", help="Only this project (repeatable).")
+@click.option("--model", "models", multiple=True, metavar="MODEL", help="Only this model id (repeatable).")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="TAG", help="Only attempts with this tag (repeatable: any of them)."
+)
+@click.option(
+    "--outcome", "outcomes", multiple=True, type=click.Choice(OUTCOMES), help="Only this outcome (repeatable)."
+)
+@click.option(
+    "--include-offline/--exclude-offline",
+    default=True,
+    show_default=True,
+    help="Count the calls made to the local emulator (--offline, tagged `offline`).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="Show N groups: the latest periods, else the costliest."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list (amounts as strings).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML page.")
@@ -156,6 +190,12 @@ def report(
     since: str | None,
     until: str | None,
     tz: str | None,
+    projects: tuple[str, ...],
+    models: tuple[str, ...],
+    tags: tuple[str, ...],
+    outcomes: tuple[str, ...],
+    include_offline: bool,
+    limit: int | None,
     as_json: bool,
     as_csv: bool,
     html_file: Path | None,
@@ -169,33 +209,39 @@ def report(
     as $0. The cache hit rate is cache reads over all input tokens. `--savings` adds the
     net dollars prompt caching saved: reads at the uncached input rate minus what they
     cost, minus the premium paid for cache writes (negative when writes were not repaid).
+    Filters combine (AND); a repeated filter keeps any of its values. Calls to the local
+    emulator count unless `--exclude-offline`. The table fits the terminal's width.
     """
     from canny import reports
     from canny.cli import _report_render as render
+    from canny.ledger import ReportFilter
 
     install_warning_printer()
     with cli_errors():
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
+        group, then = _groupings(by)
+        filters = ReportFilter(projects, models, tags, outcomes, offline=include_offline)
         location, default_tz = _settings()
         location = target or location
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
-        group = cast("GroupBy", by)
         _spool_line(location)
         if _missing_file(location):
             empty = reports.ReportRow("total")
-            result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings)
+            result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings, then=then)
             over_time = by_model = None
         else:
             with _opened(location) as opened:
-                kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone}
-                result = reports.build_report(opened, group, reprice=reprice, savings=savings, **kwargs)
+                kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone, "filters": filters}
+                result = reports.build_report(
+                    opened, group, reprice=reprice, savings=savings, then=then, limit=limit, **kwargs
+                )
                 over_time = by_model = None
                 if html_file is not None and not result.is_empty:
-                    if by not in reports.TIME_GROUPS:
+                    if group not in reports.TIME_GROUPS:
                         over_time = reports.build_report(opened, "day", **kwargs)
-                    if by != "model":
+                    if group != "model":
                         by_model = reports.build_report(opened, "model", **kwargs)
         if html_file is not None:
             page = render.render_html(result, over_time=over_time, by_model=by_model)
@@ -213,8 +259,10 @@ def report(
             click.echo(f"No attempts recorded{where} in the ledger at {_masked(location)}.")
         else:
             out = sys.stdout
-            click.echo(render.render_table(result))
             width = shutil.get_terminal_size((100, 24)).columns
+            click.echo(render.render_table(result, width=width))
+            if result.omitted:
+                click.echo(f"({result.omitted} more group(s) not shown: --limit {limit}; the total covers them)")
             chart = render.render_bars(result, width=width, color=_color(out), blocks=_blocks(out))
             if chart:
                 click.echo("\n" + chart)
