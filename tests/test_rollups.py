@@ -136,10 +136,10 @@ def test_the_migration_back_fills_rollups_from_existing_rows(target: str, monkey
     records = _records(11, 60)
     with monkeypatch.context() as patch:
         patch.setattr(migrations, "_REGISTRY", older)
-        first = open_ledger(target)
+        first: Any = open_ledger(target)
         first.record_many(records)
         first.close()
-    opened = open_ledger(target)
+    opened: Any = open_ledger(target)
     try:
         assert "ledger.0005_rollups" in opened.applied_migrations()
         for by in ("day", "model", "tag"):
@@ -201,7 +201,7 @@ def test_a_local_day_report_reads_hours_only_where_a_local_midnight_cuts_a_utc_d
 
 def test_rollups_are_keyed_by_utc_hour_and_read_in_a_non_utc_zone(tmp_path: Path) -> None:
     """Two attempts an hour apart around Paris midnight land on two local days, from rollups."""
-    ledger = open_ledger(tmp_path / "ledger.db")
+    ledger: Any = open_ledger(tmp_path / "ledger.db")
     try:
         for i, at in enumerate((datetime(2026, 1, 10, 22, 30, tzinfo=UTC), datetime(2026, 1, 10, 23, 30, tzinfo=UTC))):
             ledger.record(
