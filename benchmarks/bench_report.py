@@ -162,19 +162,35 @@ def processes(path: Path, rows: int, repeat: int) -> None:
         times = process_seconds("ledger", "export", "--format", fmt, "--ledger", str(path), "-o", os.devnull, repeat=1)
         rate = rows / times[0]
         print(f"  `canny ledger export --format {fmt}`: {times[0]:.2f} s, {rate:,.0f} rows/s", flush=True)
-        record(f"export_1m_{fmt}", f"`canny ledger export` {fmt}, {rows:,} rows", value=rate, target=100_000,
-               better="higher", unit="rows/s")  # fmt: skip
+        record(
+            f"export_1m_{fmt}",
+            f"`canny ledger export` {fmt}, {rows:,} rows",
+            value=rate,
+            target=100_000,
+            better="higher",
+            unit="rows/s",
+        )
     ledger = SQLiteLedger(path)
     try:
         every = first_check_ms(ledger, repeat=max(repeat, 3))
         tagged = first_check_ms(ledger, tag="chat", repeat=max(repeat, 3))
     finally:
         ledger.close()
-    print(f"  first budget check, window of {rows:,} rows: {statistics.median(every):.2f} ms all calls, "
-          f"{statistics.median(tagged):.2f} ms tag scope", flush=True)  # fmt: skip
+    print(
+        f"  first budget check, window of {rows:,} rows: {statistics.median(every):.2f} ms all calls, "
+        f"{statistics.median(tagged):.2f} ms tag scope",
+        flush=True,
+    )
     worst_ms = max(statistics.median(every), statistics.median(tagged))
-    record("budget_first_check_1m", f"first budget check of a window with {rows:,} rows (all calls, tag scope)",
-           value=worst_ms, target=10, better="lower", spread=(min(every + tagged), max(every + tagged)), unit="ms")  # fmt: skip
+    record(
+        "budget_first_check_1m",
+        f"first budget check of a window with {rows:,} rows (all calls, tag scope)",
+        value=worst_ms,
+        target=10,
+        better="lower",
+        spread=(min(every + tagged), max(every + tagged)),
+        unit="ms",
+    )
 
 
 def main() -> int:
