@@ -42,7 +42,7 @@ from functools import lru_cache
 from itertools import product
 from typing import Any
 
-from canny.ledger._sql import (
+from canny.ledger._report_sql import (
     ANSWERS_SQL,
     ROW_SUMS,
     Grouping,
