@@ -227,7 +227,10 @@ def aggregate(
     exact = savings is not None or "session" in keys or (time_keys and not whole_hours(tz, lo, hi))
     sums = _Sums(stream, groupings, flt, savings, dialect)
     if exact:
-        sums.rows([(lo, hi)])
+        # A range covering much of the table is faster as a plain scan than through the index.
+        whole = "SELECT {}(started_at_us) FROM attempts"
+        ((oldest, newest),) = list(stream(f"SELECT ({whole.format('min')}), ({whole.format('max')})", []))
+        sums.rows([(lo, hi)], scan=(hi - lo) * 4 > int(newest) - int(oldest))
     elif len(time_keys) == len(keys) and flt == ReportFilter():
         lo_h, hi_h = _ceil(lo, HOUR_US), _floor(hi, HOUR_US)
         if lo_h < hi_h:
@@ -267,18 +270,20 @@ class _Sums:
         self.total = [0] * self.width
         self.tagged = any(g.by == "tag" for g in groupings) or bool(filters.tags) or not filters.offline
 
-    def _select(self, table: str, sums: str, intervals: Sequence[Interval], where: str = "") -> tuple[str, list[Any]]:
+    def _select(
+        self, table: str, sums: str, intervals: Sequence[Interval], where: str = "", *, scan: bool = False
+    ) -> tuple[str, list[Any]]:
         keys = [*("0" if g.by == "tag" else g.key("a") for g in self.groupings), "0", "0"][:2]
         tags = "a.tags" if self.tagged else "'[]'"
-        within, params = _within(intervals)
+        within, params = _within(intervals, "+a.started_at_us" if scan else "a.started_at_us")
         sql = f"SELECT {keys[0]}, {keys[1]}, {tags}, {sums} FROM {table} a WHERE {within}{where} GROUP BY 1, 2, 3"
         return sql, params
 
-    def rows(self, intervals: Sequence[Interval]) -> None:
+    def rows(self, intervals: Sequence[Interval], *, scan: bool = False) -> None:
         if intervals:
             columns, extra_params = self.extra
             flt, flt_params = filter_sql(self.filters, "a")
-            sql, params = self._select("attempts", ROW_SUMS + columns, intervals, flt)
+            sql, params = self._select("attempts", ROW_SUMS + columns, intervals, flt, scan=scan)
             self._add(self.stream(sql, [*extra_params, *params, *flt_params]))
 
     def rollup(self, table: str, intervals: Sequence[Interval]) -> None:
