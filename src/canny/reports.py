@@ -30,6 +30,7 @@ reference implementation over :class:`~canny.ledger.AttemptRecord`\\ s.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,16 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
-from canny.ledger import ANSWER_OUTCOMES, AttemptRecord, GroupBy, GroupTotals, Ledger, ReportingLedger, Sums
+from canny.ledger import (
+    ANSWER_OUTCOMES,
+    AttemptRecord,
+    GroupBy,
+    GroupTotals,
+    Ledger,
+    ReportFilter,
+    ReportingLedger,
+    Sums,
+)
 from canny.pricing import CacheSavingRates, cache_saving_rates
 from canny.usage import TOKEN_BUCKETS, Usage, usage_from_columns
 
@@ -47,6 +57,7 @@ __all__ = [
     "REPORT_FIELDS",
     "REPRICE_FIELDS",
     "SAVINGS_FIELDS",
+    "THEN_FIELDS",
     "TIME_GROUPS",
     "Pricer",
     "Report",
@@ -55,6 +66,7 @@ __all__ = [
     "cache_saving_rates",
     "export_row",
     "export_rows",
+    "export_text",
     "group_keys",
     "local_zone",
     "parse_when",
@@ -80,6 +92,8 @@ class ReportRow(Sums):
     writes cost more than reads saved)."""
 
     group: str | None
+    #: The group of the second grouping (``--by month,model``), if any.
+    subgroup: str | None = None
     #: With ``reprice``: the attempts priced today, summed at today's prices; how many have
     #: no price today; and today's minus the stored cost over the attempts priced both ways
     #: (``None`` when there is none), so an unknown price never reads as a change to $0.
@@ -100,7 +114,7 @@ class ReportRow(Sums):
 
     @classmethod
     def from_totals(cls, totals: GroupTotals) -> ReportRow:
-        return cls(totals.key, **{f.name: getattr(totals, f.name) for f in fields(Sums)})
+        return cls(totals.key, totals.subkey, **{f.name: getattr(totals, f.name) for f in fields(Sums)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,12 @@ class Report:
     repriced: bool = False
     #: Whether ``saved_usd`` was computed (and is shown).
     savings: bool = False
+    #: The second grouping (``--by month,model``), if any.
+    then: GroupBy | None = None
+    #: Groups left out by ``limit`` (the total still covers them).
+    omitted: int = 0
+    #: The filters the report applied.
+    filters: ReportFilter = field(default_factory=ReportFilter)
 
     @property
     def is_empty(self) -> bool:
@@ -135,24 +155,54 @@ def build_report(
     reprice: bool = False,
     pricer: Pricer | None = None,
     savings: bool = False,
+    then: GroupBy | None = None,
+    filters: ReportFilter | None = None,
+    limit: int | None = None,
 ) -> Report:
-    """The report of ``ledger`` for attempts started in ``[since, until)``.
+    """The report of ``ledger`` for attempts started in ``[since, until)`` that pass ``filters``.
 
     Sums run in the database when the ledger can (:class:`ReportingLedger`). With
     ``reprice`` every attempt is priced again by ``pricer`` (default: today's price table).
-    With ``savings`` each row carries ``saved_usd`` (see the module docstring).
+    With ``savings`` each row carries ``saved_usd`` (see the module docstring). With
+    ``then`` the groups are pairs (``by`` group, ``then`` group). ``limit`` keeps that many
+    groups: the latest periods for time groups, else the costliest (the total covers all).
     """
     zone = tz or UTC
+    flt = filters or ReportFilter()
     rates = cache_saving_rates() if savings else None
     if isinstance(ledger, ReportingLedger) and not reprice:
-        groups, totals = ledger.aggregate(by, since=since, until=until, tz=zone, savings=rates)
+        groups, totals = ledger.aggregate(
+            by, since=since, until=until, tz=zone, savings=rates, then=then, filters=filters
+        )
         rows, total = [ReportRow.from_totals(g) for g in groups], ReportRow.from_totals(totals)
     else:
-        chosen = _within(ledger.records(since=since, until=until), since, until)
+        chosen = (r for r in _within(ledger.records(since=since, until=until), since, until) if flt.keeps(r))
         pricing = (pricer or table_pricer()) if reprice else None
-        rows, total = summarize(chosen, by, tz=zone, pricer=pricing, savings=rates)
+        rows, total = summarize(chosen, by, tz=zone, pricer=pricing, savings=rates, then=then)
     rows = sort_rows(by, rows)
-    return Report(by, zone_name(zone), since, until, tuple(rows), total, repriced=reprice, savings=savings)
+    omitted = 0
+    if limit is not None and len(rows) > limit:
+        omitted = len(rows) - limit
+        rows = _limited(by, rows, limit)
+    return Report(
+        by,
+        zone_name(zone),
+        since,
+        until,
+        tuple(rows),
+        total,
+        repriced=reprice,
+        savings=savings,
+        then=then,
+        omitted=omitted,
+        filters=flt,
+    )
+
+
+def _limited(by: GroupBy, rows: list[ReportRow], limit: int) -> list[ReportRow]:
+    """The ``limit`` rows to show: the latest periods for time groups (still in time
+    order), else the first rows in display order (the costliest)."""
+    return rows[-limit:] if by in TIME_GROUPS else rows[:limit]
 
 
 def _aware(moment: datetime) -> datetime:
@@ -209,12 +259,15 @@ class _Acc:
                 if r.cost_usd is not None:
                     self.difference = _plus(self.difference, repriced - r.cost_usd)
 
-    def row(self, group: str | None, pricing: bool, savings: CacheSavingRates | None = None) -> ReportRow:
+    def row(
+        self, group: str | None, pricing: bool, savings: CacheSavingRates | None = None, sub: str | None = None
+    ) -> ReportRow:
         saved = None
         if savings is not None and self.cost is not None:
             saved = savings.to_usd(self.saved_units)
         return ReportRow(
             group,
+            sub,
             calls=len(self.calls),
             attempts=self.attempts,
             **self.tokens,
@@ -239,18 +292,22 @@ def summarize(
     tz: tzinfo = UTC,
     pricer: Pricer | None = None,
     savings: CacheSavingRates | None = None,
+    then: GroupBy | None = None,
 ) -> tuple[list[ReportRow], ReportRow]:
-    """Group rows (unsorted) and the total, computed in Python from the records."""
-    groups: dict[str | None, _Acc] = {}
+    """Group rows (unsorted) and the total, computed in Python from the records; with
+    ``then``, one row per pair of groups."""
+    groups: dict[tuple[str | None, str | None], _Acc] = {}
     total = _Acc()
     pricing = pricer is not None
     for record in records:
         repriced = pricer(record) if pricer is not None else None
         saved = savings.saving_units(record) if savings is not None else 0
         total.add(record, repriced, pricing, saved)
+        seconds = group_keys(record, then, tz) if then is not None else (None,)
         for key in group_keys(record, by, tz):
-            groups.setdefault(key, _Acc()).add(record, repriced, pricing, saved)
-    rows = [acc.row(key, pricing, savings) for key, acc in groups.items()]
+            for sub in seconds:
+                groups.setdefault((key, sub), _Acc()).add(record, repriced, pricing, saved)
+    rows = [acc.row(key, pricing, savings, sub) for (key, sub), acc in groups.items()]
     return rows, total.row("total", pricing, savings)
 
 
@@ -270,16 +327,29 @@ def group_keys(record: AttemptRecord, by: GroupBy, tz: tzinfo = UTC) -> tuple[st
         return (record.model,)
     if by == "outcome":
         return (record.outcome,)
+    if by == "session":
+        return (record.session_id,)
     return (record.project,)
 
 
 def sort_rows(by: GroupBy, rows: Iterable[ReportRow]) -> list[ReportRow]:
-    """Time groups in time order; other groups by cost (highest first), ``None`` last."""
-    if by in TIME_GROUPS:
-        return sorted(rows, key=lambda r: r.group or "")
+    """Time groups in time order; other groups by cost (highest first), ``None`` last. With
+    a second grouping, the pairs of a group stay together, costliest sub-group first."""
+    rows = list(rows)
+    group_cost: dict[str | None, tuple[Decimal, int]] = {}
+    for r in rows:
+        cost, attempts = group_cost.get(r.group, (Decimal(0), 0))
+        group_cost[r.group] = (cost + (r.cost_usd or Decimal(0)), attempts + r.attempts)
+
+    def first(r: ReportRow) -> tuple[Any, ...]:
+        if by in TIME_GROUPS:
+            return (r.group or "",)
+        cost, attempts = group_cost[r.group]
+        return (r.group is None, -cost, -attempts, r.group or "")
+
     return sorted(
         rows,
-        key=lambda r: (r.group is None, -(r.cost_usd or Decimal(0)), -r.attempts, r.group or ""),
+        key=lambda r: (*first(r), r.subgroup is None, -(r.cost_usd or Decimal(0)), -r.attempts, r.subgroup or ""),
     )
 
 
@@ -347,7 +417,8 @@ def zone_name(tz: tzinfo) -> str:
     return "UTC" if tz == UTC else str(tz)
 
 
-_RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
+_RELATIVE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
+_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(text: str, *, tz: tzinfo, now: datetime | None = None, end: bool = False) -> datetime:
@@ -355,8 +426,8 @@ def parse_when(text: str, *, tz: tzinfo, now: datetime | None = None, end: bool 
 
     ``YYYY-MM-DD`` is local midnight in ``tz`` (with ``end=True``, the midnight after, so
     ``--until 2026-11-30`` includes that day); an ISO datetime without offset is local
-    time; ``today``/``yesterday`` are dates; ``now``; ``12h``, ``7d``, ``2w`` go back from
-    now.
+    time; ``today``/``yesterday`` are dates; ``now``; ``30m`` (or ``30min``), ``12h``,
+    ``7d``, ``2w`` go back from now.
     """
     value = text.strip().lower()
     moment = (now or datetime.now(UTC)).astimezone(tz)
@@ -367,7 +438,7 @@ def parse_when(text: str, *, tz: tzinfo, now: datetime | None = None, end: bool 
         day = moment.date() - timedelta(days=1 if value == "yesterday" else 0)
     elif match := _RELATIVE.match(value):
         amount, unit = int(match.group(1)), match.group(2)
-        return moment - timedelta(**{{"h": "hours", "d": "days", "w": "weeks"}[unit]: amount})
+        return moment - timedelta(**{_UNITS[unit]: amount})
     elif re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         try:
             day = date.fromisoformat(value)
@@ -378,7 +449,7 @@ def parse_when(text: str, *, tz: tzinfo, now: datetime | None = None, end: bool 
             parsed = datetime.fromisoformat(text.strip())
         except ValueError:
             raise ValueError(
-                f"cannot read {text!r} as a date; use YYYY-MM-DD, an ISO datetime, today, yesterday or 7d"
+                f"cannot read {text!r} as a date; use YYYY-MM-DD, an ISO datetime, today, yesterday, 30m, 12h or 7d"
             ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
     if end:
@@ -403,6 +474,8 @@ REPORT_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 REPRICE_FIELDS: tuple[str, ...] = ("repriced_usd", "reprice_difference_usd", "reprice_unpriced")
 SAVINGS_FIELDS: tuple[str, ...] = ("saved_usd",)
+#: With a second grouping, after ``group``: the second key and the row's group in it.
+THEN_FIELDS: tuple[str, ...] = ("then", "subgroup")
 
 
 def report_rows(report: Report) -> list[dict[str, Any]]:
@@ -417,6 +490,7 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             "kind": kind,
             "by": report.by,
             "group": row.group,
+            **({"then": report.then, "subgroup": row.subgroup} if report.then else {}),
             "calls": row.calls,
             "attempts": row.attempts,
             **{column: getattr(row, column) for column in _TOKEN_COLUMNS},
@@ -469,3 +543,73 @@ def export_rows(
     """Every attempt in ``[since, until)`` as :func:`export_row` dicts, oldest first."""
     for record in ledger.records(since=since, until=until):
         yield export_row(record, include_text=include_text)
+
+
+def export_text(
+    ledger: Ledger,
+    fmt: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_text: bool = False,
+) -> Iterator[str]:
+    """The export of ``ledger`` as text chunks: ``jsonl`` (one :func:`export_row` object a
+    line) or ``csv`` (a header, then a row per attempt; lists and objects as JSON, booleans
+    as ``true``/``false``, nothing for null). A SQL ledger streams its cursor straight into
+    the writer (``export_values``); any other goes through :class:`AttemptRecord`."""
+    names = [n for n in EXPORT_FIELDS if include_text or n not in _TEXT_FIELDS]
+    raw = getattr(ledger, "export_values", None)
+    if raw is not None:
+        values: Iterator[tuple[Any, ...]] = raw(since=since, until=until, include_text=include_text)
+    else:
+        dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
+        values = (_raw_json(tuple(row.values())) for row in dicts)
+    return _jsonl(values, names) if fmt == "jsonl" else _csv(values, names)
+
+
+def _raw_json(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Export values with ``tags``/``extra`` as JSON text (what a SQL ledger stores)."""
+    return tuple(json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for v in values)
+
+
+_TAGS_MARK = "\x00canny-tags\x00"
+_EXTRA_MARK = "\x00canny-extra\x00"
+
+
+def _jsonl(values: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[str]:
+    """JSON lines; the ``tags`` and ``extra`` JSON text is spliced in as it is."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    tags, extra = names.index("tags"), names.index("extra")
+    tags_mark, extra_mark = encode(_TAGS_MARK), encode(_EXTRA_MARK)
+    batch: list[str] = []
+    for row in values:
+        item = dict(zip(names, row, strict=True))
+        item["tags"], item["extra"] = _TAGS_MARK, _EXTRA_MARK
+        line = encode(item).replace(tags_mark, row[tags], 1).replace(extra_mark, row[extra], 1)
+        batch.append(line + "\n")
+        if len(batch) >= 1000:
+            yield "".join(batch)
+            batch = []
+    if batch:
+        yield "".join(batch)
+
+
+def _csv(values: Iterable[tuple[Any, ...]], names: list[str]) -> Iterator[str]:
+    """CSV text: booleans as true/false, null as nothing (``tags``/``extra`` already JSON)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    flags = [i for i, n in enumerate(names) if n in ("batch", "streamed")]
+    for count, row in enumerate(values, 1):
+        cells = list(row)
+        for i in flags:
+            cells[i] = "true" if cells[i] else "false"
+        writer.writerow(cells)  # None is written as an empty cell
+        if count % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

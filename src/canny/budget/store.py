@@ -35,7 +35,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from canny.budget.alerts import Alert, crossed
 from canny.ledger.budget_tables import counter_ids, update_counters
@@ -194,19 +194,12 @@ _COUNTER = (
 
 
 def _seed(tx: Transaction, key: CounterKey) -> int:
-    """What the ledger already holds for this scope and window (pico-dollars)."""
-    sql = "SELECT coalesce(sum(a.cost_pico), 0) FROM attempts a WHERE a.started_at_us >= ? AND a.started_at_us < ?"
-    params: list[Any] = [key.start_us, key.end_us]
-    if key.project:
-        sql += " AND a.project = ?"
-        params.append(key.project)
-    if key.key:
-        sql += " AND a.key_fingerprint = ?"
-        params.append(key.key)
-    if key.tag:
-        sql += " AND EXISTS (SELECT 1 FROM attempt_tags t WHERE t.attempt_id = a.id AND t.tag = ?)"
-        params.append(key.tag)
-    return int(tx.execute(sql, params)[0][0])
+    """What the ledger already holds for this scope and window (pico-dollars), summed from
+    the ledger's rollups (:func:`canny.ledger.rollups.window_cost`): milliseconds, however
+    many attempts the window holds."""
+    from canny.ledger.rollups import window_cost
+
+    return window_cost(tx, key.start_us, key.end_us, project=key.project, tag=key.tag, key=key.key)
 
 
 def counters(tx: Transaction, keys: Sequence[CounterKey], now_us: int) -> list[CounterState]:

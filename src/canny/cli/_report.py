@@ -8,8 +8,6 @@ for bad usage (a date, a time zone, clashing flags), 1 for a ledger that cannot 
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import shutil
 import sys
@@ -24,7 +22,7 @@ import click
 from canny.cli._advice import advice_options, check_alone, show_advice
 from canny.cli._render import cli_errors, echo_err, install_warning_printer
 from canny.errors import ConfigError
-from canny.ledger import GROUP_BYS, Ledger, open_ledger, parse_ledger_target
+from canny.ledger import GROUP_BYS, OUTCOMES, Ledger, open_ledger, parse_ledger_target
 
 if TYPE_CHECKING:
     from canny.ledger import GroupBy
@@ -144,10 +142,44 @@ def _blocks(stream: TextIO) -> bool:
     return True
 
 
+def _groupings(by: str) -> tuple[GroupBy, GroupBy | None]:
+    """``--by KEY`` or ``--by KEY,KEY`` as (first, second or None); a usage error otherwise."""
+    keys = [k.strip() for k in by.split(",")]
+    bad = [k for k in keys if k not in GROUP_BYS]
+    if bad or len(keys) > 2 or len(set(keys)) < len(keys):
+        raise ConfigError(
+            f"--by {by!r}: expected one or two different keys of {', '.join(GROUP_BYS)} (e.g. month,model)"
+        )
+    return cast("GroupBy", keys[0]), cast("GroupBy", keys[1]) if len(keys) > 1 else None
+
+
 @click.command(cls=_OneLineErrors)
-@click.option("--by", type=click.Choice(GROUP_BYS), default="day", show_default=True, help="How to group attempts.")
+@click.option(
+    "--by",
+    metavar="KEY[,KEY]",
+    default="day",
+    show_default=True,
+    help=f"How to group attempts: {', '.join(GROUP_BYS)}; two keys (month,model) group by both.",
+)
 @_range_options
 @click.option("--tz", metavar="ZONE", help="Time zone of days, weeks and months (default: config, else UTC).")
+@click.option("--project", "projects", multiple=True, metavar="NAME", help="Only this project (repeatable).")
+@click.option("--model", "models", multiple=True, metavar="MODEL", help="Only this model id (repeatable).")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="TAG", help="Only attempts with this tag (repeatable: any of them)."
+)
+@click.option(
+    "--outcome", "outcomes", multiple=True, type=click.Choice(OUTCOMES), help="Only this outcome (repeatable)."
+)
+@click.option(
+    "--include-offline/--exclude-offline",
+    default=True,
+    show_default=True,
+    help="Count the calls made to the local emulator (--offline, tagged `offline`).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="Show N groups: the latest periods, else the costliest."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list (amounts as strings).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML page.")
@@ -160,6 +192,12 @@ def report(
     since: str | None,
     until: str | None,
     tz: str | None,
+    projects: tuple[str, ...],
+    models: tuple[str, ...],
+    tags: tuple[str, ...],
+    outcomes: tuple[str, ...],
+    include_offline: bool,
+    limit: int | None,
     as_json: bool,
     as_csv: bool,
     html_file: Path | None,
@@ -175,20 +213,24 @@ def report(
     as $0. The cache hit rate is cache reads over all input tokens. `--savings` adds the
     net dollars prompt caching saved: reads at the uncached input rate minus what they
     cost, minus the premium paid for cache writes (negative when writes were not repaid).
+    Filters combine (AND); a repeated filter keeps any of its values. Calls to the local
+    emulator count unless `--exclude-offline`. The table fits the terminal's width.
     """
     from canny import reports
     from canny.cli import _report_html as page_html
     from canny.cli import _report_render as render
+    from canny.ledger import ReportFilter
 
     install_warning_printer()
     with cli_errors():
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
+        group, then = _groupings(by)
+        filters = ReportFilter(projects, models, tags, outcomes, offline=include_offline)
         location, default_tz = _settings()
         location = target or location
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
-        group = cast("GroupBy", by)
         _spool_line(location)
         views: dict[GroupBy, reports.Report] = {}
         if what_if is not None or right_size:
@@ -200,12 +242,14 @@ def report(
             return
         if _missing_file(location):
             empty = reports.ReportRow("total")
-            result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings)
+            result = reports.Report(group, reports.zone_name(zone), start, end, (), empty, savings=savings, then=then)
         else:
             with _opened(location) as opened:
-                kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone}
-                result = reports.build_report(opened, group, reprice=reprice, savings=savings, **kwargs)
-                if html_file is not None:
+                kwargs: dict[str, Any] = {"since": start, "until": end, "tz": zone, "filters": filters}
+                result = reports.build_report(
+                    opened, group, reprice=reprice, savings=savings, then=then, limit=limit, **kwargs
+                )
+                if html_file is not None and not result.is_empty:
                     views = page_html.chart_reports(result, lambda g: reports.build_report(opened, g, **kwargs))
         if html_file is not None:
             page = page_html.render_html(result, views)
@@ -223,8 +267,10 @@ def report(
             echo_err(f"canny: no attempts recorded{where} in the ledger at {_masked(location)}.")
         else:
             out = sys.stdout
-            click.echo(render.render_table(result))
             width = shutil.get_terminal_size((100, 24)).columns
+            click.echo(render.render_table(result, width=width))
+            if result.omitted:
+                echo_err(f"canny: {result.omitted} more group(s) not shown (--limit {limit}); the total covers them")
             chart = render.render_bars(result, width=width, color=_color(out), blocks=_blocks(out))
             if chart:
                 click.echo("\n" + chart)
@@ -286,29 +332,25 @@ def export(
         location = target or location
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
-        rows: Iterator[dict[str, Any]] = iter(())
         with _output(output) as stream, _maybe_opened(location) as opened:
-            if opened is not None:
-                rows = reports.export_rows(opened, since=start, until=end, include_text=include_text)
-            if fmt == "jsonl":
-                for row in rows:
-                    stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                names = [n for n in reports.EXPORT_FIELDS if include_text or n not in ("prompt_text", "response_text")]
-                writer = csv.DictWriter(stream, fieldnames=names, lineterminator="\n")
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+            source: Ledger = _EmptyLedger() if opened is None else opened  # no file yet: CSV has its header
+            for chunk in reports.export_text(source, fmt, since=start, until=end, include_text=include_text):
+                stream.write(chunk)
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return value
+class _EmptyLedger:
+    """A ledger with no attempts (the file does not exist yet)."""
+
+    location = ""
+
+    def record(self, record: Any) -> None:
+        raise NotImplementedError
+
+    def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[Any]:
+        return iter(())
+
+    def close(self) -> None:
+        return None
 
 
 @contextmanager

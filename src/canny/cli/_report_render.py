@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from canny.pricing import format_usd
-from canny.reports import REPORT_FIELDS, REPRICE_FIELDS, SAVINGS_FIELDS, Report, ReportRow, report_rows
+from canny.reports import REPORT_FIELDS, REPRICE_FIELDS, SAVINGS_FIELDS, THEN_FIELDS, Report, ReportRow, report_rows
 from canny.usage import TOKEN_BUCKETS
 
 __all__ = ["render_bars", "render_csv", "render_json", "render_table"]
@@ -41,14 +41,17 @@ def _signed(value: Decimal | None) -> str:
 
 
 def _headers(report: Report) -> list[str]:
-    head = [report.by, "calls", "attempts", *(b.label for b in TOKEN_BUCKETS), "cost"]
-    head += ["unpriced", "failures", "cache hit"]
+    head = [report.by, *([report.then] if report.then else []), "calls", "attempts"]
+    head += [*(b.label for b in TOKEN_BUCKETS), "cost", "unpriced", "failures", "cache hit"]
     head += ["saved"] if report.savings else []
     return head + (["repriced", "difference"] if report.repriced else [])
 
 
 def _cells(report: Report, row: ReportRow) -> list[str]:
-    out = [_label(row), f"{row.calls:,}", f"{row.attempts:,}"]
+    out = [_label(row)]
+    if report.then:
+        out.append("" if row is report.total else NONE_LABEL if row.subgroup is None else row.subgroup)
+    out += [f"{row.calls:,}", f"{row.attempts:,}"]
     out += [f"{getattr(row, b.column):,}" for b in TOKEN_BUCKETS]
     out += [_money(row.cost_usd), f"{row.unpriced:,}", f"{row.failures:,}"]
     out.append(_rate(row.cache_hit_rate))
@@ -59,19 +62,48 @@ def _cells(report: Report, row: ReportRow) -> list[str]:
     return out
 
 
-def render_table(report: Report) -> str:
-    """An aligned text table: one line per group, a rule, then the total."""
+#: Columns a narrow terminal drops, first to last (the groups, calls and cost always stay).
+_DROP_ORDER = ("write 1h", "write 5m", "cache read", "unpriced", "input", "output", "cache hit", "attempts")
+
+
+def render_table(report: Report, *, width: int | None = None) -> str:
+    """An aligned text table: one line per group, a rule, then the total. Given a
+    ``width``, it drops the least telling columns (:data:`_DROP_ORDER`) and then shortens
+    the group labels (ending them with ``…``) until it fits."""
     head = _headers(report)
-    body = [_cells(report, row) for row in report.rows]
-    total = _cells(report, report.total)
-    widths = [max(len(line[i]) for line in [head, *body, total]) for i in range(len(head))]
+    table = [head, *(_cells(report, row) for row in report.rows), _cells(report, report.total)]
+    keys = 2 if report.then else 1
+
+    def widths() -> list[int]:
+        return [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
+
+    def needed() -> int:
+        return sum(widths()) + 2 * (len(table[0]) - 1)
+
+    if width is not None:
+        for name in _DROP_ORDER:
+            if needed() <= width:
+                break
+            if name in head[keys:]:
+                i = head.index(name, keys)
+                table = [cells[:i] + cells[i + 1 :] for cells in table]
+                head = table[0]
+        for i in range(keys):  # then the labels, down to 8 characters each
+            excess = needed() - width
+            if excess > 0:
+                room = max(widths()[i] - excess, 8, len(head[i]))
+                for cells in table[1:]:
+                    if len(cells[i]) > room:
+                        cells[i] = cells[i][: room - 1] + "…"
+    sizes = widths()
 
     def line(values: Sequence[str]) -> str:
-        first = values[0].ljust(widths[0])
-        rest = (v.rjust(w) for v, w in zip(values[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
+        first = [v.ljust(w) for v, w in zip(values[:keys], sizes[:keys], strict=True)]
+        rest = (v.rjust(w) for v, w in zip(values[keys:], sizes[keys:], strict=True))
+        return "  ".join([*first, *rest]).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
+    rule = "  ".join("-" * w for w in sizes)
+    body, total = table[1:-1], table[-1]
     return "\n".join([line(head), rule, *(line(b) for b in body), rule, line(total)])
 
 
@@ -92,7 +124,7 @@ def render_bars(report: Report, *, width: int = 80, color: bool = False, blocks:
     if not rows or not any(r.cost_usd for r in rows):
         return ""
     top = max(r.cost_usd or Decimal(0) for r in rows)
-    labels = [_label(r) for r in rows]
+    labels = [_label(r) + ("" if report.then is None else f" · {r.subgroup or NONE_LABEL}") for r in rows]
     values = [_money(r.cost_usd) if r.cost_usd is not None else "unpriced" for r in rows]
     label_w = min(max(len(s) for s in labels), max(12, width // 3))
     value_w = max(len(v) for v in values)
@@ -116,6 +148,8 @@ def render_json(report: Report) -> str:
 def render_csv(report: Report) -> str:
     buffer = io.StringIO()
     names = [*REPORT_FIELDS, *(SAVINGS_FIELDS if report.savings else ()), *(REPRICE_FIELDS if report.repriced else ())]
+    if report.then:
+        names[names.index("group") + 1 : names.index("group") + 1] = list(THEN_FIELDS)
     writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for item in report_rows(report):

@@ -18,6 +18,7 @@ from typing import Literal
 from canny.ledger import records  # its names are re-exported: `X as X`, and __all__ below
 from canny.ledger.records import ANSWER_OUTCOMES as ANSWER_OUTCOMES
 from canny.ledger.records import GROUP_BYS as GROUP_BYS
+from canny.ledger.records import OFFLINE_TAG as OFFLINE_TAG
 from canny.ledger.records import OUTCOMES as OUTCOMES
 from canny.ledger.records import AttemptRecord as AttemptRecord
 from canny.ledger.records import GroupBy as GroupBy
@@ -25,6 +26,7 @@ from canny.ledger.records import GroupTotals as GroupTotals
 from canny.ledger.records import InflightLedger as InflightLedger
 from canny.ledger.records import Ledger as Ledger
 from canny.ledger.records import Outcome as Outcome
+from canny.ledger.records import ReportFilter as ReportFilter
 from canny.ledger.records import ReportingLedger as ReportingLedger
 from canny.ledger.records import Sums as Sums
 

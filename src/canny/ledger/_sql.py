@@ -1,17 +1,10 @@
-"""What the SQLite and PostgreSQL ledgers share: row mapping, a small connection pool, and
-the report query (sums pushed down to SQL, time zones turned into integer offsets).
-
-Times are stored as integer microseconds since the epoch (UTC). A report in a time zone
-needs local calendar periods; rather than depend on the database's time-zone support,
-:func:`utc_offset_segments` asks Python's ``zoneinfo`` for the offsets in force over the
-queried range, and the query adds them with a ``CASE`` on the start time. Local days and
-ISO weeks are then plain integer division; months compare the start time with the UTC
-instants where local months begin (a balanced ``CASE`` tree). No dialect-specific date
-function is involved, so both backends bucket identically.
+"""What the SQLite and PostgreSQL ledgers share: row mapping, a small connection pool, the
+writes (one transaction per attempt; triggers keep the rollups), export straight from the
+cursor, and reports (:mod:`canny.ledger.rollups`, over :mod:`canny.ledger._report_sql`).
 """
 
-# SQL here is assembled from column names, validated ``--by`` values and integers computed
-# in this module; every value that comes from a caller is a bound parameter.
+# SQL here is assembled from column names and integers computed in this module; every
+# value that comes from a caller is a bound parameter.
 # ruff: noqa: S608
 
 from __future__ import annotations
@@ -23,30 +16,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import fields
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
 from canny.ledger import migrations
+from canny.ledger._report_sql import range_sql
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
-from canny.ledger.records import ANSWER_OUTCOMES, GROUP_BYS, OUTCOMES, AttemptRecord, GroupBy, GroupTotals
-from canny.pricing import CacheSavingRates, CacheWeights, RateTree
-from canny.units import from_us, pico_to_usd, to_us, usd_to_pico
-from canny.usage import BUCKETS, TOKEN_BUCKETS
+from canny.ledger.records import OUTCOMES, AttemptRecord, GroupBy, GroupTotals, ReportFilter
+from canny.pricing import CacheSavingRates
+from canny.units import EPOCH, from_us, to_us, usd_to_pico
+from canny.usage import BUCKETS
 
 __all__ = [
     "BUCKET_COLUMNS",
     "COLUMNS",
+    "EXPORT_COLUMNS",
     "INFLIGHT_COLUMNS",
     "SQLLedger",
-    "day_label",
     "sweep_inflight",
-    "utc_offset_segments",
-    "week_label",
 ]
-
-_EPOCH_DAY = date(1970, 1, 1)
 
 #: The usage bucket columns (``canny.usage.BUCKETS``), in order.
 BUCKET_COLUMNS: tuple[str, ...] = tuple(b.column for b in BUCKETS)
@@ -59,52 +49,42 @@ COLUMNS: tuple[str, ...] = (
     "response_text", "extra", "max_tokens", "prefix_hashes", "cost_pico",
 )  # fmt: skip
 _SELECT = ", ".join(COLUMNS[:-1])
+#: The ``attempts`` columns of :meth:`SQLLedger.export_values`, in AttemptRecord field order.
+EXPORT_COLUMNS: tuple[str, ...] = tuple(
+    f"{f.name}_us" if f.name in ("started_at", "ended_at", "first_token_at") else f.name for f in fields(AttemptRecord)
+)
+_EPOCH_DT = EPOCH
+
+
+_DAYS: dict[int, str] = {}
+
+
+def _iso(us: int) -> str:
+    """``from_us(us).isoformat()`` (``2026-11-24T09:30:00.250000+00:00``; no fraction when
+    the microseconds are 0), from integer arithmetic and a cache of day labels."""
+    seconds, micro = divmod(us, 1_000_000)
+    day, second = divmod(seconds, 86400)
+    label = _DAYS.get(day)
+    if label is None:
+        label = _DAYS[day] = (_EPOCH_DT + timedelta(days=day)).date().isoformat()
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    if micro:
+        return f"{label}T{hour:02d}:{minute:02d}:{second:02d}.{micro:06d}+00:00"
+    return f"{label}T{hour:02d}:{minute:02d}:{second:02d}+00:00"
+
+
+def _plain(text: str) -> str:
+    """Stored decimal text with no trailing zeros (as ``reports.plain_decimal``)."""
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 _INSERT = (
     f"INSERT INTO attempts ({', '.join(COLUMNS)}, call_seq) VALUES ({', '.join('?' * len(COLUMNS))}, "
     "(SELECT count(*) FROM attempts WHERE call_id = ?)) ON CONFLICT (call_id, attempt) DO NOTHING RETURNING id"
 )
-
-
-def day_label(day: int) -> str:
-    """``YYYY-MM-DD`` of a day number counted from 1970-01-01."""
-    return (_EPOCH_DAY + timedelta(days=day)).isoformat()
-
-
-def week_label(week: int) -> str:
-    """ISO week label (``2026-W48``) of week number ``(day + 3) // 7`` (weeks start Monday)."""
-    year, number, _ = (_EPOCH_DAY + timedelta(days=7 * week - 3)).isocalendar()
-    return f"{year}-W{number:02d}"
-
-
-def _offset(tz: tzinfo, us: int) -> int:
-    delta = from_us(us).astimezone(tz).utcoffset()
-    return int(delta.total_seconds()) if delta is not None else 0
-
-
-def utc_offset_segments(tz: tzinfo, lo_us: int, hi_us: int) -> list[tuple[int, int]]:
-    """``[(from_us, offset_seconds), ...]``: the UTC offsets of ``tz`` in force over
-    ``[lo_us, hi_us]``, each from its transition on (the first from ``lo_us``)."""
-    first = _offset(tz, lo_us)
-    segments = [(lo_us, first)]
-    if getattr(tz, "key", None) == "UTC" or isinstance(tz, type(UTC)):
-        return segments
-    span = max(hi_us - lo_us, 0)
-    step = 6 * 3600 * 10**6 if span < 200 * 365 * 86400 * 10**6 else 7 * 86400 * 10**6
-    t, current = lo_us, first
-    while t < hi_us:
-        nxt = min(t + step, hi_us)
-        if _offset(tz, nxt) != current:
-            lo, hi = t, nxt  # the offset changes in (lo, hi]: find its first microsecond
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if _offset(tz, mid) == current:
-                    lo = mid
-                else:
-                    hi = mid
-            current = _offset(tz, hi)
-            segments.append((hi, current))
-        t = nxt
-    return segments
 
 
 C = TypeVar("C")
@@ -152,164 +132,6 @@ class Pool(Generic[C]):
             idle, self._idle, self._closed = self._idle, [], True
         for conn in idle:
             self._close(conn)
-
-
-def case_tree(column: str, cuts: Sequence[int], values: Sequence[int]) -> str:
-    """SQL choosing ``values[i]`` where ``cuts[i-1] <= column < cuts[i]``: a balanced tree of
-    ``CASE`` expressions, so a row costs ``log2(len(cuts))`` comparisons."""
-    if not cuts:
-        return str(values[0])
-    mid = len(cuts) // 2
-    left = case_tree(column, cuts[:mid], values[: mid + 1])
-    right = case_tree(column, cuts[mid + 1 :], values[mid + 1 :])
-    return f"CASE WHEN {column} < {cuts[mid]} THEN {left} ELSE {right} END"
-
-
-def local_seconds_sql(segments: Sequence[tuple[int, int]], column: str) -> str:
-    """SQL for the local wall-clock seconds of ``column`` (microseconds since the epoch)."""
-    offsets = case_tree(column, [start for start, _ in segments[1:]], [off for _, off in segments])
-    return f"({column} / 1000000 + {offsets})"
-
-
-def month_starts_us(tz: tzinfo, lo_us: int, hi_us: int) -> tuple[list[int], list[int]]:
-    """The UTC instants where local months begin inside ``(lo_us, hi_us]``, and the month
-    indexes (``year * 12 + month - 1``) in force from ``lo_us`` and after each of them."""
-    local = from_us(lo_us).astimezone(tz)
-    index = local.year * 12 + local.month - 1
-    cuts: list[int] = []
-    values = [index]
-    while True:
-        index += 1
-        start = to_us(datetime(index // 12, index % 12 + 1, 1, tzinfo=tz))
-        if start > hi_us:
-            return cuts, values
-        cuts.append(start)
-        values.append(index)
-
-
-def _month_label(index: int) -> str:
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-_ANSWERS = ", ".join(f"'{o}'" for o in sorted(ANSWER_OUTCOMES))
-#: What a report sums over the rows of a group (alias ``a``), in :func:`_totals` order: the
-#: attempts, each token bucket, the cost, the priced attempts and the failures.
-_SUMS = ", ".join(
-    (
-        "count(*)",
-        *(f"sum(a.{b.column})" for b in TOKEN_BUCKETS),
-        "sum(a.cost_pico), count(a.cost_pico)",
-        f"sum(CASE WHEN a.outcome IN ({_ANSWERS}) THEN 0 ELSE 1 END)",
-    )
-)
-
-
-#: The cache weights of :class:`~canny.pricing.CacheWeights` and the column each weighs.
-_WEIGHTS = tuple((f.name, next(b.column for b in BUCKETS if b.name == f.name)) for f in fields(CacheWeights))
-_CACHED = " + ".join(f"a.{column}" for _, column in _WEIGHTS)
-_PROMPT = " + ".join(f"a.{b.column}" for b in BUCKETS if b.kind == "prompt")
-#: Each split of a :class:`~canny.pricing.RateSplit` as SQL over a row (what
-#: :func:`canny.pricing.basis_of` reads from an AttemptRecord).
-_SPLIT_SQL = {
-    "started_before": "a.started_at_us < {}",
-    "batch": "a.batch",
-    "geo_us": "a.inference_geo = 'us'",
-    "fast": "a.speed = 'fast'",
-    "prompt_over": f"{_PROMPT} > {{}}",
-}
-
-
-def _tree_sql(tree: RateTree) -> str:
-    """SQL for the weighted cache tokens of one rate tree (integers only)."""
-    if tree is None:
-        return "0"
-    if isinstance(tree, CacheWeights):
-        weighed = ((column, int(getattr(tree, name))) for name, column in _WEIGHTS)
-        terms = [f"a.{column} * {weight}" for column, weight in weighed if weight]
-        return "(" + " + ".join(terms) + ")" if terms else "0"
-    condition = _SPLIT_SQL[tree.test].format(int(tree.value))
-    return f"CASE WHEN {condition} THEN {_tree_sql(tree.yes)} ELSE {_tree_sql(tree.no)} END"
-
-
-def _models_sql(models: Sequence[tuple[str, RateTree]], column: str, params: list[Any]) -> str:
-    """A balanced tree of comparisons on the model name (sorted by code point, the order of
-    ``column``), so an attempt costs about log2(models) comparisons, not one per model."""
-    if len(models) == 1:
-        name, tree = models[0]
-        params.append(name)
-        return f"CASE WHEN a.model = ? THEN {_tree_sql(tree)} ELSE 0 END"
-    mid = len(models) // 2
-    params.append(models[mid][0])
-    left = _models_sql(models[:mid], column, params)
-    right = _models_sql(models[mid:], column, params)
-    return f"CASE WHEN {column} < ? THEN {left} ELSE {right} END"
-
-
-def savings_sql(savings: CacheSavingRates | None, dialect: Dialect) -> tuple[str, list[Any]]:
-    """The extra report column summing :meth:`CacheSavingRates.saving_units` (``", sum(...)"``)
-    and its parameters (the model names, bound, never spliced into the SQL)."""
-    if savings is None:
-        return "", []
-    models = sorted((name, tree) for name, tree in savings.models.items() if tree is not None)
-    if not models:
-        return ", 0", []
-    column = 'a.model COLLATE "C"' if dialect == "postgres" else "a.model"
-    params: list[Any] = []
-    body = _models_sql(models, column, params)
-    return f", sum(CASE WHEN a.cost_pico > 0 AND {_CACHED} > 0 THEN {body} ELSE 0 END)", params
-
-
-class _Grouping:
-    """The SQL of one ``--by`` over one time range, for any table alias."""
-
-    def __init__(self, by: GroupBy | None, dialect: Dialect, tz: tzinfo, lo_us: int, hi_us: int) -> None:
-        self.by = by
-        self.dialect = dialect
-        self.segments = utc_offset_segments(tz, lo_us, hi_us) if by in ("day", "week") else []
-        self.months = month_starts_us(tz, lo_us, hi_us) if by == "month" else ([], [0])
-
-    def key(self, alias: str) -> str:
-        column = f"{alias}.started_at_us"
-        if self.by == "day":
-            return f"({local_seconds_sql(self.segments, column)} / 86400)"
-        if self.by == "week":
-            return f"(({local_seconds_sql(self.segments, column)} / 86400 + 3) / 7)"
-        if self.by == "month":
-            return f"({case_tree(column, *self.months)})"
-        if self.by == "tag":
-            return "t.tag"
-        if self.by is None:
-            return "'total'"
-        return f"{alias}.{self.by}"
-
-    def join(self, alias: str) -> str:
-        return f" LEFT JOIN attempt_tags t ON t.attempt_id = {alias}.id" if self.by == "tag" else ""
-
-    def same_group(self) -> str:
-        """Condition: row ``r`` falls in the same group as row ``a`` (tag: joined as ``t``)."""
-        if self.by is None:
-            return "1 = 1"
-        if self.by == "tag":
-            return (
-                "((t.tag IS NULL AND r.tags = '[]') OR EXISTS "
-                "(SELECT 1 FROM attempt_tags rt WHERE rt.attempt_id = r.id AND rt.tag = t.tag))"
-            )
-        same = "IS" if self.dialect == "sqlite" else "IS NOT DISTINCT FROM"
-        return f"{self.key('r')} {same} {self.key('a')}"
-
-    def label(self, key: Any) -> str | None:
-        """The display key of a group key as the database returned it."""
-        if self.by is None:
-            return "total"
-        if key is None:
-            return None
-        if self.by == "day":
-            return day_label(int(key))
-        if self.by == "week":
-            return week_label(int(key))
-        if self.by == "month":
-            return _month_label(int(key))
-        return str(key)
 
 
 class SQLLedger(ABC):
@@ -426,7 +248,7 @@ class SQLLedger(ABC):
 
     def records(self, *, since: datetime | None = None, until: datetime | None = None) -> Iterator[AttemptRecord]:
         """Attempts started in ``[since, until)``, oldest first, exactly as recorded."""
-        where, params = _range(since, until)
+        where, params = range_sql(_opt_us(since), _opt_us(until))
         sql = f"SELECT {_SELECT} FROM attempts{where} ORDER BY started_at_us, id"
         for row in self._stream(sql, params):
             yield _record_from_row(row)
@@ -441,6 +263,32 @@ class SQLLedger(ABC):
             sql, params = f"SELECT id, {_SELECT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
         return [(int(row[0]), _record_from_row(row[1:])) for row in self._stream(sql, params)]
 
+    def export_values(
+        self, *, since: datetime | None = None, until: datetime | None = None, include_text: bool = False
+    ) -> Iterator[tuple[Any, ...]]:
+        """Attempts started in ``[since, until)``, oldest first, as the values of
+        :data:`EXPORT_COLUMNS` (the AttemptRecord fields, stored text only with
+        ``include_text``) ready to export: times as ISO-8601 UTC text, the cost as plain
+        decimal text, booleans, and ``tags``/``extra`` as their stored JSON text (written
+        by ``json.dumps``, so as export would write them). Straight from the cursor: no
+        record is built."""
+        names = [n for n in EXPORT_COLUMNS if include_text or n not in ("prompt_text", "response_text")]
+        where, params = range_sql(_opt_us(since), _opt_us(until))
+        sql = f"SELECT {', '.join(names)} FROM attempts{where} ORDER BY started_at_us, id"
+        times = [names.index(n) for n in ("started_at_us", "ended_at_us", "first_token_at_us")]
+        cost, batch, streamed = (names.index(n) for n in ("cost_usd", "batch", "streamed"))
+        iso = _iso
+        for row in self._stream(sql, params):
+            values = list(row)
+            for i in times:
+                if values[i] is not None:
+                    values[i] = iso(values[i])
+            if values[cost] is not None:
+                values[cost] = _plain(values[cost])
+            values[batch] = bool(values[batch])
+            values[streamed] = bool(values[streamed])
+            yield tuple(values)
+
     def aggregate(
         self,
         by: GroupBy | None,
@@ -449,99 +297,25 @@ class SQLLedger(ABC):
         until: datetime | None = None,
         tz: tzinfo | None = None,
         savings: CacheSavingRates | None = None,
+        then: GroupBy | None = None,
+        filters: ReportFilter | None = None,
     ) -> tuple[list[GroupTotals], GroupTotals]:
-        """Totals per group and overall, computed in SQL (see :class:`ReportingLedger`).
+        """Totals per group and overall (see :class:`ReportingLedger`), summed from the
+        rollup tables where they answer exactly and from rows elsewhere
+        (:mod:`canny.ledger.rollups`)."""
+        from canny.ledger import rollups
 
-        One scan sums the buckets per group; distinct calls are rows minus the later rows
-        of a call that share a group with an earlier row of it, found through the small
-        ``attempts_retries`` index (only rows with ``call_seq > 0``). With ``savings`` the
-        same scan also sums each attempt's cache saving (integer weights chosen per model
-        by a ``CASE`` tree).
-        """
-        if by is not None and by not in GROUP_BYS:
-            raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BYS)}")
-        where, params = _range(since, until, "a.")
-        span = self._span(where, params)
-        if span is None:
-            return [], _empty_total()
-        extra = savings_sql(savings, self.dialect)
-        exponent = None if savings is None else savings.exponent
-        lo, hi = span
-        scan_where = where
-        if where:  # a range covering much of the table is faster as a plain scan than via the index
-            whole = self._span("", ())
-            if whole and (hi - lo) * 4 > whole[1] - whole[0]:
-                scan_where = where.replace("a.started_at_us", "+a.started_at_us")
-        grouping = _Grouping(by, self.dialect, tz or UTC, lo, hi)
-        repeats = self._repeats(grouping, where, params)
-        if by is None:
-            total_row = self._sums("'total'", "attempts a", scan_where, params, grouped=False, extra=extra)[0][1]
-            total = _totals("total", total_row, sum(overall for _, overall in repeats.values()), exponent)
-            return [], total
-        if by == "tag":
-            # Tagged attempts come from the tag table (in tag order); one plain scan gives the
-            # untagged group and, with it, the total (tag groups overlap, so it cannot be summed).
-            source = "attempt_tags t JOIN attempts a ON a.id = t.attempt_id"
-            groups = self._sums("t.tag", source, scan_where, params, extra=extra)
-            untagged = "CASE WHEN a.tags = '[]' THEN 1 ELSE 0 END"
-            split = dict(self._sums(untagged, "attempts a", scan_where, params, extra=extra))
-            if 1 in split:
-                groups.append((None, split[1]))
-            total_row = _add(list(split.values()))
-            overall = self._repeats(_Grouping(None, self.dialect, UTC, lo, hi), where, params)
-        else:
-            groups = self._sums(grouping.key("a"), "attempts a", scan_where, params, extra=extra)
-            total_row, overall = _add([row for _, row in groups]), repeats
-        total = _totals("total", total_row, sum(n for _, n in overall.values()), exponent)
-        return [_totals(grouping.label(k), row, repeats.get(k, (0, 0))[0], exponent) for k, row in groups], total
-
-    def _span(self, where: str, params: Sequence[Any]) -> tuple[int, int] | None:
-        """First and last start time in the range (two index probes), or None if empty."""
-        edge = "SELECT {}(a.started_at_us) FROM attempts a" + where
-        sql = f"SELECT ({edge.format('min')}), ({edge.format('max')})"
-        ((lo, hi),) = list(self._stream(sql, [*params, *params]))  # drain: the connection goes back
-        return None if lo is None else (int(lo), int(hi))
-
-    def _sums(
-        self,
-        key: str,
-        source: str,
-        where: str,
-        params: Sequence[Any],
-        *,
-        grouped: bool = True,
-        extra: tuple[str, Sequence[Any]] = ("", ()),
-    ) -> list[tuple[Any, tuple[Any, ...]]]:
-        """(key, sums) per value of the SQL expression ``key`` over ``source`` (alias ``a``);
-        ``extra`` is more sum columns and their parameters (:func:`savings_sql`)."""
-        columns, extra_params = extra
-        sql = f"SELECT {key} AS k, {_SUMS}{columns} FROM {source}{where}"
-        if grouped:
-            sql += " GROUP BY k ORDER BY k"
-        return [(row[0], tuple(row[1:])) for row in self._stream(sql, [*extra_params, *params])]
-
-    def _repeats(self, grouping: _Grouping, where: str, params: Sequence[Any]) -> dict[Any, tuple[int, int]]:
-        """Per group key: (rows repeating a call already seen in that group, rows repeating
-        a call already seen anywhere in the range)."""
-        also = where.replace(" WHERE ", " AND ")
-        earlier = "SELECT 1 FROM attempts r WHERE r.call_id = a.call_id AND r.call_seq < a.call_seq" + also.replace(
-            "a.started_at_us", "r.started_at_us"
+        return rollups.aggregate(
+            self._stream,
+            self.dialect,
+            by,
+            since_us=_opt_us(since),
+            until_us=_opt_us(until),
+            tz=tz or UTC,
+            savings=savings,
+            then=then,
+            filters=filters,
         )
-        # A row repeating its call inside its group repeats it in the range too: the second
-        # EXISTS runs only for the rare rows whose earlier attempts fell in another group.
-        inner = (
-            f"SELECT {grouping.key('a')} AS k, a.call_id, a.call_seq, "
-            f"CASE WHEN EXISTS ({earlier} AND {grouping.same_group()}) THEN 1 ELSE 0 END AS g "
-            f"FROM attempts a{grouping.join('a')} WHERE a.call_seq > 0{also}"
-        )
-        # MATERIALIZED keeps the planner from inlining g, which would run its EXISTS again.
-        sql = (
-            f"WITH a AS MATERIALIZED ({inner}) "
-            f"SELECT k, sum(g), sum(CASE WHEN g = 1 THEN 1 WHEN EXISTS ({earlier}) THEN 1 ELSE 0 END) "
-            "FROM a GROUP BY k"
-        )
-        rows = self._stream(sql, [*params, *params, *params])
-        return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in rows}
 
 
 def _store(tx: Transaction, record: AttemptRecord) -> None:
@@ -654,47 +428,6 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
 def _check(record: AttemptRecord) -> None:
     if record.outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {record.outcome!r}; expected one of {', '.join(OUTCOMES)}")
-
-
-def _empty_total() -> GroupTotals:
-    return _totals("total", (0,) * (4 + len(TOKEN_BUCKETS)), 0)
-
-
-def _add(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
-    return tuple(sum(int(value or 0) for value in column) for column in zip(*rows, strict=True))
-
-
-def _totals(key: str | None, row: tuple[Any, ...], repeated: int, exponent: int | None = None) -> GroupTotals:
-    """A GroupTotals from a ``_SUMS`` row (plus the savings column when ``exponent`` is
-    given: units of ``10**-exponent`` USD) and the number of rows repeating a call."""
-    attempts, *values = (int(v or 0) for v in row)
-    tokens = {b.column: values.pop(0) for b in TOKEN_BUCKETS}
-    pico, priced, failures, *rest = values
-    saved = None
-    if exponent is not None and priced:
-        saved = Decimal(rest[0] if rest else 0).scaleb(-exponent)
-    return GroupTotals(
-        key=key,
-        calls=attempts - repeated,
-        attempts=attempts,
-        **tokens,
-        cost_usd=pico_to_usd(pico) if priced else None,
-        unpriced=attempts - priced,
-        failures=failures,
-        saved_usd=saved,
-    )
-
-
-def _range(since: datetime | None, until: datetime | None, prefix: str = "") -> tuple[str, list[int]]:
-    clauses: list[str] = []
-    params: list[int] = []
-    if since is not None:
-        clauses.append(f"{prefix}started_at_us >= ?")
-        params.append(to_us(since))
-    if until is not None:
-        clauses.append(f"{prefix}started_at_us < ?")
-        params.append(to_us(until))
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _opt_us(moment: datetime | None) -> int | None:

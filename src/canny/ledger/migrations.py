@@ -550,3 +550,7 @@ register(
         12,
     ),
 )
+# --- rollups (canny.ledger.rollup_schema builds the SQL; canny.ledger.rollups reads them) --
+from canny.ledger.rollup_schema import rollup_script  # noqa: E402  (the registry exists by now)
+
+register("ledger.0007_rollups", sqlite=rollup_script("sqlite"), postgres=rollup_script("postgres"))

@@ -21,6 +21,7 @@ from canny.result import OUTCOMES, Outcome
 __all__ = [
     "ANSWER_OUTCOMES",
     "GROUP_BYS",
+    "OFFLINE_TAG",
     "OUTCOMES",
     "AttemptRecord",
     "GroupBy",
@@ -28,6 +29,7 @@ __all__ = [
     "InflightLedger",
     "Ledger",
     "Outcome",
+    "ReportFilter",
     "ReportingLedger",
     "Sums",
 ]
@@ -35,8 +37,10 @@ __all__ = [
 #: Outcomes that are answers; reports count every other outcome as a failure.
 ANSWER_OUTCOMES: frozenset[str] = frozenset({"ok", "max_tokens", "refused"})
 
-GroupBy = Literal["day", "week", "month", "model", "tag", "project", "outcome"]
-GROUP_BYS: tuple[GroupBy, ...] = ("day", "week", "month", "model", "tag", "project", "outcome")
+GroupBy = Literal["day", "week", "month", "model", "tag", "project", "outcome", "session"]
+GROUP_BYS: tuple[GroupBy, ...] = ("day", "week", "month", "model", "tag", "project", "outcome", "session")
+#: The tag of attempts sent to the local emulator (``--offline``, or a loopback base URL).
+OFFLINE_TAG = "offline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,10 +163,40 @@ class GroupTotals(Sums):
     """The :class:`Sums` of one report group (or of the whole range).
 
     ``key`` is the group's label (``2026-11-24``, ``2026-W48``, ``2026-11``, a model, tag,
-    project or outcome; ``None`` for attempts with no project/tag; ``"total"`` for totals).
+    project, outcome or session; ``None`` for attempts with no project/tag/session;
+    ``"total"`` for totals). ``subkey`` is the label of the second grouping (``then``), if any.
     """
 
     key: str | None
+    subkey: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    """Which attempts a report reads: each non-empty tuple keeps the attempts whose field is
+    one of its values (``tags``: that carry at least one of them); the tuples combine with
+    AND. ``offline=False`` leaves out the attempts tagged :data:`OFFLINE_TAG`."""
+
+    projects: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    offline: bool = True
+
+    def keeps_tags(self, tags: tuple[str, ...] | list[str]) -> bool:
+        """Whether an attempt with these tags passes the tag part of the filter."""
+        if not self.offline and OFFLINE_TAG in tags:
+            return False
+        return not self.tags or any(tag in self.tags for tag in tags)
+
+    def keeps(self, record: AttemptRecord) -> bool:
+        """Whether ``record`` passes the whole filter."""
+        return (
+            (not self.projects or record.project in self.projects)
+            and (not self.models or record.model in self.models)
+            and (not self.outcomes or record.outcome in self.outcomes)
+            and self.keeps_tags(record.tags)
+        )
 
 
 @runtime_checkable
@@ -177,9 +211,12 @@ class ReportingLedger(Ledger, Protocol):
         until: datetime | None = None,
         tz: tzinfo | None = None,
         savings: CacheSavingRates | None = None,
+        then: GroupBy | None = None,
+        filters: ReportFilter | None = None,
     ) -> tuple[list[GroupTotals], GroupTotals]:
-        """Totals per group of the attempts started in ``[since, until)``, and over all of
-        them (key ``"total"``). Time groups are calendar periods in ``tz`` (UTC if None);
+        """Totals per group of the attempts started in ``[since, until)`` that pass
+        ``filters``, and over all of them (key ``"total"``); with ``then``, per pair of a
+        ``by`` group and a ``then`` group (``subkey``). Time groups are calendar periods in ``tz`` (UTC if None);
         ``by=None`` gives no groups, only the total. A call counts once per group it has
         attempts in, and once in the total; ``--by tag`` groups overlap (an attempt counts
         under each of its tags). With ``savings``, ``saved_usd`` sums
