@@ -73,6 +73,8 @@ class CallSpec:
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: The price table read once for the whole call (``None``: the default table).
     table: PriceTable | None = None
+    #: The model asked once more after a refusal (opt-in: :mod:`canny.fallback`).
+    fallback_model: str | None = None
 
     @property
     def max_tokens(self) -> int:

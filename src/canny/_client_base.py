@@ -74,6 +74,7 @@ def call_keywords(
     max_cost: Decimal | float | str | None = None,
     cache: CacheMode | None = None,
     cache_ttl: CacheTTL | None = None,
+    fallback_model: str | None = None,
     **params: Any,
 ) -> None:
     """The one signature of ``create`` and ``stream`` on clients and sessions (a session
@@ -81,7 +82,18 @@ def call_keywords(
 
 
 #: The keywords of :func:`call_keywords` that :meth:`ClientBase._spec` takes by name.
-_SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "session_id", "max_cost", "cache", "cache_ttl")
+_SPEC_KEYS = (
+    "system",
+    "model",
+    "max_tokens",
+    "project",
+    "tags",
+    "session_id",
+    "max_cost",
+    "cache",
+    "cache_ttl",
+    "fallback_model",
+)
 
 
 def spec_args(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,6 +363,7 @@ class ClientBase:
         params: Mapping[str, Any],
         cache: str | None = None,
         cache_ttl: str | None = None,
+        fallback_model: str | None = None,
     ) -> CallSpec:
         from canny.caching import apply_cache, check_cache_settings
         from canny.pricing import default_table
@@ -384,6 +397,7 @@ class ClientBase:
             key_fingerprint=key.secret.fingerprint,
             max_cost=Decimal(str(limit)) if limit is not None else None,
             table=table,
+            fallback_model=check_model(fallback_model, table=table) if fallback_model else None,
         )
 
     def _prepare(self, spec: CallSpec) -> CallRun:

@@ -36,6 +36,7 @@ from canny._client_base import (
     spec_args,
 )
 from canny._sdk_errors import translate
+from canny.fallback import announce, fallback_spec, merged
 from canny.session import AsyncSession, Session, cap_signature
 from canny.streaming import iter_events
 
@@ -57,6 +58,8 @@ __all__ = [
 
 #: Called with the call's run when a stream ends (finished, failed or closed early).
 OnEnd = Callable[[CallRun], None]
+#: Called with the refused result just before a stream goes on with its fallback model.
+OnFallback = Callable[["CallResult"], None]
 
 
 class Client(ClientBase):
@@ -83,6 +86,14 @@ class Client(ClientBase):
     def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """A non-streamed call, retried per the policy. Returns the :class:`CallResult`."""
         spec = self._spec(prompt, stream=False, **spec_args(options))
+        result = self._create(spec)
+        fallback = fallback_spec(spec, result)
+        if fallback is None:
+            return result
+        announce(result, fallback)
+        return merged(result, self._create(fallback))
+
+    def _create(self, spec: CallSpec) -> CallResult:
         attempts = self._prepare(spec).retrying()
         for attempt in attempts:
             with attempt as state:
@@ -109,7 +120,35 @@ class Client(ClientBase):
         self.close()
 
 
-class MessageStream:
+class _Stream:
+    """What both streams share: the run, the result, and going on after a refusal."""
+
+    def __init__(self, client: ClientBase, run: CallRun, *, on_end: OnEnd | None = None) -> None:
+        self._base = client
+        self.run = run
+        self.result: CallResult | None = None
+        self._on_end = on_end
+        #: Set it to be told (with the refused result) before a fallback model's text
+        #: starts (``fallback_model=``): the CLI ends the refused text's line there.
+        self.on_fallback: OnFallback | None = None
+
+    def _ended(self, result: CallResult) -> bool:
+        """A run ended with ``result``: keep it, and go on with the fallback call if the
+        rule (:func:`canny.fallback.fallback_spec`) says so. ``True`` when the stream ends."""
+        self.result = result if self.result is None else merged(self.result, result)
+        fallback = fallback_spec(self.run.spec, result)
+        if fallback is None:
+            return True
+        if self.on_fallback is not None:
+            self.on_fallback(result)
+        announce(result, fallback)
+        if self._on_end is not None:
+            self._on_end(self.run)
+        self.run = self._base._prepare(fallback)
+        return False
+
+
+class MessageStream(_Stream):
     """Text chunks of a streamed call, as they arrive. ``result`` is set at the end.
 
     Leaving the ``with`` block (or :meth:`close`) before the end cancels the call; the
@@ -117,10 +156,8 @@ class MessageStream:
     """
 
     def __init__(self, client: Client, run: CallRun, *, on_end: OnEnd | None = None) -> None:
+        super().__init__(client, run, on_end=on_end)
         self._client = client
-        self.run = run
-        self.result: CallResult | None = None
-        self._on_end = on_end
         self._gen = self._drive()
 
     def __iter__(self) -> Iterator[str]:
@@ -151,11 +188,13 @@ class MessageStream:
 
     def _drive(self) -> Generator[str, None, None]:
         try:
-            attempts = self.run.retrying()
-            for attempt in attempts:
-                with attempt as state:
-                    yield from self._attempt(state, self._client.retry_policy.clock())
-            self.result = attempts.result
+            ended = False
+            while not ended:
+                attempts = self.run.retrying()
+                for attempt in attempts:
+                    with attempt as state:
+                        yield from self._attempt(state, self._client.retry_policy.clock())
+                ended = self._ended(attempts.result)
         finally:
             if self._on_end is not None:
                 self._on_end(self.run)
@@ -198,6 +237,14 @@ class AsyncClient(ClientBase):
     async def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """A non-streamed call, retried per the policy."""
         spec = self._spec(prompt, stream=False, **spec_args(options))
+        result = await self._create(spec)
+        fallback = fallback_spec(spec, result)
+        if fallback is None:
+            return result
+        announce(result, fallback)
+        return merged(result, await self._create(fallback))
+
+    async def _create(self, spec: CallSpec) -> CallResult:
         attempts = self._prepare(spec).retrying()
         async for attempt in attempts:
             with attempt as state:
@@ -226,14 +273,12 @@ class AsyncClient(ClientBase):
         await self.aclose()
 
 
-class AsyncMessageStream:
+class AsyncMessageStream(_Stream):
     """Async text chunks of a streamed call; ``result`` is set at the end."""
 
     def __init__(self, client: AsyncClient, run: CallRun, *, on_end: OnEnd | None = None) -> None:
+        super().__init__(client, run, on_end=on_end)
         self._client = client
-        self.run = run
-        self.result: CallResult | None = None
-        self._on_end = on_end
         self._gen = self._drive()
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -257,12 +302,14 @@ class AsyncMessageStream:
 
     async def _drive(self) -> AsyncGenerator[str, None]:
         try:
-            attempts = self.run.retrying()
-            async for attempt in attempts:
-                with attempt as state:
-                    async for text in self._attempt(state, self._client.retry_policy.clock()):
-                        yield text
-            self.result = attempts.result
+            ended = False
+            while not ended:
+                attempts = self.run.retrying()
+                async for attempt in attempts:
+                    with attempt as state:
+                        async for text in self._attempt(state, self._client.retry_policy.clock()):
+                            yield text
+                ended = self._ended(attempts.result)
         finally:
             if self._on_end is not None:
                 self._on_end(self.run)

@@ -84,6 +84,9 @@ def _read_stdin() -> str:
 @click.option(
     "--cache-ttl", type=click.Choice(["5m", "1h"]), help="Lifetime of the cache entries (default: config, else 5m)."
 )
+@click.option(
+    "--fallback-model", help="After a refusal, ask this model once more (both calls are recorded and shown)."
+)
 @click.option("--tag", "tags", multiple=True, help="Tag the ledger rows (repeatable).")
 @click.option("--project", help="Project name for the ledger rows and budgets.")
 @click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
@@ -101,6 +104,7 @@ def ask(
     max_cost: str | None,
     cache: Literal["auto", "off"] | None,
     cache_ttl: Literal["5m", "1h"] | None,
+    fallback_model: str | None,
     tags: tuple[str, ...],
     project: str | None,
     log_content: bool | None,
@@ -140,7 +144,13 @@ def ask(
             hide(key.secret.reveal())
             if no_stream or as_json:
                 result = client.create(
-                    text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
+                    text,
+                    system=system,
+                    max_tokens=max_tokens,
+                    max_cost=limit,
+                    cache=cache,
+                    cache_ttl=cache_ttl,
+                    fallback_model=fallback_model,
                 )
                 try:
                     if as_json:
@@ -156,8 +166,15 @@ def ask(
                 shown: list[str] = []
                 try:
                     stream = client.stream(
-                        text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
+                        text,
+                        system=system,
+                        max_tokens=max_tokens,
+                        max_cost=limit,
+                        cache=cache,
+                        cache_ttl=cache_ttl,
+                        fallback_model=fallback_model,
                     )
+                    stream.on_fallback = lambda _refused: _fresh_line(shown)
                     for chunk in stream:
                         sys.stdout.write(chunk)
                         sys.stdout.flush()
@@ -205,6 +222,12 @@ def _end_line(shown: list[str]) -> None:
     if shown and not shown[-1].endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def _fresh_line(shown: list[str]) -> None:
+    """A fallback answer starts on a line of its own, after the refused text (if any)."""
+    _end_line(shown)
+    shown.clear()
 
 
 def _end_line_quietly(shown: list[str]) -> None:
