@@ -47,9 +47,11 @@ def test_refusal_is_asked_again_on_the_fallback_model_with_two_priced_rows(
     emulator: Any, memory_ledger: MemoryLedger, run_id: str
 ) -> None:
     """create() after a refusal warns, asks the fallback once, and writes two rows at each model's rates."""
-    with _client(emulator.url_for("refusal", run=run_id), memory_ledger) as client:
-        with pytest.warns(CannyWarning, match=f"{SONNET} declined to answer .*asking {OPUS} once"):
-            result = client.create("hello", fallback_model="opus")
+    with (
+        _client(emulator.url_for("refusal", run=run_id), memory_ledger) as client,
+        pytest.warns(CannyWarning, match=f"{SONNET} declined to answer .*asking {OPUS} once"),
+    ):
+        result = client.create("hello", fallback_model="opus")
     first, second = _check_two_rows(memory_ledger)
     assert result.outcome == "ok" and result.model == OPUS and result.text
     assert result.attempts == 2
@@ -79,9 +81,11 @@ def test_a_refusal_without_fallback_model_is_returned_as_is(emulator: Any, memor
 
 def test_the_fallback_refused_again_is_not_asked_a_third_time(emulator: Any, memory_ledger: MemoryLedger) -> None:
     """The fallback is asked once: a second refusal is the result (two rows, not three)."""
-    with _client(emulator.url_for("refusal", "refusal"), memory_ledger) as client:
-        with pytest.warns(CannyWarning, match="declined"):
-            result = client.create("hello", fallback_model="opus")
+    with (
+        _client(emulator.url_for("refusal", "refusal"), memory_ledger) as client,
+        pytest.warns(CannyWarning, match="declined"),
+    ):
+        result = client.create("hello", fallback_model="opus")
     assert result.outcome == "refused" and result.model == OPUS
     assert [(r.model, r.outcome) for r in memory_ledger.rows] == [(SONNET, "refused"), (OPUS, "refused")]
 
@@ -112,10 +116,10 @@ def test_async_create_and_stream_fall_back_alike(emulator: Any, run_id: str) -> 
         async with AsyncClient(api_key=CANARY_KEY, base_url=url, ledger=ledger, model=SONNET) as client:
             with pytest.warns(CannyWarning, match="declined"):
                 result = await client.create("hello", fallback_model="opus")
-                assert result.model == OPUS
-                stream = client.stream("hello", fallback_model="opus")
-                async with stream:
-                    text = "".join([t async for t in stream])
+            assert result.model == OPUS
+            stream = client.stream("hello", fallback_model="opus")
+            with pytest.warns(CannyWarning, match="declined"):
+                text = "".join([t async for t in stream])
             assert stream.result is not None and stream.result.text == text and stream.result.attempts == 2
 
     asyncio.run(go())
@@ -136,18 +140,22 @@ class _Recorder:
 def test_the_fallback_call_is_reserved_like_any_call(emulator: Any, memory_ledger: MemoryLedger) -> None:
     """The budget is asked for the fallback call too, with the fallback model."""
     budget = _Recorder()
-    with _client(emulator.url_for("refusal"), memory_ledger, budget=budget) as client:
-        with pytest.warns(CannyWarning, match="declined"):
-            client.create("hello", fallback_model="opus")
+    with (
+        _client(emulator.url_for("refusal"), memory_ledger, budget=budget) as client,
+        pytest.warns(CannyWarning, match="declined"),
+    ):
+        client.create("hello", fallback_model="opus")
     assert budget.models == [SONNET, OPUS]
 
 
 def test_max_cost_covers_both_calls(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
     """The fallback may spend only what the refused call left of max_cost: its max_tokens is lowered to fit."""
     limit = Decimal("0.0011")  # sonnet: 100 output tokens cost $0.001; opus twice the rates
-    with _client(emulator.url_for("refusal", "ok", run=run_id), memory_ledger) as client:
-        with pytest.warns(CannyWarning) as caught:
-            result = client.create("hello [[words=300]]", max_tokens=100, max_cost=limit, fallback_model="opus")
+    with (
+        _client(emulator.url_for("refusal", "ok", run=run_id), memory_ledger) as client,
+        pytest.warns(CannyWarning) as caught,
+    ):
+        result = client.create("hello [[words=300]]", max_tokens=100, max_cost=limit, fallback_model="opus")
     messages = [str(w.message) for w in caught]
     assert any("declined" in m for m in messages) and any("max_tokens lowered from 100" in m for m in messages)
     sent = [r.body["max_tokens"] for r in emulator.requests(run=run_id)]
@@ -158,10 +166,16 @@ def test_max_cost_covers_both_calls(emulator: Any, memory_ledger: MemoryLedger, 
 
 def test_a_fallback_that_cannot_fit_at_all_is_a_budget_refused_row(emulator: Any, memory_ledger: MemoryLedger) -> None:
     """A fallback whose input alone would cross what is left of max_cost is refused before sending."""
-    with _client(emulator.url_for("refusal"), memory_ledger) as client:
-        with pytest.warns(CannyWarning, match="declined"), pytest.raises(errors.BudgetExceeded):
-            client.create("hello", max_tokens=1, max_cost="0.0001", fallback_model="fable")  # $8 in / $40 out
-    assert [(r.model, r.outcome) for r in memory_ledger.rows] == [(SONNET, "refused"), ("claude-fable-5-2", "budget_refused")]
+    with (
+        _client(emulator.url_for("refusal"), memory_ledger) as client,
+        pytest.warns(CannyWarning, match="declined"),
+        pytest.raises(errors.BudgetExceeded),
+    ):
+        client.create("hello", max_tokens=1, max_cost="0.0001", fallback_model="fable")  # $8 in / $40 out
+    assert [(r.model, r.outcome) for r in memory_ledger.rows] == [
+        (SONNET, "refused"),
+        ("claude-fable-5-2", "budget_refused"),
+    ]
 
 
 def test_cli_fallback_says_so_and_starts_the_answer_on_a_fresh_line(emulator: Any, run_id: str) -> None:

@@ -400,6 +400,37 @@ class ClientBase:
             fallback_model=check_model(fallback_model, table=table) if fallback_model else None,
         )
 
+    def _estimate_spec(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None,
+        max_tokens: int | None,
+        system: Prompt | None,
+        tags: Iterable[str] | None,
+        params: Mapping[str, Any],
+    ) -> CallSpec:
+        """The spec ``estimate`` prices: the call ``create`` would send with these arguments."""
+        return self._spec(
+            prompt,
+            stream=False,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            project=None,
+            tags=tags,
+            session_id=None,
+            max_cost=None,
+            params=params,
+        )
+
+    def _history(self) -> Ledger | None:
+        """The ledger for an estimate's history; ``None`` (no history) when it cannot be opened."""
+        try:
+            return self.ledger
+        except errors.LedgerError:
+            return None
+
     def _prepare(self, spec: CallSpec) -> CallRun:
         """Open the ledger (or refuse: nothing is sent without a record), reserve budgets
         (may lower max_tokens or refuse) and set up the run."""

@@ -20,7 +20,7 @@ chooses ``"5m"`` (default) or ``"1h"``. Off unless asked for: see docs/caching.m
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -36,6 +36,7 @@ from canny._client_base import (
     spec_args,
 )
 from canny._sdk_errors import translate
+from canny.estimate import Estimate, count_body, estimated
 from canny.fallback import announce, fallback_spec, merged
 from canny.session import AsyncSession, Session, cap_signature
 from canny.streaming import iter_events
@@ -101,6 +102,25 @@ class Client(ClientBase):
                 state.headers(raw.headers)
                 state.body(raw.http_response.content)
         return attempts.result
+
+    def estimate(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        system: Prompt | None = None,
+        tags: Iterable[str] | None = None,
+        **params: Any,
+    ) -> Estimate:
+        """What the call ``create`` would send costs: input counted by ``count_tokens``, its
+        cost, the worst case and the expected cost from the ledger (:mod:`canny.estimate`)."""
+        spec = self._estimate_spec(prompt, model=model, max_tokens=max_tokens, system=system, tags=tags, params=params)
+        with translate():
+            raw = self._sdk().messages.with_raw_response.count_tokens(
+                **count_body(spec.params), timeout=self._timeout(stream=False)
+            )
+        return estimated(spec, raw.http_response.content, self._history())
 
     @cap_signature
     def session(self, **caps: Any) -> Session:
@@ -254,6 +274,24 @@ class AsyncClient(ClientBase):
                 state.headers(raw.headers)
                 state.body(raw.http_response.content)
         return attempts.result
+
+    async def estimate(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        system: Prompt | None = None,
+        tags: Iterable[str] | None = None,
+        **params: Any,
+    ) -> Estimate:
+        """The async twin of :meth:`Client.estimate`."""
+        spec = self._estimate_spec(prompt, model=model, max_tokens=max_tokens, system=system, tags=tags, params=params)
+        with translate():
+            raw = await self._sdk().messages.with_raw_response.count_tokens(
+                **count_body(spec.params), timeout=self._timeout(stream=False)
+            )
+        return estimated(spec, raw.http_response.content, self._history())
 
     @cap_signature
     def session(self, **caps: Any) -> AsyncSession:
