@@ -33,7 +33,7 @@ from canny.secrets import ResolvedKey, Secret, resolve_api_key
 if TYPE_CHECKING:
     import httpx2
 
-    from canny.budget import Reserver
+    from canny.budget import Reservation, Reserver
     from canny.caching import CacheMode, CacheTTL
     from canny.ledger import Ledger
     from canny.pricing import PriceTable
@@ -431,14 +431,38 @@ class ClientBase:
         except errors.LedgerError:
             return None
 
+    def _reserve(self, spec: CallSpec) -> Reservation | None:
+        """Reserve ``spec`` against its ``max_cost`` and every budget in scope (may lower
+        max_tokens, or refuse with a ``budget_refused`` row)."""
+        ledger = self.ledger
+        from canny.budget import MaxCostGuard
+
+        per_call = MaxCostGuard(spec.max_cost) if spec.max_cost is not None else None
+        return self.books.reserve(spec, ledger, per_call=per_call)
+
+    def _batch_spec(self, params: Mapping[str, Any]) -> CallSpec:
+        """The spec of one Message Batch request (``model`` and ``max_tokens`` filled in
+        from the settings when left out; aliases resolved)."""
+        named = ("messages", "system", "model", "max_tokens")
+        rest = {k: v for k, v in params.items() if k not in named}
+        return self._spec(
+            params["messages"],
+            stream=False,
+            system=params.get("system"),
+            model=params.get("model"),
+            max_tokens=params.get("max_tokens"),
+            project=None,
+            tags=None,
+            session_id=None,
+            max_cost=None,
+            params=rest,
+        )
+
     def _prepare(self, spec: CallSpec) -> CallRun:
         """Open the ledger (or refuse: nothing is sent without a record), reserve budgets
         (may lower max_tokens or refuse) and set up the run."""
         ledger = self.ledger  # raises LedgerUnavailable before anything is reserved or sent
-        from canny.budget import MaxCostGuard
-
-        per_call = MaxCostGuard(spec.max_cost) if spec.max_cost is not None else None
-        reservation = self.books.reserve(spec, ledger, per_call=per_call)
+        reservation = self._reserve(spec)
         return self.books.run(
             spec, ledger, reservation=reservation, policy=self.retry_policy, lease=lease_for(self.timeouts)
         )

@@ -36,6 +36,7 @@ from canny._client_base import (
     spec_args,
 )
 from canny._sdk_errors import translate
+from canny.batches import BatchBook, Batches
 from canny.estimate import Estimate, count_body, estimated
 from canny.fallback import announce, fallback_spec, merged
 from canny.session import AsyncSession, Session, cap_signature
@@ -67,6 +68,7 @@ class Client(ClientBase):
     """A synchronous client. Use as a context manager, or call :meth:`close`."""
 
     _sdk_client: anthropic.Anthropic | None = None
+    _batches: Batches | None = None
 
     def _sdk(self) -> anthropic.Anthropic:
         import anthropic
@@ -121,6 +123,14 @@ class Client(ClientBase):
                 **count_body(spec.params), timeout=self._timeout(stream=False)
             )
         return estimated(spec, raw.http_response.content, self._history())
+
+    @property
+    def batches(self) -> Batches:
+        """Message Batches at half price, reserved and recorded (:mod:`canny.batches`)."""
+        if self._batches is None:
+            book = BatchBook(self.books, spec_for=self._batch_spec, reserve=self._reserve, offline=self._offline)
+            self._batches = Batches(book, self._sdk, timeout=self._timeout(stream=False))
+        return self._batches
 
     @cap_signature
     def session(self, **caps: Any) -> Session:

@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("canny.cli._report:report", "Summarise the ledger by day, model, tag, project or outcome."),
     "ledger": ("canny.cli._report:ledger", "Export the ledger, or show where it lives."),
     "budget": ("canny.cli._budget:budget", "Set, show or reset spending budgets."),
-    "estimate": ("canny.cli._estimate:estimate", "Estimate a call's cost before sending it (input counted by the API)."),
+    "estimate": ("canny.cli._estimate:estimate", "Estimate a call's cost before sending it."),
     "batch": ("canny.cli._batch:batch", "Submit, follow, fetch or cancel a Message Batch (half price)."),
 }
 
