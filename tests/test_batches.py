@@ -3,8 +3,10 @@ whole batch's worst case reserved at submit and settled per result, rows written
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,7 @@ def test_a_batch_that_does_not_fit_is_refused_whole_before_sending(emulator: Any
     assert emulator.requests(run=run_id) == []
     assert [r.outcome for r in _rows(path)] == ["budget_refused"]
     status = _status(path)
-    assert (status.reserved, status.spent) == (0, 0)
+    assert status.reserved == 0 and status.spent == 0
 
 
 def test_an_errored_request_is_an_error_row_that_costs_nothing(emulator: Any, tmp_path: Path) -> None:
@@ -231,3 +233,22 @@ def test_cli_against_a_server_with_the_key_never_shown(emulator: Any, tmp_path: 
     assert cancelled.exit_code == 0 and f"{batch_id} ended" in cancelled.stdout
     for result in (submitted, fetched, cancelled):
         assert CANARY_KEY not in result.stdout + result.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_on_a_terminal_and_erases_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the bar counts results on one line of stderr, then clears that line."""
+    from canny.cli._batch import _progress
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with _progress(4) as advance:
+        advance()
+        advance()
+    text = terminal.getvalue()
+    assert "\rresults 2/4 [###############---------------]" in text
+    assert text.endswith("\r\033[K")

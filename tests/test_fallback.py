@@ -16,6 +16,7 @@ from canny.budget import NoReservation
 from canny.cli import main
 from canny.client import AsyncClient, Client
 from canny.errors import CannyWarning
+from canny.ledger import AttemptRecord
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 SONNET = "claude-sonnet-5-5"  # $2 in, $10 out per MTok
@@ -23,7 +24,7 @@ OPUS = "claude-opus-5-5"  # $4 in, $20 out per MTok
 MTOK = Decimal(1_000_000)
 
 
-def _priced(row: Any, rate_in: str, rate_out: str) -> Decimal:
+def _priced(row: AttemptRecord, rate_in: str, rate_out: str) -> Decimal:
     """The hand-computed cost of a row that has only input and output tokens."""
     return (row.input_tokens * Decimal(rate_in) + row.output_tokens * Decimal(rate_out)) / MTOK
 

@@ -46,6 +46,8 @@ __all__ = [
     "call_keywords",
     "call_signature",
     "check_model",
+    "estimate_keywords",
+    "estimate_signature",
     "sdk_http_client",
     "signature_of",
     "spec_args",
@@ -120,6 +122,22 @@ def signature_of(
 
 #: ``@call_signature`` on ``create``/``stream``: their keywords are those of :func:`call_keywords`.
 call_signature = signature_of(call_keywords)
+
+
+def estimate_keywords(
+    prompt: Prompt,
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    system: Prompt | None = None,
+    tags: Iterable[str] | None = None,
+    **params: Any,
+) -> None:
+    """The signature of ``estimate`` on both clients (any other keyword is an API parameter)."""
+
+
+#: ``@estimate_signature`` on ``estimate``: its keywords are those of :func:`estimate_keywords`.
+estimate_signature = signature_of(estimate_keywords)
 
 
 def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -400,28 +418,21 @@ class ClientBase:
             fallback_model=check_model(fallback_model, table=table) if fallback_model else None,
         )
 
-    def _estimate_spec(
-        self,
-        prompt: Prompt,
-        *,
-        model: str | None,
-        max_tokens: int | None,
-        system: Prompt | None,
-        tags: Iterable[str] | None,
-        params: Mapping[str, Any],
-    ) -> CallSpec:
-        """The spec ``estimate`` prices: the call ``create`` would send with these arguments."""
+    def _estimate_spec(self, prompt: Prompt, options: Mapping[str, Any]) -> CallSpec:
+        """The spec ``estimate`` prices (keywords of :func:`estimate_keywords`): the call
+        ``create`` would send with them."""
+        named = ("model", "max_tokens", "system", "tags")
         return self._spec(
             prompt,
             stream=False,
-            system=system,
-            model=model,
-            max_tokens=max_tokens,
+            system=options.get("system"),
+            model=options.get("model"),
+            max_tokens=options.get("max_tokens"),
             project=None,
-            tags=tags,
+            tags=options.get("tags"),
             session_id=None,
             max_cost=None,
-            params=params,
+            params={k: v for k, v in options.items() if k not in named},
         )
 
     def _history(self) -> Ledger | None:

@@ -20,7 +20,7 @@ chooses ``"5m"`` (default) or ``"1h"``. Off unless asked for: see docs/caching.m
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -32,6 +32,7 @@ from canny._client_base import (
     aiter_events,
     call_signature,
     check_model,
+    estimate_signature,
     sdk_http_client,
     spec_args,
 )
@@ -105,19 +106,11 @@ class Client(ClientBase):
                 state.body(raw.http_response.content)
         return attempts.result
 
-    def estimate(
-        self,
-        prompt: Prompt,
-        *,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        system: Prompt | None = None,
-        tags: Iterable[str] | None = None,
-        **params: Any,
-    ) -> Estimate:
+    @estimate_signature
+    def estimate(self, prompt: Prompt, **options: Any) -> Estimate:
         """What the call ``create`` would send costs: input counted by ``count_tokens``, its
         cost, the worst case and the expected cost from the ledger (:mod:`canny.estimate`)."""
-        spec = self._estimate_spec(prompt, model=model, max_tokens=max_tokens, system=system, tags=tags, params=params)
+        spec = self._estimate_spec(prompt, options)
         with translate():
             raw = self._sdk().messages.with_raw_response.count_tokens(
                 **count_body(spec.params), timeout=self._timeout(stream=False)
@@ -285,18 +278,10 @@ class AsyncClient(ClientBase):
                 state.body(raw.http_response.content)
         return attempts.result
 
-    async def estimate(
-        self,
-        prompt: Prompt,
-        *,
-        model: str | None = None,
-        max_tokens: int | None = None,
-        system: Prompt | None = None,
-        tags: Iterable[str] | None = None,
-        **params: Any,
-    ) -> Estimate:
+    @estimate_signature
+    async def estimate(self, prompt: Prompt, **options: Any) -> Estimate:
         """The async twin of :meth:`Client.estimate`."""
-        spec = self._estimate_spec(prompt, model=model, max_tokens=max_tokens, system=system, tags=tags, params=params)
+        spec = self._estimate_spec(prompt, options)
         with translate():
             raw = await self._sdk().messages.with_raw_response.count_tokens(
                 **count_body(spec.params), timeout=self._timeout(stream=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -65,14 +66,26 @@ def _read_stdin() -> str:
         ) from None
 
 
+def request_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """PROMPT and the options that say what is asked and where (``ask`` and ``estimate``)."""
+    decorators = (
+        click.argument("prompt", required=False),
+        click.option(
+            "-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in)."
+        ),
+        click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow."),
+        click.option("-s", "--system", help="System prompt."),
+        click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network."),
+        click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL)."),
+        click.option("--profile", help="Use a [profiles.NAME] table from config.toml."),
+    )
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
 @click.command()
-@click.argument("prompt", required=False)
-@click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in).")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow.")
-@click.option("-s", "--system", help="System prompt.")
-@click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network.")
-@click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL).")
-@click.option("--profile", help="Use a [profiles.NAME] table from config.toml.")
+@request_options
 @click.option("--no-stream", is_flag=True, help="Make a non-streamed request; print the answer at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print message, outcome, usage and cost as one JSON object.")
 @click.option("--max-cost", help="Refuse (or shorten) the call if it could cost more than this many dollars.")
@@ -84,9 +97,7 @@ def _read_stdin() -> str:
 @click.option(
     "--cache-ttl", type=click.Choice(["5m", "1h"]), help="Lifetime of the cache entries (default: config, else 5m)."
 )
-@click.option(
-    "--fallback-model", help="After a refusal, ask this model once more (both calls are recorded and shown)."
-)
+@click.option("--fallback-model", help="After a refusal, ask this model once more (both calls are recorded and shown).")
 @click.option("--tag", "tags", multiple=True, help="Tag the ledger rows (repeatable).")
 @click.option("--project", help="Project name for the ledger rows and budgets.")
 @click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
@@ -142,16 +153,16 @@ def ask(
         try:
             key = client.resolve_key()
             hide(key.secret.reveal())
+            options: dict[str, Any] = {
+                "system": system,
+                "max_tokens": max_tokens,
+                "max_cost": limit,
+                "cache": cache,
+                "cache_ttl": cache_ttl,
+                "fallback_model": fallback_model,
+            }
             if no_stream or as_json:
-                result = client.create(
-                    text,
-                    system=system,
-                    max_tokens=max_tokens,
-                    max_cost=limit,
-                    cache=cache,
-                    cache_ttl=cache_ttl,
-                    fallback_model=fallback_model,
-                )
+                result = client.create(text, **options)
                 try:
                     if as_json:
                         click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
@@ -165,15 +176,7 @@ def ask(
                 stream: MessageStream | None = None
                 shown: list[str] = []
                 try:
-                    stream = client.stream(
-                        text,
-                        system=system,
-                        max_tokens=max_tokens,
-                        max_cost=limit,
-                        cache=cache,
-                        cache_ttl=cache_ttl,
-                        fallback_model=fallback_model,
-                    )
+                    stream = client.stream(text, **options)
                     stream.on_fallback = lambda _refused: _fresh_line(shown)
                     for chunk in stream:
                         sys.stdout.write(chunk)

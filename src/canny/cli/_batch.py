@@ -77,7 +77,7 @@ def _read_requests(stream: TextIO, name: str) -> list[dict[str, Any]]:
             continue
         try:
             item = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise click.UsageError(f"{name}:{number}: not JSON ({exc.msg})") from None
         if not isinstance(item, dict) or set(item) != {"custom_id", "params"}:
             raise click.UsageError(f'{name}:{number}: expected {{"custom_id": ..., "params": {{...}}}}')
@@ -162,13 +162,28 @@ def results(
 
 @contextmanager
 def _progress(total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
+    """A one-line progress bar on stderr when it is a terminal (nothing otherwise), erased
+    at the end. canny's own: rich is not among its dependencies."""
+    stream = sys.stderr
+    if not stream.isatty():
         yield lambda: None
         return
-    from rich.console import Console
-    from rich.progress import Progress
+    done = 0
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("results", total=total or None)
-        yield lambda: bar.advance(task)
+    def draw() -> None:
+        width = 30
+        filled = width * done // total if total else 0
+        stream.write(f"\rresults {done:,}/{total:,} [{'#' * filled}{'-' * (width - filled)}]")
+        stream.flush()
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        draw()
+
+    draw()
+    try:
+        yield advance
+    finally:
+        stream.write("\r\033[K")
+        stream.flush()

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import click
 
-from canny.cli._ask import _read_prompt
+from canny.cli._ask import _read_prompt, request_options
 from canny.cli._render import cli_errors, hide, install_warning_printer
 
 __all__ = ["estimate"]
@@ -20,13 +20,7 @@ def _usd(value: Decimal | None) -> str:
 
 
 @click.command()
-@click.argument("prompt", required=False)
-@click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in).")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens the call would allow.")
-@click.option("-s", "--system", help="System prompt.")
-@click.option("--offline", is_flag=True, help="Count with the embedded emulator: no key, no network.")
-@click.option("--base-url", help="Count with this Anthropic-compatible server (or ANTHROPIC_BASE_URL).")
-@click.option("--profile", help="Use a [profiles.NAME] table from config.toml.")
+@request_options
 @click.option("--tag", "tags", multiple=True, help="The call's tags: history is the rows carrying all of them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON object.")
 def estimate(
