@@ -252,3 +252,35 @@ def test_progress_bar_draws_on_a_terminal_and_erases_itself(monkeypatch: pytest.
     text = terminal.getvalue()
     assert "\rresults 2/4 [###############---------------]" in text
     assert text.endswith("\r\033[K")
+
+
+class _Held:
+    """A caller's own budget: it records what each reservation was settled with."""
+
+    def __init__(self) -> None:
+        self.settled: list[Decimal | None] = []
+        self.max_tokens = 0
+
+    def reserve(self, spec: Any) -> _Held:
+        self.max_tokens = spec.max_tokens
+        return self
+
+    def settle(self, cost: Decimal | None) -> None:
+        self.settled.append(cost)
+
+    def release(self) -> None:
+        self.settled.append(None)
+
+    def renew(self, seconds: float | None = None) -> bool:
+        return True
+
+
+def test_a_callers_own_budget_is_settled_once_per_result_without_a_ledger(emulator: Any) -> None:
+    """With ledger=False and budget=, each result settles its reservation once, by its cost."""
+    held = _Held()
+    with Client(api_key=CANARY_KEY, base_url=emulator.url_for("ok"), ledger=False, budget=held) as client:
+        created = client.batches.create(_requests(PROMPTS[:2]))
+        results = list(client.batches.results(created.id))
+        list(client.batches.results(created.id))  # read again: nothing more to settle in this process
+    assert held.settled == [item.call.cost for item in results]
+    assert all(not item.recorded for item in results)

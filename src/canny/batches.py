@@ -105,7 +105,8 @@ class BatchResult:
     type: str
     call: CallResult
     line: dict[str, Any]
-    #: ``False`` when an earlier run already wrote its row (nothing written or settled now).
+    #: ``True`` when its row was written now; ``False`` when an earlier run wrote it
+    #: (nothing written or settled now), or there is no ledger (``ledger=False``).
     recorded: bool
 
     def to_json(self) -> dict[str, Any]:
@@ -339,7 +340,7 @@ class BatchBook:
         message = result.get("message") if isinstance(result, dict) and kind == "succeeded" else None
         spec = self._specs.get(call_id) or self._stub_spec(call_id, info, message)
         ledger = self.books.ledger
-        fresh = ledger is not None and not _already_recorded(ledger, call_id)
+        fresh = ledger is None or not _already_recorded(ledger, call_id)
         run = CallRun(
             spec,
             ledger=ledger if fresh else None,
@@ -354,7 +355,7 @@ class BatchBook:
             outcome: Outcome = "cancelled" if kind == "canceled" else "error"
             run.record(attempt, outcome, _result_error(kind, result))
             call = run.result(attempt)
-        return BatchResult(custom_id, kind, call, line, fresh)
+        return BatchResult(custom_id, kind, call, line, fresh and ledger is not None)
 
     def _stub_spec(self, call_id: str, info: Mapping[str, Any], message: Any) -> CallSpec:
         model = info.get("model") or (message.get("model") if isinstance(message, dict) else None) or "unknown"
