@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from canny._call import Attempt, CallRun, CallSpec
 from canny._client_base import (
@@ -143,11 +143,14 @@ class Client(ClientBase):
         self.close()
 
 
-class _Stream:
+_C = TypeVar("_C", bound=ClientBase)
+
+
+class _Stream(Generic[_C]):
     """What both streams share: the run, the result, and going on after a refusal."""
 
-    def __init__(self, client: ClientBase, run: CallRun, *, on_end: OnEnd | None = None) -> None:
-        self._base = client
+    def __init__(self, client: _C, run: CallRun, *, on_end: OnEnd | None = None) -> None:
+        self._client = client
         self.run = run
         self.result: CallResult | None = None
         self._on_end = on_end
@@ -167,11 +170,11 @@ class _Stream:
         announce(result, fallback)
         if self._on_end is not None:
             self._on_end(self.run)
-        self.run = self._base._prepare(fallback)
+        self.run = self._client._prepare(fallback)
         return False
 
 
-class MessageStream(_Stream):
+class MessageStream(_Stream["Client"]):
     """Text chunks of a streamed call, as they arrive. ``result`` is set at the end.
 
     Leaving the ``with`` block (or :meth:`close`) before the end cancels the call; the
@@ -180,7 +183,6 @@ class MessageStream(_Stream):
 
     def __init__(self, client: Client, run: CallRun, *, on_end: OnEnd | None = None) -> None:
         super().__init__(client, run, on_end=on_end)
-        self._client = client
         self._gen = self._drive()
 
     def __iter__(self) -> Iterator[str]:
@@ -306,12 +308,11 @@ class AsyncClient(ClientBase):
         await self.aclose()
 
 
-class AsyncMessageStream(_Stream):
+class AsyncMessageStream(_Stream["AsyncClient"]):
     """Async text chunks of a streamed call; ``result`` is set at the end."""
 
     def __init__(self, client: AsyncClient, run: CallRun, *, on_end: OnEnd | None = None) -> None:
         super().__init__(client, run, on_end=on_end)
-        self._client = client
         self._gen = self._drive()
 
     def __aiter__(self) -> AsyncIterator[str]:

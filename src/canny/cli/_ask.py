@@ -66,22 +66,27 @@ def _read_stdin() -> str:
         ) from None
 
 
-def request_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """PROMPT and the options that say what is asked and where (``ask`` and ``estimate``)."""
-    decorators = (
-        click.argument("prompt", required=False),
-        click.option(
-            "-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in)."
-        ),
-        click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow."),
-        click.option("-s", "--system", help="System prompt."),
-        click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network."),
-        click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL)."),
-        click.option("--profile", help="Use a [profiles.NAME] table from config.toml."),
-    )
-    for decorate in reversed(decorators):
-        command = decorate(command)
-    return command
+def stacked(*decorators: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One decorator applying ``decorators`` in order (as if written one above the other)."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorate in reversed(decorators):
+            command = decorate(command)
+        return command
+
+    return apply
+
+
+#: PROMPT and the options that say what is asked and where (``ask`` and ``estimate``).
+request_options = stacked(
+    click.argument("prompt", required=False),
+    click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in)."),
+    click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow."),
+    click.option("-s", "--system", help="System prompt."),
+    click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network."),
+    click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL)."),
+    click.option("--profile", help="Use a [profiles.NAME] table from config.toml."),
+)
 
 
 @click.command()

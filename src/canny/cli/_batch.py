@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from canny.cli._ask import stacked
 from canny.cli._render import cli_errors, echo_err, hide, install_warning_printer
 
 if TYPE_CHECKING:
@@ -26,16 +27,12 @@ if TYPE_CHECKING:
 __all__ = ["batch"]
 
 
-def _route(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every subcommand shares: where to send, and which profile."""
-    options = [
-        click.option("--offline", is_flag=True, help="Use the embedded emulator (batches kept in CANNY_HOME)."),
-        click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL)."),
-        click.option("--profile", help="Use a [profiles.NAME] table from config.toml."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+#: The options every subcommand shares: where to send, and which profile.
+_route = stacked(
+    click.option("--offline", is_flag=True, help="Use the embedded emulator (batches kept in CANNY_HOME)."),
+    click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL)."),
+    click.option("--profile", help="Use a [profiles.NAME] table from config.toml."),
+)
 
 
 @contextmanager

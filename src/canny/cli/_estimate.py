@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import click
 
@@ -23,17 +24,7 @@ def _usd(value: Decimal | None) -> str:
 @request_options
 @click.option("--tag", "tags", multiple=True, help="The call's tags: history is the rows carrying all of them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON object.")
-def estimate(
-    prompt: str | None,
-    model: str | None,
-    max_tokens: int | None,
-    system: str | None,
-    offline: bool,
-    base_url: str | None,
-    profile: str | None,
-    tags: tuple[str, ...],
-    as_json: bool,
-) -> None:
+def estimate(prompt: str | None, tags: tuple[str, ...], as_json: bool, **request: Any) -> None:
     """Estimate what asking PROMPT would cost (`-`, or piped input, reads standard input).
 
     Input tokens come from the API's free count_tokens endpoint (with --offline, the
@@ -42,6 +33,7 @@ def estimate(
     there is no history). Money in --json is exact decimal strings, null when unknown.
     """
     install_warning_printer()
+    offline, base_url = bool(request["offline"]), request["base_url"]
     if offline and base_url:
         raise click.UsageError("--offline and --base-url cannot be used together")
     with cli_errors():
@@ -49,10 +41,10 @@ def estimate(
         from canny.config import load_settings
 
         text = _read_prompt(prompt)
-        settings = load_settings(profile=profile, model=model, base_url=base_url)
-        with Client(settings=settings, max_tokens=max_tokens, offline=offline, tags=tags) as client:
+        settings = load_settings(profile=request["profile"], model=request["model"], base_url=base_url)
+        with Client(settings=settings, max_tokens=request["max_tokens"], offline=offline, tags=tags) as client:
             hide(client.resolve_key().secret.reveal())
-            found = client.estimate(text, system=system)
+            found = client.estimate(text, system=request["system"])
         if as_json:
             click.echo(json.dumps(found.to_json(), indent=2))
             return
