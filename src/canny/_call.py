@@ -81,6 +81,12 @@ class CallSpec:
     call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: The price table read once for the whole call (``None``: the default table).
     table: PriceTable | None = None
+    #: The model asked once more after a refusal (opt-in: :mod:`canny.fallback`).
+    fallback_model: str | None = None
+    #: A request of a Message Batch: priced at batch rates (:mod:`canny.batches`).
+    batch: bool = False
+    #: The prompt's hash when the prompt itself is no longer at hand (a batch's results).
+    prompt_sha256: str | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -114,6 +120,7 @@ class CallSpec:
             inference_geo=self.params.get("inference_geo"),
             speed=self.params.get("speed"),
             cache_ttl=self.cache_ttl,
+            batch=self.batch,
             table=self.table,
         )
 
@@ -215,7 +222,7 @@ class CallRun:
         self.attempts: list[Attempt] = []
         self.ledger_errors: list[errors.LedgerError] = []
         self._settled = False
-        self._prompt_hash = hashlib.sha256(spec.prompt_json.encode()).hexdigest()
+        self._prompt_hash = spec.prompt_sha256 or hashlib.sha256(spec.prompt_json.encode()).hexdigest()
         self._prefix_hashes = prefix_hashes(spec.model, spec.params)
         #: Seconds an attempt's row in flight lives (:func:`lease_for`).
         self.lease = lease
@@ -370,6 +377,7 @@ class CallRun:
                 inference_geo=self.spec.params.get("inference_geo"),
                 speed=self.spec.params.get("speed"),
                 reported=attempt.acc.usage_acc.reported,
+                batch=self.spec.batch,
                 at=attempt.started_at,
                 table=self.spec.table,
             )
@@ -412,7 +420,7 @@ class CallRun:
             cost_usd=attempt.cost,
             inference_geo=_reported_str(reported, "inference_geo") or self.spec.params.get("inference_geo"),
             speed=_reported_str(reported, "speed") or self.spec.params.get("speed"),
-            batch=reported.get("service_tier") == "batch",
+            batch=self.spec.batch or reported.get("service_tier") == "batch",
             prompt_text=self.spec.prompt_json if self.spec.log_content else None,
             response_text=attempt.acc.text if self.spec.log_content else None,
             extra=dict(attempt.notes),

@@ -33,7 +33,7 @@ from canny.secrets import ResolvedKey, Secret, resolve_api_key
 if TYPE_CHECKING:
     import httpx2
 
-    from canny.budget import Reserver
+    from canny.budget import Reservation, Reserver
     from canny.caching import CacheMode, CacheTTL
     from canny.ledger import Ledger
     from canny.pricing import PriceTable
@@ -46,6 +46,8 @@ __all__ = [
     "call_keywords",
     "call_signature",
     "check_model",
+    "estimate_keywords",
+    "estimate_signature",
     "sdk_http_client",
     "signature_of",
     "spec_args",
@@ -74,6 +76,7 @@ def call_keywords(
     max_cost: Decimal | float | str | None = None,
     cache: CacheMode | None = None,
     cache_ttl: CacheTTL | None = None,
+    fallback_model: str | None = None,
     **params: Any,
 ) -> None:
     """The one signature of ``create`` and ``stream`` on clients and sessions (a session
@@ -81,7 +84,18 @@ def call_keywords(
 
 
 #: The keywords of :func:`call_keywords` that :meth:`ClientBase._spec` takes by name.
-_SPEC_KEYS = ("system", "model", "max_tokens", "project", "tags", "session_id", "max_cost", "cache", "cache_ttl")
+_SPEC_KEYS = (
+    "system",
+    "model",
+    "max_tokens",
+    "project",
+    "tags",
+    "session_id",
+    "max_cost",
+    "cache",
+    "cache_ttl",
+    "fallback_model",
+)
 
 
 def spec_args(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,6 +122,22 @@ def signature_of(
 
 #: ``@call_signature`` on ``create``/``stream``: their keywords are those of :func:`call_keywords`.
 call_signature = signature_of(call_keywords)
+
+
+def estimate_keywords(
+    prompt: Prompt,
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    system: Prompt | None = None,
+    tags: Iterable[str] | None = None,
+    **params: Any,
+) -> None:
+    """The signature of ``estimate`` on both clients (any other keyword is an API parameter)."""
+
+
+#: ``@estimate_signature`` on ``estimate``: its keywords are those of :func:`estimate_keywords`.
+estimate_signature = signature_of(estimate_keywords)
 
 
 def _messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -348,6 +378,7 @@ class ClientBase:
         params: Mapping[str, Any],
         cache: str | None = None,
         cache_ttl: str | None = None,
+        fallback_model: str | None = None,
     ) -> CallSpec:
         from canny.caching import apply_cache, check_cache_settings
         from canny.pricing import default_table
@@ -381,16 +412,65 @@ class ClientBase:
             key_fingerprint=key.secret.fingerprint,
             max_cost=Decimal(str(limit)) if limit is not None else None,
             table=table,
+            fallback_model=check_model(fallback_model, table=table) if fallback_model else None,
+        )
+
+    def _estimate_spec(self, prompt: Prompt, options: Mapping[str, Any]) -> CallSpec:
+        """The spec ``estimate`` prices (keywords of :func:`estimate_keywords`): the call
+        ``create`` would send with them."""
+        named = ("model", "max_tokens", "system", "tags")
+        return self._spec(
+            prompt,
+            stream=False,
+            system=options.get("system"),
+            model=options.get("model"),
+            max_tokens=options.get("max_tokens"),
+            project=None,
+            tags=options.get("tags"),
+            session_id=None,
+            max_cost=None,
+            params={k: v for k, v in options.items() if k not in named},
+        )
+
+    def _history(self) -> Ledger | None:
+        """The ledger for an estimate's history; ``None`` (no history) when it cannot be opened."""
+        try:
+            return self.ledger
+        except errors.LedgerError:
+            return None
+
+    def _reserve(self, spec: CallSpec) -> Reservation | None:
+        """Reserve ``spec`` against its ``max_cost`` and every budget in scope (may lower
+        max_tokens, or refuse with a ``budget_refused`` row)."""
+        ledger = self.ledger
+        from canny.budget import MaxCostGuard
+
+        per_call = MaxCostGuard(spec.max_cost) if spec.max_cost is not None else None
+        return self.books.reserve(spec, ledger, per_call=per_call)
+
+    def _batch_spec(self, params: Mapping[str, Any]) -> CallSpec:
+        """The spec of one Message Batch request (``model`` and ``max_tokens`` filled in
+        from the settings when left out; aliases resolved)."""
+        named = ("messages", "system", "model", "max_tokens")
+        rest = {k: v for k, v in params.items() if k not in named}
+        return self._spec(
+            params["messages"],
+            stream=False,
+            system=params.get("system"),
+            model=params.get("model"),
+            max_tokens=params.get("max_tokens"),
+            project=None,
+            tags=None,
+            session_id=None,
+            max_cost=None,
+            params=rest,
         )
 
     def _prepare(self, spec: CallSpec) -> CallRun:
         """Open the ledger (or refuse: nothing is sent without a record), reserve budgets
         (may lower max_tokens or refuse) and set up the run."""
         ledger = self.ledger  # raises LedgerUnavailable before anything is reserved or sent
-        from canny.budget import MaxCostGuard
-
-        per_call = MaxCostGuard(spec.max_cost) if spec.max_cost is not None else None
-        reservation = self.books.reserve(spec, ledger, per_call=per_call)
+        reservation = self._reserve(spec)
         return self.books.run(
             spec, ledger, reservation=reservation, policy=self.retry_policy, lease=lease_for(self.timeouts)
         )

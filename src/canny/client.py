@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from canny._call import Attempt, CallRun, CallSpec
 from canny._client_base import (
@@ -32,10 +32,14 @@ from canny._client_base import (
     aiter_events,
     call_signature,
     check_model,
+    estimate_signature,
     sdk_http_client,
     spec_args,
 )
 from canny._sdk_errors import translate
+from canny.batches import BatchBook, Batches
+from canny.estimate import Estimate, count_body, estimated
+from canny.fallback import announce, fallback_spec, merged
 from canny.session import AsyncSession, Session, cap_signature
 from canny.streaming import iter_events
 
@@ -57,12 +61,15 @@ __all__ = [
 
 #: Called with the call's run when a stream ends (finished, failed or closed early).
 OnEnd = Callable[[CallRun], None]
+#: Called with the refused result just before a stream goes on with its fallback model.
+OnFallback = Callable[["CallResult"], None]
 
 
 class Client(ClientBase):
     """A synchronous client. Use as a context manager, or call :meth:`close`."""
 
     _sdk_client: anthropic.Anthropic | None = None
+    _batches: Batches | None = None
 
     def _sdk(self) -> anthropic.Anthropic:
         import anthropic
@@ -83,6 +90,14 @@ class Client(ClientBase):
     def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """A non-streamed call, retried per the policy. Returns the :class:`CallResult`."""
         spec = self._spec(prompt, stream=False, **spec_args(options))
+        result = self._create(spec)
+        fallback = fallback_spec(spec, result)
+        if fallback is None:
+            return result
+        announce(result, fallback)
+        return merged(result, self._create(fallback))
+
+    def _create(self, spec: CallSpec) -> CallResult:
         attempts = self._prepare(spec).retrying()
         for attempt in attempts:
             with attempt as state:
@@ -90,6 +105,25 @@ class Client(ClientBase):
                 state.headers(raw.headers)
                 state.body(raw.http_response.content)
         return attempts.result
+
+    @estimate_signature
+    def estimate(self, prompt: Prompt, **options: Any) -> Estimate:
+        """What the call ``create`` would send costs: input counted by ``count_tokens``, its
+        cost, the worst case and the expected cost from the ledger (:mod:`canny.estimate`)."""
+        spec = self._estimate_spec(prompt, options)
+        with translate():
+            raw = self._sdk().messages.with_raw_response.count_tokens(
+                **count_body(spec.params), timeout=self._timeout(stream=False)
+            )
+        return estimated(spec, raw.http_response.content, self._history())
+
+    @property
+    def batches(self) -> Batches:
+        """Message Batches at half price, reserved and recorded (:mod:`canny.batches`)."""
+        if self._batches is None:
+            book = BatchBook(self.books, spec_for=self._batch_spec, reserve=self._reserve, offline=self._offline)
+            self._batches = Batches(book, self._sdk, timeout=self._timeout(stream=False))
+        return self._batches
 
     @cap_signature
     def session(self, **caps: Any) -> Session:
@@ -109,7 +143,38 @@ class Client(ClientBase):
         self.close()
 
 
-class MessageStream:
+_C = TypeVar("_C", bound=ClientBase)
+
+
+class _Stream(Generic[_C]):
+    """What both streams share: the run, the result, and going on after a refusal."""
+
+    def __init__(self, client: _C, run: CallRun, *, on_end: OnEnd | None = None) -> None:
+        self._client = client
+        self.run = run
+        self.result: CallResult | None = None
+        self._on_end = on_end
+        #: Set it to be told (with the refused result) before a fallback model's text
+        #: starts (``fallback_model=``): the CLI ends the refused text's line there.
+        self.on_fallback: OnFallback | None = None
+
+    def _ended(self, result: CallResult) -> bool:
+        """A run ended with ``result``: keep it, and go on with the fallback call if the
+        rule (:func:`canny.fallback.fallback_spec`) says so. ``True`` when the stream ends."""
+        self.result = result if self.result is None else merged(self.result, result)
+        fallback = fallback_spec(self.run.spec, result)
+        if fallback is None:
+            return True
+        if self.on_fallback is not None:
+            self.on_fallback(result)
+        announce(result, fallback)
+        if self._on_end is not None:
+            self._on_end(self.run)
+        self.run = self._client._prepare(fallback)
+        return False
+
+
+class MessageStream(_Stream["Client"]):
     """Text chunks of a streamed call, as they arrive. ``result`` is set at the end.
 
     Leaving the ``with`` block (or :meth:`close`) before the end cancels the call; the
@@ -117,10 +182,7 @@ class MessageStream:
     """
 
     def __init__(self, client: Client, run: CallRun, *, on_end: OnEnd | None = None) -> None:
-        self._client = client
-        self.run = run
-        self.result: CallResult | None = None
-        self._on_end = on_end
+        super().__init__(client, run, on_end=on_end)
         self._gen = self._drive()
 
     def __iter__(self) -> Iterator[str]:
@@ -151,11 +213,13 @@ class MessageStream:
 
     def _drive(self) -> Generator[str, None, None]:
         try:
-            attempts = self.run.retrying()
-            for attempt in attempts:
-                with attempt as state:
-                    yield from self._attempt(state, self._client.retry_policy.clock())
-            self.result = attempts.result
+            ended = False
+            while not ended:
+                attempts = self.run.retrying()
+                for attempt in attempts:
+                    with attempt as state:
+                        yield from self._attempt(state, self._client.retry_policy.clock())
+                ended = self._ended(attempts.result)
         finally:
             if self._on_end is not None:
                 self._on_end(self.run)
@@ -198,6 +262,14 @@ class AsyncClient(ClientBase):
     async def create(self, prompt: Prompt, **options: Any) -> CallResult:
         """A non-streamed call, retried per the policy."""
         spec = self._spec(prompt, stream=False, **spec_args(options))
+        result = await self._create(spec)
+        fallback = fallback_spec(spec, result)
+        if fallback is None:
+            return result
+        announce(result, fallback)
+        return merged(result, await self._create(fallback))
+
+    async def _create(self, spec: CallSpec) -> CallResult:
         attempts = self._prepare(spec).retrying()
         async for attempt in attempts:
             with attempt as state:
@@ -207,6 +279,16 @@ class AsyncClient(ClientBase):
                 state.headers(raw.headers)
                 state.body(raw.http_response.content)
         return attempts.result
+
+    @estimate_signature
+    async def estimate(self, prompt: Prompt, **options: Any) -> Estimate:
+        """The async twin of :meth:`Client.estimate`."""
+        spec = self._estimate_spec(prompt, options)
+        with translate():
+            raw = await self._sdk().messages.with_raw_response.count_tokens(
+                **count_body(spec.params), timeout=self._timeout(stream=False)
+            )
+        return estimated(spec, raw.http_response.content, self._history())
 
     @cap_signature
     def session(self, **caps: Any) -> AsyncSession:
@@ -226,14 +308,11 @@ class AsyncClient(ClientBase):
         await self.aclose()
 
 
-class AsyncMessageStream:
+class AsyncMessageStream(_Stream["AsyncClient"]):
     """Async text chunks of a streamed call; ``result`` is set at the end."""
 
     def __init__(self, client: AsyncClient, run: CallRun, *, on_end: OnEnd | None = None) -> None:
-        self._client = client
-        self.run = run
-        self.result: CallResult | None = None
-        self._on_end = on_end
+        super().__init__(client, run, on_end=on_end)
         self._gen = self._drive()
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -257,12 +336,14 @@ class AsyncMessageStream:
 
     async def _drive(self) -> AsyncGenerator[str, None]:
         try:
-            attempts = self.run.retrying()
-            async for attempt in attempts:
-                with attempt as state:
-                    async for text in self._attempt(state, self._client.retry_policy.clock()):
-                        yield text
-            self.result = attempts.result
+            ended = False
+            while not ended:
+                attempts = self.run.retrying()
+                async for attempt in attempts:
+                    with attempt as state:
+                        async for text in self._attempt(state, self._client.retry_policy.clock()):
+                            yield text
+                ended = self._ended(attempts.result)
         finally:
             if self._on_end is not None:
                 self._on_end(self.run)

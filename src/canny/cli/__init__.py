@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("canny.cli._config:config", "Show where canny's files live and the settings in force."),
     "reconcile": ("canny.cli._reconcile:reconcile", "Compare the ledger with Anthropic's usage and cost reports."),
     "logs": ("canny.cli._logs:logs", "Show the last attempts, one line each; --follow tails new ones."),
+    "estimate": ("canny.cli._estimate:estimate", "Estimate a call's cost before sending it."),
+    "batch": ("canny.cli._batch:batch", "Submit, follow, fetch or cancel a Message Batch (half price)."),
 }
 
 

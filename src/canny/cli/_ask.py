@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import sys
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -67,14 +68,31 @@ def _read_stdin() -> str:
         ) from None
 
 
+def stacked(*decorators: Callable[[Any], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One decorator applying ``decorators`` in order (as if written one above the other)."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorate in reversed(decorators):
+            command = decorate(command)
+        return command
+
+    return apply
+
+
+#: PROMPT and the options that say what is asked and where (``ask`` and ``estimate``).
+request_options = stacked(
+    click.argument("prompt", required=False),
+    click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in)."),
+    click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow."),
+    click.option("-s", "--system", help="System prompt."),
+    click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network."),
+    click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL)."),
+    click.option("--profile", help="Use a [profiles.NAME] table from config.toml."),
+)
+
+
 @click.command()
-@click.argument("prompt", required=False)
-@click.option("-m", "--model", help="Model id or alias (default: CANNY_MODEL, CLAUDE_MODEL, profile, built-in).")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Most output tokens to allow.")
-@click.option("-s", "--system", help="System prompt.")
-@click.option("--offline", is_flag=True, help="Answer from the embedded emulator: no key, no network.")
-@click.option("--base-url", help="Send to this Anthropic-compatible server (or ANTHROPIC_BASE_URL).")
-@click.option("--profile", help="Use a [profiles.NAME] table from config.toml.")
+@request_options
 @click.option("--no-stream", is_flag=True, help="Make a non-streamed request; print the answer at the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print message, outcome, usage and cost as one JSON object.")
 @click.option("--max-cost", help="Refuse (or shorten) the call if it could cost more than this many dollars.")
@@ -86,6 +104,7 @@ def _read_stdin() -> str:
 @click.option(
     "--cache-ttl", type=click.Choice(["5m", "1h"]), help="Lifetime of the cache entries (default: config, else 5m)."
 )
+@click.option("--fallback-model", help="After a refusal, ask this model once more (both calls are recorded and shown).")
 @click.option("--tag", "tags", multiple=True, help="Tag the ledger rows (repeatable).")
 @click.option("--project", help="Project name for the ledger rows and budgets.")
 @click.option("--log-content", is_flag=True, default=None, help="Store prompt and answer text in the ledger.")
@@ -109,6 +128,7 @@ def ask(
     max_cost: str | None,
     cache: Literal["auto", "off"] | None,
     cache_ttl: Literal["5m", "1h"] | None,
+    fallback_model: str | None,
     tags: tuple[str, ...],
     project: str | None,
     log_content: bool | None,
@@ -150,10 +170,16 @@ def ask(
         try:
             key = client.resolve_key()
             hide(key.secret.reveal())
+            options: dict[str, Any] = {
+                "system": system,
+                "max_tokens": max_tokens,
+                "max_cost": limit,
+                "cache": cache,
+                "cache_ttl": cache_ttl,
+                "fallback_model": fallback_model,
+            }
             if no_stream or as_json:
-                result = client.create(
-                    text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
-                )
+                result = client.create(text, **options)
                 try:
                     if as_json:
                         click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
@@ -167,9 +193,8 @@ def ask(
                 stream: MessageStream | None = None
                 shown: list[str] = []
                 try:
-                    stream = client.stream(
-                        text, system=system, max_tokens=max_tokens, max_cost=limit, cache=cache, cache_ttl=cache_ttl
-                    )
+                    stream = client.stream(text, **options)
+                    stream.on_fallback = lambda _refused: _fresh_line(shown)
                     for chunk in stream:
                         sys.stdout.write(chunk)
                         sys.stdout.flush()
@@ -217,6 +242,12 @@ def _end_line(shown: list[str]) -> None:
     if shown and not shown[-1].endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def _fresh_line(shown: list[str]) -> None:
+    """A fallback answer starts on a line of its own, after the refused text (if any)."""
+    _end_line(shown)
+    shown.clear()
 
 
 def _end_line_quietly(shown: list[str]) -> None:
