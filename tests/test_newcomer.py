@@ -296,3 +296,23 @@ def test_budget_reset_without_a_terminal_says_how_to_confirm(clean_env: Path) ->
     declined = _canny("budget", "reset", stdin="n\n")
     assert declined.exit_code == 1 and "nothing was changed" in declined.stderr
     assert len(json.loads(_canny("budget", "show", "--json").stdout)["budgets"]) == 1
+
+
+def test_json_cost_is_plain_digits_never_scientific() -> None:
+    """`CallResult.to_json` writes a tiny cost as 0.0000006, never 6E-7."""
+    from decimal import Decimal
+
+    from canny.result import CallResult
+    from canny.usage import Usage
+
+    result = CallResult(
+        outcome="ok",
+        model="claude-sonnet-5-5",
+        text="",
+        message={},
+        usage=Usage(),
+        cost=Decimal("6E-7"),
+        attempts=1,
+        call_id="c1",
+    )
+    assert result.to_json()["cost_usd"] == "0.0000006"

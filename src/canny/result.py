@@ -84,7 +84,7 @@ class CallResult:
             "call_id": self.call_id,
             "request_id": self.request_id,
             "usage": self.usage.buckets(),
-            "cost_usd": None if self.cost is None else str(self.cost),
+            "cost_usd": None if self.cost is None else f"{self.cost:f}",  # plain digits, never 6E-7
             "price_version": self.price_version,
             "message": self.message,
         }
