@@ -190,11 +190,12 @@ def test_max_cost_out_of_range(clean_env: Path, amount: str) -> None:
 
 
 def test_money_stays_decimal() -> None:
-    """Amounts parse exactly as Decimal (never via float); the cap is inclusive; -0 is 0; past a pico-dollar rounds."""
+    """Amounts parse exactly as Decimal (a float is refused); the cap is inclusive; -0 is 0; past a pico rounds."""
     assert parse_money("0.1", "x") == Decimal("0.1")
     assert parse_money("1e-99999999999", "x") == 0
     assert parse_money(Decimal(1) / 3, "x") == Decimal("0.333333333333")
-    assert isinstance(parse_money(0.1, "x"), Decimal)
+    with pytest.raises(ConfigError, match="not the float 0.1"):
+        parse_money(0.1, "x")
     assert parse_money("$1000000000", "x") == MAX_DOLLARS
     assert str(parse_money("-0", "x")) == "0"
     with pytest.raises(ConfigError):
