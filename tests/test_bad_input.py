@@ -194,7 +194,7 @@ def test_money_stays_decimal() -> None:
     assert parse_money("0.1", "x") == Decimal("0.1")
     assert parse_money("1e-99999999999", "x") == 0
     assert parse_money(Decimal(1) / 3, "x") == Decimal("0.333333333333")
-    with pytest.raises(ConfigError, match="not the float 0.1"):
+    with pytest.raises(ConfigError, match=r"not the float 0\.1"):
         parse_money(0.1, "x")
     assert parse_money("$1000000000", "x") == MAX_DOLLARS
     assert str(parse_money("-0", "x")) == "0"
