@@ -475,7 +475,8 @@ def test_default_ledger_is_the_configured_one(emulator: Any, run_id: str) -> Non
     ledger = open_ledger(load_settings().ledger)
     [row] = list(ledger.records())
     ledger.close()
-    assert (row.outcome, row.project, set(row.tags), row.session_id) == ("ok", "acme", {"batch", "nightly"}, "s-1")
+    tags = {"batch", "nightly", "offline"}  # `offline`: the emulator answered
+    assert (row.outcome, row.project, set(row.tags), row.session_id) == ("ok", "acme", tags, "s-1")
     assert row.endpoint
     assert row.endpoint.startswith("127.0.0.1:")
     assert row.key_fingerprint

@@ -316,3 +316,28 @@ def test_json_cost_is_plain_digits_never_scientific() -> None:
         call_id="c1",
     )
     assert result.to_json()["cost_usd"] == "0.0000006"
+
+
+def test_emulator_answers_are_tagged_offline_whatever_the_route(emulator: Any, run_id: str, clean_env: Path) -> None:
+    """Calls answered by the emulator through --base-url, Client or meter are tagged `offline` once."""
+    import anthropic
+
+    import canny
+    from canny.ledger import open_ledger
+
+    base = emulator.url_for("ok", "ok", "ok", run=run_id)
+    assert (
+        _canny("ask", "--tag", "t", "hi", env={"ANTHROPIC_API_KEY": CANARY_KEY, "ANTHROPIC_BASE_URL": base}).exit_code
+        == 0
+    )
+    with canny.Client(api_key=CANARY_KEY, base_url=base) as client:
+        client.create("hi")
+    with canny.Client(offline=True) as client:
+        client.create("hi")
+    raw = anthropic.Anthropic(api_key=CANARY_KEY, base_url=base, max_retries=0)
+    with canny.meter(raw) as metered:
+        metered.messages.create(model="claude-sonnet-5-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    ledger = open_ledger(clean_env / "ledger.db")
+    tags = sorted(tuple(r.tags) for r in ledger.records())
+    ledger.close()
+    assert tags == [("offline",), ("offline",), ("offline",), ("t", "offline")]

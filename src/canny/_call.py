@@ -145,11 +145,15 @@ class Attempt:
     cost: Decimal | None = None
     #: Remarks stored with the ledger row (``AttemptRecord.extra``).
     notes: dict[str, str] = field(default_factory=dict)
+    #: The answer came from canny's emulator (its ``canny-emulator`` header): tagged ``offline``.
+    emulated: bool = False
     #: Called once when ``message_start`` arrives (the CallRun records the attempt in flight).
     on_start: Callable[[Attempt], None] | None = None
 
     def headers(self, headers: Mapping[str, str]) -> None:
         self.request_id = headers.get("request-id") or self.request_id
+        if headers.get("canny-emulator"):  # answered by canny's emulator, not the API
+            self.emulated = True
         if _http_log.isEnabledFor(logging.DEBUG):
             shown = "; ".join(f"{k}: {v}" for k, v in headers.items() if k.lower() not in _UNLOGGED_HEADERS)
             _http_log.debug("attempt %d response headers: %s", self.number, shown)
@@ -445,7 +449,7 @@ class CallRun:
             streamed=self.spec.stream,
             endpoint=self.spec.endpoint,
             project=self.spec.project,
-            tags=self.spec.tags,
+            tags=self.spec.tags + (("offline",) if attempt.emulated and "offline" not in self.spec.tags else ()),
             key_fingerprint=self.spec.key_fingerprint,
             prompt_hash=self._prompt_hash,
             max_tokens=sent_max_tokens(self.spec.params),

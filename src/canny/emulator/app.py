@@ -152,6 +152,11 @@ class EmulatorState:
         return check_version(version) if versioned or version is not None else LATEST_VERSION
 
 
+#: On every answer, so a client can tell the emulator from the API (canny tags such
+#: attempts ``offline``, and ``canny report --exclude-offline`` leaves them out).
+EMULATOR_HEADER = {"canny-emulator": "1"}
+
+
 class EmulatorApp(Starlette):
     """A Starlette app that hands each connection's transport to the response scripts."""
 
@@ -174,8 +179,8 @@ class _Endpoint:
         request = Request(scope, receive)
         request_id = new_id("req_")
         steps = await self._handler(request, request_id)
-        limits = self._state.window_for(request.path_params.get("run")).headers()
-        steps = [_with_headers(step, limits) if isinstance(step, Start) else step for step in steps]
+        extra = {**self._state.window_for(request.path_params.get("run")).headers(), **EMULATOR_HEADER}
+        steps = [_with_headers(step, extra) if isinstance(step, Start) else step for step in steps]
         await play(steps, scope, receive, send, self._state.closing)
 
 
