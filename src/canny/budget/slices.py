@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from canny.budget import store
 from canny.errors import CannyWarning, LedgerError
-from canny.units import to_us, usd_to_pico
+from canny.units import pico_to_usd, to_us, usd_to_pico
 
 if TYPE_CHECKING:
     from canny.budget.guard import BudgetGuard, CallLike, _Decision
@@ -92,6 +92,8 @@ class SliceReservation:
         self.book = book
         self.generation = generation
         self.pico = amount
+        #: The worst case held, in dollars.
+        self.amount = pico_to_usd(amount)
         self.max_tokens = max_tokens
         self.done = False
 
