@@ -218,7 +218,8 @@ def test_a_crashed_holders_slice_comes_back_after_its_lease(target: str) -> None
         assert pinned.spent == 0  # nothing was written to the counter before the crash
         worst = _spec(0).worst_case()
         assert worst is not None
-        assert usd_to_pico(pinned.reserved) == min(usd_to_pico(Decimal(10)) // slices.SHARE, 64 * usd_to_pico(worst))
+        share = min(usd_to_pico(Decimal(10)) // slices.SHARE, slices.CAP_CALLS * usd_to_pico(worst))
+        assert usd_to_pico(pinned.reserved) == share
         (freed,) = budget.budget_status(ledger, now=now + timedelta(seconds=31))
         assert (freed.spent, freed.reserved) == (Decimal("0.006"), Decimal(0))
         assert _books(target)[1:] == (0, 0)

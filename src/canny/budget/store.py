@@ -52,6 +52,7 @@ from zoneinfo import ZoneInfo
 
 from canny.ledger.budget_tables import counter_ids, update_counters
 from canny.ledger.migrations import BUDGET_LOCK, Transaction
+from canny.units import to_us
 
 __all__ = [
     "BUDGET_LOCK",
@@ -306,7 +307,7 @@ def _slice_charge(tx: Transaction, cid: int, amount: int, pending: int) -> int:
     period, zone, label, project, tag, key, end_us, spent = rows[0]
     first = date.fromisoformat(label if period == "day" else f"{label}-01")
     start = datetime.combine(first, time(), tzinfo=ZoneInfo(str(zone)))
-    window = CounterKey(str(period), str(zone), str(label), round(start.timestamp() * 10**6), int(end_us),
+    window = CounterKey(str(period), str(zone), str(label), to_us(start), int(end_us),
                         str(project), str(tag), str(key))  # fmt: skip
     unseen = _seed(tx, window) - int(spent) - pending
     return min(amount, max(unseen, 0))
@@ -368,12 +369,11 @@ def release(ledger: BudgetLedger, rid: int) -> None:
 
 def renew(ledger: BudgetLedger, rid: int, expires_us: int) -> bool:
     """Move a held reservation's lease end to ``expires_us``; ``False`` if it is not held."""
-    with _writer(ledger) as tx:
-        rows = tx.execute(
-            "UPDATE budget_reservations SET expires_at_us = ? WHERE id = ? AND state = 'held' RETURNING id",
-            (expires_us, rid),
-        )
-    return bool(rows)
+    sql = "UPDATE budget_reservations SET expires_at_us = ? WHERE id = ? AND state = 'held' RETURNING id"
+    if _is_postgres(ledger):
+        return bool(_one(ledger, sql, (expires_us, rid)))
+    with begin(ledger) as tx:
+        return bool(tx.execute(sql, (expires_us, rid)))
 
 
 # --- PostgreSQL: one round trip each -------------------------------------------------------
@@ -383,15 +383,18 @@ def _is_postgres(ledger: BudgetLedger) -> bool:
     return getattr(ledger, "dialect", None) == "postgres"
 
 
-def _writer(ledger: BudgetLedger) -> AbstractContextManager[Transaction]:
-    """A write transaction: :func:`begin` on SQLite; on PostgreSQL a plain one (the
-    statements it runs lock only the rows they touch)."""
-    return ledger.transaction() if _is_postgres(ledger) else begin(ledger)
+def _one(ledger: BudgetLedger, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """One statement in one round trip (autocommit, ``PostgresLedger.statement``), else in
+    a transaction of its own."""
+    run = getattr(ledger, "statement", None)
+    if run is not None:
+        return list(run(sql, params))
+    with ledger.transaction() as tx:
+        return tx.execute(sql, params)
 
 
 def _pg_settle(ledger: BudgetLedger, rid: int, ids: Sequence[int], charge: int) -> None:
-    with ledger.transaction() as tx:
-        tx.execute("SELECT canny_budget_settle(?::bigint, ?::bigint[], ?::bigint)", (rid, list(ids), charge))
+    _one(ledger, "SELECT canny_budget_settle(?::bigint, ?::bigint[], ?::bigint)", (rid, list(ids), charge))
 
 
 def resolve(ledger: BudgetLedger, keys: Sequence[CounterKey], now_us: int) -> list[int]:
@@ -410,6 +413,8 @@ class PgHold:
     rid: int | None
     states: list[CounterState] | None
     due: bool
+    #: How long the call waited for the counter rows' locks (µs): other processes' writes.
+    waited_us: int = 0
 
 
 def pg_reserve(
@@ -425,15 +430,15 @@ def pg_reserve(
 ) -> PgHold:
     """Hold ``amount`` on counters ``ids`` if it fits every limit (``limits``, same order;
     ``None``: only read them), in one round trip."""
-    with ledger.transaction() as tx:
-        rid, spent, reserved, due = tx.execute(
-            "SELECT * FROM canny_budget_reserve(?::bigint[], ?::bigint[], ?::bigint, ?, ?, ?::bigint, ?::bigint)",
-            (list(ids), list(limits), amount, call_id, owner, now_us, expires_us),
-        )[0]
+    rid, spent, reserved, due, waited = _one(
+        ledger,
+        "SELECT * FROM canny_budget_reserve(?::bigint[], ?::bigint[], ?::bigint, ?, ?, ?::bigint, ?::bigint)",
+        (list(ids), list(limits), amount, call_id, owner, now_us, expires_us),
+    )[0]
     states = None
     if spent is not None:
         states = [CounterState(int(i), int(s), int(r)) for i, s, r in zip(ids, spent, reserved, strict=True)]
-    return PgHold(None if rid is None else int(rid), states, bool(due))
+    return PgHold(None if rid is None else int(rid), states, bool(due), int(waited or 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,12 +470,12 @@ def pg_slice(
     held, give ``give_back`` of it back and renew its lease; then, if ``need`` > 0, add
     ``min(headroom // share, cap)`` to the slice (a new one if none is held) when that is at
     least ``need``."""
-    with ledger.transaction() as tx:
-        new, granted, due = tx.execute(
-            "SELECT * FROM canny_budget_slice(?::bigint, ?::bigint[], ?::bigint[], ?::bigint, ?::bigint, ?::bigint, "
-            "?::bigint, ?::bigint, ?, ?::bigint, ?::bigint)",
-            (sid, list(ids), list(limits), charge, give_back, need, share, cap, owner, now_us, expires_us),
-        )[0]
+    new, granted, due = _one(
+        ledger,
+        "SELECT * FROM canny_budget_slice(?::bigint, ?::bigint[], ?::bigint[], ?::bigint, ?::bigint, ?::bigint, "
+        "?::bigint, ?::bigint, ?, ?::bigint, ?::bigint)",
+        (sid, list(ids), list(limits), charge, give_back, need, share, cap, owner, now_us, expires_us),
+    )[0]
     return SliceRefill(None if new is None else int(new), int(granted), bool(due))
 
 

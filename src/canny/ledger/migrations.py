@@ -434,12 +434,15 @@ _BUDGET_FUNCTIONS = """
 
     CREATE FUNCTION canny_budget_reserve(
         ids bigint[], limits bigint[], amount bigint, p_call_id text, p_owner text, now_us bigint, expires_us bigint
-    ) RETURNS TABLE (rid bigint, spent bigint[], reserved bigint[], due boolean) LANGUAGE plpgsql AS $$
+    ) RETURNS TABLE (rid bigint, spent bigint[], reserved bigint[], due boolean, waited_us bigint)
+    LANGUAGE plpgsql AS $$
     DECLARE
         n_found int;
         fits boolean;
+        t0 timestamptz := clock_timestamp();
     BEGIN
         PERFORM 1 FROM budget_counters c WHERE c.id = ANY (ids) ORDER BY c.id FOR UPDATE;
+        waited_us := (extract(epoch FROM clock_timestamp() - t0) * 1000000)::bigint;
         SELECT count(c.id), array_agg(c.spent_pico ORDER BY u.o), array_agg(c.reserved_pico ORDER BY u.o),
                bool_and(u.lim - c.spent_pico - c.reserved_pico >= amount)
           INTO n_found, spent, reserved, fits

@@ -161,6 +161,17 @@ class PostgresLedger(SQLLedger):
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
 
+    def statement(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on its own (autocommit: atomic by itself, one round trip, no
+        ``BEGIN``/``COMMIT``) and return its rows: the budget functions' hot path."""
+        with self._pool.connection() as conn:
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(_Tx._sql(sql), tuple(params))
+                    return cursor.fetchall() if cursor.description is not None else []
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         with self._pool.connection() as conn:
             try:
