@@ -40,6 +40,7 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -95,19 +96,23 @@ def maintain(db: store.BudgetLedger, now_us: int) -> None:
         warnings.warn(f"budget leases not ended this time ({exc})", CannyWarning, stacklevel=2)
 
 
+@dataclass(eq=False)
 class SliceReservation:
-    """A call's worst case held in memory from a :class:`SliceBook`; ends once."""
+    """A call's worst case (``pico``) held in memory from a :class:`SliceBook` of the given
+    ``generation``; ends once. It has no reservation row (``id`` is ``None``): the slice's
+    lease covers the call."""
 
-    id = None  # no reservation row: the slice's lease covers the call
+    book: SliceBook
+    generation: int
+    pico: int
+    max_tokens: int
+    done: bool = False
+    id: None = None
 
-    def __init__(self, book: SliceBook, generation: int, amount: int, max_tokens: int) -> None:
-        self.book = book
-        self.generation = generation
-        self.pico = amount
-        #: The worst case held, in dollars.
-        self.amount = pico_to_usd(amount)
-        self.max_tokens = max_tokens
-        self.done = False
+    @property
+    def amount(self) -> Decimal:
+        """The worst case held, in dollars."""
+        return pico_to_usd(self.pico)
 
     def settle(self, cost: Decimal | None) -> None:
         """Charge the call's actual cost (``None``, unpriced: the worst case) to the slice."""

@@ -414,13 +414,13 @@ register(
 _BUDGET_SLICES = """
     CREATE TABLE budget_slices (
         id {id},
-        counters TEXT NOT NULL,
-        amount_pico {big} NOT NULL,
-        charged_pico {big} NOT NULL DEFAULT 0,
-        state TEXT NOT NULL DEFAULT 'held',
         owner TEXT NOT NULL,
-        created_at_us {big} NOT NULL,
-        expires_at_us {big} NOT NULL
+        counters TEXT NOT NULL,
+        amount_pico {big} NOT NULL CHECK (amount_pico >= 0),
+        spent_pico {big} NOT NULL DEFAULT 0,
+        leased_at_us {big} NOT NULL,
+        expires_at_us {big} NOT NULL,
+        state TEXT NOT NULL DEFAULT 'held' CHECK (state IN ('held', 'expired'))
     );
     CREATE INDEX budget_slices_held ON budget_slices (expires_at_us) WHERE state = 'held';
 """
@@ -504,7 +504,7 @@ _BUDGET_FUNCTIONS = """
         IF st = 'held' THEN
             sid := p_sid;
             UPDATE budget_counters SET reserved_pico = reserved_pico - give_back WHERE id = ANY (ids);
-            UPDATE budget_slices SET amount_pico = amount_pico - give_back, charged_pico = charged_pico + charge,
+            UPDATE budget_slices SET amount_pico = amount_pico - give_back, spent_pico = spent_pico + charge,
                 expires_at_us = expires_us WHERE id = sid;
         END IF;
         IF need > 0 THEN
@@ -514,7 +514,7 @@ _BUDGET_FUNCTIONS = """
                 granted := least(room / den, cap);
                 UPDATE budget_counters SET reserved_pico = reserved_pico + granted WHERE id = ANY (ids);
                 IF sid IS NULL THEN
-                    INSERT INTO budget_slices (counters, amount_pico, owner, created_at_us, expires_at_us)
+                    INSERT INTO budget_slices (counters, amount_pico, owner, leased_at_us, expires_at_us)
                         VALUES (array_to_json(ids)::text, granted, p_owner, now_us, expires_us) RETURNING id INTO sid;
                 ELSE
                     UPDATE budget_slices SET amount_pico = amount_pico + granted WHERE id = sid;
