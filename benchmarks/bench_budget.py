@@ -91,7 +91,7 @@ def pairs_worker(target: str, pairs: int, sliced: bool, ready: Any, go: Any, out
     from canny.ledger import open_ledger
 
     if not sliced:
-        slices.HOT_CALLS = 10**9
+        slices.HOT_CALLS = slices.HOT_WAIT_US = 10**9
     ledger = open_ledger(target)
     guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
     body = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": _prompt(0)}]}
@@ -192,7 +192,7 @@ def bench_pairs(target: str, processes: int, pairs: int, *, sliced: bool = True,
     ledger.close()
     # fork: 64 children start at once without importing canny 64 times on a loaded machine
     # (the parent holds no open connection: the ledger above is closed before they start).
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    ctx: Any = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     children = [
         ctx.Process(target=pairs_worker, args=(target, pairs, sliced, ready, go, out)) for _ in range(processes)

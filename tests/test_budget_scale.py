@@ -75,7 +75,7 @@ def clients(target: str, threads: int, pairs: int, seed: int, out: Any) -> None:
     from canny import errors
 
     slices.HOT_CALLS = 4
-    totals = {"charged": Decimal(0), "ok": 0, "refused": 0, "sliced": 0, "released": 0, "failed": 0}
+    totals: dict[str, Any] = {"charged": Decimal(0), "ok": 0, "refused": 0, "sliced": 0, "released": 0, "failed": 0}
     lock = threading.Lock()
 
     def client(index: int) -> None:
@@ -136,7 +136,7 @@ def test_64_clients_across_processes_with_slices_never_overspend(target: str) ->
     for child in children:
         child.join(timeout=60)
         assert child.exitcode == 0
-    total = {k: sum((r[k] for r in results), Decimal(0) if k == "charged" else 0) for k in results[0]}
+    total: dict[str, Any] = {k: sum((r[k] for r in results), Decimal(0) if k == "charged" else 0) for k in results[0]}
     assert total["failed"] == 0
     assert total["ok"] + total["refused"] + total["released"] == processes * threads * pairs
     assert total["refused"] > 0  # the budget ran out: the last dollars went through the direct path
