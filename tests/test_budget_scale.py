@@ -225,3 +225,43 @@ def test_a_crashed_holders_slice_comes_back_after_its_lease(target: str) -> None
         assert _books(target)[1:] == (0, 0)
     finally:
         ledger.close()
+
+
+def test_near_the_limit_no_slice_is_granted_and_calls_go_direct(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When 1/SHARE of the headroom is less than a worst case, the call holds its own reservation."""
+    monkeypatch.setattr(slices, "HOT_CALLS", 1)
+    worst = _spec(0).worst_case()
+    assert worst is not None
+    ledger = open_ledger(target)
+    try:
+        budget.set_budget(ledger, period="day", limit=worst * 3)
+        guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
+        held = guard.reserve(_spec(0))
+        assert isinstance(held, budget.LedgerReservation)
+        assert held.amount == worst
+        [(spent, reserved)], reservations, sliced = _books(target)
+        assert (spent, reserved, reservations, sliced) == (0, usd_to_pico(worst), 1, 0)
+        held.settle(Decimal("0.001"))
+        assert _books(target) == ([(usd_to_pico(Decimal("0.001")), 0)], 0, 0)
+    finally:
+        ledger.close()
+
+
+def test_a_slice_ended_by_a_reset_is_not_used_again(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `budget reset --reservations` ends a live slice, the next call takes a new one; costs all count."""
+    monkeypatch.setattr(slices, "HOT_CALLS", 1)
+    monkeypatch.setattr(slices, "FLUSH_SECONDS", 0.0)
+    ledger = open_ledger(target)
+    budget.set_budget(ledger, period="day", limit="10")
+    guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
+    first: Any = guard.reserve(_spec(0))
+    assert isinstance(first, slices.SliceReservation)
+    budget.clear_in_flight(ledger)  # ends the slice as if its lease had run out
+    assert _books(target) == ([(0, 0)], 0, 0)
+    second: Any = guard.reserve(_spec(1))
+    assert isinstance(second, slices.SliceReservation)
+    assert second.generation == first.generation + 1  # a new slice, not the dead one's memory
+    first.settle(Decimal("0.001"))  # in flight across the reset: its cost still counts
+    second.settle(Decimal("0.002"))
+    ledger.close()
+    assert _books(target) == ([(usd_to_pico(Decimal("0.003")), 0)], 0, 0)

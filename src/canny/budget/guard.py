@@ -236,7 +236,11 @@ class BudgetGuard:
         if getattr(self.db, "dialect", None) == "postgres":  # no global lock: canny.budget.slices
             from canny.budget import slices
 
-            held = slices.reserve(self, spec, applicable, keys, now, full, floor)
+            held = slices.reserve(
+                self.db, owner=self.owner, lease=self.lease, call_id=spec.call_id, max_tokens=spec.max_tokens,
+                budgets=applicable, keys=keys, now=now, full=full,
+                decide=lambda states: _decide(applicable, states, now, spec.max_tokens, full, floor),
+            )  # fmt: skip
             if isinstance(held, slices.SliceReservation):
                 return held
             rid, ids, decision = held

@@ -39,22 +39,32 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from canny.budget import store
 from canny.errors import CannyWarning, LedgerError
 from canny.units import pico_to_usd, to_us, usd_to_pico
 
 if TYPE_CHECKING:
-    from canny.budget.guard import BudgetGuard, CallLike, _Decision
     from canny.budget.limits import Budget
+
+
+class Decided(Protocol):
+    """What the guard's decision gives: the amount to hold (``None``: refuse)."""
+
+    @property
+    def amount(self) -> int | None: ...
+
+
+D = TypeVar("D", bound=Decided)
 
 __all__ = [
     "CAP_CALLS",
+    "DENIED_SECONDS",
     "FLUSH_SECONDS",
     "HOT_CALLS",
     "HOT_SECONDS",
@@ -77,6 +87,8 @@ HOT_SECONDS = 10.0
 SHARE = 16
 #: ... and at most this many worst cases of the call that asked for it.
 CAP_CALLS = 256
+#: After a share was refused (too little headroom), calls go direct this long (seconds).
+DENIED_SECONDS = 1.0
 #: Settlements are written to the counters (and the slice's lease renewed) at least this often.
 FLUSH_SECONDS = 1.0
 #: Tries of the direct path before giving up on a counter set that keeps moving.
@@ -151,6 +163,7 @@ class SliceBook:
         self.generation = 0
         self.free = self.outstanding = self.released = self.charged = 0
         self.flushed_at = time.monotonic()
+        self.denied_until = 0.0
         self._lock = threading.Lock()
 
     def take(self, amount: int, max_tokens: int, limits: Sequence[int], lease: float) -> SliceReservation | None:
@@ -158,8 +171,12 @@ class SliceBook:
         slice can be had (near the limit: the caller takes the direct path)."""
         with self._lock:
             self.limits, self.lease = list(limits), lease
-            if self.free < amount:
+            if self.sid is not None and time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+                self._write(need=0)  # also finds out whether the row still stands (a reset, a lease)
+            if self.free < amount and time.monotonic() >= self.denied_until:
                 self._write(need=amount)
+                if self.free < amount:  # near the limit: let calls go direct for a while
+                    self.denied_until = time.monotonic() + DENIED_SECONDS
             if self.free < amount:
                 return None
             self.free -= amount
@@ -210,8 +227,11 @@ class SliceBook:
         self.charged = self.released = 0
         if need or everything:
             self.free = 0
-        if self.sid is not None and answer.sid != self.sid and (self.outstanding or answer.granted):
-            self.generation += 1  # the row ended under us: calls in flight now only add their cost
+        if self.sid is not None and answer.sid != self.sid:
+            # The row is gone: given back in full, or ended under us (its lease ran out, or
+            # `canny budget reset --reservations`). Nothing in memory is backed any more:
+            # calls still in flight from it will only add their cost.
+            self.generation += 1
             self.outstanding = self.free = 0
         self.sid = answer.sid
         self.free += answer.granted
@@ -314,50 +334,52 @@ def return_slices() -> None:
 
 
 def reserve(
-    guard: BudgetGuard,
-    spec: CallLike,
+    db: store.BudgetLedger,
+    *,
+    owner: str,
+    lease: float,
+    call_id: str,
+    max_tokens: int,
     budgets: list[Budget],
     keys: list[store.CounterKey],
     now: datetime,
     full: int,
-    floor: int,
-) -> SliceReservation | tuple[int | None, list[int], _Decision]:
-    """Hold ``spec``'s worst case (``full`` pico-dollars; ``floor`` with no output) against
-    ``budgets`` on PostgreSQL: a :class:`SliceReservation` from a hot counter set's slice,
-    else ``(reservation id or None when refused, counter ids, decision)``."""
-    from canny.budget.guard import _decide as decide
-
-    state = _state(guard.db)
+    decide: Callable[[list[store.CounterState]], D],
+) -> SliceReservation | tuple[int | None, list[int], D]:
+    """Hold a call's worst case (``full`` pico-dollars, at ``max_tokens``) against
+    ``budgets`` (counters ``keys``) on PostgreSQL: a :class:`SliceReservation` from a hot
+    counter set's slice, else ``(reservation id or None when refused, counter ids,
+    decision)``; ``decide`` is the guard's rule from the counters to what to hold."""
+    state = _state(db)
     now_us = to_us(now)
-    expires_us = to_us(now + timedelta(seconds=guard.lease))
+    expires_us = to_us(now + timedelta(seconds=lease))
     limits = [math.floor(b.limit.scaleb(12)) for b in budgets]
     for _ in range(_TRIES):
         ids = state.ids(keys, now_us)
         unique = tuple(sorted(set(ids)))
         if state.hot(unique) and full > 0:
             least = {i: min(lim for j, lim in zip(ids, limits, strict=True) if j == i) for i in unique}
-            book = state.book(unique, guard.owner)
-            taken = book.take(full, spec.max_tokens, [least[i] for i in unique], guard.lease)
+            book = state.book(unique, owner)
+            taken = book.take(full, max_tokens, [least[i] for i in unique], lease)
             if taken is not None:
                 return taken
         amount: int | None = full
-        decision = None
+        decision: D | None = None
         for _ in range(_TRIES):
             hold = store.pg_reserve(
-                guard.db, ids, limits, amount, call_id=spec.call_id, owner=guard.owner,
-                now_us=now_us, expires_us=expires_us,
-            )  # fmt: skip
+                db, ids, limits, amount, call_id=call_id, owner=owner, now_us=now_us, expires_us=expires_us
+            )
             state.waited(unique, hold.waited_us)
             if hold.due:
-                maintain(guard.db, now_us)
+                maintain(db, now_us)
             if hold.states is None:
                 state.forget()  # a counter went (its budget was removed): look them up again
                 break
             if hold.rid is not None:
                 if decision is None:
-                    decision = decide(budgets, hold.states, now, spec.max_tokens, full, floor)
+                    decision = decide(hold.states)
                 return hold.rid, list(unique), decision
-            decision = decide(budgets, hold.states, now, spec.max_tokens, full, floor)
+            decision = decide(hold.states)
             if decision.amount is None and not hold.due:
                 return None, list(unique), decision
             if decision.amount is None:  # leases ended just now: try the full amount again
@@ -367,4 +389,4 @@ def reserve(
         else:
             if decision is not None:
                 return None, list(unique), decision
-    raise LedgerError(f"ledger {guard.db.location}: the budget counters kept changing; try again")
+    raise LedgerError(f"ledger {db.location}: the budget counters kept changing; try again")
