@@ -1,8 +1,9 @@
 """Budgets under load: many processes, one ledger, one daily budget.
 
-    python benchmarks/bench_budget.py                 # 8 processes × 200 calls, SQLite
+    python benchmarks/bench_budget.py                 # 8 processes × 200 calls, SQLite; then PostgreSQL
     python benchmarks/bench_budget.py --quick         # 4 × 50
     python benchmarks/bench_budget.py --ledger postgresql://user@127.0.0.1/db
+    python benchmarks/bench_budget.py --no-postgres   # SQLite only
 
 Measures (DESIGN §4, budget line):
 
@@ -13,7 +14,13 @@ Measures (DESIGN §4, budget line):
 2. reserve + reconcile throughput: N processes each run ``BudgetGuard.reserve`` then
    ``settle`` in a loop (no HTTP), started together; pairs per second over all of them
    (target ≥ 500/s across 8 processes on SQLite);
-3. the per-call cost of ``guard_for`` when no budget is set (the path every call takes).
+3. the per-call cost of ``guard_for`` when no budget is set (the path every call takes);
+4. PostgreSQL reserve + settle pairs per second at 1, 8, 32 and 64 client processes, against
+   a throwaway server started with ``fsync=on`` and ``synchronous_commit=on``
+   (``scripts/pg-test-server.sh start --durable``), with slices (the default) and, at 8
+   processes, without them (every pair two round trips on the counter row); the 8-process
+   figure, median of three runs, goes to the targets table (target >= 5,000 pairs/s).
+   Skipped when no PostgreSQL can be started (``--no-postgres`` skips it too).
 
 Numbers are printed; nothing here is a test (tests/test_budget_concurrency.py is the
 small version of 1).
@@ -75,22 +82,27 @@ def calls_worker(target: str, calls: int, out: Any) -> None:
     out.put((*counts, elapsed))
 
 
-def pairs_worker(target: str, pairs: int, go: Any, out: Any) -> None:
-    """Reserve then settle ``pairs`` times once ``go`` is set; put (start, end) wall times."""
+def pairs_worker(target: str, pairs: int, sliced: bool, ready: Any, go: Any, out: Any) -> None:
+    """Reserve then settle ``pairs`` times once ``go`` is set (``sliced``: slices allowed, on
+    PostgreSQL); put (start, end) wall times. Closing the ledger gives slices back."""
     from canny import budget
     from canny._call import CallSpec
+    from canny.budget import slices
     from canny.ledger import open_ledger
 
+    if not sliced:
+        slices.HOT_CALLS = slices.HOT_WAIT_US = 10**9
     ledger = open_ledger(target)
     guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
     body = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": _prompt(0)}]}
     specs = [CallSpec(model=MODEL, params=dict(body), stream=True, project="pairs") for _ in range(pairs)]
+    ready.put(os.getpid())
     go.wait()
     start = time.time()
     for spec in specs:
         guard.reserve(spec).settle(Decimal("0.0001"))
-    out.put((start, time.time()))
     ledger.close()
+    out.put((start, time.time()))
 
 
 @contextmanager
@@ -166,28 +178,106 @@ def bench_invariant(target: str, processes: int, calls: int, workdir: Path) -> b
     return all(checks.values())
 
 
-def bench_pairs(target: str, processes: int, pairs: int) -> float:
+def bench_pairs(target: str, processes: int, pairs: int, *, sliced: bool = True, quiet: bool = False) -> float:
+    """Pairs per second over ``processes`` processes, from the first start to the last end
+    (each closes its ledger, giving its slices back, inside its span); checks the counter."""
     from canny import budget
     from canny.ledger import open_ledger
 
-    ledger = open_ledger(target)
+    ledger: Any = open_ledger(target)
+    budget.remove_budgets(ledger)
+    with ledger.transaction() as tx:
+        tx.execute("DELETE FROM budget_counters")
     budget.set_budget(ledger, period="day", limit="1000000", project="pairs")
     ledger.close()
-    ctx = multiprocessing.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
-    children = [ctx.Process(target=pairs_worker, args=(target, pairs, go, out)) for _ in range(processes)]
+    # fork: 64 children start at once without importing canny 64 times on a loaded machine
+    # (the parent holds no open connection: the ledger above is closed before they start).
+    ctx: Any = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    children = [
+        ctx.Process(target=pairs_worker, args=(target, pairs, sliced, ready, go, out)) for _ in range(processes)
+    ]
     for child in children:
         child.start()
-    time.sleep(3.0)  # let every child import and open its ledger
+    for _ in children:
+        ready.get(timeout=900)  # every child imported canny and opened its ledger
     go.set()
-    spans: list[tuple[float, float]] = [out.get(timeout=600) for _ in children]
+    spans: list[tuple[float, float]] = [out.get(timeout=900) for _ in children]
     for child in children:
         child.join()
     seconds = max(end for _, end in spans) - min(start for start, _ in spans)
     rate = processes * pairs / seconds
-    print(f"\n== reserve + reconcile: {processes} processes × {pairs} pairs (no HTTP)")
-    print(f"{processes * pairs} pairs in {seconds:.2f} s: {rate:,.0f} pairs/s (target >= 500/s)")
+    ledger = open_ledger(target)
+    (status,) = budget.budget_status(ledger)
+    ledger.close()
+    charged = Decimal("0.0001") * processes * pairs
+    if (status.spent, status.reserved) != (charged, Decimal(0)):
+        raise SystemExit(f"budget counter wrong after the pairs: spent {status.spent} (want {charged}), "
+                         f"reserved {status.reserved} (want 0)")  # fmt: skip
+    if not quiet:
+        how = "with slices" if sliced else "direct (no slices)"
+        print(f"\n== reserve + reconcile: {processes} processes × {pairs} pairs (no HTTP), {how}")
+        print(f"{processes * pairs} pairs in {seconds:.2f} s: {rate:,.0f} pairs/s")
     return rate
+
+
+@contextmanager
+def _durable_postgres() -> Iterator[str | None]:
+    """A throwaway PostgreSQL server with fsync=on and synchronous_commit=on (the script's
+    ``start --durable``), or None when none can be started."""
+    import shlex
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pg-test-server.sh"
+    started = subprocess.run(["bash", str(script), "start", "--durable"], capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        print(f"\n== PostgreSQL: no server could be started, skipped ({started.stderr.strip().splitlines()[-1:]})")
+        yield None
+        return
+    env = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines() if "=" in line)
+    env = {k: shlex.split(v)[0] for k, v in env.items()}
+    try:
+        yield env["CANNY_TEST_POSTGRES_DSN"]
+    finally:
+        subprocess.run(["bash", str(script), "stop", env["CANNY_PG_TEST_DIR"]], capture_output=True, check=False)
+
+
+def bench_postgres(url: str, quick: bool) -> None:
+    """Pairs/s at 1, 8, 32 and 64 processes on a durable server; the 8-process row, median of
+    three runs with its spread, goes to the targets table."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "synchronous_commit")}  # type: ignore[index]
+    print(f"\n== PostgreSQL budgets: fsync={settings['fsync']}, synchronous_commit={settings['synchronous_commit']}")
+    total = 4000 if quick else 16000
+    rates: dict[int, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="canny-bench-pg-") as tmp, _fresh(url, Path(tmp), "pgpairs") as target:
+        for processes in (1, 8, 32, 64):
+            pairs = max(250, total // processes) if processes > 1 else total // 4
+            runs = 1 if quick or processes != 8 else 3
+            rates[processes] = [bench_pairs(target, processes, pairs, quiet=True) for _ in range(runs)]
+            print(f"  {processes} processes × {pairs} pairs: " + ", ".join(f"{r:,.0f}" for r in rates[processes]),
+                  flush=True)  # fmt: skip
+        direct = bench_pairs(target, 8, 250 if quick else 500, sliced=False, quiet=True)
+    print(f"{'processes':>9}  {'pairs/s (slices)':>17}  runs")
+    for processes, found in rates.items():
+        listed = ", ".join(f"{r:,.0f}" for r in found)
+        print(f"{processes:>9}  {statistics.median(found):>17,.0f}  {listed}")
+    print(f"8 processes without slices (two round trips per pair on the counter row): {direct:,.0f} pairs/s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from targets import record
+
+    eight = rates[8]
+    record(
+        "budget_pg_pairs_8",
+        "PostgreSQL budget reserve + settle, 8 processes (fsync on)",
+        value=statistics.median(eight),
+        target=5000,
+        better="higher",
+        spread=(min(eight), max(eight)),
+        unit="pairs/s",
+    )
 
 
 def bench_no_budget(target: str) -> float:
@@ -219,6 +309,7 @@ def main() -> None:
         "--ledger", help="a postgresql:// URL; each part runs in a new schema (default: SQLite files in a temp dir)"
     )
     parser.add_argument("--quick", action="store_true", help="4 processes × 50 calls, 200 pairs")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL pairs on a durable server")
     args = parser.parse_args()
     if args.quick:
         args.processes, args.calls, args.pairs = 4, 50, 200
@@ -237,6 +328,12 @@ def main() -> None:
             rate = bench_pairs(target, args.processes, args.pairs)
         with _fresh(args.ledger, workdir, "empty") as target:
             bench_no_budget(target)
+        if args.ledger is not None and args.ledger.startswith("postgres"):
+            bench_postgres(args.ledger, args.quick)
+        elif not args.no_postgres:
+            with _durable_postgres() as url:
+                if url is not None:
+                    bench_postgres(url, args.quick)
     if not passed or (args.ledger is None and rate < 500):  # the throughput target is for SQLite
         sys.exit(1)
 

@@ -7,6 +7,10 @@
 #
 # Example:  scripts/pg-test-server.sh run .venv/bin/pytest tests/test_ledger_contract.py
 #
+# `start --durable` / `run --durable CMD` (or PGTEST_DURABLE=1) start a production-like server
+# instead: fsync=on, synchronous_commit=on, full_page_writes=on (what benchmarks/bench_budget.py
+# measures against; see docs/scale.md).
+#
 # The server listens on 127.0.0.1 on a free port, with a random password (scram-sha-256),
 # fsync off (it is disposable). As root it runs as the `postgres` user (initdb refuses root).
 # If no PostgreSQL binaries are found and we are root, `apt-get install -y postgresql` runs
@@ -86,9 +90,13 @@ start() {
         -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
     rm -f "$dir/pwfile"
-    log "starting on 127.0.0.1:$port"
+    local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [[ "${PGTEST_DURABLE:-0}" == 1 ]]; then
+        durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=200"
+    fi
+    log "starting on 127.0.0.1:$port ($durability)"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $durability" \
         start >/dev/null || { cat "$dir/server.log" >&2; die "the server did not start"; }
     PGPASSWORD=$password "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" \
         || { stop "$dir"; die "createdb failed"; }
@@ -123,9 +131,13 @@ run() {
     return "$status"
 }
 
+if [[ "${2:-}" == --durable ]]; then
+    export PGTEST_DURABLE=1
+    set -- "$1" "${@:3}"
+fi
 case "${1:-}" in
     start) start ;;
     stop) shift; stop "$@" ;;
     run) shift; run "$@" ;;
-    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -30,6 +30,7 @@ from canny.pricing import format_usd as _usd
 from canny.units import to_us, usd_to_pico
 
 if TYPE_CHECKING:
+    from canny.budget.slices import SliceReservation
     from canny.ledger import Ledger
 
 __all__ = [
@@ -221,7 +222,7 @@ class BudgetGuard:
         self.clock: Clock = clock or utc_now
         self.owner = f"{_host()}:{os.getpid()}"
 
-    def reserve(self, spec: CallLike) -> LedgerReservation | NoReservation:
+    def reserve(self, spec: CallLike) -> LedgerReservation | NoReservation | SliceReservation:
         """Hold ``spec``'s worst case against every budget in scope, in one transaction;
         lower ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
         :class:`~canny.errors.BudgetExceeded` when it does not fit."""
@@ -234,21 +235,20 @@ class BudgetGuard:
         floor = _pico_up(spec.worst_case(0) or Decimal(0))
         full = _pico_up(worst)
         now = self.clock()
-        now_us = to_us(now)
         keys = [b.counter_key(now) for b in applicable]
-        with store.begin(self.db) as tx:
-            self.db.sweep_lost_in(tx, now_us)
-            store.expire(tx, now_us)
-            states = store.counters(tx, keys, now_us)
-            decision = _decide(applicable, states, now, spec.max_tokens, full, floor)
-            rid = None
-            ids = sorted({s.id for s in states})
-            if decision.amount is not None:
-                expires = to_us(now + timedelta(seconds=self.lease))
-                rid = store.hold(
-                    tx, call_id=spec.call_id, counter_ids=ids, amount=decision.amount,
-                    now_us=now_us, expires_us=expires, owner=self.owner,
-                )  # fmt: skip
+        if getattr(self.db, "dialect", None) == "postgres":  # no global lock: canny.budget.slices
+            from canny.budget import slices
+
+            held = slices.reserve(
+                self.db, owner=self.owner, lease=self.lease, call_id=spec.call_id, max_tokens=spec.max_tokens,
+                budgets=applicable, keys=keys, now=now, full=full,
+                decide=lambda states: _decide(applicable, states, now, spec.max_tokens, full, floor),
+            )  # fmt: skip
+            if isinstance(held, slices.SliceReservation):
+                return held
+            rid, ids, decision = held
+        else:
+            rid, ids, decision = self._hold(spec, applicable, keys, now, full, floor)
         if rid is None or decision.amount is None:
             least = worst_case_at(MIN_MAX_TOKENS, max_tokens=spec.max_tokens, worst=full, floor=floor)
             raise _refusal(decision.status, worst, math.ceil(least))
@@ -261,6 +261,26 @@ class BudgetGuard:
                 stacklevel=4,
             )
         return LedgerReservation(self, rid, ids, decision.amount, decision.max_tokens)
+
+    def _hold(
+        self, spec: CallLike, budgets: list[Budget], keys: list[store.CounterKey], now: datetime, full: int, floor: int
+    ) -> tuple[int | None, list[int], _Decision]:
+        """Decide and hold in one transaction under the budget lock (SQLite)."""
+        now_us = to_us(now)
+        with store.begin(self.db) as tx:
+            self.db.sweep_lost_in(tx, now_us)
+            store.expire(tx, now_us)
+            states = store.counters(tx, keys, now_us)
+            decision = _decide(budgets, states, now, spec.max_tokens, full, floor)
+            rid = None
+            ids = sorted({s.id for s in states})
+            if decision.amount is not None:
+                expires = to_us(now + timedelta(seconds=self.lease))
+                rid = store.hold(
+                    tx, call_id=spec.call_id, counter_ids=ids, amount=decision.amount,
+                    now_us=now_us, expires_us=expires, owner=self.owner,
+                )  # fmt: skip
+        return rid, ids, decision
 
 
 def _decide(

@@ -20,11 +20,21 @@ tables, created by the ledger's migration ``budget.0001_tables``
     ran out (a tombstone, so a late settle charges only what expiry did not). An attempt
     of the call recorded as ``lost`` ends its reservation the same way (:func:`charge_lost`).
 
-Every write runs in one transaction of the ledger (:meth:`transaction`): SQLite takes its
-write lock up front (``BEGIN IMMEDIATE``); on PostgreSQL the transaction first takes the
-advisory lock :data:`~canny.ledger.migrations.BUDGET_LOCK`, so budget transactions from
-every machine sharing the database run one at a time. Amounts are integers (pico-dollars): no float ever touches
-money here.
+``budget_slices``
+    One row per share of headroom a process leased (:mod:`canny.budget.slices`, PostgreSQL
+    only): its ``amount_pico`` counts as reserved on its counters until the process gives it
+    back, or its lease (``expires_at_us``) ends and :func:`expire` ends it.
+
+Every write runs in one transaction of the ledger (:meth:`transaction`). On SQLite it takes
+the write lock up front (``BEGIN IMMEDIATE``). On PostgreSQL the hot path takes no global
+lock: a reservation (:func:`pg_reserve`), a settlement (:func:`settle`, :func:`release`) and
+a slice's refill (:func:`pg_slice`) are each one call of a server-side function (migration
+``budget.0003_slices``) that locks only the counter rows involved, in id order. The rare
+maintenance (ending leases, limits, status) still takes the advisory lock
+:data:`~canny.ledger.migrations.BUDGET_LOCK` (:func:`begin`), so two maintainers never race;
+it locks the reservation rows it ends first and the counters last, in id order, the same
+order the functions use, so it cannot deadlock with them. Amounts are integers
+(pico-dollars): no float ever touches money here.
 """
 
 from __future__ import annotations
@@ -32,14 +42,18 @@ from __future__ import annotations
 # SQL here is built from constants and ``?`` placeholders only; values are never spliced in.
 # ruff: noqa: S608
 import json
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from datetime import date, datetime, time
+from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
 
 from canny.budget.alerts import Alert, crossed
 from canny.ledger.budget_tables import counter_ids, update_counters
 from canny.ledger.migrations import BUDGET_LOCK, Transaction
+from canny.units import to_us
 
 __all__ = [
     "BUDGET_LOCK",
@@ -52,10 +66,13 @@ __all__ = [
     "delete_limits",
     "expire",
     "hold",
+    "pg_reserve",
+    "pg_slice",
     "read_limits",
     "release",
     "renew",
     "reservation_summary",
+    "resolve",
     "settle",
     "write_limit",
 ]
@@ -212,7 +229,8 @@ def counters(tx: Transaction, keys: Sequence[CounterKey], now_us: int) -> list[C
             spent = _seed(tx, key)
             tx.execute(
                 "INSERT INTO budget_counters (period, time_zone, label, project, tag, key_fingerprint, "
-                "period_end_us, spent_pico, reserved_pico) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                "period_end_us, spent_pico, reserved_pico) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) "
+                "ON CONFLICT (period, time_zone, label, project, tag, key_fingerprint) DO NOTHING",
                 (*key.unique, key.end_us, spent),
             )
             rows = tx.execute(_COUNTER, key.unique)
@@ -231,21 +249,62 @@ def _prune(tx: Transaction, now_us: int) -> None:
 
 
 def expire(tx: Transaction, now_us: int | None) -> int:
-    """End the leases that ran out by ``now_us`` (every lease when ``None``).
+    """End the leases that ran out by ``now_us`` (every lease when ``None``), reservations
+    and slices alike; run inside :func:`begin`.
 
-    Each one's call is charged what the ledger holds for it (its attempts' costs: the
-    attempts that finished before the process died); its reservation stops counting.
-    Returns how many ended.
+    Each reservation's call is charged what the ledger holds for it (its attempts' costs:
+    the attempts that finished before the process died); its reservation stops counting.
+    Each slice is charged what the ledger holds that no counter has counted yet
+    (:func:`_slice_charge`), at most its amount; the rest of it is given back. Returns how
+    many reservations ended. The rows are locked first, the counters last (in id order).
     """
-    sql = "SELECT id, call_id, counters, amount_pico FROM budget_reservations WHERE state = 'held'"
-    rows = tx.execute(sql + " AND expires_at_us < ?", (now_us,)) if now_us is not None else tx.execute(sql)
+    lock = " ORDER BY id FOR UPDATE" if tx.dialect == "postgres" else ""
+    due, params = (" AND expires_at_us < ?", (now_us,)) if now_us is not None else ("", ())
+    rows = tx.execute(
+        f"SELECT id, call_id, counters, amount_pico FROM budget_reservations WHERE state = 'held'{due}{lock}", params
+    )
+    slices = tx.execute(f"SELECT id, counters, amount_pico FROM budget_slices WHERE state = 'held'{due}{lock}", params)
+    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # counter id -> [reserved, spent]
     for rid, call_id, ids_text, amount in rows:
         charged = int(
             tx.execute("SELECT coalesce(sum(cost_pico), 0) FROM attempts WHERE call_id = ?", (call_id,))[0][0]
         )
-        update_counters(tx, counter_ids(ids_text), reserved=-int(amount), spent=charged)
+        for cid in counter_ids(ids_text):
+            deltas[cid][0] -= int(amount)
+            deltas[cid][1] += charged
         tx.execute("UPDATE budget_reservations SET state = 'expired', charged_pico = ? WHERE id = ?", (charged, rid))
+    for sid, ids_text, amount in slices:
+        for cid in counter_ids(ids_text):
+            deltas[cid][0] -= int(amount)
+            deltas[cid][1] += _slice_charge(tx, cid, int(amount), deltas[cid][1])
+        tx.execute("UPDATE budget_slices SET state = 'expired' WHERE id = ?", (sid,))
+    for cid in sorted(deltas):
+        update_counters(tx, [cid], reserved=deltas[cid][0], spent=deltas[cid][1])
+    tx.execute("DELETE FROM budget_slices WHERE state = 'expired'")
     return len(rows)
+
+
+def _slice_charge(tx: Transaction, cid: int, amount: int, pending: int) -> int:
+    """What a slice whose lease ended is charged on counter ``cid``: what the ledger holds
+    in the counter's scope and window beyond what the counter has counted (plus ``pending``,
+    charged in this transaction), at most the slice's ``amount``. That covers every call the
+    dead process made from its slice (their rows, ``lost`` ones included, are in the
+    ledger); it may also cover calls of other processes recorded but not yet settled, so
+    it errs high (never an overspend), by at most the slice."""
+    rows = tx.execute(
+        "SELECT period, time_zone, label, project, tag, key_fingerprint, period_end_us, spent_pico "
+        "FROM budget_counters WHERE id = ?",
+        (cid,),
+    )
+    if not rows:
+        return 0
+    period, zone, label, project, tag, key, end_us, spent = rows[0]
+    first = date.fromisoformat(label if period == "day" else f"{label}-01")
+    start = datetime.combine(first, time(), tzinfo=ZoneInfo(str(zone)))
+    window = CounterKey(str(period), str(zone), str(label), to_us(start), int(end_us),
+                        str(project), str(tag), str(key))  # fmt: skip
+    unseen = _seed(tx, window) - int(spent) - pending
+    return min(amount, max(unseen, 0))
 
 
 def hold(
@@ -281,10 +340,14 @@ def settle(
 
     A held reservation is swapped for the charge. An expired one was already charged the
     ledger rows found at expiry, so only the rest is added. A reservation that is gone
-    (its tombstone pruned a week after its lease ended) is charged in full. Returns the
-    budget alerts this settle fired (:mod:`canny.budget.alerts`), to deliver after commit.
+    (its tombstone pruned a week after its lease ended) is charged in full. On PostgreSQL:
+    one round trip (``canny_budget_settle``), no global lock. Returns the budget alerts this
+    settle fired (:mod:`canny.budget.alerts`), to deliver after commit.
     """
     actual = amount if charge is None else charge
+    if _is_postgres(ledger):
+        _pg_settle(ledger, rid, counter_ids, actual)
+        return pg_alerts(ledger, counter_ids, now_us)
     with begin(ledger) as tx:
         rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, charged_pico", (rid,))
         if not rows:
@@ -299,6 +362,9 @@ def settle(
 
 def release(ledger: BudgetLedger, rid: int) -> None:
     """Drop reservation ``rid`` with no charge (nothing was sent)."""
+    if _is_postgres(ledger):
+        _pg_settle(ledger, rid, [], 0)  # a charge of nothing: the held amount is freed
+        return
     with begin(ledger) as tx:
         rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, amount_pico, counters", (rid,))
         if rows and rows[0][0] == "held":
@@ -307,12 +373,140 @@ def release(ledger: BudgetLedger, rid: int) -> None:
 
 def renew(ledger: BudgetLedger, rid: int, expires_us: int) -> bool:
     """Move a held reservation's lease end to ``expires_us``; ``False`` if it is not held."""
+    sql = "UPDATE budget_reservations SET expires_at_us = ? WHERE id = ? AND state = 'held' RETURNING id"
+    if _is_postgres(ledger):
+        return bool(_one(ledger, sql, (expires_us, rid)))
     with begin(ledger) as tx:
-        rows = tx.execute(
-            "UPDATE budget_reservations SET expires_at_us = ? WHERE id = ? AND state = 'held' RETURNING id",
-            (expires_us, rid),
-        )
-    return bool(rows)
+        return bool(tx.execute(sql, (expires_us, rid)))
+
+
+# --- PostgreSQL: one round trip each -------------------------------------------------------
+
+
+def _is_postgres(ledger: BudgetLedger) -> bool:
+    return getattr(ledger, "dialect", None) == "postgres"
+
+
+def _one(ledger: BudgetLedger, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """One statement in one round trip (autocommit, ``PostgresLedger.statement``), else in
+    a transaction of its own."""
+    run = getattr(ledger, "statement", None)
+    if run is not None:
+        return list(run(sql, params))
+    with ledger.transaction() as tx:
+        return tx.execute(sql, params)
+
+
+#: PostgreSQL ledgers (by id) -> (monotonic time of the check, whether any budget has alert rules).
+_ALERT_RULES: dict[int, tuple[float, bool]] = {}
+#: How long "no budget has alerts" is believed. A threshold reached meanwhile still fires
+#: once, at the first settle after: alerts fire on thresholds reached, not on the moment.
+ALERT_RULES_TTL = 1.0
+
+
+def pg_alerts(ledger: BudgetLedger, counter_ids: Sequence[int], now_us: int | None = None) -> list[Alert]:
+    """PostgreSQL, after spend reached ``counter_ids`` (a settle, a slice written back): the
+    alerts it fired, decided in a short transaction of its own (an insert that only one
+    process wins), or none without a round trip when no budget has alert rules."""
+    import time as clock
+
+    if not counter_ids:
+        return []
+    checked = _ALERT_RULES.get(id(ledger))
+    if checked is None or clock.monotonic() - checked[0] > ALERT_RULES_TTL:
+        with ledger.transaction() as tx:
+            found = bool(tx.execute("SELECT 1 FROM budget_alert_rules LIMIT 1"))
+        checked = _ALERT_RULES[id(ledger)] = (clock.monotonic(), found)
+    if not checked[1]:
+        return []
+    with ledger.transaction() as tx:
+        return crossed(tx, counter_ids, now_us)
+
+
+def _pg_settle(ledger: BudgetLedger, rid: int, ids: Sequence[int], charge: int) -> None:
+    _one(ledger, "SELECT canny_budget_settle(?::bigint, ?::bigint[], ?::bigint)", (rid, list(ids), charge))
+
+
+def resolve(ledger: BudgetLedger, keys: Sequence[CounterKey], now_us: int) -> list[int]:
+    """The counter ids of ``keys`` (same order), creating and seeding those that are new
+    (:func:`counters`), without the global lock: concurrent creators agree on one row."""
+    with ledger.transaction() as tx:
+        return [state.id for state in counters(tx, keys, now_us)]
+
+
+@dataclass(frozen=True, slots=True)
+class PgHold:
+    """What ``canny_budget_reserve`` answered: the reservation id (``None``: not held), the
+    counters as they were before it (``None``: a counter is gone, resolve again) and whether
+    some lease ran out (``due``: run :func:`expire`)."""
+
+    rid: int | None
+    states: list[CounterState] | None
+    due: bool
+    #: How long the call waited for the counter rows' locks (µs): other processes' writes.
+    waited_us: int = 0
+
+
+def pg_reserve(
+    ledger: BudgetLedger,
+    ids: Sequence[int],
+    limits: Sequence[int],
+    amount: int | None,
+    *,
+    call_id: str,
+    owner: str,
+    now_us: int,
+    expires_us: int,
+) -> PgHold:
+    """Hold ``amount`` on counters ``ids`` if it fits every limit (``limits``, same order;
+    ``None``: only read them), in one round trip."""
+    rid, spent, reserved, due, waited = _one(
+        ledger,
+        "SELECT * FROM canny_budget_reserve(?::bigint[], ?::bigint[], ?::bigint, ?, ?, ?::bigint, ?::bigint)",
+        (list(ids), list(limits), amount, call_id, owner, now_us, expires_us),
+    )[0]
+    states = None
+    if spent is not None:
+        states = [CounterState(int(i), int(s), int(r)) for i, s, r in zip(ids, spent, reserved, strict=True)]
+    return PgHold(None if rid is None else int(rid), states, bool(due), int(waited or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class SliceRefill:
+    """What ``canny_budget_slice`` answered: the slice's id now (``None``: none held),
+    the amount added to it and whether some lease ran out."""
+
+    sid: int | None
+    granted: int
+    due: bool
+
+
+def pg_slice(
+    ledger: BudgetLedger,
+    sid: int | None,
+    ids: Sequence[int],
+    limits: Sequence[int],
+    *,
+    charge: int,
+    give_back: int,
+    need: int,
+    share: int,
+    cap: int,
+    owner: str,
+    now_us: int,
+    expires_us: int,
+) -> SliceRefill:
+    """In one round trip: charge ``charge`` to counters ``ids``; if slice ``sid`` is still
+    held, give ``give_back`` of it back and renew its lease; then, if ``need`` > 0, add
+    ``min(headroom // share, cap)`` to the slice (a new one if none is held) when that is at
+    least ``need``."""
+    new, granted, due = _one(
+        ledger,
+        "SELECT * FROM canny_budget_slice(?::bigint, ?::bigint[], ?::bigint[], ?::bigint, ?::bigint, ?::bigint, "
+        "?::bigint, ?::bigint, ?, ?::bigint, ?::bigint)",
+        (sid, list(ids), list(limits), charge, give_back, need, share, cap, owner, now_us, expires_us),
+    )[0]
+    return SliceRefill(None if new is None else int(new), int(granted), bool(due))
 
 
 def reservation_summary(tx: Transaction) -> tuple[int, int, int | None]:

@@ -29,6 +29,10 @@ def update_counters(tx: Transaction, ids: Sequence[int], *, reserved: int = 0, s
     if not ids or (reserved == 0 and spent == 0):
         return
     marks = ", ".join("?" * len(ids))
+    if tx.dialect == "postgres":
+        # Lock in id order, as the budget functions do (migration budget.0003_slices), so
+        # two transactions touching the same counters cannot deadlock.
+        tx.execute(f"SELECT 1 FROM budget_counters WHERE id IN ({marks}) ORDER BY id FOR UPDATE", tuple(ids))
     tx.execute(
         f"UPDATE budget_counters SET reserved_pico = reserved_pico + ?, spent_pico = spent_pico + ? "
         f"WHERE id IN ({marks})",
@@ -42,8 +46,10 @@ def charge_lost(tx: Transaction, rid: int, call_id: str) -> None:
     input counts as spent and nothing stays reserved. If the lease already ended the
     reservation, only what was not charged then is added. The call id must match, so an id
     from another database cannot end the wrong reservation."""
+    lock = " FOR UPDATE" if tx.dialect == "postgres" else ""  # a settle may run at the same time
     rows = tx.execute(
-        "SELECT state, counters, amount_pico, charged_pico FROM budget_reservations WHERE id = ? AND call_id = ?",
+        "SELECT state, counters, amount_pico, charged_pico FROM budget_reservations "
+        f"WHERE id = ? AND call_id = ?{lock}",
         (rid, call_id),
     )
     if not rows:

@@ -554,3 +554,137 @@ register(
 from canny.ledger.rollup_schema import rollup_script  # noqa: E402  (the registry exists by now)
 
 register("ledger.0007_rollups", sqlite=rollup_script("sqlite"), postgres=rollup_script("postgres"))
+
+
+# --- budget slices and the one-round-trip budget functions (PostgreSQL) -----------------
+# budget_slices: one row per share of headroom a process leased to reserve from in memory
+# (canny.budget.slices); its amount counts as reserved on its counters until it is given
+# back, or its lease ends. On PostgreSQL, functions do a reservation, a settlement and a
+# slice's refill each in one round trip, locking only the counters involved (in id order).
+_BUDGET_SLICES = """
+    CREATE TABLE budget_slices (
+        id {id},
+        owner TEXT NOT NULL,
+        counters TEXT NOT NULL,
+        amount_pico {big} NOT NULL CHECK (amount_pico >= 0),
+        spent_pico {big} NOT NULL DEFAULT 0,
+        leased_at_us {big} NOT NULL,
+        expires_at_us {big} NOT NULL,
+        state TEXT NOT NULL DEFAULT 'held' CHECK (state IN ('held', 'expired'))
+    );
+    CREATE INDEX budget_slices_held ON budget_slices (expires_at_us) WHERE state = 'held';
+"""
+
+_BUDGET_FUNCTIONS = """
+    CREATE FUNCTION canny_budget_due(now_us bigint) RETURNS boolean LANGUAGE sql STABLE AS $$
+        SELECT EXISTS (SELECT 1 FROM budget_reservations WHERE state = 'held' AND expires_at_us < now_us)
+            OR EXISTS (SELECT 1 FROM budget_slices WHERE state = 'held' AND expires_at_us < now_us)
+            OR EXISTS (SELECT 1 FROM inflight WHERE lease_until_us < now_us)
+    $$;
+
+    CREATE FUNCTION canny_budget_reserve(
+        ids bigint[], limits bigint[], amount bigint, p_call_id text, p_owner text, now_us bigint, expires_us bigint
+    ) RETURNS TABLE (rid bigint, spent bigint[], reserved bigint[], due boolean, waited_us bigint)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        n_found int;
+        fits boolean;
+        t0 timestamptz := clock_timestamp();
+    BEGIN
+        PERFORM 1 FROM budget_counters c WHERE c.id = ANY (ids) ORDER BY c.id FOR UPDATE;
+        waited_us := (extract(epoch FROM clock_timestamp() - t0) * 1000000)::bigint;
+        SELECT count(c.id), array_agg(c.spent_pico ORDER BY u.o), array_agg(c.reserved_pico ORDER BY u.o),
+               bool_and(u.lim - c.spent_pico - c.reserved_pico >= amount)
+          INTO n_found, spent, reserved, fits
+          FROM unnest(ids, limits) WITH ORDINALITY AS u(cid, lim, o) JOIN budget_counters c ON c.id = u.cid;
+        rid := NULL;
+        due := canny_budget_due(now_us);
+        IF n_found < cardinality(ids) THEN
+            spent := NULL;
+            reserved := NULL;
+        ELSIF fits AND amount IS NOT NULL THEN
+            INSERT INTO budget_reservations (call_id, counters, amount_pico, owner, created_at_us, expires_at_us)
+                VALUES (p_call_id, array_to_json(ids)::text, amount, p_owner, now_us, expires_us)
+                RETURNING id INTO rid;
+            UPDATE budget_counters SET reserved_pico = reserved_pico + amount WHERE id = ANY (ids);
+        END IF;
+        RETURN NEXT;
+    END $$;
+
+    CREATE FUNCTION canny_budget_settle(p_rid bigint, ids bigint[], charge bigint)
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        st text;
+        already bigint;
+        amount bigint;
+        held_on text;
+    BEGIN
+        DELETE FROM budget_reservations WHERE id = p_rid
+            RETURNING state, charged_pico, amount_pico, counters INTO st, already, amount, held_on;
+        IF st IS NOT NULL THEN
+            ids := ARRAY(SELECT x::bigint FROM json_array_elements_text(held_on::json) AS x);
+        END IF;
+        PERFORM 1 FROM budget_counters c WHERE c.id = ANY (ids) ORDER BY c.id FOR UPDATE;
+        IF st IS NULL THEN
+            UPDATE budget_counters SET spent_pico = spent_pico + charge WHERE id = ANY (ids);
+        ELSIF st = 'held' THEN
+            UPDATE budget_counters SET reserved_pico = reserved_pico - amount, spent_pico = spent_pico + charge
+                WHERE id = ANY (ids);
+        ELSE
+            UPDATE budget_counters SET spent_pico = spent_pico + greatest(charge - already, 0) WHERE id = ANY (ids);
+        END IF;
+    END $$;
+
+    CREATE FUNCTION canny_budget_slice(
+        p_sid bigint, ids bigint[], limits bigint[], charge bigint, give_back bigint,
+        need bigint, den bigint, cap bigint, p_owner text, now_us bigint, expires_us bigint
+    ) RETURNS TABLE (sid bigint, granted bigint, due boolean) LANGUAGE plpgsql AS $$
+    DECLARE
+        st text;
+        room bigint;
+        n_found int;
+    BEGIN
+        sid := NULL;
+        granted := 0;
+        IF p_sid IS NOT NULL THEN
+            SELECT s.state INTO st FROM budget_slices s WHERE s.id = p_sid FOR UPDATE;
+        END IF;
+        PERFORM 1 FROM budget_counters c WHERE c.id = ANY (ids) ORDER BY c.id FOR UPDATE;
+        UPDATE budget_counters SET spent_pico = spent_pico + charge WHERE id = ANY (ids) AND charge <> 0;
+        IF st = 'held' THEN
+            sid := p_sid;
+            UPDATE budget_counters SET reserved_pico = reserved_pico - give_back WHERE id = ANY (ids);
+            UPDATE budget_slices SET amount_pico = amount_pico - give_back, spent_pico = spent_pico + charge,
+                expires_at_us = expires_us WHERE id = sid;
+        END IF;
+        IF need > 0 THEN
+            SELECT count(c.id), min(u.lim - c.spent_pico - c.reserved_pico) INTO n_found, room
+              FROM unnest(ids, limits) AS u(cid, lim) JOIN budget_counters c ON c.id = u.cid;
+            IF n_found = cardinality(ids) AND least(room / den, cap) >= need THEN
+                granted := least(room / den, cap);
+                UPDATE budget_counters SET reserved_pico = reserved_pico + granted WHERE id = ANY (ids);
+                IF sid IS NULL THEN
+                    INSERT INTO budget_slices (counters, amount_pico, owner, leased_at_us, expires_at_us)
+                        VALUES (array_to_json(ids)::text, granted, p_owner, now_us, expires_us) RETURNING id INTO sid;
+                ELSE
+                    UPDATE budget_slices SET amount_pico = amount_pico + granted WHERE id = sid;
+                END IF;
+            END IF;
+        END IF;
+        IF sid IS NOT NULL AND granted = 0 THEN
+            DELETE FROM budget_slices WHERE id = sid AND amount_pico = 0;
+            IF FOUND THEN
+                sid := NULL;
+            END IF;
+        END IF;
+        due := canny_budget_due(now_us);
+        RETURN NEXT;
+    END $$;
+"""
+
+register(
+    "budget.0003_slices",
+    sqlite=_BUDGET_SLICES.format(big="INTEGER", id="INTEGER PRIMARY KEY"),
+    postgres=_BUDGET_SLICES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    + _BUDGET_FUNCTIONS,
+)

@@ -18,8 +18,8 @@ URL without one; libpq reads both.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from itertools import count
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -104,6 +104,7 @@ class PostgresLedger(SQLLedger):
         self._url_secrets = url_secrets(url)
         self.location = mask_url(url)
         self._connect_timeout = connect_timeout
+        self._close_hooks: list[Callable[[], None]] = []
         try:
             import psycopg
         except ImportError as exc:
@@ -160,6 +161,17 @@ class PostgresLedger(SQLLedger):
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
 
+    def statement(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on its own (autocommit: atomic by itself, one round trip, no
+        ``BEGIN``/``COMMIT``) and return its rows: the budget functions' hot path."""
+        with self._pool.connection() as conn:
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(_Tx._sql(sql), tuple(params))
+                    return cursor.fetchall() if cursor.description is not None else []
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         with self._pool.connection() as conn:
             try:
@@ -170,8 +182,18 @@ class PostgresLedger(SQLLedger):
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first when the ledger closes (budget slices give back what they hold
+        there: :mod:`canny.budget.slices`); a :class:`LedgerError` in it is ignored."""
+        self._close_hooks.append(hook)
+
     def close(self) -> None:
-        """Close every pooled connection; further use raises :class:`LedgerError`."""
+        """Run the close hooks, then close every pooled connection; further use raises
+        :class:`LedgerError`."""
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in hooks:
+            with suppress(LedgerError):
+                hook()
         self._pool.close()
 
 

@@ -1,0 +1,398 @@
+"""Budgets on PostgreSQL at team scale: one round trip per reservation, and slices.
+
+:class:`~canny.budget.guard.BudgetGuard` hands a PostgreSQL ledger's reservations to
+:func:`reserve`. Two ways to hold a call's worst case, both without a global lock:
+
+**Direct**: one call of ``canny_budget_reserve`` (:func:`canny.budget.store.pg_reserve`)
+locks the call's counter rows (in id order), checks every limit and holds the worst case,
+or answers where the counters stand so the guard can lower ``max_tokens``
+(:func:`~canny.budget.clamp.affordable_max_tokens`) and try again with the amount that
+fits. Settling is one call of ``canny_budget_settle``. Counter ids are looked up once per
+window and kept (:class:`_PgBudgets`).
+
+**Slices**, once a counter set is *hot* (a reservation waited :data:`HOT_WAIT_US` or more
+for its counter rows' locks, or this process reserved against it :data:`HOT_CALLS` times
+within a second; it stays hot for :data:`HOT_SECONDS`): the process leases a bounded share of the
+headroom, ``min(headroom // SHARE, CAP_CALLS × the call's worst case)``, into a
+:class:`SliceBook` (a ``budget_slices`` row whose amount counts as reserved on the
+counters), then reserves from it and settles into it in memory. What it spent is written
+to the counters, and what it did not spend given back, in one round trip
+(``canny_budget_slice``) when the slice runs dry (together with the refill), every
+:data:`FLUSH_SECONDS` (renewing its lease), and when the ledger is closed. Near the limit
+a share is smaller than a call's worst case: no slice is granted, what the process holds
+goes back, and calls take the direct path, so the last dollars are reserved exactly, with
+``max_tokens`` lowered as usual.
+
+Zero overspend: a slice is granted only from headroom (``spent + reserved ≤ limit`` on
+every counter), and the calls reserved from it never hold more than it. A process that
+dies holding a slice loses nothing for good: when the slice's lease ends,
+:func:`canny.budget.store.expire` charges what the ledger holds that no counter counted
+(the dead process's finished and ``lost`` attempts), at most the slice, and frees the rest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from canny.budget import store
+from canny.budget.alerts import deliver
+from canny.errors import CannyWarning, LedgerError
+from canny.units import pico_to_usd, to_us, usd_to_pico
+
+if TYPE_CHECKING:
+    from canny.budget.limits import Budget
+
+
+class Decided(Protocol):
+    """What the guard's decision gives: the amount to hold (``None``: refuse)."""
+
+    @property
+    def amount(self) -> int | None: ...
+
+
+D = TypeVar("D", bound=Decided)
+
+__all__ = [
+    "CAP_CALLS",
+    "DENIED_SECONDS",
+    "FLUSH_SECONDS",
+    "HOT_CALLS",
+    "HOT_SECONDS",
+    "HOT_WAIT_US",
+    "SHARE",
+    "SliceBook",
+    "SliceReservation",
+    "maintain",
+    "reserve",
+    "return_slices",
+]
+
+#: A counter set is hot once this process reserved against it this many times in a second ...
+HOT_CALLS = 16
+#: ... or once a reservation waited this long (µs) for its rows: about one commit's disk flush.
+HOT_WAIT_US = 2000
+#: ... and it stays hot this long (seconds) after the last sign.
+HOT_SECONDS = 10.0
+#: A slice takes at most ``1/SHARE`` of the headroom left on its tightest counter ...
+SHARE = 16
+#: ... and at most this many worst cases of the call that asked for it.
+CAP_CALLS = 256
+#: After a share was refused (too little headroom), calls go direct this long (seconds).
+DENIED_SECONDS = 1.0
+#: Settlements are written to the counters (and the slice's lease renewed) at least this often.
+FLUSH_SECONDS = 1.0
+#: Tries of the direct path before giving up on a counter set that keeps moving.
+_TRIES = 8
+
+
+def maintain(db: store.BudgetLedger, now_us: int) -> None:
+    """End what ran out by ``now_us`` (lost attempts, reservations, slices) under the budget
+    lock: the rare path, taken when a reservation reports that a lease is due. A failure
+    (a deadlock with a settle of one of the same rows, a lost connection) leaves the work
+    to the next one: holds that should have ended only make budgets look fuller."""
+    try:
+        with store.begin(db) as tx:
+            db.sweep_lost_in(tx, now_us)
+            store.expire(tx, now_us)
+    except LedgerError as exc:
+        warnings.warn(f"budget leases not ended this time ({exc})", CannyWarning, stacklevel=2)
+
+
+@dataclass(eq=False)
+class SliceReservation:
+    """A call's worst case (``pico``) held in memory from a :class:`SliceBook` of the given
+    ``generation``; ends once. It has no reservation row (``id`` is ``None``): the slice's
+    lease covers the call."""
+
+    book: SliceBook
+    generation: int
+    pico: int
+    max_tokens: int
+    done: bool = False
+    id: None = None
+
+    @property
+    def amount(self) -> Decimal:
+        """The worst case held, in dollars."""
+        return pico_to_usd(self.pico)
+
+    def settle(self, cost: Decimal | None) -> None:
+        """Charge the call's actual cost (``None``, unpriced: the worst case) to the slice."""
+        if not self.done:
+            self.done = True
+            self.book.end(self, self.pico if cost is None else usd_to_pico(cost))
+
+    def release(self) -> None:
+        """Nothing was sent: the worst case goes back to the slice."""
+        if not self.done:
+            self.done = True
+            self.book.end(self, None)
+
+    def renew(self, seconds: float | None = None) -> bool:
+        """Renew the slice's lease; ``False`` when it already ended."""
+        return not self.done and self.book.renew(self.generation)
+
+
+class SliceBook:
+    """One process's slice of one counter set, shared by its threads.
+
+    In memory: ``free`` (not reserved by a call), ``outstanding`` (held by calls in
+    flight), ``released`` and ``charged`` (worst cases and costs of the calls that ended,
+    not yet written). The slice row's amount is ``free + outstanding + released``.
+    ``generation`` changes when the slice row ends under the process (its lease ran out):
+    calls still holding the old one then only add their cost.
+    """
+
+    def __init__(self, db: store.BudgetLedger, ids: tuple[int, ...], owner: str) -> None:
+        self.db = db
+        self.ids = ids
+        self.owner = owner
+        self.limits: list[int] = []
+        self.lease = 60.0
+        self.sid: int | None = None
+        self.generation = 0
+        self.free = self.outstanding = self.released = self.charged = 0
+        self.flushed_at = time.monotonic()
+        self.denied_until = 0.0
+        self._lock = threading.Lock()
+
+    def take(self, amount: int, max_tokens: int, limits: Sequence[int], lease: float) -> SliceReservation | None:
+        """Hold ``amount`` from the slice, refilling it first if needed; ``None`` when no
+        slice can be had (near the limit: the caller takes the direct path)."""
+        with self._lock:
+            self.limits, self.lease = list(limits), lease
+            if self.sid is not None and time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+                self._write(need=0)  # also finds out whether the row still stands (a reset, a lease)
+            if self.free < amount and time.monotonic() >= self.denied_until:
+                self._write(need=amount)
+                if self.free < amount:  # near the limit: let calls go direct for a while
+                    self.denied_until = time.monotonic() + DENIED_SECONDS
+            if self.free < amount:
+                return None
+            self.free -= amount
+            self.outstanding += amount
+            return SliceReservation(self, self.generation, amount, max_tokens)
+
+    def end(self, held: SliceReservation, charge: int | None) -> None:
+        """A call from the slice ended: ``charge`` it (``None``: nothing was sent)."""
+        with self._lock:
+            current = held.generation == self.generation
+            if current:
+                self.outstanding -= held.pico
+            if charge is None:
+                self.free += held.pico if current else 0
+            else:
+                self.released += held.pico if current else 0
+                self.charged += charge
+            if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+                self._write_quietly()
+
+    def renew(self, generation: int) -> bool:
+        with self._lock:
+            self._write_quietly()
+            return generation == self.generation and self.sid is not None
+
+    def close(self) -> None:
+        """Write what was spent and give back everything no call holds."""
+        with self._lock:
+            if self.sid is not None or self.charged:
+                self._write(need=0, everything=True)
+
+    def _write_quietly(self) -> None:
+        try:
+            self._write(need=0)
+        except LedgerError as exc:  # kept in memory: the next write carries it
+            warnings.warn(f"budget slice not written ({exc}); it will be retried", CannyWarning, stacklevel=4)
+
+    def _write(self, *, need: int, everything: bool = False) -> None:
+        """Write the pending charges, give back what ended (and the free part when
+        refilling or closing), renew the lease; add a new share when ``need`` > 0."""
+        now = datetime.now().astimezone()
+        charged = self.charged
+        give_back = self.released + (self.free if need or everything else 0)
+        answer = store.pg_slice(
+            self.db, self.sid, self.ids, self.limits or [0] * len(self.ids),
+            charge=self.charged, give_back=give_back, need=need, share=SHARE, cap=CAP_CALLS * need,
+            owner=self.owner, now_us=to_us(now), expires_us=to_us(now + timedelta(seconds=self.lease)),
+        )  # fmt: skip
+        self.charged = self.released = 0
+        if need or everything:
+            self.free = 0
+        if self.sid is not None and answer.sid != self.sid:
+            # The row is gone: given back in full, or ended under us (its lease ran out, or
+            # `canny budget reset --reservations`). Nothing in memory is backed any more:
+            # calls still in flight from it will only add their cost.
+            self.generation += 1
+            self.outstanding = self.free = 0
+        self.sid = answer.sid
+        self.free += answer.granted
+        self.flushed_at = time.monotonic()
+        if answer.due:
+            maintain(self.db, to_us(now))
+        if charged:  # spend reached the counters: the thresholds it crossed alert now
+            fired = store.pg_alerts(self.db, self.ids, to_us(now))
+            if fired:  # delivered outside this slice's lock (a command may take seconds)
+                threading.Thread(target=deliver, args=(fired,), name="canny-budget-alerts").start()
+
+
+class _PgBudgets:
+    """What one process keeps per PostgreSQL ledger: counter ids by window, recent
+    reservations per counter set (is it hot?) and the slices."""
+
+    def __init__(self, db: store.BudgetLedger) -> None:
+        self.db = db
+        self.lock = threading.Lock()
+        self.counter_ids: dict[tuple[str, ...], int] = {}
+        self.recent: dict[tuple[int, ...], deque[float]] = {}
+        self.hot_until: dict[tuple[int, ...], float] = {}
+        self.books: dict[tuple[int, ...], SliceBook] = {}
+
+    def ids(self, keys: Sequence[store.CounterKey], now_us: int) -> list[int]:
+        with self.lock:
+            known = [self.counter_ids.get(k.unique) for k in keys]
+        if all(i is not None for i in known):
+            return [i for i in known if i is not None]
+        found = store.resolve(self.db, keys, now_us)
+        with self.lock:
+            self.counter_ids.update((k.unique, i) for k, i in zip(keys, found, strict=True))
+        return found
+
+    def forget(self) -> None:
+        with self.lock:
+            self.counter_ids.clear()
+
+    def hot(self, ids: tuple[int, ...]) -> bool:
+        """Count one reservation against ``ids``: is the counter set hot (or this process's
+        slice of it still held)?"""
+        now = time.monotonic()
+        with self.lock:
+            seen = self.recent.setdefault(ids, deque(maxlen=HOT_CALLS))
+            seen.append(now)
+            if len(seen) == HOT_CALLS and now - seen[0] < 1.0:
+                self.hot_until[ids] = now + HOT_SECONDS
+            book = self.books.get(ids)
+            return now < self.hot_until.get(ids, 0.0) or (book is not None and book.sid is not None)
+
+    def waited(self, ids: tuple[int, ...], micros: int) -> None:
+        """A reservation against ``ids`` waited ``micros`` for the rows' locks."""
+        if micros >= HOT_WAIT_US:
+            with self.lock:
+                self.hot_until[ids] = time.monotonic() + HOT_SECONDS
+
+    def book(self, ids: tuple[int, ...], owner: str) -> SliceBook:
+        with self.lock:
+            found = self.books.get(ids)
+            if found is None:
+                found = self.books[ids] = SliceBook(self.db, ids, owner)
+            return found
+
+    def close(self) -> None:
+        with self.lock:
+            books = list(self.books.values())
+        for book in books:
+            book.close()
+
+
+_states: weakref.WeakKeyDictionary[store.BudgetLedger, _PgBudgets] = weakref.WeakKeyDictionary()
+_states_lock = threading.Lock()
+
+
+def _state(db: store.BudgetLedger) -> _PgBudgets:
+    with _states_lock:
+        found = _states.get(db)
+        if found is None:
+            found = _states[db] = _PgBudgets(db)
+            on_close = getattr(db, "on_close", None)
+            if on_close is not None:
+                on_close(lambda: _forget(db))
+    return found
+
+
+def _forget(db: store.BudgetLedger) -> None:
+    with _states_lock:
+        found = _states.pop(db, None)
+    if found is not None:
+        found.close()
+
+
+@atexit.register
+def return_slices() -> None:
+    """Give back every slice this process holds (also run at exit; a failure leaves the
+    slice to its lease)."""
+    with _states_lock:
+        states = list(_states.values())
+    for state in states:
+        try:
+            state.close()
+        except LedgerError:
+            continue
+
+
+def reserve(
+    db: store.BudgetLedger,
+    *,
+    owner: str,
+    lease: float,
+    call_id: str,
+    max_tokens: int,
+    budgets: list[Budget],
+    keys: list[store.CounterKey],
+    now: datetime,
+    full: int,
+    decide: Callable[[list[store.CounterState]], D],
+) -> SliceReservation | tuple[int | None, list[int], D]:
+    """Hold a call's worst case (``full`` pico-dollars, at ``max_tokens``) against
+    ``budgets`` (counters ``keys``) on PostgreSQL: a :class:`SliceReservation` from a hot
+    counter set's slice, else ``(reservation id or None when refused, counter ids,
+    decision)``; ``decide`` is the guard's rule from the counters to what to hold."""
+    state = _state(db)
+    now_us = to_us(now)
+    expires_us = to_us(now + timedelta(seconds=lease))
+    limits = [math.floor(b.limit.scaleb(12)) for b in budgets]
+    for _ in range(_TRIES):
+        ids = state.ids(keys, now_us)
+        unique = tuple(sorted(set(ids)))
+        if state.hot(unique) and full > 0:
+            least = {i: min(lim for j, lim in zip(ids, limits, strict=True) if j == i) for i in unique}
+            book = state.book(unique, owner)
+            taken = book.take(full, max_tokens, [least[i] for i in unique], lease)
+            if taken is not None:
+                return taken
+        amount: int | None = full
+        decision: D | None = None
+        for _ in range(_TRIES):
+            hold = store.pg_reserve(
+                db, ids, limits, amount, call_id=call_id, owner=owner, now_us=now_us, expires_us=expires_us
+            )
+            state.waited(unique, hold.waited_us)
+            if hold.due:
+                maintain(db, now_us)
+            if hold.states is None:
+                state.forget()  # a counter went (its budget was removed): look them up again
+                break
+            if hold.rid is not None:
+                if decision is None:
+                    decision = decide(hold.states)
+                return hold.rid, list(unique), decision
+            decision = decide(hold.states)
+            if decision.amount is None and not hold.due:
+                return None, list(unique), decision
+            if decision.amount is None:  # leases ended just now: try the full amount again
+                amount, decision = full, None
+            else:
+                amount = decision.amount
+        else:
+            if decision is not None:
+                return None, list(unique), decision
+    raise LedgerError(f"ledger {db.location}: the budget counters kept changing; try again")
