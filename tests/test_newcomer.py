@@ -341,3 +341,14 @@ def test_emulator_answers_are_tagged_offline_whatever_the_route(emulator: Any, r
     tags = sorted(tuple(r.tags) for r in ledger.records())
     ledger.close()
     assert tags == [("offline",), ("offline",), ("offline",), ("t", "offline")]
+
+
+def test_reprice_of_rows_priced_today_shows_no_difference() -> None:
+    """A refused, a refused-partial, an ok and a budget-refused row priced today reprice to +$0 (no phantom)."""
+    for prompt in ("hi [[fault=refusal]]", "hi [[fault=refusal_partial]]", "hello"):
+        assert _canny("ask", "--offline", prompt).exit_code in (0, 5)
+    assert _canny("ask", "--offline", "--max-cost", "0.0000001", "x").exit_code == 4
+    rows = json.loads(_canny("report", "--by", "outcome", "--reprice", "--json").stdout)
+    refused = next(r for r in rows if r["group"] == "refused")
+    assert refused["cost_usd"] != "0" and refused["repriced_usd"] == refused["cost_usd"]
+    assert [r["reprice_difference_usd"] for r in rows] == ["0"] * len(rows)
