@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ def test_limits_are_read_once_yet_a_write_by_another_connection_is_seen(tmp_path
 
     path = tmp_path / "ledger.db"
     settings = load_settings()
-    with open_ledger(path) as ledger:
+    with closing(open_ledger(path)) as ledger:
         assert budget.guard_for(ledger, settings) is None
         assert budget.guard_for(ledger, settings) is None
         assert len(limit_reads) == 1  # the second call trusted the unchanged file
@@ -186,7 +187,7 @@ def test_a_budget_set_or_removed_through_the_same_ledger_is_seen_at_once(
 ) -> None:
     """This process's own writes (on the very connection that is checked) invalidate the cached limits."""
     settings = load_settings()
-    with open_ledger(tmp_path / "ledger.db") as ledger:
+    with closing(open_ledger(tmp_path / "ledger.db")) as ledger:
         assert budget.guard_for(ledger, settings) is None
         budget.set_budget(ledger, period="month", limit="3")
         guard = budget.guard_for(ledger, settings)
@@ -214,7 +215,7 @@ def test_a_budget_set_by_another_process_refuses_the_clients_next_call(
         subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=dict(os.environ))
         with pytest.raises(BudgetExceeded):
             client.create("hi again")
-    with open_ledger(path) as ledger:
+    with closing(open_ledger(path)) as ledger:
         assert sorted(r.outcome for r in ledger.records()) == ["budget_refused", "ok"]
 
 
@@ -244,7 +245,7 @@ def test_limits_without_a_change_check_are_trusted_for_at_most_the_ttl(
     monkeypatch.setattr(limits, "monotonic", lambda: clock[0])
     path = tmp_path / "ledger.db"
     settings = load_settings()
-    with open_ledger(path) as inner:
+    with closing(open_ledger(path)) as inner:
         ledger = _NoChangeCheck(inner)
         assert budget.guard_for(ledger, settings) is None  # type: ignore[arg-type]
         other = sqlite3.connect(path, isolation_level=None)

@@ -148,7 +148,8 @@ def set_budget(
 ) -> Budget:
     """Store a budget in the ledger, replacing the one of the same period and scope.
 
-    It applies from the next call of every process using the ledger; spending already in
+    It applies from the next call of every process using the ledger (within
+    :data:`~canny.budget.limits.LIMITS_TTL` on PostgreSQL); spending already in
     the ledger for its current window counts against it.
 
     ``alert_at`` (percentages of the limit, ``"50,80,100"`` or numbers) with
