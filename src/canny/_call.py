@@ -474,12 +474,16 @@ class CallRun:
         self.reservation.settle(self.total_cost())
 
     def total_usage(self) -> Usage:
+        if len(self.attempts) == 1:  # the usual call: nothing to add up
+            return self.attempts[0].usage
         total = Usage()
         for attempt in self.attempts:
             total = total + attempt.usage
         return total
 
     def total_cost(self) -> Decimal | None:
+        if len(self.attempts) == 1:
+            return self.attempts[0].cost
         total = Decimal(0)
         for attempt in self.attempts:
             if attempt.cost is None:
