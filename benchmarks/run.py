@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # or: make bench
     python benchmarks/run.py --quick    # fewer rounds and runs
+    python benchmarks/run.py --quick --calls   # only the per-call and throughput figures
 
 Measures (DESIGN §4), every ratio against BOTH baselines of the raw SDK, the plain
 ``messages.create(stream=True)`` and the ``messages.stream()`` helper (which does more
@@ -307,6 +308,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and runs")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per run (default 150; --quick 40)")
     parser.add_argument("--runs", type=int, help="runs, each giving one median per variant (default 3)")
+    parser.add_argument("--calls", action="store_true", help="only the per-call and throughput figures")
     args = parser.parse_args()
     rounds = args.rounds or (40 if args.quick else 150)
     runs = args.runs or 3
@@ -321,6 +323,8 @@ def main() -> None:
         workdir = Path(tmp)
         bench_calls(emu.base_url, rounds, runs, workdir)
         bench_throughput(emu.base_url, max(5, rounds // 15), runs, workdir)
+        if args.calls:
+            return
         bench_cold_start(5 if args.quick else 11, workdir)
         lost = bench_retry(emu)
         print("\n== retry: 429 with retry-after: 1, then 200")

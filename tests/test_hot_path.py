@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,121 @@ def test_a_budget_set_by_another_process_is_seen_on_the_next_call(tmp_path: Path
         assert line.budget.limit == Decimal("2.5")
     finally:
         ledger.close()
+
+
+@pytest.fixture
+def limit_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per read of the stored budget limits."""
+    from canny.budget import store
+
+    reads: list[int] = []
+    real = store.read_limits
+
+    def counting(ledger: Any) -> list[store.LimitRow]:
+        reads.append(1)
+        return real(ledger)
+
+    monkeypatch.setattr(store, "read_limits", counting)
+    return reads
+
+
+def test_limits_are_read_once_yet_a_write_by_another_connection_is_seen(tmp_path: Path, limit_reads: list[int]) -> None:
+    """Unchanged limits are not read again; a row committed by a plain sqlite3 connection is seen next call."""
+    import sqlite3
+
+    path = tmp_path / "ledger.db"
+    settings = load_settings()
+    with closing(open_ledger(path)) as ledger:
+        assert budget.guard_for(ledger, settings) is None
+        assert budget.guard_for(ledger, settings) is None
+        assert len(limit_reads) == 1  # the second call trusted the unchanged file
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute(
+            "INSERT INTO budget_limits (period, project, tag, key_fingerprint, limit_usd, time_zone, updated_at_us) "
+            "VALUES ('day', '', '', '', '0.75', 'UTC', 0)"
+        )
+        other.close()
+        guard = budget.guard_for(ledger, settings)
+        assert guard is not None
+        assert [b.limit for b in guard.budgets] == [Decimal("0.75")]
+        assert len(limit_reads) == 2
+
+
+def test_a_budget_set_or_removed_through_the_same_ledger_is_seen_at_once(
+    tmp_path: Path, limit_reads: list[int]
+) -> None:
+    """This process's own writes (on the very connection that is checked) invalidate the cached limits."""
+    settings = load_settings()
+    with closing(open_ledger(tmp_path / "ledger.db")) as ledger:
+        assert budget.guard_for(ledger, settings) is None
+        budget.set_budget(ledger, period="month", limit="3")
+        guard = budget.guard_for(ledger, settings)
+        assert guard is not None
+        assert [b.limit for b in guard.budgets] == [Decimal("3")]
+        budget.remove_budgets(ledger)
+        assert budget.guard_for(ledger, settings) is None
+        assert len(limit_reads) == 3
+
+
+def test_a_budget_set_by_another_process_refuses_the_clients_next_call(
+    tmp_path: Path, emulator: Any, run_id: str
+) -> None:
+    """A zero budget set from another process between two calls refuses the second call."""
+    from canny import Client
+    from canny.errors import BudgetExceeded
+
+    path = tmp_path / "ledger.db"
+    with Client(api_key=CANARY_KEY, base_url=emulator.url_for(run=run_id), ledger=path, max_tokens=20) as client:
+        assert client.create("hi [[tokens=2]]").outcome == "ok"
+        code = (
+            "import sys; from canny import budget; from canny.ledger import open_ledger\n"
+            "with open_ledger(sys.argv[1]) as db: budget.set_budget(db, period='day', limit='0')\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=dict(os.environ))
+        with pytest.raises(BudgetExceeded):
+            client.create("hi again")
+    with closing(open_ledger(path)) as ledger:
+        assert sorted(r.outcome for r in ledger.records()) == ["budget_refused", "ok"]
+
+
+class _NoChangeCheck:
+    """A budget-capable ledger without ``change_stamp`` (as the PostgreSQL one): limits expire by time."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.location = inner.location
+
+    def transaction(self, *, write: bool = True) -> Any:
+        return self.inner.transaction(write=write)
+
+    def sweep_lost_in(self, tx: Any, now_us: int, *, everything: bool = False) -> int:
+        return int(self.inner.sweep_lost_in(tx, now_us, everything=everything))
+
+
+def test_limits_without_a_change_check_are_trusted_for_at_most_the_ttl(
+    tmp_path: Path, limit_reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger with no cheap change check rereads its limits once LIMITS_TTL has passed."""
+    import sqlite3
+
+    from canny.budget import limits
+
+    clock = [1000.0]
+    monkeypatch.setattr(limits, "monotonic", lambda: clock[0])
+    path = tmp_path / "ledger.db"
+    settings = load_settings()
+    with closing(open_ledger(path)) as inner:
+        ledger = _NoChangeCheck(inner)
+        assert budget.guard_for(ledger, settings) is None  # type: ignore[arg-type]
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute(
+            "INSERT INTO budget_limits (period, project, tag, key_fingerprint, limit_usd, time_zone, updated_at_us) "
+            "VALUES ('day', '', '', '', '1.25', 'UTC', 0)"
+        )
+        other.close()
+        assert budget.guard_for(ledger, settings) is None  # type: ignore[arg-type]
+        assert len(limit_reads) == 1
+        clock[0] += limits.LIMITS_TTL
+        guard = budget.guard_for(ledger, settings)  # type: ignore[arg-type]
+        assert guard is not None
+        assert [b.limit for b in guard.budgets] == [Decimal("1.25")]

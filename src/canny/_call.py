@@ -92,10 +92,16 @@ class CallSpec:
     def max_tokens(self) -> int:
         return int(self.params["max_tokens"])
 
+    #: :attr:`prompt_json`, made once (the call's system, messages and tools never change).
+    _prompt_json: str | None = field(default=None, init=False, repr=False, compare=False)
+
     @property
     def prompt_json(self) -> str:
-        keys = ("system", "messages", "tools")
-        return json.dumps({k: self.params.get(k) for k in keys}, sort_keys=True, ensure_ascii=False, default=str)
+        if self._prompt_json is None:
+            keys = ("system", "messages", "tools")
+            prompt = {k: self.params.get(k) for k in keys}
+            self._prompt_json = json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
+        return self._prompt_json
 
     def estimated_input_tokens(self) -> int:
         """A deliberately high local estimate (UTF-8 bytes / 3) for worst-case budgeting."""
@@ -506,12 +512,16 @@ class CallRun:
             self.reservation.settle(self.total_cost())
 
     def total_usage(self) -> Usage:
+        if len(self.attempts) == 1:  # the usual call: nothing to add up
+            return self.attempts[0].usage
         total = Usage()
         for attempt in self.attempts:
             total = total + attempt.usage
         return total
 
     def total_cost(self) -> Decimal | None:
+        if len(self.attempts) == 1:
+            return self.attempts[0].cost
         total = Decimal(0)
         for attempt in self.attempts:
             if attempt.cost is None:

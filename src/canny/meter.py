@@ -44,6 +44,7 @@ from canny._call import CallRun, CallSpec, answer_outcome, failure_outcome
 from canny._sdk_errors import error_from_response, map_exception
 from canny.books import Books
 from canny.errors import CannyWarning
+from canny.pricing import default_table
 from canny.streaming import MessageAccumulator, ServerSentEvent, SSEDecoder, event_payload
 
 if TYPE_CHECKING:
@@ -245,6 +246,7 @@ class Meter(anthropic.Middleware):
                 endpoint=self.endpoint,
                 key_fingerprint=self.key_fingerprint,
                 call_id=call_id,
+                table=default_table(),  # one look at the price file for the whole attempt
             )
             asked = spec.params.get("max_tokens")
             reservation = self._reserve(spec, ledger, number)

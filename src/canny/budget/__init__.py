@@ -59,8 +59,10 @@ from canny.budget.limits import (
     Period,
     Window,
     as_ledger,
+    cached_limits,
     dollars,
     holds_budgets,
+    limits_changed,
     period_window,
     utc_now,
 )
@@ -127,6 +129,10 @@ def _budget(row: store.LimitRow, source: Literal["ledger", "profile"] = "ledger"
     )
 
 
+def _budgets(rows: list[store.LimitRow]) -> tuple[Budget, ...]:
+    return tuple(_budget(row) for row in rows)
+
+
 def set_budget(
     ledger: Ledger,
     *,
@@ -142,7 +148,8 @@ def set_budget(
 ) -> Budget:
     """Store a budget in the ledger, replacing the one of the same period and scope.
 
-    It applies from the next call of every process using the ledger; spending already in
+    It applies from the next call of every process using the ledger (within
+    :data:`~canny.budget.limits.LIMITS_TTL` on PostgreSQL); spending already in
     the ledger for its current window counts against it.
 
     ``alert_at`` (percentages of the limit, ``"50,80,100"`` or numbers) with
@@ -162,6 +169,7 @@ def set_budget(
     db = as_ledger(ledger)
     row = store.LimitRow(period, project or "", tag or "", key or "", str(new.limit), time_zone)
     store.write_limit(db, row, to_us(utc_now()))
+    limits_changed()
     if alert_at is not None:
         alerts.write_rule(db, _row_scope(row), rule)
     return new
@@ -206,6 +214,7 @@ def remove_budgets(
     given); return what was removed. Their counters go with them."""
     db = as_ledger(ledger)
     rows = store.delete_limits(db, period=period, project=project, tag=tag, key=key)
+    limits_changed()
     alerts.forget_rules(db, [_row_scope(row) for row in rows])
     return [_budget(row) for row in rows]
 
@@ -355,7 +364,7 @@ def guard_for(ledger: Ledger, settings: Settings, *, clock: Clock | None = None)
         if profile.budgets:
             as_ledger(ledger)  # raises: profile budgets cannot be enforced without a database
         return None
-    budgets = [_budget(row) for row in store.read_limits(as_ledger(ledger))] + list(profile.budgets)
+    budgets = [*cached_limits(as_ledger(ledger), _budgets), *profile.budgets]
     if not budgets:
         return None
     longest = settings.retry.deadline + settings.timeouts.total + settings.timeouts.idle

@@ -3,11 +3,14 @@ and where it stands in its current window (:class:`BudgetStatus`)."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal, cast
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canny.budget import store
@@ -18,8 +21,8 @@ if TYPE_CHECKING:
     from canny.budget.guard import CallLike
     from canny.ledger import Ledger
 
-__all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "dollars",
-           "holds_budgets", "period_window"]  # fmt: skip
+__all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "cached_limits",
+           "dollars", "holds_budgets", "limits_changed", "period_window"]  # fmt: skip
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -168,3 +171,55 @@ def as_ledger(ledger: Ledger | store.BudgetLedger) -> store.BudgetLedger:
             hint="open the ledger with canny.ledger.open_ledger(...)",
         )
     return cast("store.BudgetLedger", ledger)
+
+
+# --- the limits, read once until they change ----------------------------------------------
+
+_T = TypeVar("_T")
+
+#: Seconds the limits of a ledger without a cheap change check (PostgreSQL) are trusted:
+#: a budget set or removed by another process applies within this long.
+LIMITS_TTL = 1.0
+
+#: Bumped by every budget write of this process (:func:`limits_changed`): a ledger's own
+#: change check does not see what its own connection committed.
+_generation = [0]
+_cache_lock = threading.Lock()
+#: Per ledger object: (the change stamp the limits were read at, what was built from them).
+_limits_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], object]] = weakref.WeakKeyDictionary()
+
+
+def limits_changed() -> None:
+    """This process set or removed a budget: every ledger's cached limits are stale."""
+    with _cache_lock:
+        _generation[0] += 1
+        _limits_cache.clear()
+
+
+def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
+    """A value that differs whenever the stored limits may have changed since it was taken:
+    this process's own writes (:func:`limits_changed`) and, for SQLite, any commit by
+    another connection (``PRAGMA data_version``); other databases fall back to a clock
+    slot of :data:`LIMITS_TTL` seconds."""
+    change_stamp = getattr(ledger, "change_stamp", None)
+    if change_stamp is not None:
+        return (_generation[0], change_stamp())
+    return (_generation[0], "ttl", int(monotonic() // LIMITS_TTL))
+
+
+def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitRow]], _T]) -> _T:
+    """``build(stored limits)``, read and built again only when the limits may have changed
+    (see :func:`_stamp`). The client asks before every call; when nothing changed this costs
+    one ``PRAGMA data_version`` on SQLite instead of a read transaction."""
+    stamp = _stamp(ledger)  # taken before the read: a change in between makes the next check miss
+    found = _limits_cache.get(ledger)
+    if found is not None and found[0] == stamp:
+        return cast(_T, found[1])
+    built = build(store.read_limits(ledger))
+    try:
+        with _cache_lock:
+            if stamp[0] == _generation[0]:
+                _limits_cache[ledger] = (stamp, built)
+    except TypeError:  # a ledger that cannot be weakly referenced: not cached
+        pass
+    return built

@@ -17,6 +17,7 @@ clean line naming the file, so callers can keep showing the answer.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sqlite3
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from canny.errors import LedgerError
 from canny.ledger._sql import Pool, SQLLedger
@@ -65,6 +66,15 @@ class _Tx:
             self._conn.execute(statement).close()
 
 
+class _Connection(sqlite3.Connection):
+    """A connection with a serial number, unique in the process (:meth:`SQLiteLedger.change_stamp`)."""
+
+    serial: int = 0
+
+
+_serials = itertools.count(1)
+
+
 class SQLiteLedger(SQLLedger):
     """The ledger in one SQLite file at ``path`` (created and migrated on open)."""
 
@@ -102,9 +112,12 @@ class SQLiteLedger(SQLLedger):
         try:
             if self.read_only:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False, factory=_Connection
+                )
             else:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, factory=_Connection)
+            conn.serial = next(_serials)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         try:
@@ -163,6 +176,20 @@ class SQLiteLedger(SQLLedger):
                 conn.execute(sql, tuple(params)).close()  # autocommit: its own transaction
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+
+    def change_stamp(self) -> tuple[int, int]:
+        """A value that changes whenever another connection, of this process or another, has
+        committed to the file since it was last taken on the same pooled connection
+        (``PRAGMA data_version``, with the connection's serial number). What a connection
+        commits itself does not change it: the caller accounts for its own writes."""
+        with self._pool.connection() as conn:
+            try:
+                cursor = conn.execute("PRAGMA data_version")
+                (version,) = cursor.fetchone()
+                cursor.close()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            return (cast(_Connection, conn).serial, int(version))
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         with self._pool.connection() as conn:
