@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 
@@ -52,6 +52,7 @@ __all__ = [
     "page_limit",
     "paginate",
     "record",
+    "resource_routes",
 ]
 
 Handler = Callable[[Request, str], Awaitable[Sequence[Step]]]
@@ -60,6 +61,32 @@ Route3 = tuple[str, Handler, list[str]]
 #: The app's answer to one ``/v1/messages`` request: ``(request, request_id, raw, body, fault)``
 #: -> ``(script, fault applied)``.
 AnswerFn = Callable[[Request, str, bytes, Any, Fault], tuple[list[Step], Fault]]
+
+_Method = TypeVar("_Method")
+
+
+def resource_routes(
+    collection: str,
+    key: str,
+    wrap: Callable[[_Method], Handler],
+    handlers: tuple[_Method, _Method, _Method, _Method],
+    actions: Mapping[str, tuple[str, _Method]],
+) -> list[Route3]:
+    """The routes of one API resource: ``handlers`` are its (create, list, retrieve, delete)
+    methods, answering ``POST`` and ``GET`` on ``collection`` and ``GET`` and ``DELETE`` on
+    one item (``collection/{key}``); ``actions`` maps each sub-path of an item to its HTTP
+    method and handler. ``wrap`` turns a service method into a route handler."""
+    create, listing, retrieve, delete = handlers
+    one = f"{collection}/{{{key}}}"
+    table = [
+        (collection, "POST", create),
+        (collection, "GET", listing),
+        (one, "GET", retrieve),
+        (one, "DELETE", delete),
+    ]
+    table += [(f"{one}/{action}", verb, method) for action, (verb, method) in actions.items()]
+    return [(path, wrap(method), [verb]) for path, verb, method in table]
+
 
 _ALPHABET = string.ascii_letters + string.digits
 _CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
@@ -156,15 +183,9 @@ class BatchService:
 
     def routes(self) -> list[Route3]:
         """The routes this service answers."""
-        one = "/v1/messages/batches/{batch_id}"
-        return [
-            ("/v1/messages/batches", self._wrap(self.create), ["POST"]),
-            ("/v1/messages/batches", self._wrap(self.listing), ["GET"]),
-            (one, self._wrap(self.retrieve), ["GET"]),
-            (one, self._wrap(self.delete), ["DELETE"]),
-            (one + "/cancel", self._wrap(self.cancel), ["POST"]),
-            (one + "/results", self._wrap(self.results), ["GET"]),
-        ]
+        actions = {"cancel": ("POST", self.cancel), "results": ("GET", self.results)}
+        handlers = (self.create, self.listing, self.retrieve, self.delete)
+        return resource_routes("/v1/messages/batches", "batch_id", self._wrap, handlers, actions)
 
     def _wrap(self, method: Callable[[Request, str, bytes, Any], list[Step]]) -> Handler:
         async def handler(request: Request, request_id: str) -> Sequence[Step]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from canny.emulator.batches import Handler, Route3, api_id, iso, page_limit, paginate, record
+from canny.emulator.batches import Handler, Route3, api_id, iso, page_limit, paginate, record, resource_routes
 from canny.emulator.fields import ApiError
 from canny.emulator.fields import invalid as _invalid
 from canny.emulator.responses import api_error_script, json_script
@@ -81,14 +81,8 @@ class FileService:
 
     def routes(self) -> list[Route3]:
         """The routes this service answers."""
-        one = "/v1/files/{file_id}"
-        return [
-            ("/v1/files", self._wrap(self.upload), ["POST"]),
-            ("/v1/files", self._wrap(self.listing), ["GET"]),
-            (one, self._wrap(self.retrieve), ["GET"]),
-            (one, self._wrap(self.delete), ["DELETE"]),
-            (one + "/content", self._wrap(self.download), ["GET"]),
-        ]
+        handlers = (self.upload, self.listing, self.retrieve, self.delete)
+        return resource_routes("/v1/files", "file_id", self._wrap, handlers, {"content": ("GET", self.download)})
 
     def _wrap(self, method: Callable[[Request, str, bytes], list[Step]]) -> Handler:
         async def handler(request: Request, request_id: str) -> Sequence[Step]:
