@@ -46,6 +46,7 @@ __all__ = [
     "BatchService",
     "Handler",
     "Route3",
+    "ServiceMethod",
     "api_id",
     "base_of",
     "iso",
@@ -53,6 +54,7 @@ __all__ = [
     "paginate",
     "record",
     "resource_routes",
+    "service_handler",
 ]
 
 Handler = Callable[[Request, str], Awaitable[Sequence[Step]]]
@@ -131,6 +133,35 @@ def page_limit(request: Request) -> int:
     return limit
 
 
+#: A service's handler of one route: ``(request, request_id, raw body, parsed body)`` -> script.
+ServiceMethod = Callable[[Request, str, bytes, Any], list[Step]]
+
+
+def service_handler(state: EmulatorState, method: ServiceMethod, *, json_body: bool) -> Handler:
+    """The route handler of a service method: it reads the body (and parses it as JSON with
+    ``json_body``; ``None`` without), checks the key, answers an :class:`ApiError` with its
+    error script, and records the exchange."""
+
+    async def handler(request: Request, request_id: str) -> Sequence[Step]:
+        received = time.monotonic()
+        raw = await request.body()
+        body: Any = None
+        if json_body:
+            try:
+                body = json.loads(raw) if raw else _NOT_JSON
+            except (ValueError, RecursionError):
+                body = _NOT_JSON
+        try:
+            state.authenticate(request)
+            steps = method(request, request_id, raw, body)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+        record(state, request, steps, body, received)
+        return steps
+
+    return handler
+
+
 def record(state: EmulatorState, request: Request, steps: Sequence[Step], body: Any, received: float) -> None:
     """Log a request that consumed no fault-plan entry."""
     status = next((step.status for step in steps if isinstance(step, Start)), 0)
@@ -187,23 +218,8 @@ class BatchService:
         handlers = (self.create, self.listing, self.retrieve, self.delete)
         return resource_routes("/v1/messages/batches", "batch_id", self._wrap, handlers, actions)
 
-    def _wrap(self, method: Callable[[Request, str, bytes, Any], list[Step]]) -> Handler:
-        async def handler(request: Request, request_id: str) -> Sequence[Step]:
-            received = time.monotonic()
-            raw = await request.body()
-            try:
-                body: Any = json.loads(raw) if raw else _NOT_JSON
-            except (ValueError, RecursionError):
-                body = _NOT_JSON
-            try:
-                self._state.authenticate(request)
-                steps = method(request, request_id, raw, body)
-            except ApiError as exc:
-                steps = api_error_script(exc, request_id)
-            record(self._state, request, steps, body, received)
-            return steps
-
-        return handler
+    def _wrap(self, method: ServiceMethod) -> Handler:
+        return service_handler(self._state, method, json_body=True)
 
     # --- the endpoints -------------------------------------------------------------
 
