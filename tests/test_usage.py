@@ -161,6 +161,16 @@ def test_buckets_table_is_what_records_columns_and_rates_are_made_of(tmp_path: P
     assert set(columns) <= stored
 
 
+def test_inflight_row_keeps_the_input_side_buckets_of_the_table() -> None:
+    """The in-flight row's usage columns are usage.BUCKETS' input-side columns, in table order."""
+    from canny.ledger._sql import INFLIGHT_COLUMNS, PROMPT_COLUMNS
+
+    assert PROMPT_COLUMNS == ("input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+    start = INFLIGHT_COLUMNS.index("input_tokens")
+    assert INFLIGHT_COLUMNS[start : start + len(PROMPT_COLUMNS)] == PROMPT_COLUMNS
+    assert not {"output_tokens", "web_search_requests"} & set(INFLIGHT_COLUMNS)
+
+
 def test_usage_round_trips_through_api_shape_and_ledger_columns() -> None:
     """to_api / usage_from_api and usage_columns / usage_from_columns are inverses for every bucket."""
     from types import SimpleNamespace

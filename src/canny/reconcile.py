@@ -330,13 +330,14 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
         day = started.astimezone(UTC).date()
         if not since <= day < until:
             continue
+        # the buckets the provider's usage report has (no web fetches or code executions)
         tokens = Usage(
-            r.input_tokens,
-            r.cache_write_5m_tokens,
-            r.cache_write_1h_tokens,
-            r.cache_read_tokens,
-            r.output_tokens,
-            r.web_search_requests,
+            input=r.input_tokens,
+            cache_write_5m=r.cache_write_5m_tokens,
+            cache_write_1h=r.cache_write_1h_tokens,
+            cache_read=r.cache_read_tokens,
+            output=r.output_tokens,
+            web_search_requests=r.web_search_requests,
         )
         if tokens.is_empty:
             continue  # nothing was billed (refused by a budget, failed before the API)

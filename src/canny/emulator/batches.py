@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 
@@ -46,12 +46,15 @@ __all__ = [
     "BatchService",
     "Handler",
     "Route3",
+    "ServiceMethod",
     "api_id",
     "base_of",
     "iso",
     "page_limit",
     "paginate",
     "record",
+    "resource_routes",
+    "service_handler",
 ]
 
 Handler = Callable[[Request, str], Awaitable[Sequence[Step]]]
@@ -60,6 +63,32 @@ Route3 = tuple[str, Handler, list[str]]
 #: The app's answer to one ``/v1/messages`` request: ``(request, request_id, raw, body, fault)``
 #: -> ``(script, fault applied)``.
 AnswerFn = Callable[[Request, str, bytes, Any, Fault], tuple[list[Step], Fault]]
+
+_Method = TypeVar("_Method")
+
+
+def resource_routes(
+    collection: str,
+    key: str,
+    wrap: Callable[[_Method], Handler],
+    handlers: tuple[_Method, _Method, _Method, _Method],
+    actions: Mapping[str, tuple[str, _Method]],
+) -> list[Route3]:
+    """The routes of one API resource: ``handlers`` are its (create, list, retrieve, delete)
+    methods, answering ``POST`` and ``GET`` on ``collection`` and ``GET`` and ``DELETE`` on
+    one item (``collection/{key}``); ``actions`` maps each sub-path of an item to its HTTP
+    method and handler. ``wrap`` turns a service method into a route handler."""
+    create, listing, retrieve, delete = handlers
+    one = f"{collection}/{{{key}}}"
+    table = [
+        (collection, "POST", create),
+        (collection, "GET", listing),
+        (one, "GET", retrieve),
+        (one, "DELETE", delete),
+    ]
+    table += [(f"{one}/{action}", verb, method) for action, (verb, method) in actions.items()]
+    return [(path, wrap(method), [verb]) for path, verb, method in table]
+
 
 _ALPHABET = string.ascii_letters + string.digits
 _CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
@@ -102,6 +131,35 @@ def page_limit(request: Request) -> int:
     if not 1 <= limit <= 1000:
         raise ApiError(400, "invalid_request_error", "limit: Input should be between 1 and 1000")
     return limit
+
+
+#: A service's handler of one route: ``(request, request_id, raw body, parsed body)`` -> script.
+ServiceMethod = Callable[[Request, str, bytes, Any], list[Step]]
+
+
+def service_handler(state: EmulatorState, method: ServiceMethod, *, json_body: bool) -> Handler:
+    """The route handler of a service method: it reads the body (and parses it as JSON with
+    ``json_body``; ``None`` without), checks the key, answers an :class:`ApiError` with its
+    error script, and records the exchange."""
+
+    async def handler(request: Request, request_id: str) -> Sequence[Step]:
+        received = time.monotonic()
+        raw = await request.body()
+        body: Any = None
+        if json_body:
+            try:
+                body = json.loads(raw) if raw else _NOT_JSON
+            except (ValueError, RecursionError):
+                body = _NOT_JSON
+        try:
+            state.authenticate(request)
+            steps = method(request, request_id, raw, body)
+        except ApiError as exc:
+            steps = api_error_script(exc, request_id)
+        record(state, request, steps, body, received)
+        return steps
+
+    return handler
 
 
 def record(state: EmulatorState, request: Request, steps: Sequence[Step], body: Any, received: float) -> None:
@@ -156,33 +214,12 @@ class BatchService:
 
     def routes(self) -> list[Route3]:
         """The routes this service answers."""
-        one = "/v1/messages/batches/{batch_id}"
-        return [
-            ("/v1/messages/batches", self._wrap(self.create), ["POST"]),
-            ("/v1/messages/batches", self._wrap(self.listing), ["GET"]),
-            (one, self._wrap(self.retrieve), ["GET"]),
-            (one, self._wrap(self.delete), ["DELETE"]),
-            (one + "/cancel", self._wrap(self.cancel), ["POST"]),
-            (one + "/results", self._wrap(self.results), ["GET"]),
-        ]
+        actions = {"cancel": ("POST", self.cancel), "results": ("GET", self.results)}
+        handlers = (self.create, self.listing, self.retrieve, self.delete)
+        return resource_routes("/v1/messages/batches", "batch_id", self._wrap, handlers, actions)
 
-    def _wrap(self, method: Callable[[Request, str, bytes, Any], list[Step]]) -> Handler:
-        async def handler(request: Request, request_id: str) -> Sequence[Step]:
-            received = time.monotonic()
-            raw = await request.body()
-            try:
-                body: Any = json.loads(raw) if raw else _NOT_JSON
-            except (ValueError, RecursionError):
-                body = _NOT_JSON
-            try:
-                self._state.authenticate(request)
-                steps = method(request, request_id, raw, body)
-            except ApiError as exc:
-                steps = api_error_script(exc, request_id)
-            record(self._state, request, steps, body, received)
-            return steps
-
-        return handler
+    def _wrap(self, method: ServiceMethod) -> Handler:
+        return service_handler(self._state, method, json_body=True)
 
     # --- the endpoints -------------------------------------------------------------
 

@@ -20,16 +20,16 @@ import email.policy
 import mimetypes
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from canny.emulator.batches import Handler, Route3, api_id, iso, page_limit, paginate, record
+from canny.emulator.batches import Handler, Route3, api_id, iso, page_limit, paginate, resource_routes, service_handler
 from canny.emulator.fields import ApiError
 from canny.emulator.fields import invalid as _invalid
-from canny.emulator.responses import api_error_script, json_script
+from canny.emulator.responses import json_script
 from canny.emulator.wire import Body, Start, Step
 
 if TYPE_CHECKING:
@@ -81,28 +81,14 @@ class FileService:
 
     def routes(self) -> list[Route3]:
         """The routes this service answers."""
-        one = "/v1/files/{file_id}"
-        return [
-            ("/v1/files", self._wrap(self.upload), ["POST"]),
-            ("/v1/files", self._wrap(self.listing), ["GET"]),
-            (one, self._wrap(self.retrieve), ["GET"]),
-            (one, self._wrap(self.delete), ["DELETE"]),
-            (one + "/content", self._wrap(self.download), ["GET"]),
-        ]
+        handlers = (self.upload, self.listing, self.retrieve, self.delete)
+        return resource_routes("/v1/files", "file_id", self._wrap, handlers, {"content": ("GET", self.download)})
 
     def _wrap(self, method: Callable[[Request, str, bytes], list[Step]]) -> Handler:
-        async def handler(request: Request, request_id: str) -> Sequence[Step]:
-            received = time.monotonic()
-            raw = await request.body()
-            try:
-                self._state.authenticate(request)
-                steps = method(request, request_id, raw)
-            except ApiError as exc:
-                steps = api_error_script(exc, request_id)
-            record(self._state, request, steps, None, received)
-            return steps
+        def call(request: Request, request_id: str, raw: bytes, _body: object) -> list[Step]:
+            return method(request, request_id, raw)  # the Files API's bodies are not JSON
 
-        return handler
+        return service_handler(self._state, call, json_body=False)
 
     def upload(self, request: Request, request_id: str, raw: bytes) -> list[Step]:
         """``POST /v1/files`` (multipart/form-data)."""

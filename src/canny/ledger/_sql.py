@@ -34,6 +34,7 @@ __all__ = [
     "COLUMNS",
     "EXPORT_COLUMNS",
     "INFLIGHT_COLUMNS",
+    "PROMPT_COLUMNS",
     "SQLLedger",
     "sweep_inflight",
 ]
@@ -336,10 +337,12 @@ def _store(tx: Transaction, record: AttemptRecord) -> None:
             )
 
 
+#: The bucket columns an attempt in flight keeps: the input side, known from ``message_start``.
+PROMPT_COLUMNS: tuple[str, ...] = tuple(b.column for b in BUCKETS if b.kind == "prompt")
 #: The ``inflight`` columns written and read (migration ``ledger.0004_inflight``).
 INFLIGHT_COLUMNS: tuple[str, ...] = (
     "call_id", "attempt", "session_id", "started_at_us", "lease_until_us", "model", "request_id",
-    "input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "cost_usd",
+    *PROMPT_COLUMNS, "cost_usd",
     "price_version", "inference_geo", "speed", "streamed", "endpoint", "project", "tags", "key_fingerprint",
     "prompt_hash", "extra", "max_tokens", "prefix_hashes", "reservation_id",
 )  # fmt: skip
@@ -354,7 +357,7 @@ def _inflight_params(r: AttemptRecord, lease_until: datetime, reservation_id: in
     cost = r.cost_usd
     return (
         r.call_id, r.attempt, r.session_id, to_us(r.started_at), to_us(lease_until), r.model, r.request_id,
-        r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens,
+        *(getattr(r, column) for column in PROMPT_COLUMNS),
         None if cost is None else format(cost, "f"), r.price_version, r.inference_geo, r.speed, bool(r.streamed),
         r.endpoint, r.project, json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash,
         json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.max_tokens, r.prefix_hashes, reservation_id,
@@ -370,6 +373,7 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
     streamed = bool(values["streamed"])
     cost = values["cost_usd"]
     extra = dict(json.loads(values["extra"] or "{}"))
+    prompt_usage: dict[str, Any] = {column: int(values[column]) for column in PROMPT_COLUMNS}
     extra["lost"] = "the process ended before the attempt's row was written; input usage as reported when it began"
     record = AttemptRecord(
         call_id=values["call_id"],
@@ -381,10 +385,6 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
         session_id=values["session_id"],
         status_code=200 if streamed else None,  # a stream in flight had its 200 and message_start
         request_id=values["request_id"],
-        input_tokens=int(values["input_tokens"]),
-        cache_write_5m_tokens=int(values["cache_write_5m_tokens"]),
-        cache_write_1h_tokens=int(values["cache_write_1h_tokens"]),
-        cache_read_tokens=int(values["cache_read_tokens"]),
         cost_usd=None if cost is None else Decimal(cost),
         price_version=values["price_version"],
         inference_geo=values["inference_geo"],
@@ -398,6 +398,7 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
         extra=extra,
         max_tokens=values["max_tokens"],
         prefix_hashes=values["prefix_hashes"],
+        **prompt_usage,
     )
     rid = values["reservation_id"]
     return record, None if rid is None else int(rid)
