@@ -33,7 +33,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
 import anthropic
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from canny.ledger import Ledger
     from canny.result import Outcome
 
-__all__ = ["Meter", "meter"]
+__all__ = ["Meter", "MeterOptions", "meter"]
 
 ClientT = TypeVar("ClientT", bound="anthropic.Anthropic | anthropic.AsyncAnthropic")
 
@@ -73,23 +73,26 @@ _CONTENT_PREFIX = b"event: content_block_"
 _DELTA = ord("d")
 
 
-def meter(
-    client: ClientT,
-    *,
-    ledger: Ledger | str | Path | Literal[False] | None = None,
-    budget: Reserver | None = None,
-    project: str | None = None,
-    tags: Iterable[str] = (),
-    log_content: bool | None = None,
-    session_id: str | None = None,
-) -> ClientT:
+class MeterOptions(TypedDict, total=False):
+    """What :func:`meter` passes on to :class:`Meter` (see its parameters)."""
+
+    ledger: Ledger | str | Path | Literal[False] | None
+    budget: Reserver | None
+    project: str | None
+    tags: Iterable[str]
+    log_content: bool | None
+    session_id: str | None
+
+
+def meter(client: ClientT, **options: Unpack[MeterOptions]) -> ClientT:
     """A copy of ``client`` (``anthropic.Anthropic`` or ``AsyncAnthropic``) whose Messages
     calls are priced, written to the ledger and held to budgets, one row per HTTP attempt.
 
     ``ledger``: ``None`` for the configured ledger, a path or URL, a ledger object, or
     ``False`` for none. ``budget``: a :class:`~canny.budget.Reserver` used instead of the
     ledger's stored budgets. ``project``, ``tags`` and ``log_content`` default to the
-    config. A client that is already metered gets its meter replaced, not doubled.
+    config; ``session_id`` groups the rows. A client that is already metered gets its meter
+    replaced, not doubled.
     """
     api_key = getattr(client, "api_key", None)
     fingerprint = None
@@ -97,16 +100,8 @@ def meter(
         from canny.secrets import Secret
 
         fingerprint = Secret(api_key).fingerprint
-    middleware = Meter(
-        ledger=ledger,
-        budget=budget,
-        project=project,
-        tags=tags,
-        log_content=log_content,
-        session_id=session_id,
-        endpoint=urlsplit(str(client.base_url)).netloc or None,
-        key_fingerprint=fingerprint,
-    )
+    endpoint = urlsplit(str(client.base_url)).netloc or None
+    middleware = Meter(**options, endpoint=endpoint, key_fingerprint=fingerprint)
     existing = tuple(client.middleware)
     if any(isinstance(m, Meter) for m in existing):
         kept = [m for m in existing if not isinstance(m, Meter)]
