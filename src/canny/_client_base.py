@@ -400,16 +400,15 @@ class ClientBase:
         if mode != "off":
             body = apply_cache(body, model=resolved, mode=mode, ttl=ttl)
         limit = max_cost if max_cost is not None else self.settings.max_cost
-        return CallSpec(
-            model=resolved,
-            params=body,
+        return self.books.spec(
+            resolved,
+            body,
             stream=stream,
-            project=project or self.project,
-            tags=(tuple(tags) if tags is not None else self.tags) + (("offline",) if self._offline else ()),
-            session_id=session_id,
-            log_content=self.log_content,
             endpoint=urlsplit(self.base_url).netloc,
             key_fingerprint=key.secret.fingerprint,
+            project=project,
+            tags=(tuple(tags) if tags is not None else self.tags) + (("offline",) if self._offline else ()),
+            session_id=session_id,
             max_cost=Decimal(str(limit)) if limit is not None else None,
             table=table,
             fallback_model=check_model(fallback_model, table=table) if fallback_model else None,

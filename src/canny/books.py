@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from canny import errors
 from canny._call import DEFAULT_LEASE, CallObserver, CallRun, CallSpec, budget_refused_record
@@ -137,6 +137,32 @@ class Books:
         CallRun(spec, ledger=ledger, observer=self.trace(spec)).write_unsent(row)
 
     # -- runs ----------------------------------------------------------------------------
+    def spec(
+        self,
+        model: str,
+        params: dict[str, Any],
+        *,
+        stream: bool,
+        endpoint: str | None,
+        key_fingerprint: str | None,
+        project: str | None = None,
+        tags: Iterable[str] | None = None,
+        **call: Any,
+    ) -> CallSpec:
+        """THE spec of one call, for Client and meter alike: the books' project, tags and
+        content logging unless the call names its own, and ``call``'s other fields."""
+        return CallSpec(
+            model=model,
+            params=params,
+            stream=stream,
+            project=project or self.project,
+            tags=self.tags if tags is None else tuple(tags),
+            log_content=self.log_content,
+            endpoint=endpoint,
+            key_fingerprint=key_fingerprint,
+            **call,
+        )
+
     def run(
         self,
         spec: CallSpec,

@@ -230,16 +230,13 @@ class Meter(anthropic.Middleware):
         ledger = self.ledger  # fails closed: a ledger that cannot be opened stops the request here
         try:
             call_id, number = self._number(request)
-            spec = CallSpec(
-                model=str(body.get("model") or "unknown"),
-                params=dict(body),
+            spec = self.books.spec(
+                str(body.get("model") or "unknown"),
+                dict(body),
                 stream=request.stream,
-                project=self.project,
-                tags=self.tags,
-                session_id=self.session_id,
-                log_content=self.log_content,
                 endpoint=self.endpoint,
                 key_fingerprint=self.key_fingerprint,
+                session_id=self.session_id,
                 call_id=call_id,
                 table=default_table(),  # one look at the price file for the whole attempt
             )

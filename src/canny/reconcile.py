@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ from canny.errors import APIError, AuthenticationError, ConfigError, ConnectionF
 from canny.ledger import AttemptRecord, Ledger
 from canny.pricing import default_table, format_usd, resolve_model
 from canny.secrets import Secret
-from canny.usage import Usage
+from canny.usage import Usage, usage_from_columns
 
 if TYPE_CHECKING:
     import httpx2
@@ -330,15 +330,8 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
         day = started.astimezone(UTC).date()
         if not since <= day < until:
             continue
-        # the buckets the provider's usage report has (no web fetches or code executions)
-        tokens = Usage(
-            input=r.input_tokens,
-            cache_write_5m=r.cache_write_5m_tokens,
-            cache_write_1h=r.cache_write_1h_tokens,
-            cache_read=r.cache_read_tokens,
-            output=r.output_tokens,
-            web_search_requests=r.web_search_requests,
-        )
+        # the buckets the provider's usage report has: not web fetches or code executions
+        tokens = replace(usage_from_columns(r), web_fetch_requests=0, code_execution_requests=0)
         if tokens.is_empty:
             continue  # nothing was billed (refused by a budget, failed before the API)
         side = sides[(day, resolve_model(r.model))]
