@@ -144,17 +144,20 @@ def test_eight_processes_fire_each_threshold_exactly_once(target: str, tmp_path:
             threshold = Decimal(figures["threshold_percent"])
             spent = Decimal(figures["spent_usd"])
             assert figures["limit_usd"] == "0.1"
-            # fired by the first settle at or past the threshold: within one call of it
-            assert threshold / 1000 <= spent < threshold / 1000 + Decimal("0.001")
+            assert threshold / 1000 <= spent <= Decimal("0.1")  # at or past it, never past the limit
+            if target == "sqlite":  # each settle writes its own spend: fired within one call of it
+                assert spent < threshold / 1000 + Decimal("0.001")
+            # PostgreSQL: a process whose counter is hot settles into a slice, whose spend is
+            # written back (and checked) several calls at a time, at least once a second.
         (stored,) = budget.stored_budgets(ledger)
         rule, fired = budget.budget_alerts(ledger, stored)
         assert rule is not None
         assert rule.thresholds == (Decimal(50), Decimal(80), Decimal(100))
-        assert [(f.threshold, f.spent) for f in fired] == [
-            (Decimal(50), Decimal("0.05")),
-            (Decimal(80), Decimal("0.08")),
-            (Decimal(100), Decimal("0.1")),
-        ]
+        stored_figures = {f.threshold: f.spent for f in fired}
+        assert sorted(stored_figures) == [Decimal(50), Decimal(80), Decimal(100)]
+        assert stored_figures == {Decimal(f["threshold_percent"]): Decimal(f["spent_usd"]) for f in run}
+        if target == "sqlite":
+            assert list(stored_figures.values()) == [Decimal("0.05"), Decimal("0.08"), Decimal("0.1")]
     finally:
         ledger.close()
 

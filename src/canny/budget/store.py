@@ -346,8 +346,12 @@ def settle(
     """
     actual = amount if charge is None else charge
     if _is_postgres(ledger):
-        _pg_settle(ledger, rid, counter_ids, actual)
-        return pg_alerts(ledger, counter_ids, now_us)
+        if not _has_alert_rules(ledger):
+            _pg_settle(ledger, rid, counter_ids, actual)  # one round trip
+            return []
+        with ledger.transaction() as tx:  # the settle holds the counter rows: crossed reads its own spend
+            tx.execute(_PG_SETTLE, (rid, list(counter_ids), actual))
+            return crossed(tx, counter_ids, now_us)
     with begin(ledger) as tx:
         rows = tx.execute("DELETE FROM budget_reservations WHERE id = ? RETURNING state, charged_pico", (rid,))
         if not rows:
@@ -405,26 +409,32 @@ ALERT_RULES_TTL = 1.0
 
 
 def pg_alerts(ledger: BudgetLedger, counter_ids: Sequence[int], now_us: int | None = None) -> list[Alert]:
-    """PostgreSQL, after spend reached ``counter_ids`` (a settle, a slice written back): the
-    alerts it fired, decided in a short transaction of its own (an insert that only one
-    process wins), or none without a round trip when no budget has alert rules."""
-    import time as clock
-
-    if not counter_ids:
-        return []
-    checked = _ALERT_RULES.get(id(ledger))
-    if checked is None or clock.monotonic() - checked[0] > ALERT_RULES_TTL:
-        with ledger.transaction() as tx:
-            found = bool(tx.execute("SELECT 1 FROM budget_alert_rules LIMIT 1"))
-        checked = _ALERT_RULES[id(ledger)] = (clock.monotonic(), found)
-    if not checked[1]:
+    """PostgreSQL, after a slice wrote its spend back to ``counter_ids``: the alerts it
+    fired, decided in a short transaction of its own (an insert that only one process
+    wins), or none without a round trip when no budget has alert rules."""
+    if not counter_ids or not _has_alert_rules(ledger):
         return []
     with ledger.transaction() as tx:
         return crossed(tx, counter_ids, now_us)
 
 
+def _has_alert_rules(ledger: BudgetLedger) -> bool:
+    """Whether any budget has alert rules (believed for :data:`ALERT_RULES_TTL`)."""
+    import time as clock
+
+    checked = _ALERT_RULES.get(id(ledger))
+    if checked is None or clock.monotonic() - checked[0] > ALERT_RULES_TTL:
+        with ledger.transaction() as tx:
+            found = bool(tx.execute("SELECT 1 FROM budget_alert_rules LIMIT 1"))
+        checked = _ALERT_RULES[id(ledger)] = (clock.monotonic(), found)
+    return checked[1]
+
+
+_PG_SETTLE = "SELECT canny_budget_settle(?::bigint, ?::bigint[], ?::bigint)"
+
+
 def _pg_settle(ledger: BudgetLedger, rid: int, ids: Sequence[int], charge: int) -> None:
-    _one(ledger, "SELECT canny_budget_settle(?::bigint, ?::bigint[], ?::bigint)", (rid, list(ids), charge))
+    _one(ledger, _PG_SETTLE, (rid, list(ids), charge))
 
 
 def resolve(ledger: BudgetLedger, keys: Sequence[CounterKey], now_us: int) -> list[int]:
