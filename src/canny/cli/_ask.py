@@ -151,19 +151,19 @@ def ask(
         from canny.errors import APIError, StreamInterrupted
 
         text = _read_prompt(prompt)
-        settings = load_settings(profile=profile, model=model, base_url=None if offline else base_url)
+        settings = load_settings(  # the command line over the environment and config.toml
+            profile=profile,
+            model=model,
+            base_url=None if offline else base_url,
+            max_tokens=max_tokens,
+            project=project,
+            tags=tags or None,
+            log_content=log_content,
+        )
         if not any_model:
             check_known_model(settings.model, settings.model_source)
         limit = parse_money(max_cost, "--max-cost") if max_cost is not None else None
-        client = Client(
-            settings=settings,
-            max_tokens=max_tokens,
-            offline=offline,
-            project=project,
-            tags=tags,
-            log_content=log_content,
-            ledger=False if no_ledger else None,
-        )
+        client = Client(settings=settings, offline=offline, ledger=False if no_ledger else None)
         import anthropic  # noqa: F401 - imported before freezing the heap
 
         gc.freeze()  # the SDK's ~3k modules need no collection; this halves exit time
