@@ -237,7 +237,7 @@ def usage_from_api(obj: Any) -> Usage:
     if reported_writes is None and breakdown is not None:
         writes = _int(_get(breakdown, "ephemeral_5m_input_tokens")) + _int(_get(breakdown, "ephemeral_1h_input_tokens"))
     w5, w1h = _split_writes(writes, breakdown)
-    counts = {b.name: _int(_at(obj, b.api)) for b in BUCKETS if not b.api.startswith(_WRITES + ".")}
+    counts = {name: _int(_at(obj, path)) for name, path in _COUNT_PATHS}
     iterations = tuple(
         IterationUsage(
             model=_get(it, "model"),
@@ -249,11 +249,18 @@ def usage_from_api(obj: Any) -> Usage:
     return Usage(**counts, cache_write_5m=w5, cache_write_1h=w1h, iterations=iterations)
 
 
-def _at(obj: Any, path: str) -> Any:
-    """A field at a dotted path (``server_tool_use.web_search_requests``), or ``None``."""
-    for part in path.split("."):
+def _at(obj: Any, path: tuple[str, ...]) -> Any:
+    """A field at a path (``("server_tool_use", "web_search_requests")``), or ``None``."""
+    for part in path:
         obj = _get(obj, part)
     return obj
+
+
+#: (bucket name, path of its count in the API's usage) for every bucket but the cache
+#: writes (read with their total by ``_split_writes``).
+_COUNT_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (b.name, tuple(b.api.split("."))) for b in BUCKETS if not b.api.startswith(_WRITES + ".")
+)
 
 
 def usage_columns(usage: Usage) -> dict[str, Any]:
@@ -296,11 +303,14 @@ class UsageAccumulator:
     _breakdown: Any = None
     seen_start: bool = False
     seen_delta: bool = False
+    #: :attr:`usage` as last built; cleared by every event that carries usage.
+    _built: Usage | None = None
 
     def start(self, usage: Any) -> None:
         """Take the usage of ``message_start.message``."""
         if usage is None:
             return
+        self._built = None
         self.seen_start = True
         self._fields = _as_dict(usage)
         self._breakdown = self._fields.get("cache_creation")
@@ -309,6 +319,7 @@ class UsageAccumulator:
         """Apply a cumulative ``message_delta.usage``: present, non-null fields replace."""
         if usage is None:
             return
+        self._built = None
         self.seen_delta = True
         for key, value in _as_dict(usage).items():
             if value is not None:
@@ -333,9 +344,13 @@ class UsageAccumulator:
 
     @property
     def usage(self) -> Usage:
-        merged = dict(self._fields)
-        merged["cache_creation"] = self._breakdown
-        return usage_from_api(merged)
+        """The usage so far (built once per event that changed it: clients, rows and
+        results all ask for it)."""
+        if self._built is None:
+            merged = dict(self._fields)
+            merged["cache_creation"] = self._breakdown
+            self._built = usage_from_api(merged)
+        return self._built
 
     def with_output(self, output: int) -> Usage:
         """The usage so far with ``output`` replaced (used for interrupted streams)."""
