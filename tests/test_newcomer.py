@@ -352,3 +352,10 @@ def test_reprice_of_rows_priced_today_shows_no_difference() -> None:
     refused = next(r for r in rows if r["group"] == "refused")
     assert refused["cost_usd"] != "0" and refused["repriced_usd"] == refused["cost_usd"]
     assert [r["reprice_difference_usd"] for r in rows] == ["0"] * len(rows)
+
+
+def test_estimate_checks_the_model_like_ask() -> None:
+    """`canny estimate -m sonet` is exit 2 with the suggestion, as `canny ask` is."""
+    result = _canny("estimate", "--offline", "-m", "sonet", "hi")
+    assert result.exit_code == 2 and "did you mean sonnet?" in result.stderr
+    assert _canny("estimate", "--offline", "-m", "sonnet", "hi").exit_code == 0

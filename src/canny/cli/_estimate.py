@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from canny.cli._ask import _read_prompt, request_options
-from canny.cli._render import cli_errors, hide, install_warning_printer
+from canny.cli._render import check_known_model, cli_errors, hide, install_warning_printer
 
 __all__ = ["estimate"]
 
@@ -24,7 +24,8 @@ def _usd(value: Decimal | None) -> str:
 @request_options
 @click.option("--tag", "tags", multiple=True, help="The call's tags: history is the rows carrying all of them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON object.")
-def estimate(prompt: str | None, tags: tuple[str, ...], as_json: bool, **request: Any) -> None:
+@click.option("--any-model", is_flag=True, help="Estimate for a model id the price table does not know (unpriced).")
+def estimate(prompt: str | None, tags: tuple[str, ...], as_json: bool, any_model: bool, **request: Any) -> None:
     """Estimate what asking PROMPT would cost (`-`, or piped input, reads standard input).
 
     Input tokens come from the API's free count_tokens endpoint (with --offline, the
@@ -42,6 +43,8 @@ def estimate(prompt: str | None, tags: tuple[str, ...], as_json: bool, **request
 
         text = _read_prompt(prompt)
         settings = load_settings(profile=request["profile"], model=request["model"], base_url=base_url)
+        if not any_model:
+            check_known_model(settings.model, settings.model_source)
         with Client(settings=settings, max_tokens=request["max_tokens"], offline=offline, tags=tags) as client:
             hide(client.resolve_key().secret.reveal())
             found = client.estimate(text, system=request["system"])
