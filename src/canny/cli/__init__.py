@@ -81,9 +81,7 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (while importing it)
             _fail("interrupted", 130)
         except BrokenPipeError:  # `canny ... | head`: the reader has what it wanted
-            from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
-
-            _exit(EXIT_STDOUT_CLOSED)
+            _exit(_stdout_closed_code())
         except SystemExit as exc:
             # click turns a write to a closed stdout into a quiet exit 1; say it as `| head` does
             _exit(_stdout_closed_code() if exc.code == 1 and _stdout_reader_gone() else exc.code)
@@ -114,6 +112,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _stdout_closed_code() -> int:
+    """141, as a shell reports SIGPIPE (imported only on that path)."""
     from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
 
     return EXIT_STDOUT_CLOSED
@@ -137,12 +136,11 @@ def _exit(code: int | str | None) -> NoReturn:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        from canny.cli._exit_codes import EXIT_STDOUT_CLOSED
         from canny.cli._render import silence_stdout
 
         silence_stdout()
         if code in (0, None):
-            code = EXIT_STDOUT_CLOSED
+            code = _stdout_closed_code()
     except (OSError, ValueError):
         pass  # stdout closed or unusable: nothing more can be said on it
     sys.exit(code)
