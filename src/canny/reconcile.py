@@ -39,6 +39,7 @@ from canny.errors import APIError, AuthenticationError, ConfigError, ConnectionF
 from canny.ledger import AttemptRecord, Ledger
 from canny.pricing import default_table, format_usd, resolve_model
 from canny.secrets import Secret
+from canny.units import plain_decimal
 from canny.usage import Usage, usage_from_columns
 
 if TYPE_CHECKING:
@@ -127,9 +128,9 @@ class Row:
         return {
             "day": self.day.isoformat(),
             "model": self.model,
-            "ledger_cost_usd": _plain(self.ledger_cost_usd),
-            "provider_cost_usd": _plain(self.provider_cost_usd),
-            "drift_usd": _plain(self.drift_usd),
+            "ledger_cost_usd": plain_decimal(self.ledger_cost_usd),
+            "provider_cost_usd": plain_decimal(self.provider_cost_usd),
+            "drift_usd": plain_decimal(self.drift_usd),
             "ledger_tokens": self.ledger_tokens.buckets(),
             "provider_tokens": self.provider_tokens.buckets(),
             "token_drift": self.token_drift,
@@ -168,9 +169,9 @@ class Reconciliation:
         return {
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),
-            "ledger_cost_usd": _plain(self.ledger_cost_usd),
-            "provider_cost_usd": _plain(self.provider_cost_usd),
-            "drift_usd": _plain(self.drift_usd),
+            "ledger_cost_usd": plain_decimal(self.ledger_cost_usd),
+            "provider_cost_usd": plain_decimal(self.provider_cost_usd),
+            "drift_usd": plain_decimal(self.drift_usd),
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -178,11 +179,6 @@ class Reconciliation:
 def _minus(a: Usage, b: Usage) -> dict[str, int]:
     theirs, ours = a.buckets(), b.buckets()
     return {name: theirs[name] - ours[name] for name in theirs}
-
-
-def _plain(amount: Decimal) -> str:
-    text = format(amount.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
 
 
 def check_drift(result: Reconciliation, tolerance: Decimal = DEFAULT_TOLERANCE) -> None:

@@ -50,6 +50,7 @@ from canny.ledger import (
     Sums,
 )
 from canny.pricing import CacheSavingRates, cache_saving_rates
+from canny.units import plain_decimal
 from canny.usage import TOKEN_BUCKETS, Usage, usage_from_columns
 
 __all__ = [
@@ -458,14 +459,6 @@ def parse_when(text: str, *, tz: tzinfo, now: datetime | None = None, end: bool 
 
 
 # --- output shapes (data, not text) -----------------------------------------------------
-
-
-def plain_decimal(value: Decimal) -> str:
-    """A Decimal as plain digits with no exponent and no trailing zeros (``0.0101``)."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 REPORT_FIELDS: tuple[str, ...] = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-__all__ = ["EPOCH", "from_us", "pico_to_usd", "to_us", "usd_to_pico"]
+__all__ = ["EPOCH", "from_us", "pico_to_usd", "plain_decimal", "plain_digits", "to_us", "usd_to_pico"]
 
 #: The Unix epoch, UTC.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -39,3 +39,15 @@ def usd_to_pico(cost: Decimal) -> int:
 def pico_to_usd(pico: int) -> Decimal:
     """An integer count of 10^-12 USD as USD."""
     return Decimal(pico).scaleb(-12)
+
+
+def plain_digits(text: str) -> str:
+    """Decimal text (``"0.010100"``) with no trailing zeros (``"0.0101"``); ``-0`` is ``0``."""
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A Decimal as plain digits: no exponent (never ``6E-7``), no trailing zeros."""
+    return plain_digits(format(value, "f"))

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from canny.errors import CannyWarning, ConfigError
-from canny.units import from_us, pico_to_usd, to_us
+from canny.units import from_us, pico_to_usd, plain_decimal, to_us
 
 if TYPE_CHECKING:
     from canny.budget.store import BudgetLedger
@@ -107,16 +107,12 @@ class Alert:
             "key": self.key,
             "window": f.window,
             "time_zone": f.time_zone,
-            "threshold_percent": _plain(f.threshold),
-            "limit_usd": _plain(f.limit),
-            "spent_usd": _plain(f.spent),
-            "spent_percent": _plain((f.spent * 100 / f.limit).quantize(Decimal("0.01"))) if f.limit else None,
+            "threshold_percent": plain_decimal(f.threshold),
+            "limit_usd": plain_decimal(f.limit),
+            "spent_usd": plain_decimal(f.spent),
+            "spent_percent": plain_decimal((f.spent * 100 / f.limit).quantize(Decimal("0.01"))) if f.limit else None,
             "fired_at": f.fired_at.isoformat(),
         }
-
-
-def _plain(value: Decimal) -> str:
-    return format(value.normalize(), "f")
 
 
 # --- rules -------------------------------------------------------------------------------
@@ -139,7 +135,7 @@ def parse_thresholds(value: str | Iterable[Decimal | int | str] | None) -> tuple
             raise ConfigError(f"alert threshold {text!r} is not a number", hint=hint) from None
         if not number.is_finite() or not 0 < number <= MAX_THRESHOLD:
             raise ConfigError(f"alert threshold {text} must be a percentage above 0 and at most {MAX_THRESHOLD}")
-        found.add(Decimal(_plain(number)))  # 80.0 is 80, and never 8E+1
+        found.add(Decimal(plain_decimal(number)))  # 80.0 is 80, and never 8E+1
     return tuple(sorted(found))
 
 
@@ -167,7 +163,7 @@ def write_rule(ledger: BudgetLedger, scope: Scope, rule: AlertRule | None) -> No
         if rule is None or not rule.thresholds:
             return
         check_rule(rule)
-        thresholds = json.dumps([_plain(t) for t in rule.thresholds])
+        thresholds = json.dumps([plain_decimal(t) for t in rule.thresholds])
         tx.execute(
             "INSERT INTO budget_alert_rules (period, project, tag, key_fingerprint, thresholds, command, url) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -211,7 +207,7 @@ def fired_alerts(ledger: BudgetLedger, scope: Scope, time_zone: str, window: str
 
 
 def _fired(threshold: str, label: str, zone: str, limit: str, spent: int, at_us: int) -> FiredAlert:
-    spent_usd, when = Decimal(_plain(pico_to_usd(int(spent)))), from_us(int(at_us))
+    spent_usd, when = Decimal(plain_decimal(pico_to_usd(int(spent)))), from_us(int(at_us))
     return FiredAlert(Decimal(threshold), str(label), str(zone), Decimal(limit), spent_usd, when)
 
 
@@ -247,10 +243,10 @@ def crossed(tx: Transaction, counter_ids: Sequence[int], now_us: int | None = No
                 "INSERT INTO budget_alerts_fired (period, project, tag, key_fingerprint, time_zone, label, threshold, "
                 "limit_usd, spent_pico, fired_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING RETURNING threshold",
-                (period, project, tag, key, zone, label, _plain(threshold), limit_text, int(spent), now_us),
+                (period, project, tag, key, zone, label, plain_decimal(threshold), limit_text, int(spent), now_us),
             )
             if inserted:
-                fired = _fired(_plain(threshold), label, zone, limit_text, int(spent), now_us)
+                fired = _fired(plain_decimal(threshold), label, zone, limit_text, int(spent), now_us)
                 scope = (project or None, tag or None, key or None)
                 alerts.append(Alert(str(period), *scope, fired=fired, command=rule.command, url=rule.url))
     return alerts

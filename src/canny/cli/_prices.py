@@ -12,10 +12,11 @@ import json
 import sys
 import warnings
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import IO, Any
 
 import click
+
+from canny.units import plain_decimal
 
 __all__ = ["cost", "prices"]
 
@@ -53,14 +54,6 @@ def _day(at: date | datetime | None) -> date:
     from canny.pricing import utc_day
 
     return utc_day(at)
-
-
-def _plain(amount: Decimal) -> str:
-    """A Decimal as a plain string, exact and never in scientific notation."""
-    text = f"{amount:f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
 
 
 def _table() -> Any:
@@ -302,4 +295,4 @@ def cost(
             raise _InputError("--usage: token counts too large to price") from None
     for warning in caught:
         click.echo(f"canny: {warning.message}", err=True)
-    click.echo("unpriced" if amount is None else _plain(amount))
+    click.echo("unpriced" if amount is None else plain_decimal(amount))

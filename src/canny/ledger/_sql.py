@@ -26,7 +26,7 @@ from canny.ledger._report_sql import range_sql
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
 from canny.ledger.records import OUTCOMES, AttemptRecord, GroupBy, GroupTotals, ReportFilter
 from canny.pricing import CacheSavingRates
-from canny.units import EPOCH, from_us, to_us, usd_to_pico
+from canny.units import EPOCH, from_us, plain_digits, to_us, usd_to_pico
 from canny.usage import BUCKETS
 
 __all__ = [
@@ -73,13 +73,6 @@ def _iso(us: int) -> str:
     if micro:
         return f"{label}T{hour:02d}:{minute:02d}:{second:02d}.{micro:06d}+00:00"
     return f"{label}T{hour:02d}:{minute:02d}:{second:02d}+00:00"
-
-
-def _plain(text: str) -> str:
-    """Stored decimal text with no trailing zeros (as ``reports.plain_decimal``)."""
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 _INSERT = (
@@ -285,7 +278,7 @@ class SQLLedger(ABC):
                 if values[i] is not None:
                     values[i] = iso(values[i])
             if values[cost] is not None:
-                values[cost] = _plain(values[cost])
+                values[cost] = plain_digits(values[cost])
             values[batch] = bool(values[batch])
             values[streamed] = bool(values[streamed])
             yield tuple(values)
