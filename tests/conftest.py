@@ -17,7 +17,17 @@ CANARY_KEY = "sk-ant-api03-CANARY-0123456789abcdefghijklmnopqrstuvwxyz-TESTONLY"
 # Hypothesis on a shared, loaded machine: no per-example deadline (a stalled CPU is not a
 # bug), which also lifts the too_slow health check from 1 s to 30 s for the first examples.
 # Strategies stay cheap (a few ms per example); no health check is suppressed here.
-settings.register_profile("canny", deadline=None)
+# The parent is named: under a CI variable Hypothesis makes its own "ci" profile the default,
+# which suppresses too_slow, so an implicit parent would make CI differ from a laptop. Examples
+# are derandomized everywhere, so a failure on CI replays the same way here.
+settings.register_profile(
+    "canny",
+    parent=settings.get_profile("default"),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+)
 settings.load_profile("canny")
 
 

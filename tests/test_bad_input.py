@@ -447,6 +447,35 @@ def test_hypothesis_profile_has_no_deadline() -> None:
     assert HealthCheck.too_slow not in profile.suppress_health_check
 
 
+def test_hypothesis_profile_is_the_same_under_ci() -> None:
+    """With CI=true (as on the CI runner) the project profile still drops no health check."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CI": "true"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "test_hypothesis_profile_has_no_deadline",
+            __file__,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "1 passed" in done.stdout
+
+
 _FUZZ = settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
