@@ -117,9 +117,15 @@ def _with_budget(home: Path) -> None:
 def _call(path: str, base_url: str) -> None:
     if path == "meter":
         with anthropic.Anthropic(api_key=CANARY_KEY, base_url=base_url, max_retries=0) as sdk:
-            canny.meter(sdk).messages.create(
-                model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hello"}]
-            )
+            metered = canny.meter(sdk)
+            try:
+                metered.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hello"}])
+            finally:
+                # Rows are written behind the call; a row that could not be written is
+                # reported at the meter's next use or when it closes.
+                for middleware in metered.middleware:
+                    if isinstance(middleware, canny.Meter):
+                        middleware.close()
         return
     with Client(api_key=CANARY_KEY, base_url=base_url, model=MODEL) as client:
         if path == "create":
@@ -240,8 +246,11 @@ def test_row_that_cannot_be_written_is_spooled_and_lands_once(
     base_url = emulator.url_for("ok", "ok", run=run_id)
     with Client(api_key=CANARY_KEY, base_url=base_url, model=MODEL, ledger=target) as client:
         first = client.create("first", max_tokens=64)
-        with LockedAfterOpen(target), pytest.warns(CannyWarning, match="waits in"):
+        client.flush()  # the first row is in before the ledger locks
+        with LockedAfterOpen(target):
             second = _second_call(client, path)
+            with pytest.warns(CannyWarning, match="waits in"):
+                client.flush()  # rows are written behind the call: the write happens while locked
     assert pending(str(target)) == 1
     assert [r.call_id for r in _rows(str(target))] == [first.call_id]  # open_ledger alone does not drain
     with Client(api_key=CANARY_KEY, base_url=base_url, ledger=target) as client:

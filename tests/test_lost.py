@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -78,6 +79,19 @@ def _wait_for(proc: subprocess.Popen[str], word: str, timeout: float = 60.0) -> 
         pytest.fail(f"the child never said {word}: {line!r} {err[-2000:]}")
 
 
+def _wait_in_flight(ledger: Path | str, timeout: float = 30.0) -> None:
+    """Wait until the child's attempt is on the record as in flight. Rows are written behind
+    the call (canny.ledger.writer): the row in flight lands within about a millisecond of
+    message_start, on the writer's thread, and a kill in that window is the documented gap."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with closing(open_ledger(ledger)) as reader:
+            if reader.in_flight():  # type: ignore[attr-defined]
+                return
+        time.sleep(0.01)
+    pytest.fail("the child's attempt never showed up as in flight")
+
+
 def _kill(proc: subprocess.Popen[str]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -117,6 +131,7 @@ def test_sigkill_mid_stream_leaves_a_lost_row_and_settles_the_budget(emulator: A
         budget.set_budget(ledger, period="day", limit="5")
     proc = _spawn("stream", emulator.url_for("stall;after=2;seconds=60", run=run_id), path)
     _wait_for(proc, "TEXT")
+    _wait_in_flight(path)
     _kill(proc)
     expected = _reported_input(emulator, run_id)
 
@@ -158,7 +173,7 @@ def test_sigkill_mid_stream_leaves_a_lost_row_and_settles_the_budget(emulator: A
 
 
 def test_sigkill_during_a_non_streamed_call_leaves_the_estimate(emulator: Any, run_id: str, tmp_path: Path) -> None:
-    """A non-streamed attempt is on the record before it is sent, with the input estimate."""
+    """A non-streamed attempt is on the record while it is sent, with the input estimate."""
     path = tmp_path / "ledger.db"
     url = emulator.url_for("stall_headers;seconds=60", run=run_id)
     proc = _spawn("create", url, path)
@@ -195,6 +210,7 @@ def test_budget_reset_reservations_records_attempts_in_flight_as_lost(
         budget.set_budget(ledger, period="month", limit="5")
     proc = _spawn("stream", emulator.url_for("stall;after=1;seconds=60", run=run_id), path)
     _wait_for(proc, "TEXT")
+    _wait_in_flight(path)
     _kill(proc)
     result = CliRunner().invoke(main, ["budget", "reset", "--reservations", "-y", "--ledger", str(path)])
     assert result.exit_code == 0, result.stderr

@@ -471,27 +471,9 @@ class CallRun:
             self.ledger.record(record)
         except errors.LedgerError as exc:
             self.ledger_errors.append(exc)
-            from canny.ledger.spool import spool
+            from canny.ledger.spool import keep
 
-            try:
-                location = getattr(self.ledger, "location", None)
-                if not isinstance(location, str) or not location:
-                    raise OSError("the ledger has no location to spool for")
-                where = spool(location, record)
-            except OSError as failure:
-                warnings.warn(
-                    f"ledger not written ({exc.message}) and the row could not be spooled either "
-                    f"({failure.strerror or failure}): this attempt is not on the record",
-                    CannyWarning,
-                    stacklevel=2,
-                )
-            else:
-                warnings.warn(
-                    f"ledger not written ({exc.message}); the row waits in {where} and goes into the "
-                    "ledger the next time it opens",
-                    CannyWarning,
-                    stacklevel=2,
-                )
+            warnings.warn(keep(self.ledger, record, exc), CannyWarning, stacklevel=2)
 
     def write_unsent(self, record: AttemptRecord) -> None:
         """Write the one row of a call that was never sent (``budget_refused``); the

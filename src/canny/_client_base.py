@@ -356,6 +356,13 @@ class ClientBase:
         self._resolve_key()
         return self._base_url or "https://api.anthropic.com"
 
+    def flush(self) -> None:
+        """Wait until every call made so far is in the ledger. Rows are written behind the
+        call, on a thread of their own (:mod:`canny.ledger.writer`); this process's own
+        reads and ``close()`` wait for them anyway, so only another process reading the
+        ledger needs this. Warnings for rows that had to be spooled are shown now."""
+        self.books.flush()
+
     def _close_owned(self) -> None:
         if self._emulator is not None:
             self._emulator_cm.__exit__(None, None, None)

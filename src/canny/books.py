@@ -85,6 +85,14 @@ class Books:
         drain(arg)  # rows an earlier run could not write into this ledger
         return arg
 
+    def flush(self) -> None:
+        """Wait until the rows of the calls made so far are in the ledger: rows are written
+        behind the call (:mod:`canny.ledger.writer`). Warnings for rows that had to be
+        spooled are shown now."""
+        flush = getattr(self._ledger, "flush", None)
+        if flush is not None:
+            flush()
+
     def close(self) -> None:
         """Close the ledger if these books opened it (a path, or the configured one)."""
         owned = self._ledger_arg is None or isinstance(self._ledger_arg, (str, Path))

@@ -163,6 +163,11 @@ class Meter(anthropic.Middleware):
         again on the next request)."""
         return self.books.ledger
 
+    def flush(self) -> None:
+        """Wait until every metered attempt so far is in the ledger (rows are written behind
+        the call: :mod:`canny.ledger.writer`); warnings for spooled rows are shown now."""
+        self.books.flush()
+
     def close(self) -> None:
         """Close the ledger if the meter opened it (a path, or the configured one)."""
         self.books.close()

@@ -198,9 +198,9 @@ def limits_changed() -> None:
 
 def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
     """A value that differs whenever the stored limits may have changed since it was taken:
-    this process's own writes (:func:`limits_changed`) and, for SQLite, any commit by
-    another connection (``PRAGMA data_version``); other databases fall back to a clock
-    slot of :data:`LIMITS_TTL` seconds."""
+    this process's own writes (:func:`limits_changed`) and, for SQLite, the limits'
+    change counter (``SQLiteLedger.change_stamp``, kept by triggers); other databases fall
+    back to a clock slot of :data:`LIMITS_TTL` seconds."""
     change_stamp = getattr(ledger, "change_stamp", None)
     if change_stamp is not None:
         return (_generation[0], change_stamp())
@@ -210,7 +210,7 @@ def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
 def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitRow]], _T]) -> _T:
     """``build(stored limits)``, read and built again only when the limits may have changed
     (see :func:`_stamp`). The client asks before every call; when nothing changed this costs
-    one ``PRAGMA data_version`` on SQLite instead of a read transaction."""
+    one small read on SQLite instead of a read transaction."""
     stamp = _stamp(ledger)  # taken before the read: a change in between makes the next check miss
     found = _limits_cache.get(ledger)
     if found is not None and found[0] == stamp:

@@ -12,6 +12,7 @@ share their schema through :mod:`canny.ledger.migrations`. Schema and usage:
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -57,7 +58,8 @@ def open_for_calls(target: str | Path) -> Ledger:
     busy timeout, a PostgreSQL server down, a bad URL) raises
     :class:`~canny.errors.LedgerUnavailable` naming the ledger and the reason, so that no
     call is sent without a record. Rows spooled by an earlier process that could not write
-    them (:mod:`canny.ledger.spool`) are written into the ledger now.
+    them (:mod:`canny.ledger.spool`) are written into the ledger now. The ledger then
+    writes behind the call (:mod:`canny.ledger.writer`) unless ``CANNY_LEDGER_WRITES=sync``.
     """
     from canny import errors
     from canny.ledger import spool
@@ -77,6 +79,11 @@ def open_for_calls(target: str | Path) -> Ledger:
             hint=_hint(exc),
         ) from None
     spool.drain(ledger)
+    from canny.ledger.writer import background_writes_enabled
+
+    write_behind = getattr(ledger, "write_behind", None)
+    if write_behind is not None and background_writes_enabled():
+        write_behind(partial(spool.keep, ledger))
     return ledger
 
 

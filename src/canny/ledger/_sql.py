@@ -25,6 +25,8 @@ from canny.ledger import migrations
 from canny.ledger._report_sql import range_sql
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
 from canny.ledger.records import OUTCOMES, AttemptRecord, GroupBy, GroupTotals, ReportFilter
+from canny.ledger.writer import Op, Writer, await_writers, holding, place_of
+from canny.ledger.writer import live_places as writer_places
 from canny.pricing import CacheSavingRates
 from canny.units import EPOCH, from_us, plain_digits, to_us, usd_to_pico
 from canny.usage import BUCKETS
@@ -80,6 +82,7 @@ _INSERT = (
     "(SELECT count(*) FROM attempts WHERE call_id = ?)) ON CONFLICT (call_id, attempt) DO NOTHING RETURNING id"
 )
 
+_FORGET = "DELETE FROM inflight WHERE call_id = ? AND attempt = ?"
 
 C = TypeVar("C")
 
@@ -178,19 +181,73 @@ class SQLLedger(ABC):
         """Store one attempt in one short transaction, which also drops the attempt's row in
         flight. Writing the same ``(call_id, attempt)`` again is a no-op, so a retried write
         cannot double a row; only a ``lost`` row (the attempt's lease ended while its process
-        still ran) gives way to the real one."""
+        still ran) gives way to the real one. With a writer (:meth:`write_behind`) the row
+        is queued and written on the writer's thread."""
         _check(record)
+        if self._writer is not None:
+            self._writer.put(Op("record", record, (record.call_id, record.attempt)))
+            return
         with self.transaction() as tx:
             _store(tx, record)
 
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
         :class:`canny.ledger.InflightLedger`): one statement, atomic on its own."""
+        if self._writer is not None:
+            key = (record.call_id, record.attempt)
+            self._writer.put(Op("begin", record, key, lease_until, reservation_id))
+            return
         self._write_one(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
 
     def forget_attempt(self, call_id: str, attempt: int) -> None:
         """Drop the provisional row of an attempt that was never sent after all."""
-        self._write_one("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (call_id, attempt))
+        if self._writer is not None:
+            self._writer.put(Op("forget", key=(call_id, attempt)))
+            return
+        self._write_one(_FORGET, (call_id, attempt))
+
+    # -- writing behind the call (canny.ledger.writer) -------------------------------------
+    _writer: Writer | None = None
+
+    def write_behind(self, keep: Callable[[AttemptRecord, LedgerError], str]) -> None:
+        """From now on, write attempts' rows on a thread of their own (:mod:`canny.ledger.writer`);
+        reads and ``close()`` wait for what is queued. ``keep`` takes a row the ledger
+        refused (it spools it) and returns the warning to show."""
+        if self._writer is None:
+            self._writer = Writer(self, _apply, keep)
+
+    def flush(self) -> None:
+        """Wait until every row queued for the writer is written (or spooled)."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _await_writes(self) -> None:
+        """Called first by every read and write of the ledger: read this process's own
+        writes, whichever ledger object of the same database queued them."""
+        if writer_places:
+            place = self.__dict__.get("_place")
+            if place is None:
+                place = self.__dict__["_place"] = place_of(self.location)
+            await_writers(place)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Before a read transaction: read your own writes."""
+        self._await_writes()
+        yield
+
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Before a write transaction: read your own writes; then mark the block as holding
+        the database's write lock (no writer may be awaited inside it)."""
+        self._await_writes()
+        with holding():
+            yield
+
+    def _stop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
     def in_flight(self) -> list[AttemptRecord]:
         """The attempts in flight, oldest first, as the ``lost`` rows they would become."""
@@ -315,7 +372,7 @@ class SQLLedger(ABC):
 def _store(tx: Transaction, record: AttemptRecord) -> None:
     """Insert one attempt (and its tags) in ``tx``, dropping its row in flight."""
     params = (*_row_params(record), record.call_id)
-    tx.execute("DELETE FROM inflight WHERE call_id = ? AND attempt = ?", (record.call_id, record.attempt))
+    tx.execute(_FORGET, (record.call_id, record.attempt))
     inserted = tx.execute(_INSERT, params)
     if not inserted and record.outcome != "lost":
         # Swept as lost while its process still ran (a lease too short): the real row wins.
@@ -417,6 +474,19 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
         for rid, call_id in reservations.items():
             charge_lost(tx, rid, call_id)
     return len(lost)
+
+
+def _apply(tx: Transaction, op: Op) -> None:
+    """Write one queued operation of the writer in ``tx``."""
+    if op.kind == "record":
+        assert op.record is not None
+        _store(tx, op.record)
+    elif op.kind == "begin":
+        assert op.record is not None
+        assert op.lease_until is not None
+        tx.execute(_INFLIGHT_INSERT, _inflight_params(op.record, op.lease_until, op.reservation_id))
+    else:
+        tx.execute(_FORGET, op.key)
 
 
 def _check(record: AttemptRecord) -> None:

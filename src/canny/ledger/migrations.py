@@ -688,3 +688,32 @@ register(
     postgres=_BUDGET_SLICES.format(big="BIGINT", id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
     + _BUDGET_FUNCTIONS,
 )
+
+# --- a change counter for the budget limits (canny.budget.limits caches them) ------------
+# One row, bumped by triggers whenever a limit is added, changed or removed, by any process:
+# a client reads it before each call instead of the limits themselves. (SQLite's own change
+# check, PRAGMA data_version, also changes with every row the ledger's writer thread commits.)
+register(
+    "budget.0004_limits_version",
+    sqlite="""
+CREATE TABLE budget_limits_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+INSERT INTO budget_limits_version (id, version) VALUES (1, 0);
+CREATE TRIGGER budget_limits_version_insert AFTER INSERT ON budget_limits
+BEGIN UPDATE budget_limits_version SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER budget_limits_version_update AFTER UPDATE ON budget_limits
+BEGIN UPDATE budget_limits_version SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER budget_limits_version_delete AFTER DELETE ON budget_limits
+BEGIN UPDATE budget_limits_version SET version = version + 1 WHERE id = 1; END;
+""",
+    postgres="""
+CREATE TABLE budget_limits_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+INSERT INTO budget_limits_version (id, version) VALUES (1, 0);
+CREATE FUNCTION canny_bump_limits_version() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE budget_limits_version SET version = version + 1 WHERE id = 1;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER budget_limits_version AFTER INSERT OR UPDATE OR DELETE ON budget_limits
+    FOR EACH STATEMENT EXECUTE FUNCTION canny_bump_limits_version();
+""",
+)

@@ -147,7 +147,7 @@ class PostgresLedger(SQLLedger):
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[_Tx]:
         """One transaction; committed on normal exit, rolled back on error."""
-        with self._pool.connection() as conn:
+        with self._holding() if write else self._reading(), self._pool.connection() as conn:
             try:
                 with conn.transaction():
                     yield _Tx(conn)
@@ -155,6 +155,7 @@ class PostgresLedger(SQLLedger):
                 raise self._error(exc) from None
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        self._await_writes()
         with self._pool.connection() as conn:
             try:
                 conn.execute(_Tx._sql(sql), tuple(params))  # autocommit: one round trip
@@ -164,6 +165,7 @@ class PostgresLedger(SQLLedger):
     def statement(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on its own (autocommit: atomic by itself, one round trip, no
         ``BEGIN``/``COMMIT``) and return its rows: the budget functions' hot path."""
+        self._await_writes()
         with self._pool.connection() as conn:
             try:
                 with conn.cursor() as cursor:
@@ -173,6 +175,7 @@ class PostgresLedger(SQLLedger):
                 raise self._error(exc) from None
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        self._await_writes()
         with self._pool.connection() as conn:
             try:
                 with conn.transaction(), conn.cursor(name=f"canny_scan_{next(_cursor_names)}") as cursor:
@@ -190,6 +193,7 @@ class PostgresLedger(SQLLedger):
     def close(self) -> None:
         """Run the close hooks, then close every pooled connection; further use raises
         :class:`LedgerError`."""
+        self._stop_writer()
         hooks, self._close_hooks = self._close_hooks, []
         for hook in hooks:
             with suppress(LedgerError):

@@ -34,7 +34,7 @@ from canny.errors import LedgerError
 if TYPE_CHECKING:
     from canny.ledger.records import AttemptRecord, Ledger
 
-__all__ = ["decode", "drain", "encode", "location_of", "pending", "spool", "spool_path"]
+__all__ = ["decode", "drain", "encode", "keep", "location_of", "pending", "spool", "spool_path"]
 
 _VERSION = 1
 _TIMES = frozenset({"started_at", "ended_at", "first_token_at"})
@@ -131,6 +131,25 @@ def spool(location: str, record: AttemptRecord) -> Path:
         finally:
             os.close(dir_fd)
     return path
+
+
+def keep(ledger: object, record: AttemptRecord, error: LedgerError) -> str:
+    """A row the ledger refused with ``error``: spool it (see the module's docstring) and
+    return the warning that tells the caller where it waits, or that it is lost."""
+    try:
+        location = getattr(ledger, "location", None)
+        if not isinstance(location, str) or not location:
+            raise OSError("the ledger has no location to spool for")
+        where = spool(location, record)
+    except OSError as failure:
+        return (
+            f"ledger not written ({error.message}) and the row could not be spooled either "
+            f"({failure.strerror or failure}): this attempt is not on the record"
+        )
+    return (
+        f"ledger not written ({error.message}); the row waits in {where} and goes into the ledger "
+        "the next time it opens"
+    )
 
 
 def pending(location: str) -> int:

@@ -17,7 +17,6 @@ clean line naming the file, so callers can keep showing the answer.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import sqlite3
@@ -25,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from canny.errors import LedgerError
 from canny.ledger._sql import Pool, SQLLedger
@@ -66,15 +65,6 @@ class _Tx:
             self._conn.execute(statement).close()
 
 
-class _Connection(sqlite3.Connection):
-    """A connection with a serial number, unique in the process (:meth:`SQLiteLedger.change_stamp`)."""
-
-    serial: int = 0
-
-
-_serials = itertools.count(1)
-
-
 class SQLiteLedger(SQLLedger):
     """The ledger in one SQLite file at ``path`` (created and migrated on open)."""
 
@@ -112,12 +102,9 @@ class SQLiteLedger(SQLLedger):
         try:
             if self.read_only:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False, factory=_Connection
-                )
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:
-                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, factory=_Connection)
-            conn.serial = next(_serials)
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         try:
@@ -157,7 +144,7 @@ class SQLiteLedger(SQLLedger):
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[_Tx]:
         """One transaction (``BEGIN IMMEDIATE`` when ``write``); rolled back on error."""
-        with self._pool.connection() as conn:
+        with self._holding() if write else self._reading(), self._pool.connection() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN").close()
                 try:
@@ -171,27 +158,29 @@ class SQLiteLedger(SQLLedger):
                 raise self._error(exc) from exc
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> None:
+        self._await_writes()
         with self._pool.connection() as conn:
             try:
                 conn.execute(sql, tuple(params)).close()  # autocommit: its own transaction
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
-    def change_stamp(self) -> tuple[int, int]:
-        """A value that changes whenever another connection, of this process or another, has
-        committed to the file since it was last taken on the same pooled connection
-        (``PRAGMA data_version``, with the connection's serial number). What a connection
-        commits itself does not change it: the caller accounts for its own writes."""
+    def change_stamp(self) -> int:
+        """A value that changes whenever a budget limit is added, changed or removed, by any
+        connection of any process (a counter bumped by triggers: migration
+        ``budget.0004_limits_version``). One small read, which does not wait for the
+        writer thread: rows of attempts never change it."""
         with self._pool.connection() as conn:
             try:
-                cursor = conn.execute("PRAGMA data_version")
-                (version,) = cursor.fetchone()
+                cursor = conn.execute("SELECT version FROM budget_limits_version WHERE id = 1")
+                row = cursor.fetchone()
                 cursor.close()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
-            return (cast(_Connection, conn).serial, int(version))
+            return -1 if row is None else int(row[0])
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        self._await_writes()
         with self._pool.connection() as conn:
             try:
                 cursor = conn.execute(sql, tuple(params))
@@ -204,7 +193,9 @@ class SQLiteLedger(SQLLedger):
                 raise self._error(exc) from exc
 
     def close(self) -> None:
-        """Close every pooled connection; further use raises :class:`LedgerError`."""
+        """Write what the writer holds, then close every pooled connection; further use
+        raises :class:`LedgerError`."""
+        self._stop_writer()
         self._pool.close()
 
 

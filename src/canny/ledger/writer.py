@@ -1,0 +1,275 @@
+"""Writing behind the call: the rows of a client's or meter's attempts go to the ledger on a
+thread of their own, so a call returns as soon as its answer is in.
+
+A ledger opened for calls (:func:`canny.ledger.open_for_calls`) starts one :class:`Writer`.
+From then on :meth:`~canny.ledger._sql.SQLLedger.record`, ``begin_attempt`` and
+``forget_attempt`` hand their work to it and return at once; the writer takes whatever has
+queued up and writes it in one transaction (one commit for many rows when calls come
+quickly), and skips the row in flight of an attempt whose own row is already in the same
+batch: that pair would be written and deleted in one breath.
+
+What this promises, and how:
+
+* **Read your own writes.** Every read and write of the ledger object in the caller's
+  thread (a report, a budget check, ``records()``, ``close()``) waits for the queue to be
+  written first (:meth:`Writer.flush`), so the process sees its own rows as before.
+  Another process sees a row a fraction of a millisecond after the call returned.
+* **Nothing lost.** ``close()`` and interpreter exit (``atexit``) write what is queued. A
+  row that cannot be written (a locked file, a full disk, a server gone) goes to the spool
+  (:mod:`canny.ledger.spool`) and its warning is shown in the caller's thread at its next
+  use of the ledger. A process killed with ``kill -9`` in the fraction of a millisecond
+  between an attempt's end and the writer's commit leaves that attempt as its row in
+  flight, swept as ``lost`` with the input usage it reported: on the record, without its
+  output tokens. ``CANNY_LEDGER_WRITES=sync`` (or ``background=False``) writes in the
+  caller's thread instead, as before this module existed.
+* **Bounded.** At most :data:`MAX_PENDING` operations wait; a caller that gets ahead of the
+  disk waits for room.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from canny.errors import CannyWarning, LedgerError
+
+if TYPE_CHECKING:
+    from canny.ledger._sql import SQLLedger
+    from canny.ledger.migrations import Transaction
+    from canny.ledger.records import AttemptRecord
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_PENDING",
+    "Op",
+    "Writer",
+    "await_writers",
+    "background_writes_enabled",
+    "holding",
+    "place_of",
+]
+
+#: Operations written in one transaction at the most.
+MAX_BATCH = 500
+#: Operations that may wait at once; a caller that would queue more waits for room.
+MAX_PENDING = 5000
+#: Seconds the thread waits for work before it ends (the next write starts a new one).
+IDLE_SECONDS = 2.0
+
+
+def background_writes_enabled(environ: dict[str, str] | None = None) -> bool:
+    """Whether ledgers opened for calls write behind the call (``CANNY_LEDGER_WRITES``:
+    ``background``, the default, or ``sync``)."""
+    value = (os.environ if environ is None else environ).get("CANNY_LEDGER_WRITES", "background")
+    return value.strip().lower() not in ("sync", "synchronous", "0", "off", "false")
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One queued write: an attempt's row (``record``), its row in flight (``begin``), or
+    the removal of a row in flight that was never sent (``forget``)."""
+
+    kind: Literal["record", "begin", "forget"]
+    record: AttemptRecord | None = None
+    key: tuple[str, int] = ("", 0)
+    lease_until: datetime | None = None
+    reservation_id: int | None = None
+
+
+class Writer:
+    """The writer thread of one ledger (see the module's docstring)."""
+
+    def __init__(
+        self,
+        ledger: SQLLedger,
+        apply: Callable[[Transaction, Op], None],
+        keep: Callable[[AttemptRecord, LedgerError], str],
+    ) -> None:
+        self._ledger = ledger
+        self._apply = apply
+        self._keep = keep
+        self.place = place_of(ledger.location)
+        self._cond = threading.Condition(threading.Lock())
+        self._ops: list[Op] = []
+        self._busy = False
+        self._closed = False
+        self._problems: list[str] = []
+        self._pid = os.getpid()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        _live.add(self)
+        live_places.setdefault(self.place, weakref.WeakSet()).add(self)
+
+    def _start(self) -> threading.Thread:
+        """Start the thread (the caller holds the condition's lock)."""
+        thread = threading.Thread(target=self._run, name="canny-ledger-writer", daemon=True)
+        self._running = True
+        thread.start()
+        return thread
+
+    # -- the caller's side ----------------------------------------------------------------
+    def put(self, op: Op) -> None:
+        """Queue ``op``; it is written soon, in order with the others."""
+        with self._cond:
+            if self._pid != os.getpid():  # a forked child: the parent writes what it queued
+                self._ops, self._busy, self._running, self._pid = [], False, False, os.getpid()
+            if self._closed:
+                raise LedgerError(f"ledger {self._ledger.location}: the ledger is closed")
+            while len(self._ops) >= MAX_PENDING:
+                self._cond.wait()
+            self._ops.append(op)
+            if not self._running:
+                self._thread = self._start()
+            self._cond.notify_all()
+        self._report()
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is written (or spooled). A no-op on the
+        writer's own thread and inside a write transaction of the calling thread (which
+        would hold the lock the writer waits for)."""
+        if _must_not_wait():
+            return
+        with self._cond:
+            while (self._ops or self._busy) and self._running:
+                self._cond.wait()
+        self._report()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        _live.discard(self)
+        live_places.get(self.place, weakref.WeakSet()).discard(self)
+        self._report()
+
+    def _report(self) -> None:
+        """Show, in the caller's thread, the warnings of rows that could not be written."""
+        if not self._problems:
+            return
+        with self._cond:
+            problems, self._problems = self._problems, []
+        for message in problems:
+            warnings.warn(message, CannyWarning, stacklevel=4)
+
+    # -- the writer's side ----------------------------------------------------------------
+    def _run(self) -> None:
+        _thread_state.writer = True
+        while True:
+            with self._cond:
+                if not self._ops and not self._closed:
+                    self._cond.wait(IDLE_SECONDS)
+                if not self._ops:
+                    # Idle or closed: end the thread (the next put starts another), so an
+                    # unclosed ledger does not keep a thread, or itself, alive.
+                    self._running = False
+                    return
+                batch, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
+                self._busy = True
+                self._cond.notify_all()  # room for callers waiting on MAX_PENDING
+            try:
+                self._write(batch)
+            except Exception as exc:  # a bug here must not leave flush() waiting
+                problem = f"ledger rows not written ({type(exc).__name__}: {exc}); they were not spooled"
+                with self._cond:
+                    self._problems.append(problem)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[Op]) -> None:
+        ops = _coalesce(batch)
+        if not ops:
+            return
+        try:
+            with self._ledger.transaction() as tx:
+                for op in ops:
+                    self._apply(tx, op)
+            return
+        except LedgerError:
+            pass
+        # One at a time, so that one row the ledger refuses does not take the others down.
+        for op in ops:
+            try:
+                with self._ledger.transaction() as tx:
+                    self._apply(tx, op)
+            except LedgerError as exc:
+                if op.kind == "record" and op.record is not None:
+                    problem = self._keep(op.record, exc)
+                    with self._cond:
+                        self._problems.append(problem)
+                # A row in flight that cannot be written is the attempt's own row's problem.
+
+
+def _coalesce(batch: list[Op]) -> list[Op]:
+    """The batch without work that cancels out: the row in flight of an attempt whose own
+    row is in the batch, and a row in flight forgotten in the same batch."""
+    recorded = {op.key for op in batch if op.kind == "record"}
+    forgotten = {op.key for op in batch if op.kind == "forget"}
+    begun = {op.key for op in batch if op.kind == "begin"}
+    out = []
+    for op in batch:
+        if op.kind == "begin" and (op.key in recorded or op.key in forgotten):
+            continue
+        if op.kind == "forget" and op.key in begun:
+            continue
+        out.append(op)
+    return out
+
+
+_live: weakref.WeakSet[Writer] = weakref.WeakSet()
+#: The live writers per database (:func:`place_of`): any ledger object of this process
+#: reading or writing the same database waits for them first.
+live_places: dict[str, weakref.WeakSet[Writer]] = {}
+_thread_state = threading.local()
+
+
+def place_of(location: str) -> str:
+    """The database a ledger location names, as a key: a SQLite file's real path, a URL."""
+    return location if "://" in location else os.path.realpath(location)
+
+
+def _must_not_wait() -> bool:
+    """Waiting for a writer is wrong on a writer's own thread, and inside a write
+    transaction of the calling thread (the writer would wait for the lock it holds)."""
+    return bool(getattr(_thread_state, "writer", False) or getattr(_thread_state, "depth", 0))
+
+
+def await_writers(place: str) -> None:
+    """Wait for every writer of this process that writes to ``place`` (read your own
+    writes, whichever ledger object wrote them)."""
+    writers = live_places.get(place)
+    if writers and not _must_not_wait():
+        for writer in list(writers):
+            writer.flush()
+
+
+@contextmanager
+def holding() -> Iterator[None]:
+    """Mark the calling thread as inside a write transaction for the block."""
+    _thread_state.depth = getattr(_thread_state, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _thread_state.depth -= 1
+
+
+@atexit.register
+def _flush_all() -> None:
+    """At interpreter exit, write what every live writer still holds."""
+    for writer in list(_live):
+        with suppress(Exception):  # exit must go on; the rows in flight remain
+            writer.close()
