@@ -33,7 +33,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from canny.budget import store
-from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord
+from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportQuery
 from canny.ledger.sqlite import SQLiteLedger
 from canny.reports import build_report
 
@@ -206,7 +206,7 @@ def main() -> int:
             fill(path, args.rows)
         ledger = SQLiteLedger(path)
         try:
-            rows = ledger.aggregate(None)[1].attempts
+            rows = ledger.aggregate(ReportQuery(None))[1].attempts
             print(f"ledger {path}: {rows:,} attempts")
             results: dict[str, float] = {}
             for by in GROUP_BYS:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import threading
+from typing import Any
 
 import pytest
 
@@ -76,6 +78,18 @@ def test_errors_pickle_without_state_leaks() -> None:
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is errors.RateLimited
     assert (back.status_code, back.request_id, back.retry_after, str(back)) == (429, "req_9", 2.0, str(err))
+
+
+def test_pickling_drops_the_partial_result_of_every_error_that_carries_one() -> None:
+    """APIError and Refused alike pickle without their partial result and keep their other fields."""
+    unpicklable: Any = threading.Lock()
+    api = errors.StreamInterrupted("cut", status_code=200, request_id="req_3")
+    api.result = unpicklable
+    refused = errors.Refused("declined", category="cyber", result=unpicklable)
+    api_back, refused_back = pickle.loads(pickle.dumps((api, refused)))
+    assert (api_back.result, api_back.status_code, api_back.request_id) == (None, 200, "req_3")
+    assert (refused_back.result, refused_back.category, refused_back.message) == (None, "cyber", "declined")
+    assert api.result is unpicklable  # the live error keeps it
 
 
 def test_every_error_derives_from_canny_error() -> None:

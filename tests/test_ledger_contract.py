@@ -21,7 +21,7 @@ import pytest
 
 from canny import reports
 from canny.errors import LedgerError
-from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportingLedger, migrations, open_ledger
+from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportingLedger, ReportQuery, migrations, open_ledger
 from canny.ledger.sqlite import SQLiteLedger
 
 # Read at import: the autouse clean_env fixture removes CANNY_* variables from each test.
@@ -139,7 +139,7 @@ def test_unpriced_stays_null_and_zero_stays_zero(ledger: Any) -> None:
     with ledger.transaction(write=False) as tx:
         rows = tx.execute("SELECT call_id, cost_usd, cost_pico FROM attempts ORDER BY call_id")
     assert rows == [("free", "0", 0), ("unpriced", None, None)]
-    _, total = ledger.aggregate(None)
+    _, total = ledger.aggregate(ReportQuery(None))
     assert (total.cost_usd, total.unpriced) == (Decimal(0), 1)
 
 
@@ -152,7 +152,7 @@ def test_decimal_costs_keep_their_exact_value(ledger: Any) -> None:
     assert [str(c) for c in back] == [str(Decimal(c)) for c in costs]
     with ledger.transaction(write=False) as tx:
         assert [row[0] for row in tx.execute("SELECT cost_usd FROM attempts ORDER BY id")] == costs
-    _, total = ledger.aggregate(None)
+    _, total = ledger.aggregate(ReportQuery(None))
     assert total.cost_usd == Decimal("123457.889019845681")  # 1.5 pico counts as 2
 
 
@@ -181,7 +181,7 @@ def test_recording_an_attempt_twice_keeps_one_row(ledger: Any) -> None:
     ledger.record(record)
     ledger.record(record)
     assert list(ledger.records()) == [record]
-    groups, _ = ledger.aggregate("tag")
+    groups, _ = ledger.aggregate(ReportQuery("tag"))
     assert [(g.key, g.attempts) for g in groups] == [("a", 1), ("b", 1)]
 
 
@@ -393,7 +393,7 @@ def test_sql_aggregate_agrees_with_the_reference_summary(ledger: Any, tz: str) -
             r for r in records if (since is None or r.started_at >= since) and (until is None or r.started_at < until)
         ]
         for by in GROUP_BYS:
-            groups, total = ledger.aggregate(by, since=since, until=until, tz=zone)
+            groups, total = ledger.aggregate(ReportQuery(by, since=since, until=until, tz=zone))
             want_rows, want_total = reports.summarize(chosen, by, tz=zone)
             got = {g.key: reports.ReportRow.from_totals(g) for g in groups}
             want = {r.group: r for r in want_rows}
@@ -438,18 +438,18 @@ def test_sql_cache_savings_agree_with_the_reference_summary(ledger: Any) -> None
     ledger.record_many(records)
     rates = reports.cache_saving_rates()
     for by in GROUP_BYS:
-        groups, total = ledger.aggregate(by, savings=rates)
+        groups, total = ledger.aggregate(ReportQuery(by, savings=rates))
         want_rows, want_total = reports.summarize(records, by, savings=rates)
         got = {g.key: g.saved_usd for g in groups}
         assert got == {r.group: r.saved_usd for r in want_rows}, by
         assert total.saved_usd == want_total.saved_usd, by
     assert want_total.saved_usd is not None and want_total.saved_usd != 0
-    assert ledger.aggregate("day")[1].saved_usd is None  # only computed when asked for
+    assert ledger.aggregate(ReportQuery("day"))[1].saved_usd is None  # only computed when asked for
 
 
 def test_an_empty_ledger_aggregates_to_nothing(ledger: Any) -> None:
     """No rows: no groups, and a zero total whose cost is None (nothing priced)."""
-    groups, total = ledger.aggregate("day", tz=ZoneInfo("Europe/Paris"))
+    groups, total = ledger.aggregate(ReportQuery("day", tz=ZoneInfo("Europe/Paris")))
     assert groups == []
     assert (total.calls, total.attempts, total.cost_usd, total.unpriced) == (0, 0, None, 0)
 
@@ -457,7 +457,7 @@ def test_an_empty_ledger_aggregates_to_nothing(ledger: Any) -> None:
 def test_aggregate_refuses_an_unknown_grouping(ledger: Any) -> None:
     """--by values are checked before they reach SQL."""
     with pytest.raises(ValueError, match="cannot group by"):
-        ledger.aggregate("model; DROP TABLE attempts")
+        ledger.aggregate(ReportQuery("model; DROP TABLE attempts"))  # type: ignore[arg-type]
 
 
 # --- SQLite specifics ---------------------------------------------------------------------
@@ -651,7 +651,7 @@ def test_an_expired_attempt_in_flight_becomes_a_lost_row(ledger: Any) -> None:
     assert (lost.max_tokens, lost.prefix_hashes) == (2048, "t:00112233aabbccdd:5000")
     assert lost.extra["é"] == "ü" and "lost" in lost.extra
     assert [r.call_id for r in ledger.in_flight()] == ["fly-2"]
-    groups, _ = ledger.aggregate("outcome")
+    groups, _ = ledger.aggregate(ReportQuery("outcome"))
     assert [(g.key, g.failures, g.cost_usd) for g in groups] == [("lost", 1, Decimal("0.004275"))]
     assert ledger.sweep_lost(everything=True) == 1
     assert sorted(r.call_id for r in ledger.records()) == ["fly-1", "fly-2"]
@@ -665,7 +665,7 @@ def test_a_real_row_replaces_a_lost_one(ledger: Any) -> None:
     ledger.record(final)
     ledger.record(replace(final, outcome="error"))  # an ordinary duplicate stays a no-op
     assert list(ledger.records()) == [final]
-    groups, _ = ledger.aggregate("tag")
+    groups, _ = ledger.aggregate(ReportQuery("tag"))
     assert [(g.key, g.attempts) for g in groups] == [("x", 1)]
 
 

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from canny.cli import main
-from canny.ledger import OUTCOMES, open_ledger
+from canny.ledger import OUTCOMES, ReportQuery, open_ledger
 from tests.conftest import CANARY_KEY
 from tests.test_ledger_contract import full_record, make
 
@@ -67,9 +67,9 @@ def test_rows_round_trip_exactly_with_unicode(url: str) -> None:
         for record in written:
             ledger.record(record)
         assert list(ledger.records()) == written
-        groups, total = ledger.aggregate("tag")  # type: ignore[attr-defined]
+        groups, total = ledger.aggregate(ReportQuery("tag"))  # type: ignore[attr-defined]
         assert {g.key for g in groups} == {"ünïcode", "tag with space", "日本"}
-        projects, _ = ledger.aggregate("project")  # type: ignore[attr-defined]
+        projects, _ = ledger.aggregate(ReportQuery("project"))  # type: ignore[attr-defined]
         assert [(g.key, g.attempts) for g in projects] == [("projet-été", len(OUTCOMES))]
         assert total.cost_usd == Decimal("0.0101") * len(OUTCOMES)  # each rounded to 10^-12 USD
         assert total.failures == 5  # interrupted, error, budget_refused, cancelled, lost

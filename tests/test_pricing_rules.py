@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from canny.errors import InvalidModifierError
-from canny.ledger import AttemptRecord, open_ledger
+from canny.ledger import AttemptRecord, ReportQuery, open_ledger
 from canny.pricing import (
     Basis,
     applicable_rates,
@@ -130,7 +130,7 @@ def test_savings_in_sql_agree_with_the_one_rule(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path / "ledger.db")
     try:
         ledger.record_many(records)  # type: ignore[attr-defined]
-        groups, _ = ledger.aggregate("project", savings=cache_saving_rates(TABLE))  # type: ignore[attr-defined]
+        groups, _ = ledger.aggregate(ReportQuery("project", savings=cache_saving_rates(TABLE)))  # type: ignore[attr-defined]
     finally:
         ledger.close()
     assert {g.key: g.saved_usd for g in groups} == expected

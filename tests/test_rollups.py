@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from canny import reports
-from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportFilter, migrations, open_ledger
+from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportFilter, ReportQuery, migrations, open_ledger
 from canny.ledger.rollups import HOUR_US, plan, window_cost
 from canny.units import to_us
 from tests import test_ledger_contract
@@ -70,7 +70,7 @@ def _expected(records: list[AttemptRecord], by: Any, then: Any, zone: tzinfo, fl
 
 
 def _got(ledger: Any, by: Any, then: Any, zone: tzinfo, flt: ReportFilter, lo: Any, hi: Any):  # type: ignore[no-untyped-def]
-    groups, total = ledger.aggregate(by, since=lo, until=hi, tz=zone, then=then, filters=flt)
+    groups, total = ledger.aggregate(ReportQuery(by, since=lo, until=hi, tz=zone, then=then, filters=flt))
     rows = {(g.key, g.subkey): reports.ReportRow.from_totals(g) for g in groups}
     return rows, reports.ReportRow.from_totals(total)
 
@@ -123,7 +123,7 @@ def test_a_lost_row_replaced_by_the_real_one_leaves_exact_rollups(ledger: Any) -
     lost = replace(base, outcome="lost", cost_usd=Decimal("0.5"), input_tokens=9)
     ledger.record(lost)
     ledger.record(replace(base, outcome="ok", cost_usd=Decimal("0.25"), input_tokens=7))
-    groups, _ = ledger.aggregate("outcome")
+    groups, _ = ledger.aggregate(ReportQuery("outcome"))
     assert [(g.key, g.attempts, g.input_tokens, g.cost_usd) for g in groups] == [("ok", 1, 7, Decimal("0.25"))]
     with ledger.transaction(write=False) as tx:
         assert tx.execute("SELECT count(*) FROM rollup_hours WHERE outcome = 'lost'")[0][0] == 0
@@ -215,9 +215,9 @@ def test_rollups_are_keyed_by_utc_hour_and_read_in_a_non_utc_zone(tmp_path: Path
                     cost_usd=Decimal("0.01"),
                 )
             )
-        groups, _ = ledger.aggregate("day", tz=ZoneInfo("Europe/Paris"))
+        groups, _ = ledger.aggregate(ReportQuery("day", tz=ZoneInfo("Europe/Paris")))
         assert [(g.key, g.calls) for g in groups] == [("2026-01-10", 1), ("2026-01-11", 1)]
-        groups, _ = ledger.aggregate("day")
+        groups, _ = ledger.aggregate(ReportQuery("day"))
         assert [(g.key, g.calls) for g in groups] == [("2026-01-10", 2)]
     finally:
         ledger.close()

@@ -91,7 +91,10 @@ class CannyError(Exception):
         return (_rebuild, (type(self), self.message, dict(self._public_state())))
 
     def _public_state(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "message"}
+        state = {k: v for k, v in vars(self).items() if k != "message"}
+        if "result" in state:
+            state["result"] = None  # a partial result is never pickled (its text stays here)
+        return state
 
 
 def _rebuild(cls: type[CannyError], message: str, state: dict[str, Any]) -> CannyError:
@@ -246,11 +249,6 @@ class APIError(CannyError):
             parts.append(f"(request id {self.request_id})")
         return " ".join(parts)
 
-    def _public_state(self) -> dict[str, Any]:
-        state = super()._public_state()
-        state["result"] = None
-        return state
-
 
 class AuthenticationError(APIError):
     """The API rejected the key (401) or the key lacks permission (403)."""
@@ -326,11 +324,6 @@ class Refused(CannyError):
         super().__init__(message)
         self.category = category
         self.result = result
-
-    def _public_state(self) -> dict[str, Any]:
-        state = super()._public_state()
-        state["result"] = None
-        return state
 
 
 # --------------------------------------------------------------------------- warnings

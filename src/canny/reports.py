@@ -47,6 +47,7 @@ from canny.ledger import (
     Ledger,
     ReportFilter,
     ReportingLedger,
+    ReportQuery,
     Sums,
 )
 from canny.pricing import CacheSavingRates, cache_saving_rates
@@ -172,9 +173,8 @@ def build_report(
     flt = filters or ReportFilter()
     rates = cache_saving_rates() if savings else None
     if isinstance(ledger, ReportingLedger) and not reprice:
-        groups, totals = ledger.aggregate(
-            by, since=since, until=until, tz=zone, savings=rates, then=then, filters=filters
-        )
+        query = ReportQuery(by, then=then, since=since, until=until, tz=zone, savings=rates, filters=flt)
+        groups, totals = ledger.aggregate(query)
         rows, total = [ReportRow.from_totals(g) for g in groups], ReportRow.from_totals(totals)
     else:
         chosen = (r for r in _within(ledger.records(since=since, until=until), since, until) if flt.keeps(r))

@@ -29,6 +29,7 @@ from canny.ledger.records import Ledger as Ledger
 from canny.ledger.records import Outcome as Outcome
 from canny.ledger.records import ReportFilter as ReportFilter
 from canny.ledger.records import ReportingLedger as ReportingLedger
+from canny.ledger.records import ReportQuery as ReportQuery
 from canny.ledger.records import Sums as Sums
 
 __all__ = ["display_location", "open_for_calls", "open_ledger", "parse_ledger_target"]

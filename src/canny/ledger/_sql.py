@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -24,10 +24,9 @@ from canny.errors import LedgerError
 from canny.ledger import migrations
 from canny.ledger._report_sql import range_sql
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
-from canny.ledger.records import OUTCOMES, AttemptRecord, GroupBy, GroupTotals, ReportFilter
+from canny.ledger.records import OUTCOMES, AttemptRecord, GroupTotals, ReportQuery
 from canny.ledger.writer import Op, Writer, await_writers, holding, place_of
 from canny.ledger.writer import live_places as writer_places
-from canny.pricing import CacheSavingRates
 from canny.units import EPOCH, from_us, plain_digits, to_us, usd_to_pico
 from canny.usage import BUCKETS
 
@@ -340,17 +339,7 @@ class SQLLedger(ABC):
             values[streamed] = bool(values[streamed])
             yield tuple(values)
 
-    def aggregate(
-        self,
-        by: GroupBy | None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tz: tzinfo | None = None,
-        savings: CacheSavingRates | None = None,
-        then: GroupBy | None = None,
-        filters: ReportFilter | None = None,
-    ) -> tuple[list[GroupTotals], GroupTotals]:
+    def aggregate(self, query: ReportQuery) -> tuple[list[GroupTotals], GroupTotals]:
         """Totals per group and overall (see :class:`ReportingLedger`), summed from the
         rollup tables where they answer exactly and from rows elsewhere
         (:mod:`canny.ledger.rollups`)."""
@@ -359,13 +348,13 @@ class SQLLedger(ABC):
         return rollups.aggregate(
             self._stream,
             self.dialect,
-            by,
-            since_us=_opt_us(since),
-            until_us=_opt_us(until),
-            tz=tz or UTC,
-            savings=savings,
-            then=then,
-            filters=filters,
+            query.by,
+            since_us=_opt_us(query.since),
+            until_us=_opt_us(query.until),
+            tz=query.tz,
+            savings=query.savings,
+            then=query.then,
+            filters=query.filters,
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -30,6 +30,7 @@ __all__ = [
     "Ledger",
     "Outcome",
     "ReportFilter",
+    "ReportQuery",
     "ReportingLedger",
     "Sums",
 ]
@@ -199,25 +200,28 @@ class ReportFilter:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """What :meth:`ReportingLedger.aggregate` sums: the attempts started in ``[since, until)``
+    that pass ``filters``, in groups ``by`` one key and, with ``then``, in pairs of a ``by``
+    group and a ``then`` group (``subkey``). Time groups are calendar periods in ``tz``;
+    ``by=None`` gives no groups, only the total. With ``savings``, ``saved_usd`` sums
+    :meth:`CacheSavingRates.saving_units` over each group's attempts."""
+
+    by: GroupBy | None
+    then: GroupBy | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    tz: tzinfo = UTC
+    savings: CacheSavingRates | None = None
+    filters: ReportFilter = ReportFilter()
+
+
 @runtime_checkable
 class ReportingLedger(Ledger, Protocol):
     """A ledger that can sum its own rows (in SQL), which reports use when available."""
 
-    def aggregate(
-        self,
-        by: GroupBy | None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        tz: tzinfo | None = None,
-        savings: CacheSavingRates | None = None,
-        then: GroupBy | None = None,
-        filters: ReportFilter | None = None,
-    ) -> tuple[list[GroupTotals], GroupTotals]:
-        """Totals per group of the attempts started in ``[since, until)`` that pass
-        ``filters``, and over all of them (key ``"total"``); with ``then``, per pair of a
-        ``by`` group and a ``then`` group (``subkey``). Time groups are calendar periods in ``tz`` (UTC if None);
-        ``by=None`` gives no groups, only the total. A call counts once per group it has
-        attempts in, and once in the total; ``--by tag`` groups overlap (an attempt counts
-        under each of its tags). With ``savings``, ``saved_usd`` sums
-        :meth:`CacheSavingRates.saving_units` over the group's attempts."""
+    def aggregate(self, query: ReportQuery) -> tuple[list[GroupTotals], GroupTotals]:
+        """Totals per group of the attempts ``query`` selects, and over all of them (key
+        ``"total"``). A call counts once per group it has attempts in, and once in the
+        total; ``tag`` groups overlap (an attempt counts under each of its tags)."""
