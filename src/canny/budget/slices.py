@@ -13,7 +13,8 @@ window and kept (:class:`_PgBudgets`).
 **Slices**, once a counter set is *hot* (a reservation waited :data:`HOT_WAIT_US` or more
 for its counter rows' locks, or this process reserved against it :data:`HOT_CALLS` times
 within a second; it stays hot for :data:`HOT_SECONDS`): the process leases a bounded share of the
-headroom, ``min(headroom // SHARE, CAP_CALLS × the call's worst case)``, into a
+headroom, ``min(headroom // SHARE, CAP_CALLS × the call's worst case)`` (the cap doubles,
+up to :data:`MAX_CAP_CALLS`, while the process refills more than once a second), into a
 :class:`SliceBook` (a ``budget_slices`` row whose amount counts as reserved on the
 counters), then reserves from it and settles into it in memory. What it spent is written
 to the counters, and what it did not spend given back, in one round trip
@@ -67,6 +68,7 @@ __all__ = [
     "HOT_CALLS",
     "HOT_SECONDS",
     "HOT_WAIT_US",
+    "MAX_CAP_CALLS",
     "SHARE",
     "SliceBook",
     "SliceReservation",
@@ -83,8 +85,11 @@ HOT_WAIT_US = 2000
 HOT_SECONDS = 10.0
 #: A slice takes at most ``1/SHARE`` of the headroom left on its tightest counter ...
 SHARE = 16
-#: ... and at most this many worst cases of the call that asked for it.
+#: ... and at most this many worst cases of the call that asked for it (the first time) ...
 CAP_CALLS = 256
+#: ... doubled at each refill that comes within :data:`FLUSH_SECONDS` of the one before
+#: (a busy process), up to this many; back to :data:`CAP_CALLS` after a slower one.
+MAX_CAP_CALLS = 4096
 #: After a share was refused (too little headroom), calls go direct this long (seconds).
 DENIED_SECONDS = 1.0
 #: Settlements are written to the counters (and the slice's lease renewed) at least this often.
@@ -162,6 +167,9 @@ class SliceBook:
         self.free = self.outstanding = self.released = self.charged = 0
         self.flushed_at = time.monotonic()
         self.denied_until = 0.0
+        #: Worst cases the next refill may take (:data:`CAP_CALLS` .. :data:`MAX_CAP_CALLS`).
+        self.calls = CAP_CALLS
+        self.refilled_at = -math.inf
         self._lock = threading.Lock()
 
     def take(self, amount: int, max_tokens: int, limits: Sequence[int], lease: float) -> SliceReservation | None:
@@ -219,9 +227,14 @@ class SliceBook:
         now = datetime.now().astimezone()
         charged = self.charged
         give_back = self.released + (self.free if need or everything else 0)
+        if need:  # a busy process refills less often: its slices grow (still at most 1/SHARE)
+            moment = time.monotonic()
+            busy = moment - self.refilled_at < FLUSH_SECONDS
+            self.calls = min(self.calls * 2, MAX_CAP_CALLS) if busy else CAP_CALLS
+            self.refilled_at = moment
         answer = store.pg_slice(
             self.db, self.sid, self.ids, self.limits or [0] * len(self.ids),
-            charge=self.charged, give_back=give_back, need=need, share=SHARE, cap=CAP_CALLS * need,
+            charge=self.charged, give_back=give_back, need=need, share=SHARE, cap=self.calls * need,
             owner=self.owner, now_us=to_us(now), expires_us=to_us(now + timedelta(seconds=self.lease)),
         )  # fmt: skip
         self.charged = self.released = 0
