@@ -89,13 +89,15 @@ def pairs_worker(target: str, pairs: int, sliced: bool, ready: Any, go: Any, out
     from canny._call import CallSpec
     from canny.budget import slices
     from canny.ledger import open_ledger
+    from canny.pricing import default_table
 
     if not sliced:
         slices.HOT_CALLS = slices.HOT_WAIT_US = 10**9
     ledger = open_ledger(target)
     guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
     body = {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": _prompt(0)}]}
-    specs = [CallSpec(model=MODEL, params=dict(body), stream=True, project="pairs") for _ in range(pairs)]
+    table = default_table()  # as canny.Client does: the price table read once per call, put in its spec
+    specs = [CallSpec(model=MODEL, params=dict(body), stream=True, project="pairs", table=table) for _ in range(pairs)]
     ready.put(os.getpid())
     go.wait()
     start = time.time()

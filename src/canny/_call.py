@@ -110,8 +110,10 @@ class CallSpec:
     @property
     def cache_ttl(self) -> str | None:
         """The longest cache TTL the request asks for (writes cost more than plain input)."""
-        text = json.dumps(self.params, default=str)
-        if '"cache_control"' not in text:
+        # Markers sit in the system, messages and tools (the prompt JSON, made once) or at the top.
+        top = self.params.get("cache_control")
+        text = self.prompt_json + ("" if top is None else json.dumps(top, default=str))
+        if '"cache_control"' not in text and top is None:
             return None
         return "1h" if '"ttl": "1h"' in text else "5m"
 

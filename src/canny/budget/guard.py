@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from canny.budget import alerts, store
@@ -152,6 +153,15 @@ def _host() -> str:
     return socket.gethostname()
 
 
+@functools.cache
+def _slices() -> ModuleType:
+    """:mod:`canny.budget.slices`, imported on the first PostgreSQL reservation (it
+    registers an exit hook)."""
+    from canny.budget import slices
+
+    return slices
+
+
 class LedgerReservation:
     """A call's hold on its budgets; :meth:`settle` or :meth:`release` ends it (once)."""
 
@@ -200,6 +210,21 @@ def _pico_up(amount: Decimal) -> int:
     return math.ceil(amount.scaleb(12))
 
 
+class _Lazy:
+    """An amount worked out on first use, then kept."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], int]) -> None:
+        self._make = make
+        self._value: int | None = None
+
+    def __call__(self) -> int:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+
 @dataclass(frozen=True, slots=True)
 class _Decision:
     amount: int | None
@@ -221,36 +246,50 @@ class BudgetGuard:
         self.lease = lease
         self.clock: Clock = clock or utc_now
         self.owner = f"{_host()}:{os.getpid()}"
+        self._postgres = getattr(self.db, "dialect", None) == "postgres"
+        #: Each budget's limit in whole pico-dollars (rounded down), worked out once.
+        self._limits = [math.floor(b.limit.scaleb(12)) for b in self.budgets]
+        #: Each budget's counter key of the window last seen (kept while ``now`` is in it).
+        self._keys: list[store.CounterKey | None] = [None] * len(self.budgets)
+
+    def _key(self, index: int, now: datetime, now_us: int) -> store.CounterKey:
+        """Budget ``index``'s counter key at ``now``: worked out once per window."""
+        key = self._keys[index]
+        if key is None or not key.start_us <= now_us < key.end_us:
+            key = self._keys[index] = self.budgets[index].counter_key(now)
+        return key
 
     def reserve(self, spec: CallLike) -> LedgerReservation | NoReservation | SliceReservation:
         """Hold ``spec``'s worst case against every budget in scope, in one transaction;
         lower ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
         :class:`~canny.errors.BudgetExceeded` when it does not fit."""
-        applicable = [b for b in self.budgets if b.applies_to(spec)]
-        if not applicable:
+        chosen = [i for i, b in enumerate(self.budgets) if b.applies_to(spec)]
+        if not chosen:
             return NoReservation(spec.max_tokens)
+        applicable = [self.budgets[i] for i in chosen]
         worst = spec.worst_case()
         if worst is None:
             raise _unpriced(spec, applicable[0])
-        floor = _pico_up(spec.worst_case(0) or Decimal(0))
         full = _pico_up(worst)
+        # The worst case with no output: asked only when the call does not fit as it is.
+        floor = _Lazy(lambda: _pico_up(spec.worst_case(0) or Decimal(0)))
         now = self.clock()
-        keys = [b.counter_key(now) for b in applicable]
-        if getattr(self.db, "dialect", None) == "postgres":  # no global lock: canny.budget.slices
-            from canny.budget import slices
-
-            held = slices.reserve(
+        now_us = to_us(now)
+        keys = [self._key(i, now, now_us) for i in chosen]
+        if self._postgres:  # no global lock: canny.budget.slices
+            slices = _slices()
+            held: SliceReservation | tuple[int | None, list[int], _Decision] = slices.reserve(
                 self.db, owner=self.owner, lease=self.lease, call_id=spec.call_id, max_tokens=spec.max_tokens,
-                budgets=applicable, keys=keys, now=now, full=full,
+                limits=[self._limits[i] for i in chosen], keys=keys, now_us=now_us, full=full,
                 decide=lambda states: _decide(applicable, states, now, spec.max_tokens, full, floor),
             )  # fmt: skip
-            if isinstance(held, slices.SliceReservation):
+            if not isinstance(held, tuple):  # a slice's
                 return held
             rid, ids, decision = held
         else:
             rid, ids, decision = self._hold(spec, applicable, keys, now, full, floor)
         if rid is None or decision.amount is None:
-            least = worst_case_at(MIN_MAX_TOKENS, max_tokens=spec.max_tokens, worst=full, floor=floor)
+            least = worst_case_at(MIN_MAX_TOKENS, max_tokens=spec.max_tokens, worst=full, floor=floor())
             raise _refusal(decision.status, worst, math.ceil(least))
         if decision.max_tokens < spec.max_tokens:
             left = decision.status.headroom
@@ -263,7 +302,13 @@ class BudgetGuard:
         return LedgerReservation(self, rid, ids, decision.amount, decision.max_tokens)
 
     def _hold(
-        self, spec: CallLike, budgets: list[Budget], keys: list[store.CounterKey], now: datetime, full: int, floor: int
+        self,
+        spec: CallLike,
+        budgets: list[Budget],
+        keys: list[store.CounterKey],
+        now: datetime,
+        full: int,
+        floor: _Lazy,
     ) -> tuple[int | None, list[int], _Decision]:
         """Decide and hold in one transaction under the budget lock (SQLite)."""
         now_us = to_us(now)
@@ -284,10 +329,11 @@ class BudgetGuard:
 
 
 def _decide(
-    budgets: list[Budget], states: list[store.CounterState], now: datetime, max_tokens: int, full: int, floor: int
+    budgets: list[Budget], states: list[store.CounterState], now: datetime, max_tokens: int, full: int, floor: _Lazy
 ) -> _Decision:
     """How much to hold (pico-dollars) and at what ``max_tokens``, against the tightest
-    budget: :func:`~canny.budget.clamp.affordable_max_tokens` with its headroom."""
+    budget: :func:`~canny.budget.clamp.affordable_max_tokens` with its headroom (``floor``,
+    the worst case with no output, is worked out only when the call does not fit)."""
     rooms = [
         (math.floor(b.limit.scaleb(12)) - s.spent - s.reserved, i)
         for i, (b, s) in enumerate(zip(budgets, states, strict=True))
@@ -295,10 +341,12 @@ def _decide(
     room, index = min(rooms)
     tight, state = budgets[index], states[index]
     status = BudgetStatus(tight, tight.window(now), dollars(state.spent), dollars(state.reserved))
-    affordable = affordable_max_tokens(max_tokens, worst=full, headroom=room, floor=floor)
+    if full <= room:
+        return _Decision(full, max_tokens, tight, status)
+    affordable = affordable_max_tokens(max_tokens, worst=full, headroom=room, floor=floor())
     if affordable is None:
         return _Decision(None, max_tokens, tight, status)
-    held = worst_case_at(affordable, max_tokens=max_tokens, worst=full, floor=floor)
+    held = worst_case_at(affordable, max_tokens=max_tokens, worst=full, floor=floor())
     return _Decision(math.ceil(held), affordable, tight, status)
 
 

@@ -13,7 +13,8 @@ window and kept (:class:`_PgBudgets`).
 **Slices**, once a counter set is *hot* (a reservation waited :data:`HOT_WAIT_US` or more
 for its counter rows' locks, or this process reserved against it :data:`HOT_CALLS` times
 within a second; it stays hot for :data:`HOT_SECONDS`): the process leases a bounded share of the
-headroom, ``min(headroom // SHARE, CAP_CALLS × the call's worst case)``, into a
+headroom, ``min(headroom // SHARE, CAP_CALLS × the call's worst case)`` (the cap doubles,
+up to :data:`MAX_CAP_CALLS`, while the process refills more than once a second), into a
 :class:`SliceBook` (a ``budget_slices`` row whose amount counts as reserved on the
 counters), then reserves from it and settles into it in memory. What it spent is written
 to the counters, and what it did not spend given back, in one round trip
@@ -43,15 +44,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from canny.budget import store
 from canny.budget.alerts import deliver
 from canny.errors import CannyWarning, LedgerError
 from canny.units import pico_to_usd, to_us, usd_to_pico
-
-if TYPE_CHECKING:
-    from canny.budget.limits import Budget
 
 
 class Decided(Protocol):
@@ -70,6 +68,7 @@ __all__ = [
     "HOT_CALLS",
     "HOT_SECONDS",
     "HOT_WAIT_US",
+    "MAX_CAP_CALLS",
     "SHARE",
     "SliceBook",
     "SliceReservation",
@@ -86,8 +85,11 @@ HOT_WAIT_US = 2000
 HOT_SECONDS = 10.0
 #: A slice takes at most ``1/SHARE`` of the headroom left on its tightest counter ...
 SHARE = 16
-#: ... and at most this many worst cases of the call that asked for it.
+#: ... and at most this many worst cases of the call that asked for it (the first time) ...
 CAP_CALLS = 256
+#: ... doubled at each refill that comes within :data:`FLUSH_SECONDS` of the one before
+#: (a busy process), up to this many; back to :data:`CAP_CALLS` after a slower one.
+MAX_CAP_CALLS = 4096
 #: After a share was refused (too little headroom), calls go direct this long (seconds).
 DENIED_SECONDS = 1.0
 #: Settlements are written to the counters (and the slice's lease renewed) at least this often.
@@ -158,23 +160,27 @@ class SliceBook:
         self.db = db
         self.ids = ids
         self.owner = owner
-        self.limits: list[int] = []
+        self.limits: Sequence[int] = ()
         self.lease = 60.0
         self.sid: int | None = None
         self.generation = 0
         self.free = self.outstanding = self.released = self.charged = 0
         self.flushed_at = time.monotonic()
         self.denied_until = 0.0
+        #: Worst cases the next refill may take (:data:`CAP_CALLS` .. :data:`MAX_CAP_CALLS`).
+        self.calls = CAP_CALLS
+        self.refilled_at = -math.inf
         self._lock = threading.Lock()
 
     def take(self, amount: int, max_tokens: int, limits: Sequence[int], lease: float) -> SliceReservation | None:
         """Hold ``amount`` from the slice, refilling it first if needed; ``None`` when no
         slice can be had (near the limit: the caller takes the direct path)."""
         with self._lock:
-            self.limits, self.lease = list(limits), lease
-            if self.sid is not None and time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+            self.limits, self.lease = limits, lease
+            now = time.monotonic()
+            if self.sid is not None and now - self.flushed_at >= FLUSH_SECONDS:
                 self._write(need=0)  # also finds out whether the row still stands (a reset, a lease)
-            if self.free < amount and time.monotonic() >= self.denied_until:
+            if self.free < amount and now >= self.denied_until:
                 self._write(need=amount)
                 if self.free < amount:  # near the limit: let calls go direct for a while
                     self.denied_until = time.monotonic() + DENIED_SECONDS
@@ -221,9 +227,14 @@ class SliceBook:
         now = datetime.now().astimezone()
         charged = self.charged
         give_back = self.released + (self.free if need or everything else 0)
+        if need:  # a busy process refills less often: its slices grow (still at most 1/SHARE)
+            moment = time.monotonic()
+            busy = moment - self.refilled_at < FLUSH_SECONDS
+            self.calls = min(self.calls * 2, MAX_CAP_CALLS) if busy else CAP_CALLS
+            self.refilled_at = moment
         answer = store.pg_slice(
             self.db, self.sid, self.ids, self.limits or [0] * len(self.ids),
-            charge=self.charged, give_back=give_back, need=need, share=SHARE, cap=CAP_CALLS * need,
+            charge=self.charged, give_back=give_back, need=need, share=SHARE, cap=self.calls * need,
             owner=self.owner, now_us=to_us(now), expires_us=to_us(now + timedelta(seconds=self.lease)),
         )  # fmt: skip
         self.charged = self.released = 0
@@ -246,6 +257,33 @@ class SliceBook:
                 threading.Thread(target=deliver, args=(fired,), name="canny-budget-alerts").start()
 
 
+class _Heat:
+    """Recent reservations against one counter set: is it hot?"""
+
+    __slots__ = ("seen", "until")
+
+    def __init__(self) -> None:
+        self.seen: deque[float] = deque(maxlen=HOT_CALLS)
+        self.until = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class _Route:
+    """What a call against one list of counter keys and limits needs, worked out once:
+    the counter ids (same order as the keys), the set of them in id order, the tightest
+    limit of each, and the set's heat and slice."""
+
+    ids: list[int]
+    unique: tuple[int, ...]
+    least: list[int]
+    heat: _Heat
+    book: SliceBook
+
+
+#: Routes kept per ledger before the oldest are dropped (a new window makes new ones).
+_ROUTES = 256
+
+
 class _PgBudgets:
     """What one process keeps per PostgreSQL ledger: counter ids by window, recent
     reservations per counter set (is it hot?) and the slices."""
@@ -254,9 +292,27 @@ class _PgBudgets:
         self.db = db
         self.lock = threading.Lock()
         self.counter_ids: dict[tuple[str, ...], int] = {}
-        self.recent: dict[tuple[int, ...], deque[float]] = {}
-        self.hot_until: dict[tuple[int, ...], float] = {}
+        self.routes: dict[tuple[object, ...], _Route] = {}
+        self.heats: dict[tuple[int, ...], _Heat] = {}
         self.books: dict[tuple[int, ...], SliceBook] = {}
+
+    def route(self, keys: Sequence[store.CounterKey], limits: Sequence[int], owner: str, now_us: int) -> _Route:
+        """The route of ``keys`` with ``limits``: a dictionary look-up once it is known."""
+        found = self.routes.get(handle := (*keys, *limits))
+        if found is not None:
+            return found
+        ids = self.ids(keys, now_us)
+        unique = tuple(sorted(set(ids)))
+        least = [min(lim for j, lim in zip(ids, limits, strict=True) if j == i) for i in unique]
+        with self.lock:
+            heat = self.heats.setdefault(unique, _Heat())
+            book = self.books.get(unique)
+            if book is None:
+                book = self.books[unique] = SliceBook(self.db, unique, owner)
+            if len(self.routes) >= _ROUTES:
+                self.routes.clear()
+            found = self.routes[handle] = _Route(ids, unique, least, heat, book)
+        return found
 
     def ids(self, keys: Sequence[store.CounterKey], now_us: int) -> list[int]:
         with self.lock:
@@ -271,31 +327,25 @@ class _PgBudgets:
     def forget(self) -> None:
         with self.lock:
             self.counter_ids.clear()
+            self.routes.clear()
 
-    def hot(self, ids: tuple[int, ...]) -> bool:
-        """Count one reservation against ``ids``: is the counter set hot (or this process's
+    def hot(self, route: _Route) -> bool:
+        """Count one reservation along ``route``: is its counter set hot (or this process's
         slice of it still held)?"""
         now = time.monotonic()
+        heat = route.heat
         with self.lock:
-            seen = self.recent.setdefault(ids, deque(maxlen=HOT_CALLS))
+            seen = heat.seen
             seen.append(now)
             if len(seen) == HOT_CALLS and now - seen[0] < 1.0:
-                self.hot_until[ids] = now + HOT_SECONDS
-            book = self.books.get(ids)
-            return now < self.hot_until.get(ids, 0.0) or (book is not None and book.sid is not None)
+                heat.until = now + HOT_SECONDS
+            return now < heat.until or route.book.sid is not None
 
-    def waited(self, ids: tuple[int, ...], micros: int) -> None:
-        """A reservation against ``ids`` waited ``micros`` for the rows' locks."""
+    def waited(self, route: _Route, micros: int) -> None:
+        """A reservation along ``route`` waited ``micros`` for the rows' locks."""
         if micros >= HOT_WAIT_US:
             with self.lock:
-                self.hot_until[ids] = time.monotonic() + HOT_SECONDS
-
-    def book(self, ids: tuple[int, ...], owner: str) -> SliceBook:
-        with self.lock:
-            found = self.books.get(ids)
-            if found is None:
-                found = self.books[ids] = SliceBook(self.db, ids, owner)
-            return found
+                route.heat.until = time.monotonic() + HOT_SECONDS
 
     def close(self) -> None:
         with self.lock:
@@ -309,6 +359,9 @@ _states_lock = threading.Lock()
 
 
 def _state(db: store.BudgetLedger) -> _PgBudgets:
+    found = _states.get(db)
+    if found is not None:
+        return found
     with _states_lock:
         found = _states.get(db)
         if found is None:
@@ -346,27 +399,24 @@ def reserve(
     lease: float,
     call_id: str,
     max_tokens: int,
-    budgets: list[Budget],
+    limits: list[int],
     keys: list[store.CounterKey],
-    now: datetime,
+    now_us: int,
     full: int,
     decide: Callable[[list[store.CounterState]], D],
 ) -> SliceReservation | tuple[int | None, list[int], D]:
-    """Hold a call's worst case (``full`` pico-dollars, at ``max_tokens``) against
-    ``budgets`` (counters ``keys``) on PostgreSQL: a :class:`SliceReservation` from a hot
-    counter set's slice, else ``(reservation id or None when refused, counter ids,
-    decision)``; ``decide`` is the guard's rule from the counters to what to hold."""
+    """Hold a call's worst case (``full`` pico-dollars, at ``max_tokens``) against the
+    budgets of counters ``keys`` (their limits in pico-dollars: ``limits``, same order) on
+    PostgreSQL: a :class:`SliceReservation` from a hot counter set's slice, else
+    ``(reservation id or None when refused, counter ids, decision)``; ``decide`` is the
+    guard's rule from the counters to what to hold."""
     state = _state(db)
-    now_us = to_us(now)
-    expires_us = to_us(now + timedelta(seconds=lease))
-    limits = [math.floor(b.limit.scaleb(12)) for b in budgets]
+    expires_us = now_us + math.ceil(lease * 1_000_000)
     for _ in range(_TRIES):
-        ids = state.ids(keys, now_us)
-        unique = tuple(sorted(set(ids)))
-        if state.hot(unique) and full > 0:
-            least = {i: min(lim for j, lim in zip(ids, limits, strict=True) if j == i) for i in unique}
-            book = state.book(unique, owner)
-            taken = book.take(full, max_tokens, [least[i] for i in unique], lease)
+        route = state.route(keys, limits, owner, now_us)
+        ids, unique = route.ids, route.unique
+        if full > 0 and state.hot(route):
+            taken = route.book.take(full, max_tokens, route.least, lease)
             if taken is not None:
                 return taken
         amount: int | None = full
@@ -375,7 +425,7 @@ def reserve(
             hold = store.pg_reserve(
                 db, ids, limits, amount, call_id=call_id, owner=owner, now_us=now_us, expires_us=expires_us
             )
-            state.waited(unique, hold.waited_us)
+            state.waited(route, hold.waited_us)
             if hold.due:
                 maintain(db, now_us)
             if hold.states is None:
