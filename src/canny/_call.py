@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from canny import errors
 from canny._sdk_errors import error_from_event, map_exception
 from canny.errors import CannyWarning
+from canny.ids import new_id
 from canny.ledger import AttemptRecord
 from canny.prefixes import prefix_hashes
 from canny.result import CallResult, Outcome
@@ -78,7 +78,7 @@ class CallSpec:
     endpoint: str | None = None
     key_fingerprint: str | None = None
     max_cost: Decimal | None = None
-    call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    call_id: str = field(default_factory=new_id)
     #: The price table read once for the whole call (``None``: the default table).
     table: PriceTable | None = None
     #: The model asked once more after a refusal (opt-in: :mod:`canny.fallback`).

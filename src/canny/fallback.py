@@ -17,12 +17,12 @@ calls: the fallback may spend what the refused call left of it.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 import warnings
 from decimal import Decimal
 
 from canny._call import CallSpec
 from canny.errors import CannyWarning
+from canny.ids import new_id
 from canny.result import CallResult
 
 __all__ = ["announce", "fallback_spec", "merged"]
@@ -42,7 +42,7 @@ def fallback_spec(spec: CallSpec, result: CallResult) -> CallSpec | None:
         spec,
         model=model,
         params={**spec.params, "model": model},
-        call_id=uuid.uuid4().hex,
+        call_id=new_id(),
         max_cost=limit,
         fallback_model=None,
     )

@@ -27,7 +27,6 @@ import json
 import sys
 import threading
 import types
-import uuid
 import warnings
 import zlib
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from canny._call import CallRun, CallSpec, answer_outcome, failure_outcome
 from canny._sdk_errors import error_from_response, map_exception
 from canny.books import Books
 from canny.errors import CannyWarning
+from canny.ids import new_id
 from canny.pricing import default_table
 from canny.streaming import MessageAccumulator, ServerSentEvent, SSEDecoder, event_payload
 
@@ -214,11 +214,11 @@ class Meter(anthropic.Middleware):
         attempts, so the attempts of one call share an id and count up from 1."""
         key = request.options.idempotency_key
         if key is None:
-            return uuid.uuid4().hex, request.retries_taken + 1
+            return new_id(), request.retries_taken + 1
         with self._lock:
             slot = self._calls.get(key)
             if slot is None:
-                slot = self._calls[key] = [uuid.uuid4().hex, 0]
+                slot = self._calls[key] = [new_id(), 0]
                 if len(self._calls) > _RECENT_CALLS:
                     self._calls.popitem(last=False)
             else:

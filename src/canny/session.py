@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from canny._client_base import ClientBase, Prompt, call_signature, signature_of, spec_args
 from canny.errors import APIError, ConfigError, SessionLimitReached
+from canny.ids import new_id
 from canny.usage import Usage
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class _Caps(Generic[_ClientT]):
         self.max_wall_time = max_wall_time
         self.clock = clock
         #: Shared by every ledger row of this session.
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.started = clock()
         self._ended_at: float | None = None
         self._calls = 0

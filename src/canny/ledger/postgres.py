@@ -164,8 +164,8 @@ class PostgresLedger(SQLLedger):
 
     def statement(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on its own (autocommit: atomic by itself, one round trip, no
-        ``BEGIN``/``COMMIT``) and return its rows: the budget functions' hot path."""
-        self._await_writes()
+        ``BEGIN``/``COMMIT``) and return its rows: the budget functions' hot path, which
+        reads no attempt rows, so it does not wait for the writer."""
         with self._pool.connection() as conn:
             try:
                 with conn.cursor() as cursor:

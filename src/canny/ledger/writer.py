@@ -22,6 +22,11 @@ What this promises, and how:
   flight, swept as ``lost`` with the input usage it reported: on the record, without its
   output tokens. ``CANNY_LEDGER_WRITES=sync`` (or ``background=False``) writes in the
   caller's thread instead, as before this module existed.
+* **Rows in flight linger.** A queue that holds only rows in flight waits up to
+  :data:`LINGER_SECONDS` (5 ms) for more work before it is written: an attempt that ends
+  within that time never has its row in flight written, and a process killed with
+  ``kill -9`` within that time of an attempt's start (its ``message_start``, for a stream)
+  leaves no row for it. Every other write goes at once.
 * **Bounded.** At most :data:`MAX_PENDING` operations wait; a caller that gets ahead of the
   disk waits for room.
 """
@@ -63,6 +68,8 @@ MAX_BATCH = 500
 MAX_PENDING = 5000
 #: Seconds the thread waits for work before it ends (the next write starts a new one).
 IDLE_SECONDS = 2.0
+#: Seconds a queue holding only rows in flight waits for more before it is written.
+LINGER_SECONDS = 0.005
 
 
 def background_writes_enabled(environ: dict[str, str] | None = None) -> bool:
@@ -104,6 +111,7 @@ class Writer:
         self._problems: list[str] = []
         self._pid = os.getpid()
         self._running = False
+        self._hurry = 0  # callers waiting in flush(): no lingering
         self._thread: threading.Thread | None = None
         _live.add(self)
         live_places.setdefault(self.place, weakref.WeakSet()).add(self)
@@ -138,8 +146,13 @@ class Writer:
         if _must_not_wait():
             return
         with self._cond:
-            while (self._ops or self._busy) and self._running:
-                self._cond.wait()
+            self._hurry += 1
+            self._cond.notify_all()
+            try:
+                while (self._ops or self._busy) and self._running:
+                    self._cond.wait()
+            finally:
+                self._hurry -= 1
         self._report()
 
     def close(self) -> None:
@@ -176,6 +189,11 @@ class Writer:
                     # unclosed ledger does not keep a thread, or itself, alive.
                     self._running = False
                     return
+                if not self._closed and not self._hurry and all(op.kind == "begin" for op in self._ops):
+                    # Only rows in flight: give their attempts a moment to end, so that an
+                    # attempt shorter than this never has its row in flight written at all
+                    # (the next put, a flush or close cuts the wait short).
+                    self._cond.wait(LINGER_SECONDS)
                 batch, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
                 self._busy = True
                 self._cond.notify_all()  # room for callers waiting on MAX_PENDING
