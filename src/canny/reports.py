@@ -548,15 +548,16 @@ def export_text(
 ) -> Iterator[str]:
     """The export of ``ledger`` as text chunks: ``jsonl`` (one :func:`export_row` object a
     line) or ``csv`` (a header, then a row per attempt; lists and objects as JSON, booleans
-    as ``true``/``false``, nothing for null). A SQL ledger streams its cursor straight into
-    the writer (``export_values``); any other goes through :class:`AttemptRecord`."""
+    as ``true``/``false``, nothing for null). A SQL ledger streams the lines its database
+    builds (``export_chunks``); any other goes through
+    :class:`AttemptRecord` (the reference: both give the same bytes)."""
+    chunks = getattr(ledger, "export_chunks", None)
+    if chunks is not None:
+        built: Iterator[str] = chunks(fmt, since=since, until=until, include_text=include_text)
+        return built
     names = [n for n in EXPORT_FIELDS if include_text or n not in _TEXT_FIELDS]
-    raw = getattr(ledger, "export_values", None)
-    if raw is not None:
-        values: Iterator[tuple[Any, ...]] = raw(since=since, until=until, include_text=include_text)
-    else:
-        dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
-        values = (_raw_json(tuple(row.values())) for row in dicts)
+    dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
+    values = (_raw_json(tuple(row.values())) for row in dicts)
     return _jsonl(values, names) if fmt == "jsonl" else _csv(values, names)
 
 
