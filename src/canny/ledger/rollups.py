@@ -243,7 +243,8 @@ def aggregate(
         sums.rows(chosen.rows)
         for table, intervals in zip(DIM_TABLES, (chosen.hours, chosen.days, chosen.months), strict=True):
             sums.rollup(table, intervals)
-    repeats, overall = _repeats(stream, groupings, lo, hi, flt)
+    whole = since_us is None and until_us is None
+    repeats, overall = _repeats(stream, groupings, None if whole else lo, None if whole else hi, flt)
     groups, total = sums.result()
     exponent = None if savings is None else savings.exponent
     out = [totals(k1, row, repeats.get((k1, k2), 0), exponent, subkey=k2) for (k1, k2), row in groups.items()]
@@ -329,20 +330,23 @@ def _accumulate(into: list[int], values: Sequence[int]) -> None:
 
 
 def _repeats(
-    stream: Stream, groupings: Sequence[Grouping], lo: int, hi: int, filters: ReportFilter
+    stream: Stream, groupings: Sequence[Grouping], lo: int | None, hi: int | None, filters: ReportFilter
 ) -> tuple[dict[Pair, int], int]:
     """Per (group, subgroup): how many rows repeat a call already seen in that group; and
     how many repeat one seen anywhere (both among the rows in ``[lo, hi)`` passing
-    ``filters``), from ``attempt_retries``."""
+    ``filters``), from ``attempt_retries``. ``None`` bounds: the whole ledger, read with
+    no condition on times (a plain scan, and the overall count from an index alone)."""
 
     def where(alias: str) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses, params = ["1 = 1"], []
         for prefix in ("", "e_"):
-            within, bounds = _within([(lo, hi)], f"{alias}.{prefix}started_at_us")
             flt, flt_params = filter_sql(filters, alias, prefix)
-            clauses.append(within + flt)
-            params += [*bounds, *flt_params]
-        return " AND ".join(clauses), params
+            if lo is not None and hi is not None:
+                within, bounds = _within([(lo, hi)], f"{alias}.{prefix}started_at_us")
+                flt, flt_params = f" AND {within}{flt}", [*bounds, *flt_params]
+            clauses.append(flt)
+            params += flt_params
+        return "".join(clauses), params
 
     cond, params = where("l")
     plain = [g for g in groupings if g.by != "tag"]
