@@ -251,7 +251,10 @@ def report(
                 if html_file is not None and not result.is_empty:
                     from canny.cli import _report_html as page_html
 
-                    views = page_html.chart_reports(result, lambda g: reports.build_report(opened, g, **kwargs))
+                    # The charts show cost, attempts and failures: their reports skip distinct calls.
+                    views = page_html.chart_reports(
+                        result, lambda g: reports.build_report(opened, g, calls=False, **kwargs)
+                    )
         if html_file is not None:
             from canny.cli._report_html import render_html
 

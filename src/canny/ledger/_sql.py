@@ -260,6 +260,9 @@ class SQLLedger(ABC):
         header = [n[:-3] if n in _export_sql.TIME_COLUMNS else n for n in names]
         return _export_sql.csv_chunks(header, rows)
 
+    #: :meth:`aggregate` takes ``calls=False`` (see :func:`canny.reports.build_report`).
+    skips_calls = True
+
     def aggregate(
         self,
         by: GroupBy | None,
@@ -270,10 +273,11 @@ class SQLLedger(ABC):
         savings: CacheSavingRates | None = None,
         then: GroupBy | None = None,
         filters: ReportFilter | None = None,
+        calls: bool = True,
     ) -> tuple[list[GroupTotals], GroupTotals]:
         """Totals per group and overall (see :class:`ReportingLedger`), summed from the
         rollup tables where they answer exactly and from rows elsewhere
-        (:mod:`canny.ledger.rollups`)."""
+        (:mod:`canny.ledger.rollups`); ``calls=False``: distinct calls not counted (0)."""
         from canny.ledger import rollups
 
         return rollups.aggregate(
@@ -286,6 +290,7 @@ class SQLLedger(ABC):
             savings=savings,
             then=then,
             filters=filters,
+            calls=calls,
         )
 
 

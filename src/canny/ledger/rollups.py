@@ -205,9 +205,12 @@ def aggregate(
     savings: CacheSavingRates | None = None,
     then: GroupBy | None = None,
     filters: ReportFilter | None = None,
+    calls: bool = True,
 ) -> tuple[list[GroupTotals], GroupTotals]:
     """The report sums (see :meth:`canny.ledger.ReportingLedger.aggregate`) over the
-    queries run by ``stream``."""
+    queries run by ``stream``. ``calls=False``: distinct calls are not counted (``calls``
+    is 0 everywhere), which spares the read of ``attempt_retries`` (a chart of cost,
+    attempts or failures needs no calls)."""
     keys: tuple[GroupBy, ...] = tuple(k for k in (by, then) if k is not None)
     for key in keys:
         if key not in GROUP_BYS:
@@ -243,10 +246,13 @@ def aggregate(
         sums.rows(chosen.rows)
         for table, intervals in zip(DIM_TABLES, (chosen.hours, chosen.days, chosen.months), strict=True):
             sums.rollup(table, intervals)
-    everything = since_us is None and until_us is None
-    repeats, overall = _repeats(stream, groupings, None if everything else lo, None if everything else hi, flt)
     groups, total = sums.result()
     exponent = None if savings is None else savings.exponent
+    if not calls:  # every row "repeats a call": calls = attempts - repeats = 0
+        out = [totals(k1, row, int(row[0]), exponent, subkey=k2) for (k1, k2), row in groups.items()]
+        return out, totals("total", total, int(total[0]), exponent)
+    everything = since_us is None and until_us is None
+    repeats, overall = _repeats(stream, groupings, None if everything else lo, None if everything else hi, flt)
     out = [totals(k1, row, repeats.get((k1, k2), 0), exponent, subkey=k2) for (k1, k2), row in groups.items()]
     return out, totals("total", total, overall, exponent)
 
