@@ -160,6 +160,7 @@ def build_report(
     then: GroupBy | None = None,
     filters: ReportFilter | None = None,
     limit: int | None = None,
+    calls: bool = True,
 ) -> Report:
     """The report of ``ledger`` for attempts started in ``[since, until)`` that pass ``filters``.
 
@@ -168,12 +169,14 @@ def build_report(
     With ``savings`` each row carries ``saved_usd`` (see the module docstring). With
     ``then`` the groups are pairs (``by`` group, ``then`` group). ``limit`` keeps that many
     groups: the latest periods for time groups, else the costliest (the total covers all).
+    ``calls=False`` (for charts of cost, attempts and failures): a SQL ledger does not
+    count distinct calls, and ``calls`` may then read 0.
     """
     zone = tz or UTC
     flt = filters or ReportFilter()
     rates = cache_saving_rates() if savings else None
     if isinstance(ledger, ReportingLedger) and not reprice:
-        query = ReportQuery(by, then=then, since=since, until=until, tz=zone, savings=rates, filters=flt)
+        query = ReportQuery(by, then=then, since=since, until=until, tz=zone, savings=rates, filters=flt, calls=calls)
         groups, totals = ledger.aggregate(query)
         rows, total = [ReportRow.from_totals(g) for g in groups], ReportRow.from_totals(totals)
     else:
@@ -548,15 +551,16 @@ def export_text(
 ) -> Iterator[str]:
     """The export of ``ledger`` as text chunks: ``jsonl`` (one :func:`export_row` object a
     line) or ``csv`` (a header, then a row per attempt; lists and objects as JSON, booleans
-    as ``true``/``false``, nothing for null). A SQL ledger streams its cursor straight into
-    the writer (``export_values``); any other goes through :class:`AttemptRecord`."""
+    as ``true``/``false``, nothing for null). A SQL ledger streams the lines its database
+    builds (``export_chunks``); any other goes through
+    :class:`AttemptRecord` (the reference: both give the same bytes)."""
+    chunks = getattr(ledger, "export_chunks", None)
+    if chunks is not None:
+        built: Iterator[str] = chunks(fmt, since=since, until=until, include_text=include_text)
+        return built
     names = [n for n in EXPORT_FIELDS if include_text or n not in _TEXT_FIELDS]
-    raw = getattr(ledger, "export_values", None)
-    if raw is not None:
-        values: Iterator[tuple[Any, ...]] = raw(since=since, until=until, include_text=include_text)
-    else:
-        dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
-        values = (_raw_json(tuple(row.values())) for row in dicts)
+    dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
+    values = (_raw_json(tuple(row.values())) for row in dicts)
     return _jsonl(values, names) if fmt == "jsonl" else _csv(values, names)
 
 

@@ -15,8 +15,6 @@ from typing import Any, NoReturn
 
 import click
 
-from canny import __version__
-
 __all__ = ["main"]
 
 #: command name -> "module:attribute"; modules live in this package.
@@ -94,8 +92,19 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``; the version is looked up only then (importlib.metadata costs ~50 ms)."""
+    if value and not ctx.resilient_parsing:
+        from canny import __version__
+
+        click.echo(f"canny, version {__version__}")
+        ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="canny")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the version and exit."
+)
 def main() -> None:
     """Production-grade, cost-aware calls to Claude.
 

@@ -217,7 +217,6 @@ def report(
     emulator count unless `--exclude-offline`. The table fits the terminal's width.
     """
     from canny import reports
-    from canny.cli import _report_html as page_html
     from canny.cli import _report_render as render
     from canny.ledger import ReportFilter
 
@@ -250,9 +249,16 @@ def report(
                     opened, group, reprice=reprice, savings=savings, then=then, limit=limit, **kwargs
                 )
                 if html_file is not None and not result.is_empty:
-                    views = page_html.chart_reports(result, lambda g: reports.build_report(opened, g, **kwargs))
+                    from canny.cli import _report_html as page_html
+
+                    # The charts show cost, attempts and failures: their reports skip distinct calls.
+                    views = page_html.chart_reports(
+                        result, lambda g: reports.build_report(opened, g, calls=False, **kwargs)
+                    )
         if html_file is not None:
-            page = page_html.render_html(result, views)
+            from canny.cli._report_html import render_html
+
+            page = render_html(result, views)
             try:
                 html_file.write_text(page, encoding="utf-8")
             except OSError as exc:

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +27,7 @@ from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
 from canny.ledger.records import OUTCOMES, AttemptRecord, GroupTotals, ReportQuery
 from canny.ledger.writer import Op, Writer, await_writers, holding, place_of
 from canny.ledger.writer import live_places as writer_places
-from canny.units import EPOCH, from_us, plain_digits, to_us, usd_to_pico
+from canny.units import from_us, to_us, usd_to_pico
 from canny.usage import BUCKETS
 
 __all__ = [
@@ -51,31 +51,10 @@ COLUMNS: tuple[str, ...] = (
     "response_text", "extra", "max_tokens", "prefix_hashes", "cost_pico",
 )  # fmt: skip
 _SELECT = ", ".join(COLUMNS[:-1])
-#: The ``attempts`` columns of :meth:`SQLLedger.export_values`, in AttemptRecord field order.
+#: The ``attempts`` columns of :meth:`SQLLedger.export_chunks`, in AttemptRecord field order.
 EXPORT_COLUMNS: tuple[str, ...] = tuple(
     f"{f.name}_us" if f.name in ("started_at", "ended_at", "first_token_at") else f.name for f in fields(AttemptRecord)
 )
-_EPOCH_DT = EPOCH
-
-
-_DAYS: dict[int, str] = {}
-
-
-def _iso(us: int) -> str:
-    """``from_us(us).isoformat()`` (``2026-11-24T09:30:00.250000+00:00``; no fraction when
-    the microseconds are 0), from integer arithmetic and a cache of day labels."""
-    seconds, micro = divmod(us, 1_000_000)
-    day, second = divmod(seconds, 86400)
-    label = _DAYS.get(day)
-    if label is None:
-        label = _DAYS[day] = (_EPOCH_DT + timedelta(days=day)).date().isoformat()
-    hour, second = divmod(second, 3600)
-    minute, second = divmod(second, 60)
-    if micro:
-        return f"{label}T{hour:02d}:{minute:02d}:{second:02d}.{micro:06d}+00:00"
-    return f"{label}T{hour:02d}:{minute:02d}:{second:02d}+00:00"
-
-
 _INSERT = (
     f"INSERT INTO attempts ({', '.join(COLUMNS)}, call_seq) VALUES ({', '.join('?' * len(COLUMNS))}, "
     "(SELECT count(*) FROM attempts WHERE call_id = ?)) ON CONFLICT (call_id, attempt) DO NOTHING RETURNING id"
@@ -313,36 +292,34 @@ class SQLLedger(ABC):
             sql, params = f"SELECT id, {_SELECT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
         return [(int(row[0]), _record_from_row(row[1:])) for row in self._stream(sql, params)]
 
-    def export_values(
-        self, *, since: datetime | None = None, until: datetime | None = None, include_text: bool = False
-    ) -> Iterator[tuple[Any, ...]]:
-        """Attempts started in ``[since, until)``, oldest first, as the values of
-        :data:`EXPORT_COLUMNS` (the AttemptRecord fields, stored text only with
-        ``include_text``) ready to export: times as ISO-8601 UTC text, the cost as plain
-        decimal text, booleans, and ``tags``/``extra`` as their stored JSON text (written
-        by ``json.dumps``, so as export would write them). Straight from the cursor: no
-        record is built."""
+    def export_chunks(
+        self,
+        fmt: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_text: bool = False,
+    ) -> Iterator[str]:
+        """The export of the attempts started in ``[since, until)``, oldest first, as text
+        chunks: ``jsonl`` or ``csv`` (see :func:`canny.reports.export_text`). The database
+        builds each line (:mod:`canny.ledger._export_sql`); Python only writes them."""
+        from canny.ledger import _export_sql
+
         names = [n for n in EXPORT_COLUMNS if include_text or n not in ("prompt_text", "response_text")]
         where, params = range_sql(_opt_us(since), _opt_us(until))
-        sql = f"SELECT {', '.join(names)} FROM attempts{where} ORDER BY started_at_us, id"
-        times = [names.index(n) for n in ("started_at_us", "ended_at_us", "first_token_at_us")]
-        cost, batch, streamed = (names.index(n) for n in ("cost_usd", "batch", "streamed"))
-        iso = _iso
-        for row in self._stream(sql, params):
-            values = list(row)
-            for i in times:
-                if values[i] is not None:
-                    values[i] = iso(values[i])
-            if values[cost] is not None:
-                values[cost] = plain_digits(values[cost])
-            values[batch] = bool(values[batch])
-            values[streamed] = bool(values[streamed])
-            yield tuple(values)
+        select = (
+            _export_sql.jsonl_sql(self.dialect, names) if fmt == "jsonl" else _export_sql.csv_sql(self.dialect, names)
+        )
+        rows = self._stream(f"SELECT {select} FROM attempts{where} ORDER BY started_at_us, id", params)
+        if fmt == "jsonl":
+            return _export_sql.jsonl_chunks(rows)
+        header = [n[:-3] if n in _export_sql.TIME_COLUMNS else n for n in names]
+        return _export_sql.csv_chunks(header, rows)
 
     def aggregate(self, query: ReportQuery) -> tuple[list[GroupTotals], GroupTotals]:
         """Totals per group and overall (see :class:`ReportingLedger`), summed from the
         rollup tables where they answer exactly and from rows elsewhere
-        (:mod:`canny.ledger.rollups`)."""
+        (:mod:`canny.ledger.rollups`); ``calls=False``: distinct calls not counted (0)."""
         from canny.ledger import rollups
 
         return rollups.aggregate(
@@ -355,6 +332,7 @@ class SQLLedger(ABC):
             savings=query.savings,
             then=query.then,
             filters=query.filters,
+            calls=query.calls,
         )
 
 

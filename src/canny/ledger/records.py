@@ -206,7 +206,9 @@ class ReportQuery:
     that pass ``filters``, in groups ``by`` one key and, with ``then``, in pairs of a ``by``
     group and a ``then`` group (``subkey``). Time groups are calendar periods in ``tz``;
     ``by=None`` gives no groups, only the total. With ``savings``, ``saved_usd`` sums
-    :meth:`CacheSavingRates.saving_units` over each group's attempts."""
+    :meth:`CacheSavingRates.saving_units` over each group's attempts. ``calls=False`` (for
+    charts of cost, attempts and failures) lets a ledger skip counting distinct calls, which
+    may then read 0."""
 
     by: GroupBy | None
     then: GroupBy | None = None
@@ -215,6 +217,7 @@ class ReportQuery:
     tz: tzinfo = UTC
     savings: CacheSavingRates | None = None
     filters: ReportFilter = ReportFilter()
+    calls: bool = True
 
 
 @runtime_checkable

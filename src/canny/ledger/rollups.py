@@ -205,9 +205,12 @@ def aggregate(
     savings: CacheSavingRates | None = None,
     then: GroupBy | None = None,
     filters: ReportFilter | None = None,
+    calls: bool = True,
 ) -> tuple[list[GroupTotals], GroupTotals]:
     """The report sums (see :meth:`canny.ledger.ReportingLedger.aggregate`) over the
-    queries run by ``stream``."""
+    queries run by ``stream``. ``calls=False``: distinct calls are not counted (``calls``
+    is 0 everywhere), which spares the read of ``attempt_retries`` (a chart of cost,
+    attempts or failures needs no calls)."""
     keys: tuple[GroupBy, ...] = tuple(k for k in (by, then) if k is not None)
     for key in keys:
         if key not in GROUP_BYS:
@@ -243,9 +246,13 @@ def aggregate(
         sums.rows(chosen.rows)
         for table, intervals in zip(DIM_TABLES, (chosen.hours, chosen.days, chosen.months), strict=True):
             sums.rollup(table, intervals)
-    repeats, overall = _repeats(stream, groupings, lo, hi, flt)
     groups, total = sums.result()
     exponent = None if savings is None else savings.exponent
+    if not calls:  # every row "repeats a call": calls = attempts - repeats = 0
+        out = [totals(k1, row, int(row[0]), exponent, subkey=k2) for (k1, k2), row in groups.items()]
+        return out, totals("total", total, int(total[0]), exponent)
+    everything = since_us is None and until_us is None
+    repeats, overall = _repeats(stream, groupings, None if everything else lo, None if everything else hi, flt)
     out = [totals(k1, row, repeats.get((k1, k2), 0), exponent, subkey=k2) for (k1, k2), row in groups.items()]
     return out, totals("total", total, overall, exponent)
 
@@ -329,20 +336,23 @@ def _accumulate(into: list[int], values: Sequence[int]) -> None:
 
 
 def _repeats(
-    stream: Stream, groupings: Sequence[Grouping], lo: int, hi: int, filters: ReportFilter
+    stream: Stream, groupings: Sequence[Grouping], lo: int | None, hi: int | None, filters: ReportFilter
 ) -> tuple[dict[Pair, int], int]:
     """Per (group, subgroup): how many rows repeat a call already seen in that group; and
     how many repeat one seen anywhere (both among the rows in ``[lo, hi)`` passing
-    ``filters``), from ``attempt_retries``."""
+    ``filters``), from ``attempt_retries``. ``None`` bounds: the whole ledger, read with
+    no condition on times (a plain scan, and the overall count from an index alone)."""
 
     def where(alias: str) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses, params = ["1 = 1"], []
         for prefix in ("", "e_"):
-            within, bounds = _within([(lo, hi)], f"{alias}.{prefix}started_at_us")
             flt, flt_params = filter_sql(filters, alias, prefix)
-            clauses.append(within + flt)
-            params += [*bounds, *flt_params]
-        return " AND ".join(clauses), params
+            if lo is not None and hi is not None:
+                within, bounds = _within([(lo, hi)], f"{alias}.{prefix}started_at_us")
+                flt, flt_params = f" AND {within}{flt}", [*bounds, *flt_params]
+            clauses.append(flt)
+            params += flt_params
+        return "".join(clauses), params
 
     cond, params = where("l")
     plain = [g for g in groupings if g.by != "tag"]
@@ -416,11 +426,88 @@ def _same(dialect: Dialect) -> str:
     return "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
 
 
+def _month_start(us: int) -> int:
+    moment = from_us(us)
+    return to_us(datetime(moment.year, moment.month, 1, tzinfo=UTC))
+
+
+def _attempts_in(tx: Transaction, lo: int, hi: int) -> int:
+    """About how many attempts started in ``[lo, hi)`` (whole UTC hours from ``rollup_totals``)."""
+    rows = tx.execute(
+        "SELECT coalesce(sum(attempts), 0) FROM rollup_totals WHERE started_at_us >= ? AND started_at_us < ?",
+        (_floor(lo, HOUR_US), _ceil(hi, HOUR_US)),
+    )
+    return int(rows[0][0] or 0)
+
+
+def _signed_windows(tx: Transaction, start_us: int, end_us: int) -> list[tuple[int, int, int]]:
+    """``[start_us, end_us)`` as (sign, lo, hi) intervals whose signed sums add up to its
+    own: where a month is only partly inside and holds fewer attempts outside the window
+    than inside it, the whole month (one ``rollup_months`` read) minus the part outside."""
+    lo, hi = start_us, end_us
+    minus: list[tuple[int, int, int]] = []
+    left = _month_start(start_us)
+    if left < start_us:
+        inside_end = min(_month_after(left), end_us)
+        if _attempts_in(tx, left, start_us) < _attempts_in(tx, start_us, inside_end):
+            lo = left
+            minus.append((-1, left, start_us))
+    right = _month_start(end_us - 1)
+    if right < end_us < _month_after(right):
+        after = _month_after(right)
+        if _attempts_in(tx, end_us, after) < _attempts_in(tx, max(right, start_us), end_us):
+            hi = after
+            minus.append((-1, end_us, after))
+    return [(1, lo, hi), *minus]
+
+
 def window_cost(tx: Transaction, start_us: int, end_us: int, *, project: str = "", tag: str = "", key: str = "") -> int:
     """The cost (pico-dollars) of the attempts started in ``[start_us, end_us)`` in one
-    budget scope (``''``: any): interior days and hours from the rollups, the partial
-    hours at the ends from rows. Milliseconds whatever the window holds: a month is one
-    ``rollup_months`` read, a day 24 ``rollup_hours`` ones."""
+    budget scope (``''``: any), from the rollups, the partial hours at the ends from rows.
+    Milliseconds whatever the window holds: with no scope, ``rollup_totals`` (one row per
+    hour); in a scope, whole months from ``rollup_months`` (a partly covered month too,
+    minus its part outside the window, when that is smaller), the rest from days and hours."""
+    if start_us >= end_us:
+        return 0
+    if not (project or tag or key):
+        return _unscoped_cost(tx, start_us, end_us)
+    spent = 0
+    for sign, lo, hi in _signed_windows(tx, start_us, end_us):
+        spent += sign * _scoped_cost(tx, lo, hi, project=project, tag=tag, key=key)
+    return spent
+
+
+def _unscoped_cost(tx: Transaction, start_us: int, end_us: int) -> int:
+    lo_h, hi_h = _ceil(start_us, HOUR_US), _floor(end_us, HOUR_US)
+    rows, hours = (
+        ([(start_us, end_us)], []) if lo_h >= hi_h else (_merge([(start_us, lo_h), (hi_h, end_us)]), [(lo_h, hi_h)])
+    )
+    spent = 0
+    for table, intervals in (("attempts", rows), ("rollup_totals", hours)):
+        if intervals:
+            within, params = _within(intervals)
+            spent += int(
+                tx.execute(f"SELECT coalesce(sum(a.cost_pico), 0) FROM {table} a WHERE {within}", params)[0][0] or 0
+            )
+    return spent
+
+
+def _mostly(tx: Transaction, table: str, intervals: Sequence[Interval]) -> bool:
+    """Whether ``intervals`` cover most of ``rollup_months`` (then a plain scan of that small
+    table beats looking each row up through its index)."""
+    if table != "rollup_months":
+        return False
+    edge = "(SELECT {}(started_at_us) FROM rollup_months)"  # one aggregate each: an index probe
+    ((first, last),) = tx.execute(f"SELECT {edge.format('min')}, {edge.format('max')}")
+    if first is None:
+        return False
+    return sum(hi - lo for lo, hi in intervals) * 2 > int(last) - int(first)
+
+
+def _scoped_cost(tx: Transaction, start_us: int, end_us: int, *, project: str, tag: str, key: str) -> int:
+    """:func:`window_cost` of one interval in a scope, read through :func:`plan`."""
+    if start_us >= end_us:
+        return 0
     chosen = plan(start_us, end_us, UTC, ())
     scope: list[str] = []
     scope_params: list[Any] = []
@@ -430,13 +517,16 @@ def window_cost(tx: Transaction, start_us: int, end_us: int, *, project: str = "
     if key:
         scope.append("a.key_fingerprint = ?")
         scope_params.append(key)
+    if tag:  # a cheap test first (the tag's JSON text is in the set's); the exact one in Python
+        scope.append("instr(a.tags, ?) > 0" if tx.dialect == "sqlite" else "strpos(a.tags, ?) > 0")
+        scope_params.append(json.dumps(tag, ensure_ascii=False))
     cond = "".join(f" AND {c}" for c in scope)
     spent = 0
     sources = (("attempts", chosen.rows), *zip(DIM_TABLES, (chosen.hours, chosen.days, chosen.months), strict=True))
     for table, intervals in sources:
         if not intervals:
             continue
-        within, params = _within(intervals)
+        within, params = _within(intervals, "+a.started_at_us" if _mostly(tx, table, intervals) else "a.started_at_us")
         if not tag:
             sql = f"SELECT coalesce(sum(a.cost_pico), 0) FROM {table} a WHERE {within}{cond}"
             spent += int(tx.execute(sql, [*params, *scope_params])[0][0] or 0)
