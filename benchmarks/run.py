@@ -3,6 +3,7 @@
     python benchmarks/run.py            # or: make bench
     python benchmarks/run.py --quick    # fewer rounds and runs
     python benchmarks/run.py --quick --calls   # only the per-call and throughput figures
+    python benchmarks/run.py --emulator thread # the emulator in this process (default: its own)
 
 Measures (DESIGN §4), every ratio against BOTH baselines of the raw SDK, the plain
 ``messages.create(stream=True)`` and the ``messages.stream()`` helper (which does more
@@ -13,6 +14,10 @@ work per event, so it is the easier one to beat):
 - cold start with the ledger on: ``canny ask --offline`` against ``import anthropic``;
 - retries: time lost to a scripted 429 with ``retry-after: 1`` against the 1 s minimum;
 - 64 concurrent async streams into one ledger: rows written vs expected.
+
+The per-call and throughput figures talk to an emulator in a process of its own, as the
+real API is on another machine (``--emulator thread`` puts it in this process, where its
+Python work and the client's take turns on one interpreter lock).
 
 Every ratio is a median of medians: each run interleaves all the variants round by round
 (so drift and the other processes on the machine hit every side alike), a run's ratio is
@@ -25,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +250,14 @@ def bench_throughput(base_url: str, rounds: int, runs: int, workdir: Path) -> No
 
 
 def bench_cold_start(repeat: int, workdir: Path) -> None:
-    """Whole-process wall time, the commands interleaved; ``canny ask`` writes its ledger."""
+    """Whole-process wall time, the commands interleaved; ``canny ask`` writes its ledger.
+    canny is compiled to bytecode first, as an installed package is (``anthropic`` is):
+    with ``PYTHONDONTWRITEBYTECODE`` set, each process would otherwise compile it."""
+    import compileall
+
+    import canny
+
+    compileall.compile_dir(str(Path(canny.__file__).parent), quiet=1)
     canny_bin = str(Path(sys.executable).with_name("canny"))
     env_home = ["env", f"CANNY_HOME={workdir}"]
     commands = {
@@ -303,12 +316,42 @@ def bench_concurrency(emulator: Any, workdir: Path, n: int = 64) -> tuple[int, i
     return len(rows), len({(r.call_id, r.attempt) for r in rows}), elapsed
 
 
+@contextlib.contextmanager
+def served_in_process(workdir: Path) -> Iterator[str]:
+    """The emulator in a process of its own (``canny emulator serve``), as the real API is
+    on another machine: its work does not share this process's interpreter lock with the
+    client under test. Yields its base URL."""
+    port_file = workdir / "emulator.port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "canny", "emulator", "serve", "--port", "0", "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the emulator process did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port_file.read_text().strip()}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and runs")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per run (default 150; --quick 40)")
     parser.add_argument("--runs", type=int, help="runs, each giving one median per variant (default 3)")
     parser.add_argument("--calls", action="store_true", help="only the per-call and throughput figures")
+    parser.add_argument(
+        "--emulator",
+        choices=("process", "thread"),
+        default="process",
+        help="where the emulator of the per-call and throughput figures runs (default: its own process, "
+        "like a remote API; thread: in this process, sharing its interpreter lock)",
+    )
     args = parser.parse_args()
     rounds = args.rounds or (40 if args.quick else 150)
     runs = args.runs or 3
@@ -319,10 +362,13 @@ def main() -> None:
 
     print(f"canny {canny.__version__} · anthropic {anthropic.__version__} · Python {sys.version.split()[0]}")
     print(f"{runs} runs × {rounds} interleaved rounds; ratios are medians of the runs' ratios (min–max)")
+    print(f"emulator for the per-call figures: {args.emulator}")
     with tempfile.TemporaryDirectory() as tmp, serve_in_thread() as emu:
         workdir = Path(tmp)
-        bench_calls(emu.base_url, rounds, runs, workdir)
-        bench_throughput(emu.base_url, max(5, rounds // 15), runs, workdir)
+        with contextlib.ExitStack() as stack:
+            base_url = stack.enter_context(served_in_process(workdir)) if args.emulator == "process" else emu.base_url
+            bench_calls(base_url, rounds, runs, workdir)
+            bench_throughput(base_url, max(5, rounds // 15), runs, workdir)
         if args.calls:
             return
         bench_cold_start(5 if args.quick else 11, workdir)

@@ -17,6 +17,7 @@ ROOT = SRC / "canny"
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "units": frozenset(),
+    "ids": frozenset(),
     "usage": frozenset({"errors"}),
     "result": frozenset({"errors", "usage"}),
     "config": frozenset({"errors", "units"}),
