@@ -234,11 +234,19 @@ class CallRun:
         self.attempts: list[Attempt] = []
         self.ledger_errors: list[errors.LedgerError] = []
         self._settled = False
-        self._prompt_hash = spec.prompt_sha256 or hashlib.sha256(spec.prompt_json.encode()).hexdigest()
-        self._prefix_hashes = prefix_hashes(spec.model, spec.params)
+        self._prompt_hash: str | None = spec.prompt_sha256  # else worked out for the first row
+        self._prefix_hashes: str | None = None  # worked out for the first row only
         #: Seconds an attempt's row in flight lives (:func:`lease_for`).
         self.lease = lease
-        self._begin_attempt: Callable[..., None] | None = getattr(ledger, "begin_attempt", None)
+        # A call holding a budget reservation writes in this thread: its settle comes next
+        # and must wait for the row anyway (canny.ledger.writer explains writing behind).
+        now = "_now" if reservation is not None else ""
+        self._begin_attempt: Callable[..., None] | None = getattr(
+            ledger, f"begin_attempt{now}", getattr(ledger, "begin_attempt", None)
+        )
+        self._record: Callable[[AttemptRecord], None] | None = (
+            None if ledger is None else getattr(ledger, f"record{now}", ledger.record)
+        )
 
     # -- attempts -----------------------------------------------------------------------
     def retrying(self) -> Attempts[Attempt, CallResult]:
@@ -459,18 +467,31 @@ class CallRun:
             project=self.spec.project,
             tags=self.spec.tags + (("offline",) if attempt.emulated and "offline" not in self.spec.tags else ()),
             key_fingerprint=self.spec.key_fingerprint,
-            prompt_hash=self._prompt_hash,
+            prompt_hash=self._hash(),
             max_tokens=sent_max_tokens(self.spec.params),
-            prefix_hashes=self._prefix_hashes,
+            prefix_hashes=self._prefixes(),
             **fields,
         )
+
+    def _hash(self) -> str:
+        """The SHA-256 of the prompt's JSON, worked out when the first row needs it."""
+        if self._prompt_hash is None:
+            self._prompt_hash = hashlib.sha256(self.spec.prompt_json.encode()).hexdigest()
+        return self._prompt_hash
+
+    def _prefixes(self) -> str:
+        """The prompt's prefix hashes (:func:`canny.prefixes.prefix_hashes`), worked out when
+        the first row needs them: a call without a ledger never pays for them."""
+        if self._prefix_hashes is None:
+            self._prefix_hashes = prefix_hashes(self.spec.model, self.spec.params)
+        return self._prefix_hashes
 
     def write(self, record: AttemptRecord) -> None:
         """Write ``record`` to the ledger; if the ledger fails (locked, disk full, server
         gone), keep it in the local spool, written into the ledger on its next open."""
-        assert self.ledger is not None
+        assert self._record is not None
         try:
-            self.ledger.record(record)
+            self._record(record)
         except errors.LedgerError as exc:
             self.ledger_errors.append(exc)
             from canny.ledger.spool import keep

@@ -168,6 +168,13 @@ class SQLLedger(ABC):
         with self.transaction() as tx:
             _store(tx, record)
 
+    def record_now(self, record: AttemptRecord) -> None:
+        """:meth:`record`, in the calling thread even with a writer: for a call whose budget
+        reservation settles next, which has to wait for the row anyway."""
+        _check(record)
+        with self.transaction() as tx:
+            _store(tx, record)
+
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
         :class:`canny.ledger.InflightLedger`): one statement, atomic on its own."""
@@ -175,6 +182,12 @@ class SQLLedger(ABC):
             key = (record.call_id, record.attempt)
             self._writer.put(Op("begin", record, key, lease_until, reservation_id))
             return
+        self.begin_attempt_now(record, lease_until=lease_until, reservation_id=reservation_id)
+
+    def begin_attempt_now(
+        self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None
+    ) -> None:
+        """:meth:`begin_attempt`, in the calling thread even with a writer (see :meth:`record_now`)."""
         self._write_one(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
 
     def forget_attempt(self, call_id: str, attempt: int) -> None:

@@ -29,7 +29,7 @@ from decimal import (
 )
 
 from canny.errors import InvalidModifierError
-from canny.pricing.table import RATED, ModelEntry, PriceTable, default_table, row_at, utc_day
+from canny.pricing.table import RATED, ModelEntry, PriceTable, RateSet, default_table, row_at, utc_day
 from canny.usage import Usage
 
 __all__ = ["EXACT", "Basis", "Rates", "applicable_rates", "check_modifiers", "geo_is_us", "rates", "speed_is_fast"]
@@ -87,7 +87,32 @@ def applicable_rates(table: PriceTable, model: str, basis: Basis) -> Rates | Non
     ``None`` when unpriced. Modifiers that cannot apply to the model are dropped (US-only
     inference on a model without it; fast mode in a batch or on a model without fast rows;
     fast mode withdrawn or billed as standard that day: the standard row). Never raises:
-    callers that must reject what the API rejects check with :func:`check_modifiers`."""
+    callers that must reject what the API rejects check with :func:`check_modifiers`.
+
+    The answer for a model, day and modifiers is worked out once per table (both prompt
+    length bands) and kept in the table's memo; the prompt length then picks the band."""
+    key = ("rates", model, basis.day, basis.batch, basis.geo_us, basis.fast)
+    memo = table.memo
+    bands = memo.get(key)
+    if bands is None:
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
+        bands = memo[key] = _bands(table, model, basis)
+    if bands is None:
+        return None
+    standard, threshold, long_prompt = bands
+    if long_prompt is not None and threshold is not None and basis.prompt_tokens > threshold:
+        return long_prompt
+    return standard
+
+
+#: Entries a table's memo holds before it starts again.
+_MEMO_LIMIT = 4096
+
+
+def _bands(table: PriceTable, model: str, basis: Basis) -> tuple[Rates, int | None, Rates | None] | None:
+    """The standard rates, the long-prompt threshold and the long-prompt rates that apply
+    to ``model`` on ``basis`` (its prompt length aside), or ``None`` when unpriced."""
     entry = table.entry(model)
     if entry is None:
         return None
@@ -105,28 +130,33 @@ def applicable_rates(table: PriceTable, model: str, basis: Basis) -> Rates | Non
         row = row_at(entry.prices, basis.day)
     if row is None or row.rates is None:
         return None
-    rate_set, band = row.rates, "standard"
-    threshold = row.long_prompt_threshold
-    if row.long_prompt is not None and threshold is not None and basis.prompt_tokens > threshold:
-        rate_set, band = row.long_prompt, "long_prompt"
     with localcontext(EXACT):
         factor = _ONE
         if geo_us:
             factor *= table.inference_geo_us
         if basis.batch:
             factor *= table.batch
-        scaled = {name: value * factor for name, value in rate_set.as_dict().items()}
-    return Rates(
-        model=info.id,
-        **scaled,
-        effective_from=row.effective_from,
-        source=row.source,
-        confidence=row.confidence,
-        note=row.note,
-        band=band,
-        speed="fast" if billed_fast else "standard",
-        factor=factor,
-    )
+
+    def rates(rate_set: RateSet, band: str) -> Rates:
+        with localcontext(EXACT):
+            scaled = {name: value * factor for name, value in rate_set.as_dict().items()}
+        return Rates(
+            model=info.id,
+            **scaled,
+            effective_from=row.effective_from,
+            source=row.source,
+            confidence=row.confidence,
+            note=row.note,
+            band=band,
+            speed="fast" if billed_fast else "standard",
+            factor=factor,
+        )
+
+    threshold = row.long_prompt_threshold
+    long_prompt = None
+    if row.long_prompt is not None and threshold is not None:
+        long_prompt = rates(row.long_prompt, "long_prompt")
+    return rates(row.rates, "standard"), threshold, long_prompt
 
 
 # --------------------------------------------------------------------------- modifiers

@@ -183,6 +183,9 @@ class PriceTable:
     inference_geo_us: Decimal
     web_search: tuple[FeeRow, ...] = ()
     paths: tuple[str, ...] = ()
+    #: What has been worked out from this (immutable) table, e.g. the rates that apply to a
+    #: model on a day (:func:`canny.pricing.rates.applicable_rates`).
+    memo: dict[tuple[object, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, name: str) -> str:
         """Canonical id for a model id or alias; unknown names come back unchanged."""
