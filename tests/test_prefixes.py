@@ -12,6 +12,8 @@ from typing import Any
 
 import anthropic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from canny import AsyncClient, Client, errors, meter
 from canny.caching import estimate_tokens
@@ -137,3 +139,16 @@ def test_a_budget_refused_row_records_them(memory_ledger: MemoryLedger) -> None:
     (row,) = memory_ledger.rows
     assert (row.outcome, row.max_tokens) == ("budget_refused", 64000)
     assert [p.kind for p in parse_prefixes(row.prefix_hashes) or []] == ["s", "m1"]
+
+
+@settings(max_examples=60)
+@given(
+    system=st.text(max_size=3000),
+    turns=st.lists(st.text(max_size=3000), min_size=1, max_size=4),
+    model=st.sampled_from(["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-7"]),
+)
+def test_the_body_length_shortcut_never_changes_the_stored_prefixes(system: str, turns: list[str], model: str) -> None:
+    """Skipping bodies shorter than the model's minimum gives what hashing them would give."""
+    params = {"system": system, "messages": [{"role": "user", "content": text} for text in turns]}
+    body = json.dumps({k: params.get(k) for k in ("system", "messages", "tools")}, sort_keys=True, ensure_ascii=False)
+    assert prefix_hashes(model, params, body_chars=len(body)) == prefix_hashes(model, params)

@@ -182,3 +182,33 @@ def test_budget_limits_change_check_ignores_rows_but_sees_limits(clean_env: Path
         assert ledger.change_stamp() != before  # type: ignore[attr-defined]
     finally:
         ledger.close()
+
+
+def test_a_row_in_flight_is_built_only_when_it_is_written(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lazily queued row in flight is never built when its attempt's row comes in the same batch."""
+    from canny.ledger import writer
+
+    monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)  # only the next put or a flush ends the wait
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    built: list[str] = []
+    lease = datetime.now(UTC) + timedelta(seconds=60)
+
+    def build(call_id: str) -> Any:
+        def make() -> AttemptRecord:
+            built.append(threading.current_thread().name)
+            return _record(call_id)
+
+        return make
+
+    try:
+        ledger.begin_attempt_later(build("quick"), ("quick", 1), lease_until=lease)  # type: ignore[attr-defined]
+        ledger.record(_record("quick"))  # within the linger: the row in flight cancels out
+        ledger.flush()  # type: ignore[attr-defined]
+        assert built == []
+        ledger.begin_attempt_later(build("slow"), ("slow", 1), lease_until=lease)  # type: ignore[attr-defined]
+        ledger.flush()  # type: ignore[attr-defined]
+        assert built == ["canny-ledger-writer"]
+        assert [r.call_id for r in ledger.in_flight()] == ["slow"]  # type: ignore[attr-defined]
+    finally:
+        ledger.close()

@@ -244,6 +244,9 @@ class CallRun:
         self._begin_attempt: Callable[..., None] | None = getattr(
             ledger, f"begin_attempt{now}", getattr(ledger, "begin_attempt", None)
         )
+        #: A ledger writing behind the call takes the row in flight as a function that
+        #: builds it (``begin_attempt_later``); a call holding a reservation writes it now.
+        self._begin_later: Callable[..., None] | None = None if now else getattr(ledger, "begin_attempt_later", None)
         self._record: Callable[[AttemptRecord], None] | None = (
             None if ledger is None else getattr(ledger, f"record{now}", ledger.record)
         )
@@ -270,7 +273,9 @@ class CallRun:
 
     def _in_flight(self, attempt: Attempt) -> None:
         """Put the attempt on the record as in flight, with its input-side usage and their
-        cost, so a process killed before its row is written leaves a ``lost`` row."""
+        cost, so a process killed before its row is written leaves a ``lost`` row. The row
+        itself is built by whoever writes it: a ledger writing behind the call builds it on
+        its own thread, and never when the attempt's own row comes first."""
         assert self._begin_attempt is not None
         if attempt.recorded:
             return
@@ -281,26 +286,32 @@ class CallRun:
         else:
             usage = Usage(input=self.spec.estimated_input_tokens())
             notes["input_tokens"] = "estimated: local estimate before sending (UTF-8 bytes / 3)"
-        record = self._row(
-            attempt,
-            ended_at=attempt.started_at,
-            model=str(attempt.acc.message.get("model") or self.spec.model),
-            outcome="lost",
-            request_id=attempt.request_id,
-            cost_usd=self._attempt_cost(attempt, usage),
-            inference_geo=self.spec.params.get("inference_geo"),
-            speed=self.spec.params.get("speed"),
-            extra=notes,
-            **usage_columns(usage),
-        )
+        model = self._attempt_model(attempt)
+        reported = dict(attempt.acc.usage_acc.reported)  # later events may add to it
+
+        def build() -> AttemptRecord:
+            return self._row(
+                attempt,
+                ended_at=attempt.started_at,
+                model=model,
+                outcome="lost",
+                request_id=attempt.request_id,
+                cost_usd=self._cost(model, usage, reported, attempt.started_at, notes),
+                inference_geo=self.spec.params.get("inference_geo"),
+                speed=self.spec.params.get("speed"),
+                extra=notes,
+                **usage_columns(usage),
+            )
+
+        lease_until = _now() + timedelta(seconds=self.lease)
         # A failure here is not the call's: the attempt's own row reports a ledger that
         # cannot be written.
         with contextlib.suppress(errors.LedgerError):
-            self._begin_attempt(
-                record,
-                lease_until=_now() + timedelta(seconds=self.lease),
-                reservation_id=_reservation_id(self.reservation),
-            )
+            if self._begin_later is not None:
+                key = (self.spec.call_id, attempt.number)
+                self._begin_later(build, key, lease_until=lease_until, reservation_id=_reservation_id(self.reservation))
+            else:
+                self._begin_attempt(build(), lease_until=lease_until, reservation_id=_reservation_id(self.reservation))
 
     def not_sent(self, attempt: Attempt) -> None:
         """The attempt was never sent after all (the meter: a later middleware answered):
@@ -386,23 +397,30 @@ class CallRun:
         """The attempt's cost by the one rule (:func:`canny.pricing.cost`): what the usage
         reports is billed, refusals included, at the rates of the model and modifiers the
         server reports. Never raises: a cost that cannot be computed is unpriced, noted."""
+        model = self._attempt_model(attempt)
+        return self._cost(model, usage, attempt.acc.usage_acc.reported, attempt.started_at, attempt.notes)
+
+    def _cost(
+        self, model: str, usage: Usage, reported: Mapping[str, Any], at: datetime, notes: dict[str, str]
+    ) -> Decimal | None:
+        """:meth:`_attempt_cost` from its parts; why a cost is unpriced goes to ``notes``."""
         if usage.is_empty:
             return Decimal(0)
         from canny.pricing import cost
 
         try:
             return cost(
-                self._attempt_model(attempt),
+                model,
                 usage,
                 inference_geo=self.spec.params.get("inference_geo"),
                 speed=self.spec.params.get("speed"),
-                reported=attempt.acc.usage_acc.reported,
+                reported=reported,
                 batch=self.spec.batch,
-                at=attempt.started_at,
+                at=at,
                 table=self.spec.table,
             )
         except (ValueError, ArithmeticError) as exc:  # the request's own modifiers, or odd counts
-            attempt.notes["unpriced"] = str(exc)[:200]
+            notes["unpriced"] = str(exc)[:200]
             return None
 
     def _attempt_model(self, attempt: Attempt) -> str:
@@ -483,7 +501,8 @@ class CallRun:
         """The prompt's prefix hashes (:func:`canny.prefixes.prefix_hashes`), worked out when
         the first row needs them: a call without a ledger never pays for them."""
         if self._prefix_hashes is None:
-            self._prefix_hashes = prefix_hashes(self.spec.model, self.spec.params)
+            spec = self.spec
+            self._prefix_hashes = prefix_hashes(spec.model, spec.params, body_chars=len(spec.prompt_json))
         return self._prefix_hashes
 
     def write(self, record: AttemptRecord) -> None:

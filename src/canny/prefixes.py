@@ -108,10 +108,17 @@ def prefixes(params: Mapping[str, Any]) -> list[Prefix]:
     return found
 
 
-def prefix_hashes(model: str, params: Mapping[str, Any]) -> str:
+def prefix_hashes(model: str, params: Mapping[str, Any], *, body_chars: int | None = None) -> str:
     """The stored form of a request's boundaries that ``model`` could cache (see the module
-    docstring): those at least its minimum cacheable length, at most :data:`MAX_PREFIXES`."""
+    docstring): those at least its minimum cacheable length, at most :data:`MAX_PREFIXES`.
+
+    ``body_chars``, when known, is the length in characters of the request's system,
+    messages and tools as JSON. Every estimate here is UTF-8 bytes / 4 of a part of that
+    JSON, and a character is at most 4 bytes, so no prefix estimates more tokens than the
+    body has characters: a body shorter than the model's minimum has nothing to hash."""
     least = min_cacheable_tokens(model)
+    if body_chars is not None and body_chars < least:
+        return ""
     long_enough = [p for p in prefixes(params) if p.tokens >= least]
     if len(long_enough) > MAX_PREFIXES:
         head = [p for p in long_enough if not p.kind.startswith("m")]

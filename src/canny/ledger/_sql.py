@@ -184,6 +184,22 @@ class SQLLedger(ABC):
             return
         self.begin_attempt_now(record, lease_until=lease_until, reservation_id=reservation_id)
 
+    def begin_attempt_later(
+        self,
+        build: Callable[[], AttemptRecord],
+        key: tuple[str, int],
+        *,
+        lease_until: datetime,
+        reservation_id: int | None = None,
+    ) -> None:
+        """:meth:`begin_attempt` for the row ``build()`` returns, built only if it is written:
+        with a writer, on the writer's thread, and not at all when the attempt's own row
+        (``key``: call id and attempt) reaches the writer in the same batch."""
+        if self._writer is not None:
+            self._writer.put(Op("begin", None, key, lease_until, reservation_id, build))
+            return
+        self.begin_attempt_now(build(), lease_until=lease_until, reservation_id=reservation_id)
+
     def begin_attempt_now(
         self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None
     ) -> None:
@@ -462,9 +478,15 @@ def _apply(tx: Transaction, op: Op) -> None:
         assert op.record is not None
         _store(tx, op.record)
     elif op.kind == "begin":
-        assert op.record is not None
+        record = op.record
+        if record is None and op.build is not None:
+            try:
+                record = op.build()
+            except Exception:  # a row in flight that cannot be built is skipped; its attempt's row is not
+                return
+        assert record is not None
         assert op.lease_until is not None
-        tx.execute(_INFLIGHT_INSERT, _inflight_params(op.record, op.lease_until, op.reservation_id))
+        tx.execute(_INFLIGHT_INSERT, _inflight_params(record, op.lease_until, op.reservation_id))
     else:
         tx.execute(_FORGET, op.key)
 

@@ -27,6 +27,8 @@ What this promises, and how:
   within that time never has its row in flight written, and a process killed with
   ``kill -9`` within that time of an attempt's start (its ``message_start``, for a stream)
   leaves no row for it. Every other write goes at once.
+* **Budgeted calls write in the caller's thread.** A call holding a budget reservation
+  uses ``record_now`` / ``begin_attempt_now``: its settle has to wait for the row anyway.
 * **Bounded.** At most :data:`MAX_PENDING` operations wait; a caller that gets ahead of the
   disk waits for room.
 """
@@ -89,6 +91,8 @@ class Op:
     key: tuple[str, int] = ("", 0)
     lease_until: datetime | None = None
     reservation_id: int | None = None
+    #: For a row in flight queued without its record: builds it, on the writer's thread.
+    build: Callable[[], AttemptRecord] | None = None
 
 
 class Writer:
@@ -217,14 +221,17 @@ class Writer:
                 for op in ops:
                     self._apply(tx, op)
             return
-        except LedgerError:
+        except Exception:  # noqa: S110 - written again one at a time just below
             pass
         # One at a time, so that one row the ledger refuses does not take the others down.
         for op in ops:
             try:
                 with self._ledger.transaction() as tx:
                     self._apply(tx, op)
-            except LedgerError as exc:
+            except Exception as failure:
+                exc = (
+                    failure if isinstance(failure, LedgerError) else LedgerError(f"{type(failure).__name__}: {failure}")
+                )
                 if op.kind == "record" and op.record is not None:
                     problem = self._keep(op.record, exc)
                     with self._cond:
