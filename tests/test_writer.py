@@ -212,3 +212,68 @@ def test_a_row_in_flight_is_built_only_when_it_is_written(clean_env: Path, monke
         assert [r.call_id for r in ledger.in_flight()] == ["slow"]  # type: ignore[attr-defined]
     finally:
         ledger.close()
+
+
+def test_a_budget_reservation_settles_behind_the_call(emulator: Any, run_id: str, clean_env: Path) -> None:
+    """The writer settles a call's reservation after its row: then spent is the call's cost and nothing is held."""
+    path = clean_env / "ledger.db"
+    with closing(open_ledger(path)) as db:
+        budget.set_budget(db, period="day", limit="5")
+    with Client(api_key=CANARY_KEY, base_url=emulator.url_for("ok", run=run_id), model=MODEL, ledger=path) as client:
+        result = client.create("hello", max_tokens=64)
+        client.flush()
+        with closing(sqlite3.connect(path)) as conn:
+            spent, reserved = conn.execute("SELECT spent_pico, reserved_pico FROM budget_counters").fetchone()
+        assert result.cost is not None
+        assert (Decimal(spent).scaleb(-12), reserved) == (result.cost, 0)
+
+
+class _Deadlocking:
+    """A ledger whose first transactions lose a deadlock, as PostgreSQL reports it."""
+
+    dialect = "postgres"
+    location = "postgresql://example/ledger"
+
+    def __init__(self, losses: int) -> None:
+        self.losses = losses
+        self.written: list[str] = []
+
+    def transaction(self) -> Any:
+        from contextlib import contextmanager
+
+        from canny.errors import LedgerError
+
+        @contextmanager
+        def tx() -> Any:
+            if self.losses:
+                self.losses -= 1
+                raise LedgerError("ledger postgresql://example/ledger: deadlock detected DETAIL: ...")
+            yield self
+
+        return tx()
+
+
+def test_a_deadlock_victim_is_written_again(clean_env: Path) -> None:
+    """A row whose transaction lost a deadlock is tried again and lands; past the retries it is spooled."""
+    from canny.ledger.writer import RETRIES, Writer
+
+    def keep(kept: list[str]) -> Any:
+        def spool(record: AttemptRecord, exc: Exception) -> str:
+            kept.append(record.call_id)
+            return "spooled"
+
+        return spool
+
+    for losses, landed in ((RETRIES, True), (RETRIES + 1, False)):
+        fake = _Deadlocking(losses)
+        kept: list[str] = []
+        writer = Writer(fake, lambda tx, op: tx.written.append(op.key[0]), keep(kept))  # type: ignore[arg-type,attr-defined]
+        writer.put(Op("record", _record("c1"), ("c1", 1)))
+        if landed:
+            writer.flush()
+            assert (fake.written, kept) == (["c1"], [])
+        else:
+            with pytest.warns(CannyWarning, match="spooled"):
+                writer.flush()
+            assert (fake.written, kept) == ([], ["c1"])
+        writer.close()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from canny import errors
@@ -238,18 +239,11 @@ class CallRun:
         self._prefix_hashes: str | None = None  # worked out for the first row only
         #: Seconds an attempt's row in flight lives (:func:`lease_for`).
         self.lease = lease
-        # A call holding a budget reservation writes in this thread: its settle comes next
-        # and must wait for the row anyway (canny.ledger.writer explains writing behind).
-        now = "_now" if reservation is not None else ""
-        self._begin_attempt: Callable[..., None] | None = getattr(
-            ledger, f"begin_attempt{now}", getattr(ledger, "begin_attempt", None)
-        )
-        #: A ledger writing behind the call takes the row in flight as a function that
-        #: builds it (``begin_attempt_later``); a call holding a reservation writes it now.
-        self._begin_later: Callable[..., None] | None = None if now else getattr(ledger, "begin_attempt_later", None)
-        self._record: Callable[[AttemptRecord], None] | None = (
-            None if ledger is None else getattr(ledger, f"record{now}", ledger.record)
-        )
+        self._begin_attempt: Callable[..., None] | None = getattr(ledger, "begin_attempt", None)
+        #: A ledger writing behind the call (canny.ledger.writer) takes the row in flight
+        #: as a function that builds it, and settles the budget after the row is written.
+        self._begin_later: Callable[..., None] | None = getattr(ledger, "begin_attempt_later", None)
+        self._defer: Callable[[Callable[[], object]], None] | None = getattr(ledger, "defer", None)
 
     # -- attempts -----------------------------------------------------------------------
     def retrying(self) -> Attempts[Attempt, CallResult]:
@@ -508,9 +502,9 @@ class CallRun:
     def write(self, record: AttemptRecord) -> None:
         """Write ``record`` to the ledger; if the ledger fails (locked, disk full, server
         gone), keep it in the local spool, written into the ledger on its next open."""
-        assert self._record is not None
+        assert self.ledger is not None
         try:
-            self._record(record)
+            self.ledger.record(record)
         except errors.LedgerError as exc:
             self.ledger_errors.append(exc)
             from canny.ledger.spool import keep
@@ -533,7 +527,11 @@ class CallRun:
         if self.observer is not None:
             _observe(self.observer.end)
         if self.reservation is not None:
-            self.reservation.settle(self.total_cost())
+            settle = partial(self.reservation.settle, self.total_cost())
+            if self._defer is not None:
+                self._defer(settle)  # after the row, on the ledger's writer when it has one
+            else:
+                settle()
 
     def total_usage(self) -> Usage:
         if len(self.attempts) == 1:  # the usual call: nothing to add up

@@ -215,6 +215,11 @@ def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitR
     found = _limits_cache.get(ledger)
     if found is not None and found[0] == stamp:
         return cast(_T, found[1])
+    # The limits changed (or were never read): a new budget's counter is seeded from the
+    # ledger's rows, so the rows this process still has queued go in first.
+    flush = getattr(ledger, "flush", None)
+    if flush is not None:
+        flush()
     built = build(store.read_limits(ledger))
     try:
         with _cache_lock:

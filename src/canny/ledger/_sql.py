@@ -25,7 +25,7 @@ from canny.ledger import migrations
 from canny.ledger._report_sql import range_sql
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
 from canny.ledger.records import OUTCOMES, AttemptRecord, GroupTotals, ReportQuery
-from canny.ledger.writer import Op, Writer, await_writers, holding, place_of
+from canny.ledger.writer import Op, Writer, await_writers, holding, place_of, write_turns
 from canny.ledger.writer import live_places as writer_places
 from canny.units import from_us, to_us, usd_to_pico
 from canny.usage import BUCKETS
@@ -168,13 +168,6 @@ class SQLLedger(ABC):
         with self.transaction() as tx:
             _store(tx, record)
 
-    def record_now(self, record: AttemptRecord) -> None:
-        """:meth:`record`, in the calling thread even with a writer: for a call whose budget
-        reservation settles next, which has to wait for the row anyway."""
-        _check(record)
-        with self.transaction() as tx:
-            _store(tx, record)
-
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
         :class:`canny.ledger.InflightLedger`): one statement, atomic on its own."""
@@ -223,6 +216,14 @@ class SQLLedger(ABC):
         if self._writer is None:
             self._writer = Writer(self, _apply, keep)
 
+    def defer(self, work: Callable[[], object]) -> None:
+        """Run ``work`` after the rows queued so far are written: on the writer's thread
+        when there is one (a budget reservation's settle), else now."""
+        if self._writer is not None:
+            self._writer.put(Op("call", run=work))
+            return
+        work()
+
     def flush(self) -> None:
         """Wait until every row queued for the writer is written (or spooled)."""
         if self._writer is not None:
@@ -232,10 +233,7 @@ class SQLLedger(ABC):
         """Called first by every read and write of the ledger: read this process's own
         writes, whichever ledger object of the same database queued them."""
         if writer_places:
-            place = self.__dict__.get("_place")
-            if place is None:
-                place = self.__dict__["_place"] = place_of(self.location)
-            await_writers(place)
+            await_writers(self._where())
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -245,11 +243,24 @@ class SQLLedger(ABC):
 
     @contextmanager
     def _holding(self) -> Iterator[None]:
-        """Before a write transaction: read your own writes; then mark the block as holding
-        the database's write lock (no writer may be awaited inside it)."""
-        self._await_writes()
-        with holding():
+        """Around a write transaction. It does not wait for the writer: a write transaction
+        reads no rows of attempts that the writer may still hold (budget counters count
+        reservations until they are settled, and a settle is queued after its row). On
+        SQLite, the writes of this process to one file take turns on a lock, not on
+        SQLite's busy sleeps; nothing inside the block waits for a writer."""
+        turns = write_turns(self._where()) if self.dialect == "sqlite" else None
+        if turns is None:
+            with holding():
+                yield
+            return
+        with turns, holding():
             yield
+
+    def _where(self) -> str:
+        place: str | None = self.__dict__.get("_place")
+        if place is None:
+            place = self.__dict__["_place"] = place_of(self.location)
+        return place
 
     def _stop_writer(self) -> None:
         writer, self._writer = self._writer, None

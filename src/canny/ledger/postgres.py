@@ -155,7 +155,6 @@ class PostgresLedger(SQLLedger):
                 raise self._error(exc) from None
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> None:
-        self._await_writes()
         with self._pool.connection() as conn:
             try:
                 conn.execute(_Tx._sql(sql), tuple(params))  # autocommit: one round trip

@@ -158,8 +158,7 @@ class SQLiteLedger(SQLLedger):
                 raise self._error(exc) from exc
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> None:
-        self._await_writes()
-        with self._pool.connection() as conn:
+        with self._holding(), self._pool.connection() as conn:
             try:
                 conn.execute(sql, tuple(params)).close()  # autocommit: its own transaction
             except sqlite3.Error as exc:

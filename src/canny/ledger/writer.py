@@ -27,8 +27,14 @@ What this promises, and how:
   within that time never has its row in flight written, and a process killed with
   ``kill -9`` within that time of an attempt's start (its ``message_start``, for a stream)
   leaves no row for it. Every other write goes at once.
-* **Budgeted calls write in the caller's thread.** A call holding a budget reservation
-  uses ``record_now`` / ``begin_attempt_now``: its settle has to wait for the row anyway.
+* **Budgets settle behind the call.** :meth:`~canny.ledger._sql.SQLLedger.defer` queues a
+  reservation's settle after the call's row; until it runs the reservation holds the
+  worst case, so budget checks in between count too much, never too little. Write
+  transactions (a budget reserve) do not wait for the writer: on SQLite the writes of
+  this process to one file take turns on a lock instead.
+* **PostgreSQL rows one per transaction.** Rollup triggers lock rows table by table; two
+  multi-row transactions could deadlock, single rows cannot. A deadlock or serialization
+  victim is tried again (:data:`RETRIES`).
 * **Bounded.** At most :data:`MAX_PENDING` operations wait; a caller that gets ahead of the
   disk waits for room.
 """
@@ -62,6 +68,7 @@ __all__ = [
     "background_writes_enabled",
     "holding",
     "place_of",
+    "write_turns",
 ]
 
 #: Operations written in one transaction at the most.
@@ -72,6 +79,8 @@ MAX_PENDING = 5000
 IDLE_SECONDS = 2.0
 #: Seconds a queue holding only rows in flight waits for more before it is written.
 LINGER_SECONDS = 0.005
+#: Times a write that lost a deadlock or a serialization conflict is tried again.
+RETRIES = 3
 
 
 def background_writes_enabled(environ: dict[str, str] | None = None) -> bool:
@@ -86,13 +95,15 @@ class Op:
     """One queued write: an attempt's row (``record``), its row in flight (``begin``), or
     the removal of a row in flight that was never sent (``forget``)."""
 
-    kind: Literal["record", "begin", "forget"]
+    kind: Literal["record", "begin", "forget", "call"]
     record: AttemptRecord | None = None
     key: tuple[str, int] = ("", 0)
     lease_until: datetime | None = None
     reservation_id: int | None = None
     #: For a row in flight queued without its record: builds it, on the writer's thread.
     build: Callable[[], AttemptRecord] | None = None
+    #: For ``call``: work to run once the rows before it are written (a budget settle).
+    run: Callable[[], object] | None = None
 
 
 class Writer:
@@ -212,22 +223,49 @@ class Writer:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write(self, batch: list[Op]) -> None:
-        ops = _coalesce(batch)
-        if not ops:
-            return
-        try:
-            with self._ledger.transaction() as tx:
-                for op in ops:
-                    self._apply(tx, op)
-            return
-        except Exception:  # noqa: S110 - written again one at a time just below
-            pass
-        # One at a time, so that one row the ledger refuses does not take the others down.
-        for op in ops:
+    def _write_one(self, op: Op) -> None:
+        """One operation in its own transaction, tried again when the database chose it as
+        the victim of a deadlock or a serialization conflict (PostgreSQL)."""
+        for tries_left in range(RETRIES, -1, -1):
             try:
                 with self._ledger.transaction() as tx:
                     self._apply(tx, op)
+                return
+            except LedgerError as exc:
+                text = exc.message.lower()
+                if tries_left == 0 or not ("deadlock detected" in text or "could not serialize" in text):
+                    raise
+
+    def _write(self, batch: list[Op]) -> None:
+        kept = _coalesce(batch)
+        ops = [op for op in kept if op.kind != "call"]
+        if ops:
+            self._write_rows(ops)
+        for op in kept:
+            if op.run is not None:
+                try:
+                    op.run()
+                except Exception as exc:  # a settle that fails holds its reservation to its lease end
+                    problem = f"queued ledger work failed ({type(exc).__name__}: {exc})"
+                    with self._cond:
+                        self._problems.append(problem)
+
+    def _write_rows(self, ops: list[Op]) -> None:
+        # SQLite has one write lock, so a batch is one transaction. On PostgreSQL each row's
+        # triggers lock its rollup rows table by table; two transactions of several rows
+        # each can take them in crossed order and deadlock, one row per transaction cannot.
+        if len(ops) > 1 and self._ledger.dialect == "sqlite":
+            try:
+                with self._ledger.transaction() as tx:
+                    for op in ops:
+                        self._apply(tx, op)
+                return
+            except Exception:  # noqa: S110 - written again one at a time just below
+                pass
+        # One at a time, so that one row the ledger refuses does not take the others down.
+        for op in ops:
+            try:
+                self._write_one(op)
             except Exception as failure:
                 exc = (
                     failure if isinstance(failure, LedgerError) else LedgerError(f"{type(failure).__name__}: {failure}")
@@ -280,6 +318,19 @@ def await_writers(place: str) -> None:
     if writers and not _must_not_wait():
         for writer in list(writers):
             writer.flush()
+
+
+_turns: dict[str, threading.RLock] = {}
+_turns_guard = threading.Lock()
+
+
+def write_turns(place: str) -> threading.RLock:
+    """The lock the write transactions of this process to ``place`` take turns on."""
+    turns = _turns.get(place)
+    if turns is None:
+        with _turns_guard:
+            turns = _turns.setdefault(place, threading.RLock())
+    return turns
 
 
 @contextmanager
