@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import warnings
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -277,3 +278,37 @@ def test_a_deadlock_victim_is_written_again(clean_env: Path) -> None:
                 writer.flush()
             assert (fake.written, kept) == ([], ["c1"])
         writer.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_writes_its_own_rows(clean_env: Path) -> None:
+    """A child forked while the parent's writer is busy writes its own rows; the parent's land once."""
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    try:
+        for n in range(200):
+            ledger.record(_record(f"parent_{n}"))
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a process with threads may deadlock the
+            # child: that is what this test checks does not happen.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its own row, then leave without running the parent's exit
+            code = 0
+            try:
+                ledger.record(_record("child"))
+                ledger.close()
+            except BaseException as exc:
+                import traceback
+
+                (clean_env / "child-error.txt").write_text("".join(traceback.format_exception(exc)))
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        error = clean_env / "child-error.txt"
+        assert os.waitstatus_to_exitcode(status) == 0, error.read_text() if error.exists() else ""
+    finally:
+        ledger.close()
+    with closing(open_ledger(path)) as reader:
+        ids = [r.call_id for r in reader.records()]
+    assert sorted(ids) == sorted([f"parent_{n}" for n in range(200)] + ["child"])

@@ -142,8 +142,6 @@ class Writer:
     def put(self, op: Op) -> None:
         """Queue ``op``; it is written soon, in order with the others."""
         with self._cond:
-            if self._pid != os.getpid():  # a forked child: the parent writes what it queued
-                self._ops, self._busy, self._running, self._pid = [], False, False, os.getpid()
             if self._closed:
                 raise LedgerError(f"ledger {self._ledger.location}: the ledger is closed")
             while len(self._ops) >= MAX_PENDING:
@@ -341,6 +339,41 @@ def holding() -> Iterator[None]:
         yield
     finally:
         _thread_state.depth -= 1
+
+
+#: The write locks the forking thread holds across ``fork``.
+_held_for_fork: list[threading.RLock] = []
+
+
+def _before_fork() -> None:
+    """No write transaction of this process may be open at ``fork``: SQLite's record of
+    which connection holds the file's lock would come along into the child, and the
+    child's own writes would wait for a lock that nobody there can release. So the
+    forking thread takes every write lock first (a writer thread's batch finishes)."""
+    for _, turns in sorted(_turns.items()):
+        turns.acquire()
+        _held_for_fork.append(turns)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no writer threads and possibly with locks held by
+    threads that did not come along: every writer and lock starts afresh (the parent
+    writes what it had queued)."""
+    _held_for_fork.clear()
+    _turns.clear()
+    for writer in list(_live):
+        writer._cond = threading.Condition(threading.Lock())
+        writer._ops, writer._busy, writer._running, writer._hurry = [], False, False, 0
+        writer._thread, writer._pid = None, os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 @atexit.register
