@@ -144,7 +144,7 @@ class Writer:
         with self._cond:
             if self._closed:
                 raise LedgerError(f"ledger {self._ledger.location}: the ledger is closed")
-            while len(self._ops) >= MAX_PENDING:
+            while len(self._ops) >= MAX_PENDING and not _must_not_wait():  # never wait on ourselves
                 self._cond.wait()
             self._ops.append(op)
             if not self._running:
