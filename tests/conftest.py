@@ -148,3 +148,15 @@ def run_id(request: pytest.FixtureRequest) -> str:
     import uuid
 
     return re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)[:90] + "-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Any]:
+    """A fresh SQLite ledger in the test's temp dir (files may define their own ``ledger``)."""
+    from canny.ledger import open_ledger
+    from canny.ledger.sqlite import SQLiteLedger
+
+    opened = open_ledger(tmp_path / "ledger.db")
+    assert isinstance(opened, SQLiteLedger)
+    yield opened
+    opened.close()

@@ -4,10 +4,8 @@ refusing, scopes, leases, and periods in a time zone (with an injected clock).""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,21 +17,13 @@ from canny.cli._exit_codes import exit_code_for
 from canny.client import Client
 from canny.config import load_settings
 from canny.errors import CannyWarning
-from canny.ledger import AttemptRecord, open_ledger
+from canny.ledger import AttemptRecord
 from canny.ledger.sqlite import SQLiteLedger
 from canny.retry import RetryPolicy
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 MODEL = "claude-sonnet-5-5"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SQLiteLedger]:
-    opened = open_ledger(tmp_path / "ledger.db")
-    assert isinstance(opened, SQLiteLedger)
-    yield opened
-    opened.close()
 
 
 def _spec(

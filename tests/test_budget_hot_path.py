@@ -4,11 +4,9 @@ process (still a bounded share of the headroom)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +14,6 @@ import pytest
 
 from canny import budget
 from canny.budget import slices, store
-from canny.ledger import open_ledger
 from canny.ledger.sqlite import SQLiteLedger
 
 NOW = datetime(2026, 11, 24, 23, 59, tzinfo=UTC)
@@ -38,14 +35,6 @@ class _Call:
         self.asked.append(max_tokens)
         tokens = self.max_tokens if max_tokens is None else max_tokens
         return Decimal("0.10") + Decimal("0.0002") * tokens
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SQLiteLedger]:
-    opened = open_ledger(tmp_path / "ledger.db")
-    assert isinstance(opened, SQLiteLedger)
-    yield opened
-    opened.close()
 
 
 def test_a_call_that_fits_asks_its_worst_case_once(ledger: SQLiteLedger) -> None:

@@ -171,11 +171,8 @@ class SQLLedger(ABC):
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
         :class:`canny.ledger.InflightLedger`): one statement, atomic on its own."""
-        if self._writer is not None:
-            key = (record.call_id, record.attempt)
-            self._writer.put(Op("begin", record, key, lease_until, reservation_id))
-            return
-        self.begin_attempt_now(record, lease_until=lease_until, reservation_id=reservation_id)
+        key = (record.call_id, record.attempt)
+        self.begin_attempt_later(lambda: record, key, lease_until=lease_until, reservation_id=reservation_id)
 
     def begin_attempt_later(
         self,
@@ -191,13 +188,7 @@ class SQLLedger(ABC):
         if self._writer is not None:
             self._writer.put(Op("begin", None, key, lease_until, reservation_id, build))
             return
-        self.begin_attempt_now(build(), lease_until=lease_until, reservation_id=reservation_id)
-
-    def begin_attempt_now(
-        self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None
-    ) -> None:
-        """:meth:`begin_attempt`, in the calling thread even with a writer (see :meth:`record_now`)."""
-        self._write_one(_INFLIGHT_INSERT, _inflight_params(record, lease_until, reservation_id))
+        self._write_one(_INFLIGHT_INSERT, _inflight_params(build(), lease_until, reservation_id))
 
     def forget_attempt(self, call_id: str, attempt: int) -> None:
         """Drop the provisional row of an attempt that was never sent after all."""
