@@ -203,6 +203,11 @@ def test_a_row_in_flight_is_built_only_when_it_is_written(clean_env: Path, monke
         return make
 
     try:
+        for n in range(writer.RECENT_ATTEMPTS):  # attempts as short as a local server's: lingering pays
+            ledger.begin_attempt_later(build(f"warm_{n}"), (f"warm_{n}", 1), lease_until=lease)  # type: ignore[attr-defined]
+            ledger.record(_record(f"warm_{n}"))
+        ledger.flush()  # type: ignore[attr-defined]
+        built.clear()
         ledger.begin_attempt_later(build("quick"), ("quick", 1), lease_until=lease)  # type: ignore[attr-defined]
         ledger.record(_record("quick"))  # within the linger: the row in flight cancels out
         ledger.flush()  # type: ignore[attr-defined]
@@ -312,3 +317,25 @@ def test_a_forked_child_writes_its_own_rows(clean_env: Path) -> None:
     with closing(open_ledger(path)) as reader:
         ids = [r.call_id for r in reader.records()]
     assert sorted(ids) == sorted([f"parent_{n}" for n in range(200)] + ["child"])
+
+
+def test_without_short_attempts_a_row_in_flight_is_written_at_once(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no history of attempts shorter than the linger (a remote API), a row in flight goes at once."""
+    import time
+
+    from canny.ledger import writer
+
+    monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)  # were it to linger, only a flush would end it
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    try:
+        lease = datetime.now(UTC) + timedelta(seconds=60)
+        ledger.begin_attempt(_record("remote"), lease_until=lease)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while _count(path, "inflight") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _count(path, "inflight") == 1
+    finally:
+        ledger.close()

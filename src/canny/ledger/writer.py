@@ -22,11 +22,13 @@ What this promises, and how:
   flight, swept as ``lost`` with the input usage it reported: on the record, without its
   output tokens. ``CANNY_LEDGER_WRITES=sync`` (or ``background=False``) writes in the
   caller's thread instead, as before this module existed.
-* **Rows in flight linger.** A queue that holds only rows in flight waits up to
-  :data:`LINGER_SECONDS` (5 ms) for more work before it is written: an attempt that ends
-  within that time never has its row in flight written, and a process killed with
-  ``kill -9`` within that time of an attempt's start (its ``message_start``, for a stream)
-  leaves no row for it. Every other write goes at once.
+* **Rows in flight linger only where attempts are that short.** While the latest
+  :data:`RECENT_ATTEMPTS` attempts all ended within :data:`LINGER_SECONDS` (20 ms) of
+  their row in flight (a local server, the emulator), a queue holding only rows in
+  flight waits that long for more work, so such an attempt never has its row in flight
+  written; a process killed with ``kill -9`` within that time of an attempt's start (its
+  ``message_start``, for a stream) leaves no row for it. Against a remote API, where
+  attempts take longer, a row in flight is written at once. Every other write goes at once.
 * **Budgets settle behind the call.** :meth:`~canny.ledger._sql.SQLLedger.defer` queues a
   reservation's settle after the call's row; until it runs the reservation holds the
   worst case, so budget checks in between count too much, never too little. Write
@@ -44,8 +46,10 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -77,8 +81,10 @@ MAX_BATCH = 500
 MAX_PENDING = 5000
 #: Seconds the thread waits for work before it ends (the next write starts a new one).
 IDLE_SECONDS = 2.0
-#: Seconds a queue holding only rows in flight waits for more before it is written.
-LINGER_SECONDS = 0.005
+#: Seconds a queue holding only rows in flight may wait for more before it is written:
+#: only while the latest :data:`RECENT_ATTEMPTS` attempts all ended within it.
+LINGER_SECONDS = 0.02
+RECENT_ATTEMPTS = 8
 #: Times a write that lost a deadlock or a serialization conflict is tried again.
 RETRIES = 3
 
@@ -127,6 +133,10 @@ class Writer:
         self._pid = os.getpid()
         self._running = False
         self._hurry = 0  # callers waiting in flush(): no lingering
+        #: When each queued row in flight was queued, and how long the latest attempts
+        #: took from that to their own row (:meth:`_short_attempts`).
+        self._begun: dict[tuple[str, int], float] = {}
+        self._recent: deque[float] = deque(maxlen=RECENT_ATTEMPTS)
         self._thread: threading.Thread | None = None
         _live.add(self)
         live_places.setdefault(self.place, weakref.WeakSet()).add(self)
@@ -147,10 +157,29 @@ class Writer:
             while len(self._ops) >= MAX_PENDING and not _must_not_wait():  # never wait on ourselves
                 self._cond.wait()
             self._ops.append(op)
+            self._time(op)
             if not self._running:
                 self._thread = self._start()
             self._cond.notify_all()
         self._report()
+
+    def _time(self, op: Op) -> None:
+        """Keep how long attempts take from their row in flight to their own row (the
+        caller holds the condition's lock)."""
+        if op.kind == "begin":
+            if len(self._begun) > MAX_PENDING:
+                self._begun.clear()
+            self._begun[op.key] = time.monotonic()
+        elif op.kind == "record":
+            started = self._begun.pop(op.key, None)
+            if started is not None:
+                self._recent.append(time.monotonic() - started)
+
+    def _short_attempts(self) -> bool:
+        """Whether the latest attempts all ended within :data:`LINGER_SECONDS` of their row
+        in flight (a local server): only then is waiting for an attempt's own row worth it."""
+        recent = self._recent
+        return len(recent) == RECENT_ATTEMPTS and max(recent) < LINGER_SECONDS
 
     def flush(self) -> None:
         """Wait until everything queued so far is written (or spooled). A no-op on the
@@ -202,10 +231,15 @@ class Writer:
                     # unclosed ledger does not keep a thread, or itself, alive.
                     self._running = False
                     return
-                if not self._closed and not self._hurry and all(op.kind == "begin" for op in self._ops):
-                    # Only rows in flight: give their attempts a moment to end, so that an
-                    # attempt shorter than this never has its row in flight written at all
-                    # (the next put, a flush or close cuts the wait short).
+                if (
+                    not self._closed
+                    and not self._hurry
+                    and all(op.kind == "begin" for op in self._ops)
+                    and self._short_attempts()
+                ):
+                    # Only rows in flight, and attempts end within moments here: give them
+                    # that moment, so a row in flight its own row follows at once is never
+                    # written at all (the next put, a flush or close cuts the wait short).
                     self._cond.wait(LINGER_SECONDS)
                 batch, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
                 self._busy = True
