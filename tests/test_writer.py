@@ -135,10 +135,10 @@ def test_rows_in_flight_and_their_own_rows_cancel_out_in_one_batch() -> None:
     rec = _record("c1")
     lease = datetime.now(UTC) + timedelta(seconds=60)
     batch = [
-        Op("begin", rec, ("c1", 1), lease),
-        Op("begin", _record("c2"), ("c2", 1), lease),
+        Op("begin", None, ("c1", 1), lease, build=lambda: rec),
+        Op("begin", None, ("c2", 1), lease, build=lambda: rec),
         Op("record", rec, ("c1", 1)),
-        Op("begin", _record("c3"), ("c3", 1), lease),
+        Op("begin", None, ("c3", 1), lease, build=lambda: rec),
         Op("forget", key=("c3", 1)),
         Op("forget", key=("c4", 1)),
     ]

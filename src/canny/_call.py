@@ -104,6 +104,14 @@ class CallSpec:
             self._prompt_json = json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
         return self._prompt_json
 
+    @property
+    def prompt_hash(self) -> str:
+        """The SHA-256 of :attr:`prompt_json` (the ledger's ``prompt_hash``), worked out once;
+        ``prompt_sha256`` when the call gave it (a batch's results, whose prompt is gone)."""
+        if self.prompt_sha256 is None:
+            self.prompt_sha256 = hashlib.sha256(self.prompt_json.encode()).hexdigest()
+        return self.prompt_sha256
+
     def estimated_input_tokens(self) -> int:
         """A deliberately high local estimate (UTF-8 bytes / 3) for worst-case budgeting."""
         return math.ceil(len(self.prompt_json.encode()) / 3) + 16
@@ -235,7 +243,6 @@ class CallRun:
         self.attempts: list[Attempt] = []
         self.ledger_errors: list[errors.LedgerError] = []
         self._settled = False
-        self._prompt_hash: str | None = spec.prompt_sha256  # else worked out for the first row
         self._prefix_hashes: str | None = None  # worked out for the first row only
         #: Seconds an attempt's row in flight lives (:func:`lease_for`).
         self.lease = lease
@@ -479,17 +486,11 @@ class CallRun:
             project=self.spec.project,
             tags=self.spec.tags + (("offline",) if attempt.emulated and "offline" not in self.spec.tags else ()),
             key_fingerprint=self.spec.key_fingerprint,
-            prompt_hash=self._hash(),
+            prompt_hash=self.spec.prompt_hash,
             max_tokens=sent_max_tokens(self.spec.params),
             prefix_hashes=self._prefixes(),
             **fields,
         )
-
-    def _hash(self) -> str:
-        """The SHA-256 of the prompt's JSON, worked out when the first row needs it."""
-        if self._prompt_hash is None:
-            self._prompt_hash = hashlib.sha256(self.spec.prompt_json.encode()).hexdigest()
-        return self._prompt_hash
 
     def _prefixes(self) -> str:
         """The prompt's prefix hashes (:func:`canny.prefixes.prefix_hashes`), worked out when
@@ -656,7 +657,7 @@ def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> Attem
         project=spec.project,
         tags=spec.tags,
         key_fingerprint=spec.key_fingerprint,
-        prompt_hash=hashlib.sha256(spec.prompt_json.encode()).hexdigest(),
+        prompt_hash=spec.prompt_hash,
         max_tokens=sent_max_tokens(spec.params),
         prefix_hashes=prefix_hashes(spec.model, spec.params),
     )

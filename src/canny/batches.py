@@ -36,7 +36,6 @@ that file; ``retrieve`` and ``results`` offline read them from there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -294,7 +293,7 @@ class BatchBook:
                 "call_id": spec.call_id,
                 "model": spec.model,
                 "max_tokens": spec.max_tokens,
-                "prompt_sha256": hashlib.sha256(spec.prompt_json.encode()).hexdigest(),
+                "prompt_sha256": spec.prompt_hash,
                 "project": spec.project,
                 "tags": list(spec.tags),
                 "endpoint": spec.endpoint,

@@ -480,14 +480,12 @@ def _apply(tx: Transaction, op: Op) -> None:
         assert op.record is not None
         _store(tx, op.record)
     elif op.kind == "begin":
-        record = op.record
-        if record is None and op.build is not None:
-            try:
-                record = op.build()
-            except Exception:  # a row in flight that cannot be built is skipped; its attempt's row is not
-                return
-        assert record is not None
+        assert op.build is not None
         assert op.lease_until is not None
+        try:
+            record = op.build()
+        except Exception:  # a row in flight that cannot be built is skipped; its attempt's row is not
+            return
         tx.execute(_INFLIGHT_INSERT, _inflight_params(record, op.lease_until, op.reservation_id))
     else:
         tx.execute(_FORGET, op.key)

@@ -98,8 +98,9 @@ def background_writes_enabled(environ: dict[str, str] | None = None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One queued write: an attempt's row (``record``), its row in flight (``begin``), or
-    the removal of a row in flight that was never sent (``forget``)."""
+    """One queued write: an attempt's row (``record``, with ``record``), its row in flight
+    (``begin``, with ``build``), the removal of a row in flight that was never sent
+    (``forget``), or work to run after the rows before it (``call``, with ``run``)."""
 
     kind: Literal["record", "begin", "forget", "call"]
     record: AttemptRecord | None = None
