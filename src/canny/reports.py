@@ -66,6 +66,7 @@ __all__ = [
     "ReportRow",
     "build_report",
     "cache_saving_rates",
+    "export_bytes",
     "export_row",
     "export_rows",
     "export_text",
@@ -552,16 +553,34 @@ def export_text(
     """The export of ``ledger`` as text chunks: ``jsonl`` (one :func:`export_row` object a
     line) or ``csv`` (a header, then a row per attempt; lists and objects as JSON, booleans
     as ``true``/``false``, nothing for null). A SQL ledger streams the lines its database
-    builds (``export_chunks``); any other goes through
+    builds (``export_bytes``, decoded); any other goes through
     :class:`AttemptRecord` (the reference: both give the same bytes)."""
-    chunks = getattr(ledger, "export_chunks", None)
-    if chunks is not None:
-        built: Iterator[str] = chunks(fmt, since=since, until=until, include_text=include_text)
-        return built
+    if hasattr(ledger, "export_bytes"):
+        built = export_bytes(ledger, fmt, since=since, until=until, include_text=include_text)
+        return (chunk.decode() for chunk in built)
     names = [n for n in EXPORT_FIELDS if include_text or n not in _TEXT_FIELDS]
     dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
     values = (_raw_json(tuple(row.values())) for row in dicts)
     return _jsonl(values, names) if fmt == "jsonl" else _csv(values, names)
+
+
+def export_bytes(
+    ledger: Ledger,
+    fmt: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_text: bool = False,
+) -> Iterator[bytes]:
+    """:func:`export_text` as UTF-8 bytes (what ``canny ledger export`` writes). A SQL
+    ledger hands on its database's bytes as they come (``export_bytes``): no text is
+    decoded or encoded on the way."""
+    chunks = getattr(ledger, "export_bytes", None)
+    if chunks is not None:
+        built: Iterator[bytes] = chunks(fmt, since=since, until=until, include_text=include_text)
+        return built
+    text = export_text(ledger, fmt, since=since, until=until, include_text=include_text)
+    return (chunk.encode() for chunk in text)
 
 
 def _raw_json(values: tuple[Any, ...]) -> tuple[Any, ...]:

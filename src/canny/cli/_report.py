@@ -8,10 +8,11 @@ for bad usage (a date, a time zone, clashing flags), 1 for a ledger that cannot 
 
 from __future__ import annotations
 
+import codecs
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -338,10 +339,10 @@ def export(
         location = target or location
         zone = _usage(reports.resolve_tz, tz or default_tz)
         start, end = _range(since, until, zone)
-        with _output(output) as stream, _maybe_opened(location) as opened:
+        with _output(output) as write, _maybe_opened(location) as opened:
             source: Ledger = _EmptyLedger() if opened is None else opened  # no file yet: CSV has its header
-            for chunk in reports.export_text(source, fmt, since=start, until=end, include_text=include_text):
-                stream.write(chunk)
+            for chunk in reports.export_bytes(source, fmt, since=start, until=end, include_text=include_text):
+                write(chunk)
 
 
 class _EmptyLedger:
@@ -369,17 +370,28 @@ def _maybe_opened(target: str) -> Iterator[Ledger | None]:
 
 
 @contextmanager
-def _output(path: Path | None) -> Iterator[TextIO]:
+def _output(path: Path | None) -> Iterator[Callable[[bytes], object]]:
+    """A writer of UTF-8 bytes to ``path`` or stdout. Stdout gets the bytes as they are
+    when it takes UTF-8 and writes line breaks as they are; else (another encoding, or
+    Windows line ends) they go through its text layer, as any other output does."""
     if path is None:
-        yield sys.stdout
-        sys.stdout.flush()
+        stdout = sys.stdout
+        buffer = getattr(stdout, "buffer", None)
+        encoding = codecs.lookup(stdout.encoding or "ascii").name
+        if buffer is not None and encoding == "utf-8" and os.linesep == "\n":
+            stdout.flush()
+            yield buffer.write
+            buffer.flush()
+        else:
+            yield lambda chunk: stdout.write(chunk.decode())
+            stdout.flush()
         return
     try:
-        stream = path.open("w", encoding="utf-8", newline="")
+        stream = path.open("wb")
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     with stream:
-        yield stream
+        yield stream.write
 
 
 @ledger.command("datasette-metadata")

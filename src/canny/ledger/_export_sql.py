@@ -9,7 +9,8 @@ SQLite's ``json_quote`` and PostgreSQL's ``to_json`` do the same); times as
 ``datetime.isoformat()`` in UTC (``2026-11-24T09:30:00.250000+00:00``, no fraction when
 the microseconds are 0); the cost as plain decimal digits (:func:`canny.units.plain_digits`);
 booleans as ``true``/``false``; ``tags`` and ``extra`` spliced in as stored (JSON text
-written by ``json.dumps``). CSV takes the same cells, unquoted, and ``csv.writer`` quotes.
+written by ``json.dumps``). Each CSV line is made in the SELECT too, quoted as
+``csv.writer`` quotes (:func:`csv_line_sql`).
 """
 
 # SQL here is built from the column names of the attempts table (constants); every value
@@ -19,13 +20,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
-from typing import Any
+from collections.abc import Sequence
+from functools import cache
 
 from canny.ledger.migrations import Dialect
 
-__all__ = ["TIME_COLUMNS", "csv_chunks", "csv_sql", "jsonl_chunks", "jsonl_sql"]
+__all__ = ["TIME_COLUMNS", "csv_header", "csv_line_sql", "export_columns", "jsonl_sql", "line_sql"]
 
 #: Export columns stored as integer microseconds, shown as ISO-8601 UTC text.
 TIME_COLUMNS = ("started_at_us", "ended_at_us", "first_token_at_us")
@@ -39,8 +39,8 @@ _INTEGERS = (
 )  # fmt: skip
 _NOT_NULL = ("call_id", "model", "outcome", "started_at_us", "ended_at_us", *_INTEGERS[:9], *_BOOLS, *_SPLICED)
 _US = 1_000_000
-#: Rows per chunk of text handed to the writer.
-CHUNK_ROWS = 5000
+#: The SQL literal of one double quote.
+_QUOTE = "'\"'"
 
 
 def _iso_sql(dialect: Dialect, column: str) -> str:
@@ -111,29 +111,103 @@ def jsonl_sql(dialect: Dialect, columns: Sequence[str]) -> str:
     return f"{function}('{{{keys}}}', {values})"
 
 
-def csv_sql(dialect: Dialect, columns: Sequence[str]) -> str:
-    """A SELECT list of the CSV cells of the export ``columns`` (NULL: an empty cell)."""
-    return ", ".join(_text_sql(dialect, name) for name in columns)
+def export_columns(columns: Sequence[str], *, include_text: bool) -> list[str]:
+    """The ``attempts`` columns of an export, in order: ``columns`` less the stored
+    prompt and response text unless ``include_text``."""
+    return [n for n in columns if include_text or n not in ("prompt_text", "response_text")]
 
 
-def jsonl_chunks(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
-    """Text chunks of JSON lines from rows of one line each (:func:`jsonl_sql`)."""
-    it = iter(rows)
-    while batch := list(islice(it, CHUNK_ROWS)):
-        yield "\n".join([row[0] for row in batch]) + "\n"
+def line_sql(dialect: Dialect, fmt: str, columns: Sequence[str]) -> str:
+    """SQL for one exported line (no line break) of the export ``columns``: ``jsonl`` or ``csv``."""
+    if fmt == "jsonl":
+        return jsonl_sql(dialect, columns)
+    if fmt == "csv":
+        return csv_line_sql(dialect, columns)
+    raise ValueError(f"unknown export format {fmt!r} (jsonl or csv)")
 
 
-def csv_chunks(header: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
-    """Text chunks of CSV: ``header``, then the rows of cells (:func:`csv_sql`)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    it = iter(rows)
-    while True:
-        writer.writerows(islice(it, CHUNK_ROWS))  # None is written as an empty cell
-        text = buffer.getvalue()
-        if not text:
-            return
-        yield text
-        buffer.seek(0)
-        buffer.truncate()
+def csv_header(columns: Sequence[str]) -> bytes:
+    """The CSV header line of the export ``columns`` (the AttemptRecord field names)."""
+    return (",".join(_key(name) for name in columns) + "\n").encode()
+
+
+@cache
+def _csv_quotes() -> tuple[str, ...]:
+    """The characters that make ``csv.writer`` (QUOTE_MINIMAL, ``lineterminator="\\n"``)
+    quote a cell, as this Python's ``csv`` does: a bare carriage return is quoted only
+    from Python 3.11.9 / 3.12.3 on, so ask the module instead of assuming."""
+    quoted = []
+    for char in (",", '"', "\n", "\r"):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([f"a{char}", "b"])
+        if buffer.getvalue().startswith('"'):
+            quoted.append(char)
+    return tuple(quoted)
+
+
+def _char_sql(dialect: Dialect, char: str) -> str:
+    """A SQL literal of one of the CSV quoting characters."""
+    if char in "\n\r":
+        return f"char({ord(char)})" if dialect == "sqlite" else f"chr({ord(char)})"
+    return _QUOTE if char == '"' else f"'{char}'"
+
+
+def _quoted_sql(column: str) -> str:
+    """SQL for ``column`` as a quoted CSV cell (quotes doubled)."""
+    return f"'\"' || replace({column}, {_QUOTE}, '\"\"') || '\"'"
+
+
+def _csv_text_sql(dialect: Dialect, column: str) -> str:
+    """SQL for the CSV cell of a free-text ``column`` (NULL when NULL), quoted exactly when
+    ``csv.writer`` would (each test a byte search, so a NUL in the text hides nothing)."""
+    find = "instr" if dialect == "sqlite" else "strpos"
+    test = " OR ".join(f"{find}({column}, {_char_sql(dialect, c)}) > 0" for c in _csv_quotes())
+    return f"CASE WHEN {test} THEN {_quoted_sql(column)} ELSE {column} END"
+
+
+def _csv_json_sql(dialect: Dialect, column: str) -> str:
+    """SQL for the CSV cell of a spliced JSON column (``tags``, ``extra``: a list of strings
+    or an object, as ``json.dumps`` wrote it). Such text holds no raw line break, and a comma
+    only beside a string, so it needs quoting exactly when it holds a double quote."""
+    find = "instr" if dialect == "sqlite" else "strpos"
+    return f"CASE WHEN {find}({column}, {_QUOTE}) > 0 THEN {_quoted_sql(column)} ELSE {column} END"
+
+
+def _free_text(columns: Sequence[str]) -> list[str]:
+    """The export ``columns`` holding text a caller wrote (any character at all)."""
+    plain = (*TIME_COLUMNS, *_INTEGERS, *_BOOLS, *_SPLICED, "cost_usd")
+    return [name for name in columns if name not in plain]
+
+
+def csv_line_sql(dialect: Dialect, columns: Sequence[str]) -> str:
+    """SQL for one CSV line of the export ``columns``, as ``csv.writer`` writes the cells of
+    :func:`_text_sql` (NULL as an empty cell).
+
+    PostgreSQL: one ``format`` call, each free-text cell quoted if it must be. SQLite: one
+    ``printf`` of the raw cells when no free-text cell of the row holds a comma, a double
+    quote, a backslash or a control character (one ``json_array`` shows all but the comma
+    by a backslash; NUL among them, which ``printf`` would cut the text at); other rows are
+    put together with ``||``, each cell tested and quoted on its own.
+    """
+    free = _free_text(columns)
+
+    def cell(name: str, *, raw: bool) -> str:
+        if name in _SPLICED:
+            return _csv_json_sql(dialect, name)
+        if name in free:
+            return name if raw else _csv_text_sql(dialect, name)
+        return _text_sql(dialect, name)
+
+    slots = ",".join("%s" for _ in columns)
+    if dialect != "sqlite":
+        return f"format('{slots}', {', '.join(cell(n, raw=False) for n in columns)})"
+    fast = f"printf('{slots}', {', '.join(cell(n, raw=True) for n in columns)})"
+    if not free:
+        return fast
+    careful = " || ',' || ".join(
+        f"({cell(n, raw=False)})" if n in _NOT_NULL else f"coalesce({cell(n, raw=False)}, '')" for n in columns
+    )
+    texts = ", ".join(free)
+    together = "%s" * len(free)
+    plain = f"instr(json_array({texts}), '\\') = 0 AND instr(printf('{together}', {texts}), ',') = 0"
+    return f"CASE WHEN {plain} THEN {fast} ELSE {careful} END"

@@ -51,7 +51,7 @@ COLUMNS: tuple[str, ...] = (
     "response_text", "extra", "max_tokens", "prefix_hashes", "cost_pico",
 )  # fmt: skip
 _SELECT = ", ".join(COLUMNS[:-1])
-#: The ``attempts`` columns of :meth:`SQLLedger.export_chunks`, in AttemptRecord field order.
+#: The ``attempts`` columns of :meth:`SQLLedger.export_bytes`, in AttemptRecord field order.
 EXPORT_COLUMNS: tuple[str, ...] = tuple(
     f"{f.name}_us" if f.name in ("started_at", "ended_at", "first_token_at") else f.name for f in fields(AttemptRecord)
 )
@@ -323,29 +323,33 @@ class SQLLedger(ABC):
             sql, params = f"SELECT id, {_SELECT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
         return [(int(row[0]), _record_from_row(row[1:])) for row in self._stream(sql, params)]
 
-    def export_chunks(
+    def export_bytes(
         self,
         fmt: str,
         *,
         since: datetime | None = None,
         until: datetime | None = None,
         include_text: bool = False,
-    ) -> Iterator[str]:
-        """The export of the attempts started in ``[since, until)``, oldest first, as text
-        chunks: ``jsonl`` or ``csv`` (see :func:`canny.reports.export_text`). The database
-        builds each line (:mod:`canny.ledger._export_sql`); Python only writes them."""
+    ) -> Iterator[bytes]:
+        """The export of the attempts started in ``[since, until)``, oldest first, as UTF-8
+        chunks of whole lines: ``jsonl`` or ``csv`` (see :func:`canny.reports.export_text`).
+        The database builds each line (:mod:`canny.ledger._export_sql`); Python only
+        hands the bytes on."""
         from canny.ledger import _export_sql
 
-        names = [n for n in EXPORT_COLUMNS if include_text or n not in ("prompt_text", "response_text")]
+        names = _export_sql.export_columns(EXPORT_COLUMNS, include_text=include_text)
+        line = _export_sql.line_sql(self.dialect, fmt, names)
+        head = _export_sql.csv_header(names) if fmt == "csv" else b""
         where, params = range_sql(_opt_us(since), _opt_us(until))
-        select = (
-            _export_sql.jsonl_sql(self.dialect, names) if fmt == "jsonl" else _export_sql.csv_sql(self.dialect, names)
-        )
-        rows = self._stream(f"SELECT {select} FROM attempts{where} ORDER BY started_at_us, id", params)
-        if fmt == "jsonl":
-            return _export_sql.jsonl_chunks(rows)
-        header = [n[:-3] if n in _export_sql.TIME_COLUMNS else n for n in names]
-        return _export_sql.csv_chunks(header, rows)
+        return self._export_lines(head, line, where.removeprefix(" WHERE "), params, text=include_text)
+
+    @abstractmethod
+    def _export_lines(
+        self, head: bytes, line: str, where: str, params: Sequence[Any], *, text: bool
+    ) -> Iterator[bytes]:
+        """``head``, then SQL ``line`` of each attempt matching ``where`` (with ``params``;
+        ``""``: every attempt) in export order, each line ending in a line break, as chunks
+        of bytes (``text``: lines that hold stored prompts, so possibly long)."""
 
     def aggregate(self, query: ReportQuery) -> tuple[list[GroupTotals], GroupTotals]:
         """Totals per group and overall (see :class:`ReportingLedger`), summed from the

@@ -191,6 +191,23 @@ class SQLiteLedger(SQLLedger):
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
+    def _export_lines(
+        self, head: bytes, line: str, where: str, params: Sequence[Any], *, text: bool
+    ) -> Iterator[bytes]:
+        """Chunks built on several connections reading one snapshot (:mod:`canny.ledger._export_sqlite`)."""
+        from canny.ledger import _export_sqlite
+
+        self._await_writes()
+        if head:
+            yield head
+        rows = _export_sqlite.TEXT_CHUNK_ROWS if text else _export_sqlite.CHUNK_ROWS
+        try:
+            yield from _export_sqlite.export_lines(
+                self._pool.connection, line, [where] if where else [], params, chunk_rows=rows
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
     def close(self) -> None:
         """Write what the writer holds, then close every pooled connection; further use
         raises :class:`LedgerError`."""
