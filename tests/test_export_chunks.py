@@ -5,6 +5,7 @@ bytes are those of the AttemptRecord path."""
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 from collections.abc import Generator
 from datetime import UTC, datetime, timedelta
@@ -46,12 +47,13 @@ def _fill(into: Any, count: int) -> None:
         into.record(_row(n, T0 + timedelta(seconds=n // 4)))
 
 
-@pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 3 rows (and of 2 with stored text), so a few rows cross many chunk edges."""
+@pytest.fixture(params=[2, 0], ids=["2-workers", "alone"])
+def small_chunks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Chunks of 3 rows (and of 2 with stored text), so a few rows cross many chunk edges;
+    built on 2 worker connections, or by the calling thread alone."""
     monkeypatch.setattr(_export_sqlite, "CHUNK_ROWS", 3)
     monkeypatch.setattr(_export_sqlite, "TEXT_CHUNK_ROWS", 2)
-    monkeypatch.setattr(_export_sqlite, "default_workers", lambda: 2)
+    monkeypatch.setattr(_export_sqlite, "default_workers", lambda: request.param)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -124,12 +126,13 @@ def test_one_snapshot_tells_whether_a_commit_came_between(tmp_path: Path) -> Non
             conn.close()
 
 
-@pytest.mark.usefixtures("small_chunks")
 def test_export_reads_on_one_connection_when_writes_never_pause(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the connections never start on one snapshot, the export is read on one
     connection alone, and is still whole."""
+    monkeypatch.setattr(_export_sqlite, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(_export_sqlite, "default_workers", lambda: 2)
     tries = itertools.count()
 
     def never(first: Any, others: Any, version: int) -> tuple[bool, int]:
@@ -176,3 +179,11 @@ def test_copy_text_undoes_copy_escapes(lines: list[bytes]) -> None:
     back byte for byte from COPY's text format."""
     copied = b"".join(_copy_escaped(line) + b"\n" for line in lines)
     assert copy_text(copied) == b"".join(line + b"\n" for line in lines)
+
+
+def test_default_workers_are_the_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker per idle CPU, at most MAX_WORKERS, and none with fewer than two idle."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for load, workers in [(0.2, 4), (5.5, 2), (6.5, 0), (12.0, 0)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert _export_sqlite.default_workers() == workers

@@ -61,7 +61,11 @@ def _digits_sql(dialect: Dialect, column: str) -> str:
     """SQL for :func:`canny.units.plain_digits` of the decimal text in ``column``."""
     dot = f"instr({column}, '.')" if dialect == "sqlite" else f"strpos({column}, '.')"
     trimmed = f"CASE WHEN {dot} > 0 THEN rtrim(rtrim({column}, '0'), '.') ELSE {column} END"
-    return f"coalesce(nullif(nullif({trimmed}, '-0'), ''), '0')"
+    # Text ending in 1-9 has no zeros to trim and is not "-0": as it is (most costs).
+    # (Byte order: PostgreSQL's collation of the column might otherwise put "." or "-" in between.)
+    last = f"substr({column}, -1)" if dialect == "sqlite" else f'right({column}, 1) COLLATE "C"'
+    plain = f"coalesce(nullif(nullif({trimmed}, '-0'), ''), '0')"
+    return f"CASE WHEN {last} BETWEEN '1' AND '9' THEN {column} ELSE {plain} END"
 
 
 def _text_sql(dialect: Dialect, name: str) -> str:

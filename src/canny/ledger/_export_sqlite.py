@@ -1,16 +1,21 @@
-"""``canny ledger export`` from SQLite: chunks of rows made on several connections at once,
-every one reading the same snapshot, and handed on in order.
+"""``canny ledger export`` from SQLite: chunks of rows, each one statement, made on several
+connections at once when CPUs are idle, every connection reading the same snapshot, and
+handed on in order.
 
-Building the lines (:mod:`canny.ledger._export_sql`) is nearly all of an export's time, and
-Python's ``sqlite3`` lets go of the GIL while SQLite runs a statement. So the rows, in
-export order (``started_at_us``, then ``id``), are cut into chunks of ``chunk_rows``, and a
-chunk is one statement on a worker's connection: the ``group_concat`` of its lines, one
-``bytes`` object. (SQLite keeps a subquery's ``ORDER BY`` under an aggregate other than
-``count``/``min``/``max``, so the lines come in key order; a test checks it over chunk
-edges.) One row a statement would hand the GIL back and forth for every row and gain
-nothing. The calling thread finds each chunk's first key (an index walk on its own
-connection) and yields the chunks in order, with at most ``2 × workers`` chunks made ahead,
-so memory stays bounded whatever the size of the ledger.
+Building the lines (:mod:`canny.ledger._export_sql`) is nearly all of an export's time. The
+rows, in export order (``started_at_us``, then ``id``), are cut into chunks of
+``chunk_rows``, and a chunk is one statement: the ``group_concat`` of its lines, handed on
+as one ``bytes`` object, never decoded to text. (SQLite keeps a subquery's ``ORDER BY``
+under an aggregate other than ``count``/``min``/``max``, so the lines come in key order; a
+test checks it over chunk edges.) A statement a row would cost Python a call and an object
+per row; and as Python's ``sqlite3`` lets go of the GIL while SQLite runs a statement,
+chunks can be built on worker connections in parallel, where one row a statement would
+hand the GIL back and forth for every row. The calling thread finds each chunk's first
+key (an index walk on its own connection) and yields the chunks in order, with at most
+``2 × workers`` chunks made ahead, so memory stays bounded whatever the size of the ledger.
+
+Threads pay only on idle CPUs (:func:`default_workers`); on a busy machine the calling
+thread builds every chunk itself, on its own connection.
 
 One snapshot: each connection starts a read transaction, the first one before the others;
 then the first ends its own and starts another, and ``PRAGMA data_version`` tells it whether
@@ -36,10 +41,10 @@ from typing import Any
 
 __all__ = ["CHUNK_ROWS", "TEXT_CHUNK_ROWS", "default_workers", "export_lines", "one_snapshot"]
 
-#: Rows a chunk (about 1 kB a line without stored text).
-CHUNK_ROWS = 4000
+#: Rows a chunk (about 1 kB a line without stored text: about 1 MB a chunk).
+CHUNK_ROWS = 1000
 #: Rows a chunk when the stored prompt and response text are exported too.
-TEXT_CHUNK_ROWS = 200
+TEXT_CHUNK_ROWS = 100
 #: Connections building chunks at most (besides the one finding chunk edges).
 MAX_WORKERS = 4
 #: Times the connections try to start on one snapshot before one reads alone.
@@ -54,8 +59,18 @@ Connect = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
 def default_workers() -> int:
-    """Connections to build chunks on: one per CPU, at most :data:`MAX_WORKERS`."""
-    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    """Connections to build chunks on beside the calling thread: one per idle CPU (the CPUs
+    less the 1-minute load average), at most :data:`MAX_WORKERS`; none when fewer than two
+    are idle. On a busy machine a second thread only takes turns with the first, and its
+    hand-offs and memory churn made a 1,000,000-row export slower, not faster (measured on
+    a shared 2-CPU machine: docs/benchmarks.md)."""
+    cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average here (Windows): count every CPU idle
+        busy = 0.0
+    idle = int(cpus - busy)
+    return min(MAX_WORKERS, idle) if idle >= 2 else 0
 
 
 def _begin(conn: sqlite3.Connection) -> int:
