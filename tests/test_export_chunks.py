@@ -1,13 +1,12 @@
-"""``canny ledger export`` in chunks: SQLite builds them on several connections reading one
-snapshot (:mod:`canny.ledger._export_sqlite`), PostgreSQL streams one COPY; either way the
-bytes are those of the AttemptRecord path."""
+"""``canny ledger export`` in chunks: SQLite builds each chunk of lines in one statement, all
+in one read transaction (:mod:`canny.ledger._export_sqlite`), PostgreSQL streams one COPY;
+either way the bytes are those of the AttemptRecord path."""
 
 from __future__ import annotations
 
-import itertools
-import os
 import sqlite3
 from collections.abc import Generator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,11 @@ def _fill(into: Any, count: int) -> None:
         into.record(_row(n, T0 + timedelta(seconds=n // 4)))
 
 
-@pytest.fixture(params=[2, 0], ids=["2-workers", "alone"])
-def small_chunks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """Chunks of 3 rows (and of 2 with stored text), so a few rows cross many chunk edges;
-    built on 2 worker connections, or by the calling thread alone."""
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 3 rows (and of 2 with stored text), so a few rows cross many chunk edges."""
     monkeypatch.setattr(_export_sqlite, "CHUNK_ROWS", 3)
     monkeypatch.setattr(_export_sqlite, "TEXT_CHUNK_ROWS", 2)
-    monkeypatch.setattr(_export_sqlite, "default_workers", lambda: request.param)
 
 
 @pytest.mark.usefixtures("small_chunks")
@@ -86,8 +83,8 @@ def test_empty_export_is_nothing_or_the_header(ledger: Any, fmt: str) -> None:  
 
 @pytest.mark.usefixtures("small_chunks")
 def test_rows_written_during_an_export_are_not_in_it(tmp_path: Path) -> None:
-    """An export reads one snapshot on all its connections: rows committed (by another
-    connection) after it began, even ones that sort into chunks not yet read, stay out."""
+    """An export reads one snapshot: rows committed (by another connection) after it began,
+    even ones that sort into chunks not yet read, stay out."""
     path = tmp_path / "ledger.db"
     book = SQLiteLedger(path)
     other = SQLiteLedger(path)
@@ -107,53 +104,10 @@ def test_rows_written_during_an_export_are_not_in_it(tmp_path: Path) -> None:
         book.close()
 
 
-def test_one_snapshot_tells_whether_a_commit_came_between(tmp_path: Path) -> None:
-    """The connections read one snapshot unless someone committed after the first began."""
-    SQLiteLedger(tmp_path / "l.db").close()
-    conns = [sqlite3.connect(tmp_path / "l.db", isolation_level=None) for _ in range(3)]
-    first, others, writer = conns[0], conns[1:2], conns[2]
-    try:
-        version = _export_sqlite._begin(first)
-        same, version = _export_sqlite.one_snapshot(first, others, version)
-        assert same and all(c.in_transaction for c in conns[:2])
-        writer.execute("UPDATE budget_limits_version SET version = version + 1 WHERE id = 1")
-        _export_sqlite._end(others)
-        same, now = _export_sqlite.one_snapshot(first, others, version)
-        assert not same and now != version
-        assert first.in_transaction and not others[0].in_transaction
-    finally:
-        for conn in conns:
-            conn.close()
-
-
-def test_export_reads_on_one_connection_when_writes_never_pause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """When the connections never start on one snapshot, the export is read on one
-    connection alone, and is still whole."""
-    monkeypatch.setattr(_export_sqlite, "CHUNK_ROWS", 3)
-    monkeypatch.setattr(_export_sqlite, "default_workers", lambda: 2)
-    tries = itertools.count()
-
-    def never(first: Any, others: Any, version: int) -> tuple[bool, int]:
-        next(tries)
-        return False, version
-
-    monkeypatch.setattr(_export_sqlite, "one_snapshot", never)
-    book = SQLiteLedger(tmp_path / "ledger.db")
-    try:
-        _fill(book, 20)
-        built, reference = _both(book, "csv")
-        assert built == reference
-        assert next(tries) == _export_sqlite.SNAPSHOT_TRIES
-    finally:
-        book.close()
-
-
 @pytest.mark.usefixtures("small_chunks")
 def test_an_export_stopped_early_leaves_the_ledger_usable(tmp_path: Path) -> None:
-    """A reader that stops after the first chunk (a closed pipe) stops the workers; the
-    ledger then records and exports as before."""
+    """A reader that stops after the first chunk (a closed pipe) ends the export's read
+    transaction; the ledger then records and exports as before."""
     book = SQLiteLedger(tmp_path / "ledger.db")
     try:
         _fill(book, 30)
@@ -162,6 +116,9 @@ def test_an_export_stopped_early_leaves_the_ledger_usable(tmp_path: Path) -> Non
         assert next(chunks).startswith(b'{"call_id": "call-3"')  # of the four started at T0, written first
         chunks.close()
         book.record(_row(99, T0 - timedelta(days=1)))
+        with closing(sqlite3.connect(tmp_path / "ledger.db")) as conn:  # no reader holds the WAL back
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
         assert b"".join(reports.export_bytes(book, "jsonl")).count(b"\n") == 31
     finally:
         book.close()
@@ -179,11 +136,3 @@ def test_copy_text_undoes_copy_escapes(lines: list[bytes]) -> None:
     back byte for byte from COPY's text format."""
     copied = b"".join(_copy_escaped(line) + b"\n" for line in lines)
     assert copy_text(copied) == b"".join(line + b"\n" for line in lines)
-
-
-def test_default_workers_are_the_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One worker per idle CPU, at most MAX_WORKERS, and none with fewer than two idle."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    for load, workers in [(0.2, 4), (5.5, 2), (6.5, 0), (12.0, 0)]:
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
-        assert _export_sqlite.default_workers() == workers

@@ -194,19 +194,19 @@ class SQLiteLedger(SQLLedger):
     def _export_lines(
         self, head: bytes, line: str, where: str, params: Sequence[Any], *, text: bool
     ) -> Iterator[bytes]:
-        """Chunks built on several connections reading one snapshot (:mod:`canny.ledger._export_sqlite`)."""
+        """Chunks of lines, each one statement, all in one read transaction
+        (:mod:`canny.ledger._export_sqlite`)."""
         from canny.ledger import _export_sqlite
 
         self._await_writes()
         if head:
             yield head
         rows = _export_sqlite.TEXT_CHUNK_ROWS if text else _export_sqlite.CHUNK_ROWS
-        try:
-            yield from _export_sqlite.export_lines(
-                self._pool.connection, line, [where] if where else [], params, chunk_rows=rows
-            )
-        except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+        with self._pool.connection() as conn:
+            try:
+                yield from _export_sqlite.export_lines(conn, line, [where] if where else [], params, chunk_rows=rows)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
 
     def close(self) -> None:
         """Write what the writer holds, then close every pooled connection; further use
