@@ -20,7 +20,7 @@ from canny import errors
 from canny.budget import CallLike
 from canny.errors import CannyWarning
 from canny.meter import Meter, meter
-from tests.conftest import CANARY_KEY, MemoryLedger
+from tests.conftest import CANARY_KEY, MemoryLedger, transport_error
 
 MODEL = "claude-sonnet-5-5"
 FAST = "overloaded;retry_after_ms=1"  # a retried 529 the SDK waits 1 ms for
@@ -244,11 +244,16 @@ def test_connection_failure_is_an_error_row_and_the_sdk_exception(memory_ledger:
 def test_mid_stream_drop_raises_the_sdk_error_and_is_interrupted(
     emulator: Any, memory_ledger: MemoryLedger, run_id: str
 ) -> None:
-    """drop;after=2: the SDK's own RemoteProtocolError reaches the caller; the row is interrupted with partial usage."""
+    """drop;after=2: what the plain SDK raises reaches the caller; the row is interrupted with partial usage."""
     shown: list[str] = []
-    with _sdk(emulator, "drop;after=2", run=run_id) as sdk, pytest.raises(httpx2.RemoteProtocolError):  # noqa: SIM117
+    with _sdk(emulator, "drop;after=2", run=run_id) as sdk, pytest.raises(Exception) as raised:  # noqa: PT011, SIM117
         with meter(sdk, ledger=memory_ledger).messages.stream(**_ask()) as stream:
             shown.extend(stream.text_stream)
+    with _sdk(emulator, "drop;after=2", run=run_id + "-plain") as sdk, pytest.raises(Exception) as plain:  # noqa: PT011, SIM117
+        with sdk.messages.stream(**_ask()) as stream:
+            stream.until_done()
+    assert type(raised.value) is type(plain.value)
+    assert type(transport_error(raised.value)) is httpx2.RemoteProtocolError
     assert len(shown) == 2
     [row] = memory_ledger.rows  # the SDK does not retry after the headers
     assert (row.outcome, row.status_code, row.error_type) == ("interrupted", None, "ConnectionFailed")
@@ -268,8 +273,9 @@ def test_async_mid_stream_drop_is_interrupted(emulator: Any, memory_ledger: Memo
             async for _ in events:
                 pass
 
-    with pytest.raises(httpx2.RemoteProtocolError):
+    with pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)) as raised:
         asyncio.run(go())
+    assert type(transport_error(raised.value)) is httpx2.RemoteProtocolError
     assert [r.outcome for r in memory_ledger.rows] == ["interrupted"]
     assert memory_ledger.rows[0].input_tokens > 0
 

@@ -497,7 +497,9 @@ class CallRun:
         the first row needs them: a call without a ledger never pays for them."""
         if self._prefix_hashes is None:
             spec = self.spec
-            self._prefix_hashes = prefix_hashes(spec.model, spec.params, body_chars=len(spec.prompt_json))
+            self._prefix_hashes = prefix_hashes(
+                spec.model, spec.params, body_chars=len(spec.prompt_json), table=spec.table
+            )
         return self._prefix_hashes
 
     def write(self, record: AttemptRecord) -> None:
@@ -659,7 +661,7 @@ def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> Attem
         key_fingerprint=spec.key_fingerprint,
         prompt_hash=spec.prompt_hash,
         max_tokens=sent_max_tokens(spec.params),
-        prefix_hashes=prefix_hashes(spec.model, spec.params),
+        prefix_hashes=prefix_hashes(spec.model, spec.params, table=spec.table),
     )
 
 
