@@ -95,6 +95,18 @@ def _target(key: str, what: str, medians: Runs, over: str, under: str, target: f
     record(key, what, value=round(value, 3), target=target, better=better, spread=spread, unit="×")  # type: ignore[arg-type]
 
 
+def _pass_through() -> Any:
+    import anthropic
+
+    class PassThrough(anthropic.Middleware):
+        """A middleware that only hands the request on: what the SDK's middleware path costs."""
+
+        def handle(self, request: Any, call_next: Any) -> Any:
+            return call_next(request)
+
+    return PassThrough()
+
+
 def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     import anthropic
 
@@ -115,6 +127,9 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     metered = canny.meter(
         anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0), ledger=workdir / "bench-meter.db"
     )
+    # The floor of any middleware: the SDK's own middleware path with one that does nothing.
+    passing = anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0, middleware=[_pass_through()])
+    unledgered = canny.meter(anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0), ledger=False)
     short = [{"role": "user", "content": SHORT}]
 
     def raw_stream(client: anthropic.Anthropic) -> Callable[[], object]:
@@ -155,6 +170,8 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
             "client, no ledger": canny_stream(bare),
             "meter": raw_stream(metered),
             "meter, helper": helper_stream(metered),
+            "meter, no ledger": raw_stream(unledgered),
+            "SDK + pass-through middleware": raw_stream(passing),
         },
         rounds,
         runs,
@@ -174,6 +191,8 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
             "client, three budgets": lambda: budgeted.create(SHORT, max_tokens=64),
             "client, no ledger": lambda: bare.create(SHORT, max_tokens=64),
             "meter": raw_create(metered),
+            "meter, no ledger": raw_create(unledgered),
+            "SDK + pass-through middleware": raw_create(passing),
         },
         rounds,
         runs,
@@ -184,7 +203,7 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     _target("create_budgets_vs_raw", "create, Client+SQLite+3 budgets / raw create",
             medians, "client, three budgets", "raw", 1.05, "lower")  # fmt: skip
     _target("create_meter_vs_raw", "create, meter / raw create", medians, "meter", "raw", 1.05, "lower")
-    for client in (sdk, metered):
+    for client in (sdk, metered, passing, unledgered):
         client.close()
     for own in (bare, ledgered, budgeted):
         own.close()
