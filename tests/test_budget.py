@@ -122,7 +122,10 @@ def test_remove_budgets_takes_every_budget_its_filter_selects(ledger: SQLiteLedg
     """remove_budgets removes the budgets of the period and scope fields given, with their
     alert rules, and matching_budgets names the same ones first."""
     acme, acme_x, x = budget.Scope(project="acme"), budget.Scope(project="acme", tag="x"), budget.Scope(tag="x")
-    for period, scope in (("day", budget.ALL_CALLS), ("day", acme), ("month", acme_x), ("month", x)):
+    chosen: list[tuple[budget.Period, budget.Scope]] = [
+        ("day", budget.ALL_CALLS), ("day", acme), ("month", acme_x), ("month", x)
+    ]  # fmt: skip
+    for period, scope in chosen:
         budget.set_budget(ledger, period=period, limit="5", scope=scope, alert_at="50", alert_command="true")
     preview = budget.matching_budgets(ledger, matching=acme)
     removed = budget.remove_budgets(ledger, matching=acme)
