@@ -32,10 +32,11 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from canny.budget import store
+from canny.budget import Scope, Window, store
 from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportQuery
 from canny.ledger.sqlite import SQLiteLedger
 from canny.reports import build_report
+from canny.units import from_us
 
 sys.path.insert(0, str(Path(__file__).parent))
 from targets import record
@@ -124,7 +125,8 @@ def first_check_ms(ledger: SQLiteLedger, *, tag: str = "", repeat: int) -> list[
     """Milliseconds to seed a budget counter whose window holds every row (its first check)."""
     with ledger.transaction(write=False) as tx:
         lo, hi = tx.execute("SELECT min(started_at_us), max(started_at_us) + 1 FROM attempts")[0]
-    key = store.CounterKey("month", "UTC", "bench", int(lo), int(hi), tag=tag)
+    window = Window("month", "UTC", "bench", from_us(int(lo)), from_us(int(hi)))
+    key = store.CounterKey(window, Scope(tag=tag or None))
     times = []
     for _ in range(repeat):
         with store.begin(ledger) as tx:

@@ -121,7 +121,7 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     db = open_ledger(budgeted_path)
     budget.set_budget(db, period="day", limit="1000000")
     budget.set_budget(db, period="month", limit="1000000")
-    budget.set_budget(db, period="day", limit="1000000", project="bench")
+    budget.set_budget(db, period="day", limit="1000000", scope=budget.Scope(project="bench"))
     db.close()
     budgeted = canny.Client(api_key=KEY, base_url=base_url, ledger=budgeted_path, model=MODEL, project="bench")
     metered = canny.meter(

@@ -263,7 +263,7 @@ class BudgetGuard:
         """Hold ``spec``'s worst case against every budget in scope, in one transaction;
         lower ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
         :class:`~canny.errors.BudgetExceeded` when it does not fit."""
-        chosen = [i for i, b in enumerate(self.budgets) if b.applies_to(spec)]
+        chosen = [i for i, b in enumerate(self.budgets) if b.scope.matches(spec)]
         if not chosen:
             return NoReservation(spec.max_tokens)
         applicable = [self.budgets[i] for i in chosen]
@@ -351,9 +351,7 @@ def _decide(
 
 
 def _hint(budget: Budget, window: Window) -> str:
-    flags = "".join(
-        f" --{n} {v}" for n, v in (("project", budget.project), ("tag", budget.tag), ("key", budget.key)) if v
-    )
+    flags = "".join(f" --{n} {v}" for n, v in budget.scope.items())
     where = (
         f"raise it with `canny budget set --{budget.period} AMOUNT{flags}`"
         if budget.source == "ledger"

@@ -125,9 +125,10 @@ def set_budget(
         limits = {p: parse_money(v, f"--{p}") for p, v in pairs if v is not None}
         with _ledger(target, profile) as (ledger, settings):
             zone = time_zone or settings.time_zone
+            scope = budgets.Scope(project, tag, _key(key))
             for period, limit in limits.items():
                 found = budgets.set_budget(
-                    ledger, period=period, limit=limit, project=project, tag=tag, key=_key(key), time_zone=zone,
+                    ledger, period=period, limit=limit, scope=scope, time_zone=zone,
                     alert_at=() if no_alerts else alert_at, alert_command=alert_command, alert_url=alert_url,
                 )  # fmt: skip
                 echo_err(f"canny: {period} budget for {found.scope}: {format_usd(found.limit)} per {period} ({zone})")
@@ -157,9 +158,7 @@ def _row(line: BudgetStatus, alerts: dict[str, Any] | None = None) -> dict[str, 
     b = line.budget
     return {
         "period": b.period,
-        "project": b.project,
-        "tag": b.tag,
-        "key": b.key,
+        **b.scope.as_dict(),
         "time_zone": b.time_zone,
         "source": b.source,
         "window": line.window.label,
@@ -263,25 +262,16 @@ def reset(
                 lost, ended = budgets.clear_in_flight(ledger)
                 echo_err(f"canny: {ended} reservation(s) ended, {lost} attempt(s) in flight recorded as lost")
                 return
-            fingerprint = _key(key)
-            matching = [
-                b
-                for b in budgets.stored_budgets(ledger)
-                if (period is None or b.period == period)
-                and all(
-                    want is None or have == want
-                    for have, want in ((b.project, project), (b.tag, tag), (b.key, fingerprint))
-                )
-            ]
-            if not matching:
+            wanted = cast("Period | None", period)
+            matching = budgets.Scope(project, tag, _key(key))  # a filter: Scope.selects
+            chosen = budgets.matching_budgets(ledger, period=wanted, matching=matching)
+            if not chosen:
                 echo_err("canny: no stored budget matches; nothing to remove")
                 return
             if not yes:
-                listed = "; ".join(f"{b.period} {b.scope}" for b in matching)
-                _confirm(f"Remove {len(matching)} budget(s): {listed}?")
-            removed = budgets.remove_budgets(
-                ledger, period=cast("Period | None", period), project=project, tag=tag, key=fingerprint
-            )
+                listed = "; ".join(f"{b.period} {b.scope}" for b in chosen)
+                _confirm(f"Remove {len(chosen)} budget(s): {listed}?")
+            removed = budgets.remove_budgets(ledger, period=wanted, matching=matching)
             echo_err(f"canny: removed {len(removed)} budget(s)")
 
 
