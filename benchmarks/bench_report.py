@@ -37,6 +37,7 @@ from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportQuery
 from canny.ledger.sqlite import SQLiteLedger
 from canny.reports import build_report
 from canny.units import from_us
+from canny.usage import Usage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from targets import record
@@ -77,11 +78,13 @@ def synthetic(rows: int, seed: int = 1) -> Iterator[AttemptRecord]:
                 status_code=200,
                 request_id=f"req_{rng.getrandbits(96):024x}",
                 stop_reason="end_turn",
-                input_tokens=rng.randint(10, 8000),
-                cache_write_5m_tokens=rng.choice([0, 0, 0, rng.randint(1024, 4000)]),
-                cache_write_1h_tokens=rng.choice([0, 0, 0, 0, rng.randint(1024, 4000)]),
-                cache_read_tokens=rng.choice([0, rng.randint(1024, 60000)]),
-                output_tokens=rng.randint(1, 4000),
+                usage=Usage(
+                    input=rng.randint(10, 8000),
+                    cache_write_5m=rng.choice([0, 0, 0, rng.randint(1024, 4000)]),
+                    cache_write_1h=rng.choice([0, 0, 0, 0, rng.randint(1024, 4000)]),
+                    cache_read=rng.choice([0, rng.randint(1024, 60000)]),
+                    output=rng.randint(1, 4000),
+                ),
                 cost_usd=None if unpriced else Decimal(rng.randint(1, 10**9)).scaleb(-10),
                 price_version=None if unpriced else "2026-11-01",
                 project=project,

@@ -27,6 +27,7 @@ from canny.budget import slices
 from canny.ledger import open_ledger
 from canny.ledger.records import AttemptRecord
 from canny.units import usd_to_pico
+from canny.usage import Usage
 
 MODEL = "claude-sonnet-5-5"
 PG_DSN = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
@@ -178,7 +179,7 @@ def test_a_slice_gives_back_what_it_did_not_spend_when_the_ledger_closes(
 def _attempt(call_id: str, cost: str) -> AttemptRecord:
     now = datetime.now(UTC)
     return AttemptRecord(call_id=call_id, attempt=1, started_at=now, ended_at=now, model=MODEL, outcome="ok",
-                         output_tokens=10, cost_usd=Decimal(cost))  # fmt: skip
+                         usage=Usage(output=10), cost_usd=Decimal(cost))  # fmt: skip
 
 
 def hold_slice_and_hang(target: str, ready: Any) -> None:

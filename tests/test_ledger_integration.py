@@ -65,7 +65,7 @@ def test_each_fault_leaves_one_row_per_attempt(emulator: Any, home: Path, run_id
     assert [r.attempt for r in rows] == list(range(1, len(rows) + 1))
     for row in rows:
         assert row.cost_usd is not None  # every model here is priced: never unpriced, never missing
-        if row.outcome == "error" and row.input_tokens == 0:
+        if row.outcome == "error" and row.usage.input == 0:
             assert row.cost_usd == 0
     if plan.startswith("refusal;category=cyber"):
         assert rows[0].cost_usd is not None and rows[0].cost_usd > 0  # billed as its usage reports
