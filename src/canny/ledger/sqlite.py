@@ -91,10 +91,17 @@ class SQLiteLedger(SQLLedger):
             raise
 
     def _create_file(self) -> None:
+        """Create the file (``0600``) unless it exists. An existing file is not opened here:
+        closing any descriptor of a file drops every POSIX lock this process holds on it, so
+        the SQLite locks of this process's other connections would go with it (and another
+        process could checkpoint under their feet: "disk I/O error" on their next read)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+        except FileExistsError:
+            pass  # another thread or process created it just now
         except OSError as exc:
             raise LedgerError(f"ledger {self.location}: cannot create it ({exc.strerror or exc})") from exc
 
@@ -192,9 +199,9 @@ class SQLiteLedger(SQLLedger):
                 raise self._error(exc) from exc
 
     def close(self) -> None:
-        """Write what the writer holds, then close every pooled connection; further use
-        raises :class:`LedgerError`."""
-        self._stop_writer()
+        """Write what the writer holds, run the close hooks (:meth:`on_close`), then close
+        every pooled connection; further use raises :class:`LedgerError`."""
+        self._stop()
         self._pool.close()
 
 
