@@ -91,17 +91,22 @@ class SQLiteLedger(SQLLedger):
             raise
 
     def _create_file(self) -> None:
-        """Create the file (``0600``) unless it exists. An existing file is not opened here:
-        closing any descriptor of a file drops every POSIX lock this process holds on it, so
-        the SQLite locks of this process's other connections would go with it (and another
-        process could checkpoint under their feet: "disk I/O error" on their next read)."""
+        """Create the file (``0600``) unless it exists; an existing one must be writable. An
+        existing file is never opened here: closing any descriptor of a file drops every
+        POSIX lock this process holds on it, so the SQLite locks of this process's other
+        connections would go with it (and another process could checkpoint and remove the
+        WAL under their readers: "disk I/O error")."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not self.path.exists():
+            if self.path.exists():
+                if not os.access(self.path, os.R_OK | os.W_OK):
+                    raise PermissionError(13, "Permission denied", str(self.path))
+                return
+            try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-                os.close(fd)
-        except FileExistsError:
-            pass  # another thread or process created it just now
+            except FileExistsError:
+                return  # another thread or process created it just now
+            os.close(fd)
         except OSError as exc:
             raise LedgerError(f"ledger {self.location}: cannot create it ({exc.strerror or exc})") from exc
 
