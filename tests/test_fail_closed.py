@@ -92,7 +92,12 @@ def _fault(kind: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[B
                     raise PermissionError(13, "Permission denied", str(file))
                 return real_open(file, flags, *args, **kwargs)
 
+            def read_only_access(file: Any, mode: int, *args: Any, **kwargs: Any) -> bool:
+                return not (Path(file) == path and mode & os.W_OK) and real_access(file, mode, *args, **kwargs)
+
+            real_access = os.access
             monkeypatch.setattr(os, "open", read_only_open)
+            monkeypatch.setattr(os, "access", read_only_access)
         broken = Broken(str(path))
     elif kind == "locked":
         _prepared(path)

@@ -135,3 +135,28 @@ def recorded_unknown() -> Any:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def test_opening_a_second_ledger_on_a_file_keeps_the_locks_of_the_first(tmp_path: Path) -> None:
+    """While a ledger is open, another process closing its connection is never the "last"
+    one (which would checkpoint and delete the WAL under the open ledger's readers), even
+    after this process opened a second ledger object on the same file: closing any
+    descriptor of a file drops every POSIX lock the process holds on it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.db"
+    first: Any = open_ledger(path)
+    probe = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n"
+        "conn.execute('CREATE TABLE IF NOT EXISTS probe (x)')\n"
+        "conn.close()\n"
+    )
+    try:
+        list(first.records())  # a pooled connection, in WAL mode, holding its shared lock
+        open_ledger(path).close()  # a second ledger object on the same file, in this process
+        subprocess.run([sys.executable, "-c", probe, str(path)], check=True, timeout=60)
+        assert Path(f"{path}-wal").exists()  # the other process knew it was not the last
+    finally:
+        first.close()

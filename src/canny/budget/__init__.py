@@ -60,7 +60,7 @@ from canny.budget.limits import (
     Period,
     Window,
     as_ledger,
-    cached_limits,
+    cached_limits_at,
     dollars,
     holds_budgets,
     limits_changed,
@@ -345,9 +345,10 @@ def guard_for(ledger: Ledger, settings: Settings, *, clock: Clock | None = None)
         if profile.budgets:
             as_ledger(ledger)  # raises: profile budgets cannot be enforced without a database
         return None
-    budgets = [*cached_limits(as_ledger(ledger), _budgets), *profile.budgets]
+    stored, stamp = cached_limits_at(as_ledger(ledger), _budgets)
+    budgets = [*stored, *profile.budgets]
     if not budgets:
         return None
     longest = settings.retry.deadline + settings.timeouts.total + settings.timeouts.idle
     lease = profile.lease or longest + LEASE_MARGIN
-    return BudgetGuard(ledger, budgets, lease=lease, clock=clock)
+    return BudgetGuard(ledger, budgets, lease=lease, clock=clock, stamp=stamp)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from canny.ledger import Ledger
 
 __all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "cached_limits",
-           "dollars", "holds_budgets", "limits_changed", "period_window"]  # fmt: skip
+           "cached_limits_at", "dollars", "holds_budgets", "limits_changed", "limits_stamp",
+           "period_window"]  # fmt: skip
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -175,7 +176,7 @@ def limits_changed() -> None:
         _limits_cache.clear()
 
 
-def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
+def limits_stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
     """A value that differs whenever the stored limits may have changed since it was taken:
     this process's own writes (:func:`limits_changed`) and, for SQLite, the limits'
     change counter (``SQLiteLedger.change_stamp``, kept by triggers); other databases fall
@@ -188,12 +189,19 @@ def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
 
 def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitRow]], _T]) -> _T:
     """``build(stored limits)``, read and built again only when the limits may have changed
-    (see :func:`_stamp`). The client asks before every call; when nothing changed this costs
+    (see :func:`limits_stamp`). The client asks before every call; when nothing changed this costs
     one small read on SQLite instead of a read transaction."""
-    stamp = _stamp(ledger)  # taken before the read: a change in between makes the next check miss
+    return cached_limits_at(ledger, build)[0]
+
+
+def cached_limits_at(
+    ledger: store.BudgetLedger, build: Callable[[list[store.LimitRow]], _T]
+) -> tuple[_T, tuple[Any, ...]]:
+    """:func:`cached_limits`, and the :func:`limits_stamp` it checked them at."""
+    stamp = limits_stamp(ledger)  # taken before the read: a change in between makes the next check miss
     found = _limits_cache.get(ledger)
     if found is not None and found[0] == stamp:
-        return cast(_T, found[1])
+        return cast(_T, found[1]), stamp
     # The limits changed (or were never read): a new budget's counter is seeded from the
     # ledger's rows, so the rows this process still has queued go in first.
     flush = getattr(ledger, "flush", None)
@@ -206,4 +214,4 @@ def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitR
                 _limits_cache[ledger] = (stamp, built)
     except TypeError:  # a ledger that cannot be weakly referenced: not cached
         pass
-    return built
+    return built, stamp

@@ -177,15 +177,23 @@ def _row(line: BudgetStatus, alerts: dict[str, Any] | None = None) -> dict[str, 
 @_ledger_option
 @_profile_option
 def show(as_json: bool, target: str | None, profile: str | None) -> None:
-    """List each budget's limit, spent, reserved and headroom in its current period."""
+    """List each budget's limit, spent, reserved and headroom in its current period.
+
+    Reserved includes the slices of headroom that busy processes hold to reserve from in
+    memory; their spend reaches "spent" at least once a second while they run."""
     with cli_errors():
+        from datetime import UTC, datetime
+
         from canny import budget as budgets
+        from canny.budget.limits import as_ledger, dollars
+        from canny.budget.slices import held_slices
         from canny.pricing import format_usd
 
         with _ledger(target, profile) as (ledger, settings):
             chosen: list[Budget] = budgets.stored_budgets(ledger) + budgets.profile_budgets(settings)
             lines = budgets.budget_status(ledger, chosen)
             held, expired, next_end = budgets.reservations_in_flight(ledger)
+            sliced, sliced_pico, slice_end_us = held_slices(as_ledger(ledger))
             alerts = [
                 budgets.budget_alerts(ledger, x.budget) if x.budget.source == "ledger" else (None, []) for x in lines
             ]
@@ -195,8 +203,14 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
                 "expired": expired,
                 "next_lease_end": None if next_end is None else next_end.isoformat(),
             }
+            slice_end = None if slice_end_us is None else datetime.fromtimestamp(slice_end_us / 1e6, UTC)
+            slices_held = {
+                "held": sliced,
+                "amount_usd": str(dollars(sliced_pico)),
+                "next_lease_end": None if slice_end is None else slice_end.isoformat(),
+            }
             rows = [_row(x, _alerts(*a)) for x, a in zip(lines, alerts, strict=True)]
-            click.echo(json.dumps({"budgets": rows, "reservations": reservations}, indent=2))
+            click.echo(json.dumps({"budgets": rows, "reservations": reservations, "slices": slices_held}, indent=2))
             return
         if not lines:
             echo_err("canny: no budgets: set one with `canny budget set --day 5` (dollars per day)")
@@ -221,6 +235,12 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
         if held:
             when = next_end.strftime("%Y-%m-%d %H:%M:%S UTC") if next_end else "?"
             click.echo(f"{held} reservation(s) held by calls in flight; the first lease ends {when}")
+        if sliced:
+            click.echo(
+                f"{sliced} slice{'s' if sliced > 1 else ''} of headroom held by running processes "
+                f"({format_usd(dollars(sliced_pico))}, counted as reserved; their spend is written back "
+                "at least once a second, and the rest given back when they stop)"
+            )
 
 
 @budget.command("reset")

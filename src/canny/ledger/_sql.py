@@ -205,6 +205,31 @@ class SQLLedger(ABC):
         if self._writer is None:
             self._writer = Writer(self, _apply, keep)
 
+    @property
+    def writes_behind(self) -> bool:
+        """Whether rows are written behind the call (:meth:`write_behind`): the ledger of a
+        client or meter, unless ``CANNY_LEDGER_WRITES=sync``. Budgets on SQLite then settle
+        in memory from slices of headroom (:mod:`canny.budget.slices`)."""
+        return self._writer is not None
+
+    _close_hooks: list[Callable[[], None]] | None = None
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the ledger closes, after the writer wrote what it held and
+        before the connections close (budget slices give back what they hold there:
+        :mod:`canny.budget.slices`); a :class:`LedgerError` in it is ignored."""
+        if self._close_hooks is None:
+            self._close_hooks = []
+        self._close_hooks.append(hook)
+
+    def _stop(self) -> None:
+        """The first part of ``close()``: write what the writer holds, then run the close hooks."""
+        self._stop_writer()
+        hooks, self._close_hooks = self._close_hooks or [], None
+        for hook in hooks:
+            with suppress(LedgerError):
+                hook()
+
     def defer(self, work: Callable[[], object]) -> None:
         """Run ``work`` after the rows queued so far are written: on the writer's thread
         when there is one (a budget reservation's settle), else now."""
