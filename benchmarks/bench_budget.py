@@ -190,7 +190,7 @@ def bench_pairs(target: str, processes: int, pairs: int, *, sliced: bool = True,
     budget.remove_budgets(ledger)
     with ledger.transaction() as tx:
         tx.execute("DELETE FROM budget_counters")
-    budget.set_budget(ledger, period="day", limit="1000000", project="pairs")
+    budget.set_budget(ledger, period="day", limit="1000000", scope=budget.Scope(project="pairs"))
     ledger.close()
     # fork: 64 children start at once without importing canny 64 times on a loaded machine
     # (the parent holds no open connection: the ledger above is closed before they start).

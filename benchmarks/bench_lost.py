@@ -37,11 +37,12 @@ ROUNDS = 10
 
 def _record(call_id: str, outcome: str = "ok") -> Any:
     from canny.ledger import AttemptRecord
+    from canny.usage import Usage
 
     now = datetime.now(UTC)
     return AttemptRecord(
         call_id=call_id, attempt=1, started_at=now, ended_at=now, model=MODEL, outcome=outcome,  # type: ignore[arg-type]
-        input_tokens=1200, output_tokens=300, cost_usd=Decimal("0.0081"), price_version="2026-11-01",
+        usage=Usage(input=1200, output=300), cost_usd=Decimal("0.0081"), price_version="2026-11-01",
         project="bench", tags=("a", "b"), prompt_hash="ab" * 32, status_code=200,
     )  # fmt: skip
 

@@ -32,10 +32,12 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from canny.budget import store
+from canny.budget import Scope, Window, store
 from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportQuery
 from canny.ledger.sqlite import SQLiteLedger
 from canny.reports import build_report
+from canny.units import from_us
+from canny.usage import Usage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from targets import record
@@ -76,11 +78,13 @@ def synthetic(rows: int, seed: int = 1) -> Iterator[AttemptRecord]:
                 status_code=200,
                 request_id=f"req_{rng.getrandbits(96):024x}",
                 stop_reason="end_turn",
-                input_tokens=rng.randint(10, 8000),
-                cache_write_5m_tokens=rng.choice([0, 0, 0, rng.randint(1024, 4000)]),
-                cache_write_1h_tokens=rng.choice([0, 0, 0, 0, rng.randint(1024, 4000)]),
-                cache_read_tokens=rng.choice([0, rng.randint(1024, 60000)]),
-                output_tokens=rng.randint(1, 4000),
+                usage=Usage(
+                    input=rng.randint(10, 8000),
+                    cache_write_5m=rng.choice([0, 0, 0, rng.randint(1024, 4000)]),
+                    cache_write_1h=rng.choice([0, 0, 0, 0, rng.randint(1024, 4000)]),
+                    cache_read=rng.choice([0, rng.randint(1024, 60000)]),
+                    output=rng.randint(1, 4000),
+                ),
                 cost_usd=None if unpriced else Decimal(rng.randint(1, 10**9)).scaleb(-10),
                 price_version=None if unpriced else "2026-11-01",
                 project=project,
@@ -124,7 +128,8 @@ def first_check_ms(ledger: SQLiteLedger, *, tag: str = "", repeat: int) -> list[
     """Milliseconds to seed a budget counter whose window holds every row (its first check)."""
     with ledger.transaction(write=False) as tx:
         lo, hi = tx.execute("SELECT min(started_at_us), max(started_at_us) + 1 FROM attempts")[0]
-    key = store.CounterKey("month", "UTC", "bench", int(lo), int(hi), tag=tag)
+    window = Window("month", "UTC", "bench", from_us(int(lo)), from_us(int(hi)))
+    key = store.CounterKey(window, Scope(tag=tag or None))
     times = []
     for _ in range(repeat):
         with store.begin(ledger) as tx:

@@ -20,7 +20,10 @@ real API is on another machine (``--emulator thread`` puts it in this process, w
 Python work and the client's take turns on one interpreter lock).
 
 Every ratio is a median of medians: each run interleaves all the variants round by round
-(so drift and the other processes on the machine hit every side alike), a run's ratio is
+(so drift and the other processes on the machine hit every side alike; in a round each
+variant makes one untimed call, then three timed calls back to back, and the order rotates,
+so the rows canny writes behind a call are paid by its own next call, never by another
+variant's), a run's ratio is
 the ratio of its medians, and the figure is the median of the runs' ratios, with their
 min–max as its spread. Figures with a target go to :func:`targets.record`; nothing here
 is a test.
@@ -52,20 +55,37 @@ LONG = "A long essay please. [[tokens=4000]]"
 Runs = dict[str, list[float]]
 
 
+#: Calls timed back to back per variant and round, after one untimed call (see _interleaved).
+BLOCK = 3
+
+
 def _interleaved(funcs: dict[str, Callable[[], object]], rounds: int, runs: int) -> Runs:
-    """Each function's median seconds per run: ``runs`` runs of ``rounds`` interleaved rounds."""
+    """Each function's median seconds per call, per run: ``runs`` runs of ``rounds`` rounds.
+
+    In each round every variant makes one untimed call and then :data:`BLOCK` timed calls
+    back to back, and the order of the variants rotates from round to round. canny writes
+    its rows on a thread after a call returns; back to back, that work lands on the
+    variant's own next call, as in an application's loop, and the untimed call takes
+    whatever the previous variant left running, so no variant is charged another's work
+    (with one timed call per variant in a fixed order, each paid for the one before it).
+    """
     for func in funcs.values():
         for _ in range(3):
             func()
+    names = list(funcs)
     medians: Runs = {name: [] for name in funcs}
     for _ in range(runs):
         samples: dict[str, list[float]] = {name: [] for name in funcs}
         gc.collect()
-        for _ in range(rounds):
-            for name, func in funcs.items():
-                start = time.perf_counter()
+        for n in range(rounds):
+            shift = n % len(names)
+            for name in names[shift:] + names[:shift]:
+                func = funcs[name]
                 func()
-                samples[name].append(time.perf_counter() - start)
+                for _ in range(BLOCK):
+                    start = time.perf_counter()
+                    func()
+                    samples[name].append(time.perf_counter() - start)
         for name, values in samples.items():
             medians[name].append(statistics.median(values))
     return medians
@@ -95,6 +115,18 @@ def _target(key: str, what: str, medians: Runs, over: str, under: str, target: f
     record(key, what, value=round(value, 3), target=target, better=better, spread=spread, unit="×")  # type: ignore[arg-type]
 
 
+def _pass_through() -> Any:
+    import anthropic
+
+    class PassThrough(anthropic.Middleware):
+        """A middleware that only hands the request on: what the SDK's middleware path costs."""
+
+        def handle(self, request: Any, call_next: Any) -> Any:
+            return call_next(request)
+
+    return PassThrough()
+
+
 def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     import anthropic
 
@@ -109,12 +141,15 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     db = open_ledger(budgeted_path)
     budget.set_budget(db, period="day", limit="1000000")
     budget.set_budget(db, period="month", limit="1000000")
-    budget.set_budget(db, period="day", limit="1000000", project="bench")
+    budget.set_budget(db, period="day", limit="1000000", scope=budget.Scope(project="bench"))
     db.close()
     budgeted = canny.Client(api_key=KEY, base_url=base_url, ledger=budgeted_path, model=MODEL, project="bench")
     metered = canny.meter(
         anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0), ledger=workdir / "bench-meter.db"
     )
+    # The floor of any middleware: the SDK's own middleware path with one that does nothing.
+    passing = anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0, middleware=[_pass_through()])
+    unledgered = canny.meter(anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0), ledger=False)
     short = [{"role": "user", "content": SHORT}]
 
     def raw_stream(client: anthropic.Anthropic) -> Callable[[], object]:
@@ -155,6 +190,8 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
             "client, no ledger": canny_stream(bare),
             "meter": raw_stream(metered),
             "meter, helper": helper_stream(metered),
+            "meter, no ledger": raw_stream(unledgered),
+            "SDK + pass-through middleware": raw_stream(passing),
         },
         rounds,
         runs,
@@ -174,6 +211,8 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
             "client, three budgets": lambda: budgeted.create(SHORT, max_tokens=64),
             "client, no ledger": lambda: bare.create(SHORT, max_tokens=64),
             "meter": raw_create(metered),
+            "meter, no ledger": raw_create(unledgered),
+            "SDK + pass-through middleware": raw_create(passing),
         },
         rounds,
         runs,
@@ -184,7 +223,7 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     _target("create_budgets_vs_raw", "create, Client+SQLite+3 budgets / raw create",
             medians, "client, three budgets", "raw", 1.05, "lower")  # fmt: skip
     _target("create_meter_vs_raw", "create, meter / raw create", medians, "meter", "raw", 1.05, "lower")
-    for client in (sdk, metered):
+    for client in (sdk, metered, passing, unledgered):
         client.close()
     for own in (bare, ledgered, budgeted):
         own.close()

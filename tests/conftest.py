@@ -14,6 +14,18 @@ from hypothesis import settings
 
 CANARY_KEY = "sk-ant-api03-CANARY-0123456789abcdefghijklmnopqrstuvwxyz-TESTONLY"
 
+
+def transport_error(raised: BaseException | None) -> BaseException | None:
+    """The transport error behind what the SDK raised when a stream's connection failed
+    mid-body: up to 2.16 the SDK lets the ``httpx2`` error itself escape; from 2.17 it raises
+    ``anthropic.APIConnectionError`` (``APITimeoutError`` for a timeout) caused by it."""
+    import anthropic
+
+    if isinstance(raised, anthropic.APIConnectionError) and raised.__cause__ is not None:
+        return raised.__cause__
+    return raised
+
+
 # Hypothesis on a shared, loaded machine: no per-example deadline (a stalled CPU is not a
 # bug), which also lifts the too_slow health check from 1 s to 30 s for the first examples.
 # Strategies stay cheap (a few ms per example); no health check is suppressed here.

@@ -20,6 +20,7 @@ from canny.advice import right_size, right_size_report, what_if, what_if_report
 from canny.cli import main
 from canny.ledger import AttemptRecord, open_ledger
 from canny.pricing import default_table, rates
+from canny.usage import Usage
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SONNET = "claude-sonnet-4-6"
@@ -61,9 +62,9 @@ def two_models(tmp_path: Path) -> Path:
     return stored(
         tmp_path,
         [
-            rec(1, input_tokens=1200, cache_read_tokens=3000, output_tokens=400, cost_usd=a),
-            rec(2, input_tokens=5000, cache_write_5m_tokens=1000, output_tokens=900, cost_usd=b),
-            rec(3, model=HAIKU, input_tokens=800, output_tokens=100, cost_usd=c),
+            rec(1, usage=Usage(input=1200, cache_read=3000, output=400), cost_usd=a),
+            rec(2, usage=Usage(input=5000, cache_write_5m=1000, output=900), cost_usd=b),
+            rec(3, model=HAIKU, usage=Usage(input=800, output=100), cost_usd=c),
         ],
     )
 
@@ -132,26 +133,31 @@ def cache_rows() -> list[AttemptRecord]:
     prefix nobody else sent, and one written before canny kept prefix hashes."""
     system = ("s", "aaaaaaaaaaaaaaaa", 2000)
     return [
-        rec(1, at=T0, input_tokens=2500, output_tokens=100, prefix_hashes=_prefixes(system, ("m1", "b1", 2400))),
-        rec(2, at=T0 + timedelta(minutes=1), input_tokens=2500, output_tokens=100, prefix_hashes=_prefixes(system)),
+        rec(1, at=T0, usage=Usage(input=2500, output=100), prefix_hashes=_prefixes(system, ("m1", "b1", 2400))),
+        rec(2, at=T0 + timedelta(minutes=1), usage=Usage(input=2500, output=100), prefix_hashes=_prefixes(system)),
         # Six minutes after the last use: the entry expired, so this one writes again.
-        rec(3, at=T0 + timedelta(minutes=7), input_tokens=2600, output_tokens=50, prefix_hashes=_prefixes(system)),
+        rec(3, at=T0 + timedelta(minutes=7), usage=Usage(input=2600, output=50), prefix_hashes=_prefixes(system)),
         # A prefix no other attempt sent: nothing to cache.
         rec(
             4,
             at=T0 + timedelta(minutes=8),
-            input_tokens=1500,
-            output_tokens=10,
+            usage=Usage(input=1500, output=10),
             prefix_hashes="s:cccccccccccccccc:1400",
         ),
         # Another API key: its own cache, and its prefix is sent once there.
-        rec(5, at=T0 + timedelta(minutes=8), input_tokens=2500, prefix_hashes=_prefixes(system), key_fingerprint="k2"),
-        rec(6, at=T0 + timedelta(minutes=9), input_tokens=2500, output_tokens=100),  # an old row: unknown
+        rec(
+            5,
+            at=T0 + timedelta(minutes=8),
+            usage=Usage(input=2500),
+            prefix_hashes=_prefixes(system),
+            key_fingerprint="k2",
+        ),
+        rec(6, at=T0 + timedelta(minutes=9), usage=Usage(input=2500, output=100)),  # an old row: unknown
     ]
 
 
 def priced(rows: list[AttemptRecord]) -> list[AttemptRecord]:
-    return [replace(r, cost_usd=dollars(SONNET, inp=r.input_tokens, out=r.output_tokens)) for r in rows]
+    return [replace(r, cost_usd=dollars(SONNET, inp=r.usage.input, out=r.usage.output)) for r in rows]
 
 
 def test_what_if_cache_writes_on_first_use_and_reads_within_the_ttl() -> None:
@@ -195,8 +201,8 @@ def test_right_size_lists_the_repeated_prefix_with_its_saving() -> None:
 def test_unpriced_rows_stay_unpriced_never_zero() -> None:
     """An unknown model is unpriced paid and in the scenario (None, counted), never $0."""
     rows = [
-        rec(1, model="mystery-model", input_tokens=1000, output_tokens=10, cost_usd=None),
-        rec(2, input_tokens=1000, output_tokens=10, cost_usd=dollars(SONNET, inp=1000, out=10)),
+        rec(1, model="mystery-model", usage=Usage(input=1000, output=10), cost_usd=None),
+        rec(2, usage=Usage(input=1000, output=10), cost_usd=dollars(SONNET, inp=1000, out=10)),
     ]
     batch = what_if(rows, "batch", by="model")
     mystery = next(r for r in batch.rows if r.group == "mystery-model")
@@ -218,14 +224,21 @@ def test_right_size_max_tokens_percentiles_share_and_suggestion() -> None:
     """Nearest-rank p50/p95/p99/max of output, share stopped at max_tokens, suggested max_tokens."""
     outputs = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400, 1500, 1600, 1700, 1800, 1900]
     rows = [
-        rec(i, output_tokens=out, max_tokens=4096, tags=("chat",), at=T0 + timedelta(seconds=i))
+        rec(i, usage=Usage(output=out), max_tokens=4096, tags=("chat",), at=T0 + timedelta(seconds=i))
         for i, out in enumerate(outputs)
     ]
     rows.append(
-        rec(50, output_tokens=4096, max_tokens=4096, outcome="max_tokens", stop_reason="max_tokens", tags=("chat",))
+        rec(
+            50,
+            usage=Usage(output=4096),
+            max_tokens=4096,
+            outcome="max_tokens",
+            stop_reason="max_tokens",
+            tags=("chat",),
+        )
     )
-    rows.append(rec(51, output_tokens=0, outcome="error", tags=("chat",)))  # not an answer
-    rows.append(rec(52, output_tokens=30, tags=("chat", "eval")))  # an old row: max_tokens unknown
+    rows.append(rec(51, usage=Usage(output=0), outcome="error", tags=("chat",)))  # not an answer
+    rows.append(rec(52, usage=Usage(output=30), tags=("chat", "eval")))  # an old row: max_tokens unknown
     report = right_size(rows)
     chat, evals = report.rows
     answers = sorted([*outputs, 4096, 30])  # 21 answers
@@ -248,9 +261,9 @@ def test_right_size_max_tokens_percentiles_share_and_suggestion() -> None:
 
 def test_suggestion_never_exceeds_what_was_asked_and_is_none_without_natural_ends() -> None:
     """The suggestion is capped at the max_tokens asked, and absent when every answer was cut."""
-    capped = right_size([rec(1, output_tokens=1000, max_tokens=1000)]).rows[0]
+    capped = right_size([rec(1, usage=Usage(output=1000), max_tokens=1000)]).rows[0]
     assert capped.suggested_max_tokens == 1000
-    cut = right_size([rec(1, output_tokens=50, max_tokens=50, outcome="max_tokens")]).rows[0]
+    cut = right_size([rec(1, usage=Usage(output=50), max_tokens=50, outcome="max_tokens")]).rows[0]
     assert (cut.suggested_max_tokens, cut.stopped_share) == (None, Decimal(1))
 
 

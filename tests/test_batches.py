@@ -46,7 +46,7 @@ def _worst_case(prompt: str, max_tokens: int = MAX_TOKENS) -> Decimal:
 
 def _standard(row: AttemptRecord) -> Decimal:
     """The same usage at the standard sonnet rates."""
-    return (row.input_tokens * Decimal(2) + row.output_tokens * Decimal(10)) / MTOK
+    return (row.usage.input * Decimal(2) + row.usage.output * Decimal(10)) / MTOK
 
 
 def _client(url: str, ledger: Path, **kwargs: Any) -> Client:
@@ -83,8 +83,8 @@ def test_each_result_is_one_row_at_half_the_standard_price(emulator: Any, tmp_pa
     assert sorted(r.custom_id for r in results) == ["r0", "r1", "r2", "r3"]
     for row in rows:
         assert row.batch and row.model == SONNET and row.outcome == "ok" and not row.streamed
-        assert row.output_tokens > 0
-        assert row.cost_usd == (row.input_tokens * Decimal(1) + row.output_tokens * Decimal(5)) / MTOK
+        assert row.usage.output > 0
+        assert row.cost_usd == (row.usage.input * Decimal(1) + row.usage.output * Decimal(5)) / MTOK
         assert row.cost_usd * 2 == _standard(row)
     by_call = {r.call_id: r for r in rows}
     for item in results:

@@ -72,16 +72,70 @@ def _row(call: str, cost: str, at: datetime, **fields: Any) -> AttemptRecord:
 def test_set_list_and_remove(ledger: SQLiteLedger) -> None:
     """Budgets are stored per period and scope; setting one again replaces it."""
     budget.set_budget(ledger, period="day", limit="5", time_zone="Europe/Paris")
-    budget.set_budget(ledger, period="month", limit=Decimal("100"), project="acme")
+    budget.set_budget(ledger, period="month", limit=Decimal("100"), scope=budget.Scope(project="acme"))
     budget.set_budget(ledger, period="day", limit="7", time_zone="Europe/Paris")
     stored = budget.stored_budgets(ledger)
-    assert [(b.period, b.limit, b.project, b.time_zone) for b in stored] == [
+    assert [(b.period, b.limit, b.scope.project, b.time_zone) for b in stored] == [
         ("day", Decimal("7"), None, "Europe/Paris"),
         ("month", Decimal("100"), "acme", "UTC"),
     ]
-    removed = budget.remove_budgets(ledger, project="acme")
+    removed = budget.remove_budgets(ledger, matching=budget.Scope(project="acme"))
     assert [b.name for b in removed] == ["month[project=acme]"]
     assert [b.name for b in budget.stored_budgets(ledger)] == ["day"]
+
+
+def test_scope_label_name_and_stored_form() -> None:
+    """A scope is labelled, names its budget, and is stored with '' for a field that does not narrow."""
+    nightly = budget.Scope(project="acme", tag="nightly")
+    assert (str(nightly), nightly.suffix, nightly.stored) == (
+        "project acme, tag nightly",
+        "[project=acme,tag=nightly]",
+        ("acme", "nightly", ""),
+    )
+    assert budget.Scope.from_stored(*nightly.stored) == nightly
+    assert (str(budget.ALL_CALLS), budget.ALL_CALLS.stored, budget.Scope.from_stored("", "", "")) == (
+        "all calls",
+        ("", "", ""),
+        budget.Scope(),
+    )
+    assert budget.Budget("month", Decimal(1), nightly).name == "month[project=acme,tag=nightly]"
+    assert budget.Budget("day", Decimal(1)).name == "day"
+
+
+def test_scope_matches_calls_and_selects_scopes() -> None:
+    """As a budget's scope, a field matches calls; as a filter, a field left None matches any scope."""
+    acme = budget.Scope(project="acme")
+    assert acme.matches(_spec(project="acme", tags=("x",)))
+    assert not acme.matches(_spec(project="other"))
+    assert budget.Scope(tag="x", key="key-a").matches(_spec(tags=("y", "x")))
+    assert not budget.Scope(tag="x", key="key-b").matches(_spec(tags=("x",)))
+    assert budget.ALL_CALLS.matches(_spec())
+    assert [acme.selects(s) for s in (budget.Scope(), acme, budget.Scope(project="acme", tag="x"))] == [
+        False,
+        True,
+        True,
+    ]
+    assert budget.ALL_CALLS.selects(budget.Scope(tag="x"))
+
+
+def test_remove_budgets_takes_every_budget_its_filter_selects(ledger: SQLiteLedger) -> None:
+    """remove_budgets removes the budgets of the period and scope fields given, with their
+    alert rules, and matching_budgets names the same ones first."""
+    acme, acme_x, x = budget.Scope(project="acme"), budget.Scope(project="acme", tag="x"), budget.Scope(tag="x")
+    chosen: list[tuple[budget.Period, budget.Scope]] = [
+        ("day", budget.ALL_CALLS), ("day", acme), ("month", acme_x), ("month", x)
+    ]  # fmt: skip
+    for period, scope in chosen:
+        budget.set_budget(ledger, period=period, limit="5", scope=scope, alert_at="50", alert_command="true")
+    preview = budget.matching_budgets(ledger, matching=acme)
+    removed = budget.remove_budgets(ledger, matching=acme)
+    assert [b.name for b in removed] == [b.name for b in preview] == ["day[project=acme]", "month[project=acme,tag=x]"]
+    assert [b.name for b in budget.remove_budgets(ledger, period="month")] == ["month[tag=x]"]
+    (left,) = budget.stored_budgets(ledger)
+    assert left.name == "day"
+    again = budget.set_budget(ledger, period="day", limit="5", scope=acme)
+    assert budget.budget_alerts(ledger, again)[0] is None  # its old alert rule went with it
+    assert budget.budget_alerts(ledger, left)[0] is not None
 
 
 @pytest.mark.parametrize(
@@ -91,14 +145,26 @@ def test_set_list_and_remove(ledger: SQLiteLedger) -> None:
         ({"period": "day", "limit": "-1"}, "non-negative"),
         ({"period": "day", "limit": "five"}, "dollar amount"),
         ({"period": "day", "limit": "5", "time_zone": "Mars/Olympus"}, "time zone"),
-        ({"period": "day", "limit": "5", "project": " "}, "empty"),
     ],
 )
 def test_bad_budgets_are_config_errors(ledger: SQLiteLedger, kwargs: dict[str, Any], message: str) -> None:
-    """A bad period, limit, time zone or scope is a clean ConfigError, and nothing is stored."""
+    """A bad period, limit or time zone is a clean ConfigError, and nothing is stored."""
     with pytest.raises(errors.ConfigError, match=message):
         budget.set_budget(ledger, **kwargs)
     assert budget.stored_budgets(ledger) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [({"project": " "}, "budget project must not be empty"), ({"tag": ""}, "budget tag must not be empty"),
+     ({"key": 3}, "budget key must be a string")],
+)  # fmt: skip
+def test_bad_scopes_are_config_errors(fields: dict[str, Any], message: str) -> None:
+    """An empty or non-string scope field is a ConfigError; a budget's scope must be a Scope."""
+    with pytest.raises(errors.ConfigError, match=message):
+        budget.Scope(**fields)
+    with pytest.raises(TypeError, match="Scope"):
+        budget.Budget("day", Decimal(5), "acme")  # type: ignore[arg-type]
 
 
 def test_no_budget_means_no_guard(ledger: SQLiteLedger) -> None:
@@ -113,7 +179,7 @@ def test_profile_budgets(ledger: SQLiteLedger) -> None:
         budgets={"day": "5", "month": "100", "project": "acme", "lease": 30}, time_zone="Asia/Tokyo"
     )
     found = budget.profile_budgets(settings)
-    assert [(b.period, b.limit, b.project, b.time_zone, b.source) for b in found] == [
+    assert [(b.period, b.limit, b.scope.project, b.time_zone, b.source) for b in found] == [
         ("day", Decimal("5"), "acme", "Asia/Tokyo", "profile"),
         ("month", Decimal("100"), "acme", "Asia/Tokyo", "profile"),
     ]
@@ -279,7 +345,7 @@ def test_failed_attempt_after_message_start_is_charged(ledger: SQLiteLedger, emu
 )
 def test_scopes(ledger: SQLiteLedger, scope: dict[str, str], inside: dict[str, Any], outside: dict[str, Any]) -> None:
     """A project, tag or key budget binds only the calls in its scope."""
-    budget.set_budget(ledger, period="day", limit="0.000001", **scope)
+    budget.set_budget(ledger, period="day", limit="0.000001", scope=budget.Scope(**scope))
     guard = _guard(ledger)
     outside_reservation = guard.reserve(_spec(**outside))
     assert not isinstance(outside_reservation, budget.LedgerReservation)
@@ -293,8 +359,8 @@ def test_spent_is_seeded_from_the_ledger_by_scope(ledger: SQLiteLedger) -> None:
     ledger.record(_row("a", "0.5", NOW - timedelta(hours=1), project="acme", tags=("x",)))
     ledger.record(_row("b", "0.25", NOW - timedelta(hours=2), project="other", tags=("x",)))
     ledger.record(_row("c", "2", NOW - timedelta(days=1), project="acme"))
-    budget.set_budget(ledger, period="day", limit="10", project="acme")
-    budget.set_budget(ledger, period="day", limit="10", tag="x")
+    budget.set_budget(ledger, period="day", limit="10", scope=budget.Scope(project="acme"))
+    budget.set_budget(ledger, period="day", limit="10", scope=budget.Scope(tag="x"))
     budget.set_budget(ledger, period="month", limit="10")
     spent = {line.budget.name: line.spent for line in budget.budget_status(ledger, now=NOW)}
     assert spent == {"day[project=acme]": Decimal("0.5"), "day[tag=x]": Decimal("0.75"), "month": Decimal("2.75")}

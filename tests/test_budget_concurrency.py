@@ -134,7 +134,7 @@ def test_processes_and_threads_never_overspend(target: str) -> None:
     limit = Decimal("0.03")
     ledger = open_ledger(target)
     try:
-        budget.set_budget(ledger, period="day", limit=limit, project="race")
+        budget.set_budget(ledger, period="day", limit=limit, scope=budget.Scope(project="race"))
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
         children = [ctx.Process(target=run_calls, args=(target, calls, threads, "race", out)) for _ in range(processes)]

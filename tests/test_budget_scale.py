@@ -1,9 +1,11 @@
-"""Budgets at team scale on PostgreSQL: many clients across processes, slices of headroom
-leased to processes, and what comes back on close and after a crash.
+"""Budgets at scale on SQLite and PostgreSQL: many clients across processes, slices of
+headroom leased to processes, and what comes back on close and after a crash.
 
 The zero-overspend test runs 64 clients (8 processes × 8 threads, each with its own
-ledger connection) reserving and settling straight through ``BudgetGuard`` (no HTTP), with
+ledger object) reserving and settling straight through ``BudgetGuard`` (no HTTP), with
 slices turned on early; ``benchmarks/bench_budget.py`` measures the same loop's throughput.
+A SQLite ledger uses slices when it writes behind the call (a client's or meter's ledger),
+so the SQLite ledgers here are opened that way (:func:`_open`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +27,13 @@ import pytest
 from canny import budget
 from canny._call import CallSpec
 from canny.budget import slices
-from canny.ledger import open_ledger
+from canny.ledger import Ledger, open_for_calls, open_ledger
 from canny.ledger.records import AttemptRecord
 from canny.units import usd_to_pico
+from canny.usage import Usage
 
 MODEL = "claude-sonnet-5-5"
 PG_DSN = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not PG_DSN, reason="CANNY_TEST_POSTGRES_DSN is not set"),
-]
 
 
 def _spec(n: int, max_tokens: int = 200) -> CallSpec:
@@ -41,9 +41,26 @@ def _spec(n: int, max_tokens: int = 200) -> CallSpec:
     return CallSpec(model=MODEL, params=body, stream=True)
 
 
-@pytest.fixture
-def target() -> Iterator[str]:
-    """A fresh PostgreSQL schema to hold the ledger."""
+def _open(target: str) -> Ledger:
+    """The ledger as a client opens it: on SQLite, writing behind the call (slices on)."""
+    return open_ledger(target) if "://" in target else open_for_calls(target)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param(
+            "postgres",
+            id="postgres",
+            marks=[pytest.mark.postgres, pytest.mark.skipif(not PG_DSN, reason="CANNY_TEST_POSTGRES_DSN is not set")],
+        ),
+    ]
+)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a fresh PostgreSQL schema, to hold the ledger."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
     import psycopg
 
     schema = "s_" + uuid.uuid4().hex[:12]
@@ -80,7 +97,7 @@ def clients(target: str, threads: int, pairs: int, seed: int, out: Any) -> None:
 
     def client(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
-        ledger = open_ledger(target)
+        ledger = _open(target)
         try:
             guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
             for n in range(pairs):
@@ -153,7 +170,7 @@ def test_a_slice_gives_back_what_it_did_not_spend_when_the_ledger_closes(
     """Settled costs reach the counter and the unspent slice is freed on close."""
     monkeypatch.setattr(slices, "HOT_CALLS", 1)
     monkeypatch.setattr(slices, "FLUSH_SECONDS", 3600.0)
-    ledger = open_ledger(target)
+    ledger = _open(target)
     budget.set_budget(ledger, period="day", limit="10")
     guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
     held: list[Any] = [guard.reserve(_spec(n)) for n in range(5)]
@@ -178,7 +195,7 @@ def test_a_slice_gives_back_what_it_did_not_spend_when_the_ledger_closes(
 def _attempt(call_id: str, cost: str) -> AttemptRecord:
     now = datetime.now(UTC)
     return AttemptRecord(call_id=call_id, attempt=1, started_at=now, ended_at=now, model=MODEL, outcome="ok",
-                         output_tokens=10, cost_usd=Decimal(cost))  # fmt: skip
+                         usage=Usage(output=10), cost_usd=Decimal(cost))  # fmt: skip
 
 
 def hold_slice_and_hang(target: str, ready: Any) -> None:
@@ -188,12 +205,13 @@ def hold_slice_and_hang(target: str, ready: Any) -> None:
 
     slices.HOT_CALLS = 1
     slices.FLUSH_SECONDS = 3600.0
-    ledger = open_ledger(target)
+    ledger: Any = _open(target)
     guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger), lease=30)
     first, second, _third = (guard.reserve(_spec(n)) for n in range(3))
     ledger.record(_attempt("call-1", "0.004"))
     first.settle(Decimal("0.004"))
     ledger.record(_attempt("call-2", "0.002"))  # killed before its settle
+    ledger.flush()  # both rows are in the ledger (a SQLite ledger writes them behind the call)
     ready.put(type(second).__name__)
     time.sleep(600)
 
@@ -232,7 +250,7 @@ def test_near_the_limit_no_slice_is_granted_and_calls_go_direct(target: str, mon
     monkeypatch.setattr(slices, "HOT_CALLS", 1)
     worst = _spec(0).worst_case()
     assert worst is not None
-    ledger = open_ledger(target)
+    ledger = _open(target)
     try:
         budget.set_budget(ledger, period="day", limit=worst * 3)
         guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
@@ -251,7 +269,7 @@ def test_a_slice_ended_by_a_reset_is_not_used_again(target: str, monkeypatch: py
     """After `budget reset --reservations` ends a live slice, the next call takes a new one; costs all count."""
     monkeypatch.setattr(slices, "HOT_CALLS", 1)
     monkeypatch.setattr(slices, "FLUSH_SECONDS", 0.0)
-    ledger = open_ledger(target)
+    ledger = _open(target)
     budget.set_budget(ledger, period="day", limit="10")
     guard = budget.BudgetGuard(ledger, budget.stored_budgets(ledger))
     first: Any = guard.reserve(_spec(0))

@@ -289,8 +289,8 @@ def test_second_call_reads_what_the_first_wrote(emulator: Any, run_id: str, memo
     sent = emulator.requests(run=run_id)[0].body
     assert sent["system"][-1]["cache_control"] == FIVE
     rows = memory_ledger.rows
-    assert [r.cache_write_5m_tokens > 0 for r in rows] == [True, False]
-    assert [r.cache_read_tokens > 0 for r in rows] == [False, True]
+    assert [r.usage.cache_write_5m > 0 for r in rows] == [True, False]
+    assert [r.usage.cache_read > 0 for r in rows] == [False, True]
 
 
 def test_one_hour_writes_are_priced_at_twice_input(emulator: Any, run_id: str) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 from canny.cli import main
 from canny.ledger import AttemptRecord, open_ledger
+from canny.usage import Usage
 from tests.conftest import CANARY_KEY
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -31,8 +32,7 @@ def _row(n: int, **fields: Any) -> AttemptRecord:
         "ended_at": T0 + timedelta(minutes=n, seconds=3),
         "model": "claude-sonnet-5-5",
         "outcome": "ok",
-        "input_tokens": 1000 + n,
-        "output_tokens": 50,
+        "usage": Usage(input=1000 + n, output=50),
         "cost_usd": Decimal("0.0025") + n,
         **fields,
     }
@@ -58,9 +58,9 @@ def db(tmp_path: Path) -> Path:
     _write(
         path,
         _row(1, project="acme", tags=("nightly", "eu")),
-        _row(2, outcome="error", status_code=529, error_type="overloaded_error", input_tokens=0, output_tokens=0,
+        _row(2, outcome="error", status_code=529, error_type="overloaded_error", usage=Usage(input=0, output=0),
              cost_usd=Decimal(0)),
-        _row(3, cache_read_tokens=38912, cache_write_1h_tokens=856, prompt_text=json.dumps(
+        _row(3, usage=Usage(input=1003, cache_read=38912, cache_write_1h=856, output=50), prompt_text=json.dumps(
             {"messages": [{"role": "user", "content": "What is our refund policy?"}], "system": None, "tools": None}
         ), response_text="Refunds within 30 days.\nNo questions asked."),
     )  # fmt: skip

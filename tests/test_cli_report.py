@@ -104,7 +104,7 @@ def test_reprice_compares_stored_and_todays_prices(ledger_path: Path, monkeypatc
     from canny import reports
 
     def fake_pricer() -> Any:
-        return lambda r: Decimal(r.input_tokens) * Decimal("0.0001")
+        return lambda r: Decimal(r.usage.input) * Decimal("0.0001")
 
     monkeypatch.setattr(reports, "table_pricer", fake_pricer)
     result = run("report", "--by", "model", "--reprice", "--json")

@@ -97,7 +97,7 @@ def _assert_quiet(err: str) -> None:
 def _assert_one_cancelled_row(home: Path) -> Any:
     (row,) = _rows(home)
     assert row.outcome == "cancelled"
-    assert row.output_tokens > 0
+    assert row.usage.output > 0
     assert row.cost_usd is not None and row.cost_usd > 0
     _assert_settled(home, row.cost_usd)
     return row
@@ -130,7 +130,7 @@ def test_signal_mid_stream_bills_a_cancelled_row(
     assert lines[-1] == last_line
     assert lines[-2].startswith("[tokens in/out: ")
     row = _assert_one_cancelled_row(budget_home)
-    assert f"/{row.output_tokens} " in lines[-2]  # the line shows what the row bills
+    assert f"/{row.usage.output} " in lines[-2]  # the line shows what the row bills
     assert CANARY_KEY.encode() not in first + rest
 
 
@@ -333,7 +333,7 @@ def test_a_second_signal_while_the_cancelled_row_is_written_is_ignored(emulator:
     assert info.value.signum == signal.SIGTERM
     (row,) = ledger.rows
     assert row.outcome == "cancelled"
-    assert row.output_tokens > 0
+    assert row.usage.output > 0
 
 
 @POSIX

@@ -76,7 +76,7 @@ def test_closing_a_stream_early_records_cancelled(emulator: Any, memory_ledger: 
         next(iter(stream))
     (row,) = memory_ledger.rows
     assert row.outcome == "cancelled"
-    assert row.input_tokens > 0
+    assert row.usage.input > 0
 
 
 def test_tags_and_project_reach_the_ledger(emulator: Any, memory_ledger: MemoryLedger) -> None:

@@ -20,6 +20,7 @@ from canny.client import AsyncClient, Client
 from canny.config import default_ledger
 from canny.estimate import percentile
 from canny.ledger import AttemptRecord, open_ledger
+from canny.usage import Usage
 from tests.conftest import CANARY_KEY, MemoryLedger
 
 SONNET = "claude-sonnet-5-5"  # $2 in, $10 out per MTok
@@ -67,8 +68,7 @@ def _row(
         ended_at=now,
         model=model,
         outcome=outcome,  # type: ignore[arg-type]
-        input_tokens=10,
-        output_tokens=output,
+        usage=Usage(input=10, output=output),
         cost_usd=Decimal(0),
         tags=tags,
     )

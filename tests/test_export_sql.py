@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from canny import reports
 from canny.ledger import OUTCOMES, AttemptRecord
+from canny.usage import Usage
 from tests.test_ledger_contract import ledger, target  # noqa: F401  (the fixtures, both backends)
 
 _ids = itertools.count()
@@ -83,11 +84,14 @@ def _records(nul: bool) -> st.SearchStrategy[AttemptRecord]:
                 "request_id": maybe,
                 "stop_reason": maybe,
                 "refusal_category": maybe,
-                "input_tokens": count,
-                "cache_write_5m_tokens": count,
-                "cache_read_tokens": count,
-                "output_tokens": count,
-                "web_search_requests": st.integers(min_value=0, max_value=99),
+                "usage": st.builds(
+                    Usage,
+                    input=count,
+                    cache_write_5m=count,
+                    cache_read=count,
+                    output=count,
+                    web_search_requests=st.integers(min_value=0, max_value=99),
+                ),
                 "cost_usd": cost,
                 "price_version": maybe,
                 "batch": st.booleans(),

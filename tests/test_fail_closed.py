@@ -92,7 +92,12 @@ def _fault(kind: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[B
                     raise PermissionError(13, "Permission denied", str(file))
                 return real_open(file, flags, *args, **kwargs)
 
+            def read_only_access(file: Any, mode: int, *args: Any, **kwargs: Any) -> bool:
+                return not (Path(file) == path and mode & os.W_OK) and real_access(file, mode, *args, **kwargs)
+
+            real_access = os.access
             monkeypatch.setattr(os, "open", read_only_open)
+            monkeypatch.setattr(os, "access", read_only_access)
         broken = Broken(str(path))
     elif kind == "locked":
         _prepared(path)
@@ -258,7 +263,7 @@ def test_row_that_cannot_be_written_is_spooled_and_lands_once(
     rows = _rows(str(target))
     assert [(r.call_id, r.outcome) for r in rows] == [(first.call_id, first.outcome), (second.call_id, second.outcome)]
     assert rows[1].cost_usd == second.cost
-    assert rows[1].output_tokens == second.usage.output
+    assert rows[1].usage.output == second.usage.output
     assert pending(str(target)) == 0
 
 
@@ -269,12 +274,13 @@ def test_spooled_row_already_in_the_ledger_is_not_doubled(clean_env: Path) -> No
 
     from canny.ledger import AttemptRecord, open_for_calls
     from canny.ledger.spool import spool
+    from canny.usage import Usage
 
     target = str(clean_env / "ledger.db")
     now = datetime.now(UTC)
     record = AttemptRecord(
         call_id="c1", attempt=1, started_at=now, ended_at=now, model=MODEL, outcome="ok",
-        cost_usd=Decimal("0.000123"), tags=("a", "b"), extra={"note": "x"}, input_tokens=7,
+        cost_usd=Decimal("0.000123"), tags=("a", "b"), extra={"note": "x"}, usage=Usage(input=7),
     )  # fmt: skip
     ledger = open_ledger(target)
     ledger.record(record)
@@ -285,6 +291,40 @@ def test_spooled_row_already_in_the_ledger_is_not_doubled(clean_env: Path) -> No
     [row] = _rows(target)
     assert row == record
     assert pending(target) == 0
+
+
+#: A row as spooled before AttemptRecord had a ``usage`` field: the buckets as ledger columns.
+_SPOOLED_LINE = (
+    b'{"v":1,"ledger":"/tmp/l.db","call_id":"c1","attempt":1,"started_at":"2026-11-02T09:30:00+00:00",'
+    b'"ended_at":"2026-11-02T09:30:00+00:00","model":"claude-sonnet-5-5","outcome":"ok","session_id":null,'
+    b'"first_token_at":null,"status_code":null,"error_type":null,"error_code":null,"request_id":null,'
+    b'"stop_reason":null,"refusal_category":null,"input_tokens":7,"cache_write_5m_tokens":0,'
+    b'"cache_write_1h_tokens":3,"cache_read_tokens":5,"output_tokens":2,"web_search_requests":1,'
+    b'"web_fetch_requests":0,"code_execution_requests":0,"cost_usd":"0.25","price_version":null,"batch":false,'
+    b'"inference_geo":null,"speed":null,"streamed":true,"endpoint":null,"project":null,"tags":["a"],'
+    b'"key_fingerprint":null,"prompt_hash":null,"prompt_text":null,"response_text":null,"extra":{},'
+    b'"max_tokens":null,"prefix_hashes":null}\n'
+)
+
+
+def test_a_spooled_line_keeps_its_bytes_and_reads_back_with_its_usage() -> None:
+    """A spooled row is written as before (usage as bucket columns) and a line spooled before reads back equal."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from canny.ledger import AttemptRecord
+    from canny.ledger.spool import decode, encode
+    from canny.usage import Usage
+
+    at = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    usage = Usage(input=7, cache_write_1h=3, cache_read=5, output=2, web_search_requests=1)
+    record = AttemptRecord(
+        call_id="c1", attempt=1, started_at=at, ended_at=at, model="claude-sonnet-5-5", outcome="ok",
+        usage=usage, cost_usd=Decimal("0.25"), tags=("a",),
+    )  # fmt: skip
+    assert encode(record, "/tmp/l.db") == _SPOOLED_LINE
+    assert decode(_SPOOLED_LINE) == record
+    assert decode(_SPOOLED_LINE).usage == usage
 
 
 def test_spool_is_private_and_torn_lines_are_set_aside(clean_env: Path) -> None:

@@ -26,7 +26,7 @@ MTOK = Decimal(1_000_000)
 
 def _priced(row: AttemptRecord, rate_in: str, rate_out: str) -> Decimal:
     """The hand-computed cost of a row that has only input and output tokens."""
-    return (row.input_tokens * Decimal(rate_in) + row.output_tokens * Decimal(rate_out)) / MTOK
+    return (row.usage.input * Decimal(rate_in) + row.usage.output * Decimal(rate_out)) / MTOK
 
 
 def _client(url: str, ledger: MemoryLedger, **kwargs: Any) -> Client:
@@ -40,7 +40,7 @@ def _check_two_rows(ledger: MemoryLedger, outcome: str = "ok") -> tuple[Any, Any
     assert first.call_id != second.call_id
     assert first.cost_usd == _priced(first, "2", "10")
     assert second.cost_usd == _priced(second, "4", "20")
-    assert second.output_tokens > 0
+    assert second.usage.output > 0
     return first, second
 
 
@@ -57,7 +57,7 @@ def test_refusal_is_asked_again_on_the_fallback_model_with_two_priced_rows(
     assert result.outcome == "ok" and result.model == OPUS and result.text
     assert result.attempts == 2
     assert result.cost == first.cost_usd + second.cost_usd
-    assert result.usage.input == first.input_tokens + second.input_tokens
+    assert result.usage.input == first.usage.input + second.usage.input
     sent = [r.body["model"] for r in emulator.requests(run=run_id)]
     assert sent == [SONNET, OPUS]
 

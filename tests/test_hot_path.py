@@ -66,7 +66,7 @@ def test_meter_skips_content_events_and_bills_web_search_exactly(split: bool, de
     with _metered(_events(body) if split else [body], ledger).messages.stream(**ASK) as stream:
         stream.until_done()
     [row] = ledger.rows
-    assert (row.input_tokens, row.output_tokens, row.web_search_requests) == (10682, 510, 1)
+    assert (row.usage.input, row.usage.output, row.usage.web_search_requests) == (10682, 510, 1)
     assert (row.outcome, row.stop_reason, row.model) == ("ok", "end_turn", "claude-opus-4-8")
     # Opus 4.8: $5 / MTok input, $25 / MTok output, $10 per 1,000 searches.
     assert row.cost_usd == Decimal("10682") * 5 / 10**6 + Decimal("510") * 25 / 10**6 + Decimal("0.01")
@@ -83,7 +83,7 @@ def test_meter_skipping_keeps_cache_tokens_exact(decoded: list[str]) -> None:
     with _metered(_events(body), ledger).messages.stream(**ask) as stream:
         stream.until_done()
     [row] = ledger.rows
-    assert (row.input_tokens, row.cache_read_tokens, row.cache_write_1h_tokens, row.output_tokens) == (
+    assert (row.usage.input, row.usage.cache_read, row.usage.cache_write_1h, row.usage.output) == (
         1204,
         38912,
         856,
@@ -106,7 +106,7 @@ def test_a_cut_stream_is_billed_the_same_with_or_without_skipping(log_content: b
     shown = stream.current_message_snapshot.content
     text = "".join(block.text for block in shown if block.type == "text")
     assert row.outcome == "interrupted"
-    assert row.output_tokens == max(3, -(-len(text) // 4))
+    assert row.usage.output == max(3, -(-len(text) // 4))
     assert row.extra.get("output_tokens", "").startswith("estimated")
 
 

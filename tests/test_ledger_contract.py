@@ -23,6 +23,7 @@ from canny import reports
 from canny.errors import LedgerError
 from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportingLedger, ReportQuery, migrations, open_ledger
 from canny.ledger.sqlite import SQLiteLedger
+from canny.usage import Usage
 
 # Read at import: the autouse clean_env fixture removes CANNY_* variables from each test.
 PG_DSN = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
@@ -68,14 +69,16 @@ def full_record(outcome: str, n: int) -> AttemptRecord:
         request_id="req_011CXYZ",
         stop_reason="refusal" if outcome == "refused" else "end_turn",
         refusal_category="cyber" if outcome == "refused" else None,
-        input_tokens=1204,
-        cache_write_5m_tokens=148,
-        cache_write_1h_tokens=100,
-        cache_read_tokens=38912,
-        output_tokens=534,
-        web_search_requests=2,
-        web_fetch_requests=1,
-        code_execution_requests=3,
+        usage=Usage(
+            input=1204,
+            cache_write_5m=148,
+            cache_write_1h=100,
+            cache_read=38912,
+            output=534,
+            web_search_requests=2,
+            web_fetch_requests=1,
+            code_execution_requests=3,
+        ),
         cost_usd=Decimal("0.010099999999875"),
         price_version="2026-11-01",
         batch=True,
@@ -367,11 +370,13 @@ def _fixture_records(seed: int = 7, calls: int = 120) -> list[AttemptRecord]:
                     ended_at=start + timedelta(seconds=2),
                     model=model,
                     outcome=rng.choice(OUTCOMES),
-                    input_tokens=rng.randrange(0, 3000),
-                    cache_write_5m_tokens=rng.randrange(0, 500),
-                    cache_write_1h_tokens=rng.randrange(0, 500),
-                    cache_read_tokens=rng.randrange(0, 9000),
-                    output_tokens=rng.randrange(0, 900),
+                    usage=Usage(
+                        input=rng.randrange(0, 3000),
+                        cache_write_5m=rng.randrange(0, 500),
+                        cache_write_1h=rng.randrange(0, 500),
+                        cache_read=rng.randrange(0, 9000),
+                        output=rng.randrange(0, 900),
+                    ),
                     cost_usd=None if model == "mystery-model" else Decimal(rng.randrange(0, 10**9)).scaleb(-12),
                     tags=tags if attempt == 1 or rng.random() < 0.7 else ("c",),
                     project=project,
@@ -416,11 +421,13 @@ def _cache_records(seed: int = 11, calls: int = 160) -> list[AttemptRecord]:
                 started_at=when,
                 ended_at=when + timedelta(seconds=1),
                 model=rng.choice(models),
-                input_tokens=rng.choice([10, 5000, 150_000]),
-                cache_write_5m_tokens=rng.choice([0, 0, 2048]),
-                cache_write_1h_tokens=rng.choice([0, 0, 0, 4096]),
-                cache_read_tokens=rng.choice([0, 3000, 90_000]),
-                output_tokens=rng.randrange(1, 900),
+                usage=Usage(
+                    input=rng.choice([10, 5000, 150_000]),
+                    cache_write_5m=rng.choice([0, 0, 2048]),
+                    cache_write_1h=rng.choice([0, 0, 0, 4096]),
+                    cache_read=rng.choice([0, 3000, 90_000]),
+                    output=rng.randrange(1, 900),
+                ),
                 cost_usd=rng.choice([None, Decimal(0), Decimal("0.0123"), Decimal("1.5")]),
                 batch=rng.random() < 0.2,
                 inference_geo=rng.choice([None, None, "us", "global"]),
@@ -576,16 +583,14 @@ def test_postgres_location_is_masked() -> None:
         opened.close()
 
 
-def _record_fields() -> list[str]:
-    return [f.name for f in fields(AttemptRecord)]
-
-
 def test_every_record_field_has_a_column(ledger: Any) -> None:
-    """The attempts table stores every AttemptRecord field (new fields need a migration)."""
-    from canny.ledger._sql import COLUMNS
+    """The attempts table stores every AttemptRecord field, usage as its bucket columns (new ones need a migration)."""
+    from canny.ledger import ROW_FIELDS
+    from canny.ledger._sql import COLUMNS, EXPORT_COLUMNS
 
-    stored = {c.removesuffix("_us") for c in COLUMNS}
-    assert set(_record_fields()) <= stored
+    stored = [c.removesuffix("_us") for c in COLUMNS]
+    assert [c.removesuffix("_us") for c in EXPORT_COLUMNS] == list(ROW_FIELDS) == stored[: len(ROW_FIELDS)]
+    assert {f.name for f in fields(AttemptRecord)} - {"usage"} <= set(stored)
     record = replace(full_record("ok", 1), extra={})
     ledger.record(record)
     assert next(iter(ledger.records())) == record
@@ -602,9 +607,7 @@ def flight(call_id: str = "fly-1", attempt: int = 1, **overrides: Any) -> Attemp
     values: dict[str, Any] = {
         "outcome": "lost",
         "ended_at": T0,
-        "input_tokens": 1200,
-        "cache_write_5m_tokens": 100,
-        "cache_read_tokens": 3000,
+        "usage": Usage(input=1200, cache_write_5m=100, cache_read=3000),
         "cost_usd": Decimal("0.004275"),
         "project": "projet-été",
         "tags": ("日本", "b"),
@@ -623,13 +626,13 @@ def test_an_attempt_in_flight_is_listed_then_replaced_by_its_row(ledger: Any) ->
     """begin_attempt keeps a provisional row; recording the attempt removes it in one go."""
     ledger.begin_attempt(flight(), lease_until=T0 + timedelta(minutes=17))
     (pending,) = ledger.in_flight()
-    assert (pending.outcome, pending.input_tokens, pending.cost_usd) == ("lost", 1200, Decimal("0.004275"))
+    assert (pending.outcome, pending.usage.input, pending.cost_usd) == ("lost", 1200, Decimal("0.004275"))
     assert (pending.project, pending.tags, pending.ended_at) == (
         "projet-été",
         ("日本", "b"),
         T0 + timedelta(minutes=17),
     )
-    final = make("fly-1", 1, input_tokens=1200, output_tokens=50, cost_usd=Decimal("0.005"))
+    final = make("fly-1", 1, usage=Usage(input=1200, output=50), cost_usd=Decimal("0.005"))
     ledger.record(final)
     assert ledger.in_flight() == []
     assert list(ledger.records()) == [final]
@@ -646,8 +649,8 @@ def test_an_expired_attempt_in_flight_becomes_a_lost_row(ledger: Any) -> None:
     assert ledger.sweep_lost(now=lease + timedelta(seconds=1)) == 1
     (lost,) = list(ledger.records())
     assert (lost.call_id, lost.outcome, lost.ended_at) == ("fly-1", "lost", lease)
-    assert (lost.input_tokens, lost.cache_write_5m_tokens, lost.cache_read_tokens) == (1200, 100, 3000)
-    assert (lost.output_tokens, lost.cost_usd, lost.status_code) == (0, Decimal("0.004275"), 200)
+    assert (lost.usage.input, lost.usage.cache_write_5m, lost.usage.cache_read) == (1200, 100, 3000)
+    assert (lost.usage.output, lost.cost_usd, lost.status_code) == (0, Decimal("0.004275"), 200)
     assert (lost.max_tokens, lost.prefix_hashes) == (2048, "t:00112233aabbccdd:5000")
     assert lost.extra["é"] == "ü" and "lost" in lost.extra
     assert [r.call_id for r in ledger.in_flight()] == ["fly-2"]

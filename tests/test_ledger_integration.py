@@ -65,7 +65,7 @@ def test_each_fault_leaves_one_row_per_attempt(emulator: Any, home: Path, run_id
     assert [r.attempt for r in rows] == list(range(1, len(rows) + 1))
     for row in rows:
         assert row.cost_usd is not None  # every model here is priced: never unpriced, never missing
-        if row.outcome == "error" and row.input_tokens == 0:
+        if row.outcome == "error" and row.usage.input == 0:
             assert row.cost_usd == 0
     if plan.startswith("refusal;category=cyber"):
         assert rows[0].cost_usd is not None and rows[0].cost_usd > 0  # billed as its usage reports
@@ -135,3 +135,28 @@ def recorded_unknown() -> Any:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def test_opening_a_second_ledger_on_a_file_keeps_the_locks_of_the_first(tmp_path: Path) -> None:
+    """While a ledger is open, another process closing its connection is never the "last"
+    one (which would checkpoint and delete the WAL under the open ledger's readers), even
+    after this process opened a second ledger object on the same file: closing any
+    descriptor of a file drops every POSIX lock the process holds on it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.db"
+    first: Any = open_ledger(path)
+    probe = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n"
+        "conn.execute('CREATE TABLE IF NOT EXISTS probe (x)')\n"
+        "conn.close()\n"
+    )
+    try:
+        list(first.records())  # a pooled connection, in WAL mode, holding its shared lock
+        open_ledger(path).close()  # a second ledger object on the same file, in this process
+        subprocess.run([sys.executable, "-c", probe, str(path)], check=True, timeout=60)
+        assert Path(f"{path}-wal").exists()  # the other process knew it was not the last
+    finally:
+        first.close()

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from canny.cli import main
 from canny.ledger import AttemptRecord, open_ledger
 from canny.ledger.datasette import VIEWS, metadata, write_rates
+from canny.usage import Usage
 from tests.test_ledger_contract import target  # noqa: F401  (the fixture: a fresh SQLite file or PG schema)
 
 SONNET = "claude-sonnet-5-5"  # $2 input, $2.50 5m write, $4 1h write, $0.10 read, $10 output per MTok
@@ -40,16 +41,16 @@ def _row(call: str, attempt: int, at: datetime, outcome: str, cost: str | None, 
 ROWS = [
     _row("A", 1, DAY1, "error", "0", status_code=529, error_type="overloaded_error"),
     # 100 x 2 + 1000 x 2.50 + 50 x 10 = 3200 -> $0.0032
-    _row("A", 2, DAY1, "ok", "0.0032", input_tokens=100, cache_write_5m_tokens=1000, output_tokens=50),
+    _row("A", 2, DAY1, "ok", "0.0032", usage=Usage(input=100, cache_write_5m=1000, output=50)),
     # 10 x 2 + 1000 x 0.10 + 20 x 10 = 320 -> $0.00032
-    _row("B", 1, DAY1, "ok", "0.00032", input_tokens=10, cache_read_tokens=1000, output_tokens=20, project="acme"),
+    _row("B", 1, DAY1, "ok", "0.00032", usage=Usage(input=10, cache_read=1000, output=20), project="acme"),
     # 500 x 2 -> $0.001
-    _row("C", 1, DAY1, "lost", "0.001", input_tokens=500, request_id="req_lost"),
-    _row("D", 1, DAY2, "ok", None, model="mystery-model", input_tokens=10, output_tokens=10),
+    _row("C", 1, DAY1, "lost", "0.001", usage=Usage(input=500), request_id="req_lost"),
+    _row("D", 1, DAY2, "ok", None, model="mystery-model", usage=Usage(input=10, output=10)),
     # 5 x 2 + 2000 x 4 + 5 x 10 = 8060 -> $0.00806
-    _row("E", 1, DAY2, "ok", "0.00806", input_tokens=5, cache_write_1h_tokens=2000, output_tokens=5),
+    _row("E", 1, DAY2, "ok", "0.00806", usage=Usage(input=5, cache_write_1h=2000, output=5)),
     # 10 x 2 + 500 x 0.10 + 3 x 10 = 100 -> $0.0001
-    _row("F", 1, DAY2, "interrupted", "0.0001", input_tokens=10, cache_read_tokens=500, output_tokens=3),
+    _row("F", 1, DAY2, "interrupted", "0.0001", usage=Usage(input=10, cache_read=500, output=3)),
 ]
 
 

@@ -139,7 +139,7 @@ def test_sigkill_mid_stream_leaves_a_lost_row_and_settles_the_budget(emulator: A
     try:
         assert list(ledger.records()) == []
         (pending,) = ledger.in_flight()  # type: ignore[attr-defined]
-        assert (pending.input_tokens, pending.output_tokens) == (expected, 0)
+        assert (pending.usage.input, pending.usage.output) == (expected, 0)
         lease_end = pending.ended_at
         assert (
             timedelta(0)
@@ -154,7 +154,7 @@ def test_sigkill_mid_stream_leaves_a_lost_row_and_settles_the_budget(emulator: A
         (lost,) = list(ledger.records())
         price = cost(MODEL, Usage(input=expected), at=lost.started_at)
         assert price is not None and price > 0
-        assert (lost.outcome, lost.model, lost.input_tokens, lost.output_tokens) == ("lost", MODEL, expected, 0)
+        assert (lost.outcome, lost.model, lost.usage.input, lost.usage.output) == ("lost", MODEL, expected, 0)
         assert (lost.cost_usd, lost.status_code, lost.streamed) == (price, 200, True)
         assert lost.request_id and lost.prompt_hash
         assert ledger.in_flight() == []  # type: ignore[attr-defined]
@@ -193,10 +193,10 @@ def test_sigkill_during_a_non_streamed_call_leaves_the_estimate(emulator: Any, r
         (lost,) = list(ledger.records())
         assert lost == replace(pending, ended_at=lost.ended_at)
         assert lost.started_at <= lost.ended_at < pending.ended_at  # a reset ends it now
-        assert (lost.outcome, lost.streamed, lost.status_code, lost.output_tokens) == ("lost", False, None, 0)
-        assert lost.input_tokens == estimate  # nothing reported yet: the local estimate
+        assert (lost.outcome, lost.streamed, lost.status_code, lost.usage.output) == ("lost", False, None, 0)
+        assert lost.usage.input == estimate  # nothing reported yet: the local estimate
         assert lost.extra["input_tokens"].startswith("estimated")
-        assert lost.cost_usd == cost(MODEL, Usage(input=lost.input_tokens), at=lost.started_at)
+        assert lost.cost_usd == cost(MODEL, Usage(input=lost.usage.input), at=lost.started_at)
     finally:
         ledger.close()
 

@@ -20,7 +20,7 @@ from canny import errors
 from canny.budget import CallLike
 from canny.errors import CannyWarning
 from canny.meter import Meter, meter
-from tests.conftest import CANARY_KEY, MemoryLedger
+from tests.conftest import CANARY_KEY, MemoryLedger, transport_error
 
 MODEL = "claude-sonnet-5-5"
 FAST = "overloaded;retry_after_ms=1"  # a retried 529 the SDK waits 1 ms for
@@ -105,7 +105,7 @@ def test_create_returns_the_sdk_message_and_one_ok_row(emulator: Any, memory_led
     assert message.content[0].text == _plain_text(emulator, "p-" + run_id)
     [row] = memory_ledger.rows
     assert (row.attempt, row.outcome, row.status_code, row.streamed) == (1, "ok", 200, False)
-    assert (row.input_tokens, row.output_tokens) == (message.usage.input_tokens, message.usage.output_tokens)
+    assert (row.usage.input, row.usage.output) == (message.usage.input_tokens, message.usage.output_tokens)
     assert row.cost_usd is not None
     assert row.cost_usd > 0
     assert row.request_id == message._request_id
@@ -130,7 +130,7 @@ def test_stream_helper_text_and_final_message_are_unchanged(
     assert final.model_dump(exclude={"id"}) == plain_final.model_dump(exclude={"id"})
     [row] = memory_ledger.rows
     assert (row.outcome, row.streamed, row.stop_reason) == ("ok", True, "end_turn")
-    assert (row.input_tokens, row.output_tokens) == (final.usage.input_tokens, final.usage.output_tokens)
+    assert (row.usage.input, row.usage.output) == (final.usage.input_tokens, final.usage.output_tokens)
     assert row.first_token_at is not None
     assert row.started_at <= row.first_token_at <= row.ended_at
 
@@ -145,7 +145,7 @@ def test_create_stream_true_yields_the_sdk_event_types(emulator: Any, memory_led
         seen = list(events)
     assert [type(e) for e in seen] == plain_types
     assert [row.outcome for row in memory_ledger.rows] == ["ok"]
-    assert memory_ledger.rows[0].output_tokens == seen[-2].usage.output_tokens  # message_delta
+    assert memory_ledger.rows[0].usage.output == seen[-2].usage.output_tokens  # message_delta
 
 
 def test_async_create_and_stream(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
@@ -190,7 +190,7 @@ def test_sdk_retries_write_one_row_per_attempt(
     assert len({r.call_id for r in rows}) == 1
     assert [r.error_type for r in rows[:2]] == ["overloaded_error"] * 2
     assert [r.cost_usd for r in rows[:2]] == [Decimal(0)] * 2
-    assert rows[0].input_tokens == 0
+    assert rows[0].usage.input == 0
     assert all(r.request_id for r in rows)
     assert len(emulator.requests(run=run_id)) == 3
 
@@ -221,7 +221,7 @@ def test_unauthorised_key_is_one_error_row(emulator: Any, memory_ledger: MemoryL
     [row] = memory_ledger.rows
     assert (row.outcome, row.status_code, row.error_type) == ("error", 401, "authentication_error")
     assert row.request_id == info.value.request_id
-    assert (row.input_tokens, row.output_tokens, row.cost_usd) == (0, 0, Decimal(0))
+    assert (row.usage.input, row.usage.output, row.cost_usd) == (0, 0, Decimal(0))
 
 
 def test_connection_failure_is_an_error_row_and_the_sdk_exception(memory_ledger: MemoryLedger) -> None:
@@ -244,16 +244,21 @@ def test_connection_failure_is_an_error_row_and_the_sdk_exception(memory_ledger:
 def test_mid_stream_drop_raises_the_sdk_error_and_is_interrupted(
     emulator: Any, memory_ledger: MemoryLedger, run_id: str
 ) -> None:
-    """drop;after=2: the SDK's own RemoteProtocolError reaches the caller; the row is interrupted with partial usage."""
+    """drop;after=2: what the plain SDK raises reaches the caller; the row is interrupted with partial usage."""
     shown: list[str] = []
-    with _sdk(emulator, "drop;after=2", run=run_id) as sdk, pytest.raises(httpx2.RemoteProtocolError):  # noqa: SIM117
+    with _sdk(emulator, "drop;after=2", run=run_id) as sdk, pytest.raises(Exception) as raised:  # noqa: PT011, SIM117
         with meter(sdk, ledger=memory_ledger).messages.stream(**_ask()) as stream:
             shown.extend(stream.text_stream)
+    with _sdk(emulator, "drop;after=2", run=run_id + "-plain") as sdk, pytest.raises(Exception) as plain:  # noqa: PT011, SIM117
+        with sdk.messages.stream(**_ask()) as stream:
+            stream.until_done()
+    assert type(raised.value) is type(plain.value)
+    assert type(transport_error(raised.value)) is httpx2.RemoteProtocolError
     assert len(shown) == 2
     [row] = memory_ledger.rows  # the SDK does not retry after the headers
     assert (row.outcome, row.status_code, row.error_type) == ("interrupted", None, "ConnectionFailed")
-    assert row.input_tokens > 0
-    assert row.output_tokens > 0
+    assert row.usage.input > 0
+    assert row.usage.output > 0
     assert row.cost_usd is not None
     assert row.cost_usd > 0
     assert row.request_id
@@ -268,10 +273,11 @@ def test_async_mid_stream_drop_is_interrupted(emulator: Any, memory_ledger: Memo
             async for _ in events:
                 pass
 
-    with pytest.raises(httpx2.RemoteProtocolError):
+    with pytest.raises((httpx2.RemoteProtocolError, anthropic.APIConnectionError)) as raised:
         asyncio.run(go())
+    assert type(transport_error(raised.value)) is httpx2.RemoteProtocolError
     assert [r.outcome for r in memory_ledger.rows] == ["interrupted"]
-    assert memory_ledger.rows[0].input_tokens > 0
+    assert memory_ledger.rows[0].usage.input > 0
 
 
 def test_in_band_error_event_after_content_is_interrupted(
@@ -294,8 +300,8 @@ def test_early_close_is_cancelled(emulator: Any, memory_ledger: MemoryLedger, ru
     assert first
     [row] = memory_ledger.rows
     assert row.outcome == "cancelled"
-    assert row.input_tokens > 0
-    assert row.output_tokens >= 1
+    assert row.usage.input > 0
+    assert row.usage.output >= 1
 
 
 def test_async_early_close_is_cancelled(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
@@ -400,7 +406,7 @@ def test_raw_and_streaming_responses_are_metered(emulator: Any, memory_ledger: M
             parsed = response.parse()
     assert type(parsed) is anthropic.types.Message
     assert [r.outcome for r in memory_ledger.rows] == ["ok", "ok"]
-    assert memory_ledger.rows[1].output_tokens == parsed.usage.output_tokens
+    assert memory_ledger.rows[1].usage.output == parsed.usage.output_tokens
 
 
 def test_other_endpoints_pass_through_untouched(emulator: Any, memory_ledger: MemoryLedger, run_id: str) -> None:
@@ -429,7 +435,7 @@ def test_gzip_encoded_stream_is_decoded_by_the_tee(emulator: Any, memory_ledger:
         with meter(sdk, ledger=memory_ledger).messages.stream(**_ask()) as stream:
             final = stream.get_final_message()
     [row] = memory_ledger.rows
-    assert (row.outcome, row.request_id, row.output_tokens) == ("ok", "req_gzip", final.usage.output_tokens)
+    assert (row.outcome, row.request_id, row.usage.output) == ("ok", "req_gzip", final.usage.output_tokens)
 
 
 class _Chunks(httpx2.SyncByteStream):
@@ -650,4 +656,4 @@ def test_malformed_event_is_never_cancelled(
         read_all(sdk)
     [row] = memory_ledger.rows
     assert (row.outcome, row.error_type) == (outcome, "malformed_event")
-    assert row.input_tokens > 0
+    assert row.usage.input > 0

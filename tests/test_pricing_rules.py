@@ -25,7 +25,7 @@ from canny.pricing import (
     default_table,
     rates,
 )
-from canny.usage import TOKEN_BUCKETS, IterationUsage, Usage, usage_columns
+from canny.usage import TOKEN_BUCKETS, IterationUsage, Usage
 
 TABLE = default_table()
 MODELS = sorted(TABLE.models)
@@ -61,7 +61,7 @@ def _record(model: str, day: date, batch: bool, geo: bool, fast: bool, usage: Us
         inference_geo="us" if geo else None,
         speed="fast" if fast else None,
         project=f"p{n}",
-        **usage_columns(usage),
+        usage=usage,
     )
 
 

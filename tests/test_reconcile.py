@@ -79,7 +79,7 @@ def test_raw_sdk_calls_are_the_drift_and_named_as_outside_canny(emu: Any, tmp_pa
     assert row["causes"] == ["calls made outside canny"]
     assert row["token_drift"]["input"] == sum(m.usage.input_tokens for m in outside)
     assert row["token_drift"]["output"] == sum(m.usage.output_tokens for m in outside)
-    assert row["ledger_tokens"]["input"] == sum(r.input_tokens for r in rows)
+    assert row["ledger_tokens"]["input"] == sum(r.usage.input for r in rows)
     assert "over the tolerance" in result.stderr
     for text in (result.stdout, result.stderr):
         assert CANARY_KEY not in text
@@ -167,7 +167,7 @@ def _row(outcome: Any, cost: str | None, output: int, model: str = MODEL) -> Att
     at = datetime(2026, 11, 20, 12, tzinfo=UTC)
     return AttemptRecord(
         call_id=f"c-{outcome}-{model}", attempt=1, started_at=at, ended_at=at, model=model, outcome=outcome,
-        input_tokens=1000, output_tokens=output, cost_usd=None if cost is None else Decimal(cost),
+        usage=Usage(input=1000, output=output), cost_usd=None if cost is None else Decimal(cost),
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from canny.cli import main
 from canny.ledger import AttemptRecord, open_ledger
+from canny.usage import Usage
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -50,9 +51,7 @@ def _attempt(n: int, when: datetime, model: str, outcome: str, cost: Decimal | N
         model=model,
         outcome=outcome,  # type: ignore[arg-type]
         cost_usd=cost,
-        input_tokens=1000 + n,
-        output_tokens=200,
-        cache_read_tokens=500 * k,
+        usage=Usage(input=1000 + n, output=200, cache_read=500 * k),
         project=("web", "nightly-batch-summaries", None)[k],
         tags=(("alpha",), ("beta", "alpha"), ())[k],
     )

@@ -14,6 +14,7 @@ import pytest
 from canny import reports
 from canny.ledger import AttemptRecord, open_ledger
 from canny.reports import Report, ReportRow, build_report, parse_when, plain_decimal, report_rows, resolve_tz
+from canny.usage import Usage
 
 
 def rec(call: str, attempt: int, when: str, model: str, outcome: str, cost: str | None, **kw: Any) -> AttemptRecord:
@@ -32,15 +33,15 @@ def rec(call: str, attempt: int, when: str, model: str, outcome: str, cost: str 
 
 #: Six attempts of five calls; expected figures below are worked out by hand.
 FIXTURE = [
-    rec("A", 1, "2026-03-09T23:30", "sonnet", "error", "0.001", input_tokens=100, tags=("x",), project="p1"),
-    rec("A", 2, "2026-03-10T00:10", "sonnet", "ok", "0.01", input_tokens=100, cache_write_5m_tokens=200,
-        cache_read_tokens=700, output_tokens=50, tags=("x",), project="p1"),
-    rec("B", 1, "2026-03-10T12:00", "haiku", "ok", None, input_tokens=10, cache_write_1h_tokens=90,
-        output_tokens=5, tags=("x", "y")),
-    rec("C", 1, "2026-03-16T09:00", "opus", "refused", "0.02", input_tokens=1000, output_tokens=10, project="p2"),
+    rec("A", 1, "2026-03-09T23:30", "sonnet", "error", "0.001", usage=Usage(input=100), tags=("x",), project="p1"),
+    rec("A", 2, "2026-03-10T00:10", "sonnet", "ok", "0.01", usage=Usage(input=100, cache_write_5m=200,
+        cache_read=700, output=50), tags=("x",), project="p1"),
+    rec("B", 1, "2026-03-10T12:00", "haiku", "ok", None, usage=Usage(input=10, cache_write_1h=90, output=5),
+        tags=("x", "y")),
+    rec("C", 1, "2026-03-16T09:00", "opus", "refused", "0.02", usage=Usage(input=1000, output=10), project="p2"),
     rec("D", 1, "2026-04-01T00:30", "sonnet", "budget_refused", "0", tags=("y",), project="p1"),
-    rec("E", 1, "2026-04-01T01:00", "sonnet", "max_tokens", "0.005", input_tokens=50, cache_read_tokens=50,
-        output_tokens=100, project="p2"),
+    rec("E", 1, "2026-04-01T01:00", "sonnet", "max_tokens", "0.005", usage=Usage(input=50, cache_read=50,
+        output=100), project="p2"),
 ]  # fmt: skip
 
 
@@ -71,8 +72,8 @@ def test_total_line_counts_calls_once_and_keeps_unpriced_apart(ledger: Any) -> N
     """Totals: 5 calls, 6 attempts, every bucket, $0.036 priced, 1 unpriced, 2 failures."""
     total = build_report(ledger, "day").total
     assert (total.calls, total.attempts) == (5, 6)
-    assert (total.input_tokens, total.cache_write_5m_tokens, total.cache_write_1h_tokens) == (1260, 200, 90)
-    assert (total.cache_read_tokens, total.output_tokens) == (750, 165)
+    assert (total.tokens.input, total.tokens.cache_write_5m, total.tokens.cache_write_1h) == (1260, 200, 90)
+    assert (total.tokens.cache_read, total.tokens.output) == (750, 165)
     assert (total.cost_usd, total.unpriced, total.failures) == (D("0.036"), 1, 2)
     assert total.cache_hit_rate == pytest.approx(750 / 2300)
 
@@ -87,7 +88,7 @@ def test_by_day_in_utc(ledger: Any) -> None:
         ("2026-04-01", 2, 2, D("0.005"), 0, 1),
     ]
     tokens = [
-        (r.input_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens) for r in report.rows
+        (r.tokens.input, r.tokens.cache_write_5m, r.tokens.cache_write_1h, r.tokens.cache_read) for r in report.rows
     ]
     assert tokens[1] == (110, 200, 90, 700)
 
@@ -178,7 +179,7 @@ def test_reprice_shows_stored_repriced_and_difference(ledger: Any) -> None:
     """--reprice: per group today's sum, and the change over attempts priced both ways."""
 
     def pricer(r: AttemptRecord) -> Decimal | None:
-        return None if r.model == "opus" else Decimal(r.input_tokens) * Decimal("0.0001")
+        return None if r.model == "opus" else Decimal(r.usage.input) * Decimal("0.0001")
 
     report = build_report(ledger, "model", reprice=True, pricer=pricer)
     rows = {r.group: r for r in report.rows}
@@ -225,14 +226,13 @@ MTOK = 1_000_000
         ("2026-10-08", "mystery-model", {}, "0"),
         # Haiku 5.5, 0.1 MTok read: 0.1 x (0.10 - 0.01) at 100,000 prompt tokens; one more token
         # and the whole request is billed at the long-prompt rates: 0.1 x (0.50 - 0.05)
-        ("2026-11-01", "claude-haiku-5-5", {"cache_read_tokens": 100_000, "cache_write_5m_tokens": 0}, "0.009"),
-        ("2026-11-01", "claude-haiku-5-5", {"cache_read_tokens": 100_000, "cache_write_5m_tokens": 0,
-                                            "input_tokens": 1}, "0.045"),
+        ("2026-11-01", "claude-haiku-5-5", {"usage": Usage(cache_read=100_000)}, "0.009"),
+        ("2026-11-01", "claude-haiku-5-5", {"usage": Usage(input=1, cache_read=100_000)}, "0.045"),
     ],
 )  # fmt: skip
 def test_cache_saving_per_attempt_is_hand_checked(when: str, model: str, extra: dict[str, Any], expected: str) -> None:
     """One attempt reading 1 MTok and writing 1 MTok (5m): the saving at the rates of that day and mode."""
-    fields: dict[str, Any] = {"cache_read_tokens": MTOK, "cache_write_5m_tokens": MTOK} | extra
+    fields: dict[str, Any] = {"usage": Usage(cache_read=MTOK, cache_write_5m=MTOK)} | extra
     record = rec("S", 1, f"{when}T12:00", model, "ok", "1", **fields)
     rates = reports.cache_saving_rates()
     assert rates.to_usd(rates.saving_units(record)) == D(expected)
@@ -241,7 +241,7 @@ def test_cache_saving_per_attempt_is_hand_checked(when: str, model: str, extra: 
 def test_cache_saving_counts_only_billed_priced_attempts() -> None:
     """No stored cost (unpriced) or a zero cost (an unbilled refusal): no saving counted."""
     rates = reports.cache_saving_rates()
-    kw: dict[str, Any] = {"cache_read_tokens": MTOK}
+    kw: dict[str, Any] = {"usage": Usage(cache_read=MTOK)}
     assert rates.saving_units(rec("S", 1, "2026-10-08T12:00", "claude-sonnet-5-5", "ok", None, **kw)) == 0
     assert rates.saving_units(rec("S", 1, "2026-10-08T12:00", "claude-sonnet-5-5", "refused", "0", **kw)) == 0
     assert rates.saving_units(rec("S", 1, "2026-10-08T12:00", "claude-sonnet-5-5", "ok", "1", **kw)) > 0
@@ -251,7 +251,9 @@ def test_savings_are_opt_in_and_can_be_negative(tmp_path: Path) -> None:
     """build_report(savings=True) fills saved_usd; writes never read back give a negative saving."""
     opened = open_ledger(tmp_path / "l.db")
     try:
-        opened.record(rec("W", 1, "2026-11-02T09:00", "claude-sonnet-5-5", "ok", "0.01", cache_write_1h_tokens=MTOK))
+        opened.record(
+            rec("W", 1, "2026-11-02T09:00", "claude-sonnet-5-5", "ok", "0.01", usage=Usage(cache_write_1h=MTOK))
+        )
         assert build_report(opened, "day").total.saved_usd is None
         report = build_report(opened, "day", savings=True)
     finally:
@@ -288,7 +290,7 @@ def test_empty_report_has_zero_total_and_no_cost(tmp_path: Path) -> None:
 def test_cache_hit_rate_is_none_without_input() -> None:
     """No prompt tokens at all: the hit rate is undefined, not 0."""
     assert ReportRow("x").cache_hit_rate is None
-    assert ReportRow("x", input_tokens=1, cache_read_tokens=3).cache_hit_rate == 0.75
+    assert ReportRow("x", tokens=Usage(input=1, cache_read=3)).cache_hit_rate == 0.75
 
 
 NOW = datetime(2026, 11, 24, 15, 30, tzinfo=UTC)
@@ -353,7 +355,7 @@ def test_plain_decimal_never_uses_exponents(value: str, text: str) -> None:
 def test_export_row_has_every_field_and_hides_text_unless_asked() -> None:
     """Export rows: ISO UTC times, cost as a string or None, tags as a list, no text by default."""
     record = rec("Z", 2, "2026-01-02T03:04:05", "m", "interrupted", "0.25", tags=("a",),
-                 prompt_text="secret prompt", input_tokens=7)  # fmt: skip
+                 prompt_text="secret prompt", usage=Usage(input=7))  # fmt: skip
     row = reports.export_row(record)
     assert row["call_id"] == "Z"
     assert row["attempt"] == 2

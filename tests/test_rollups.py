@@ -20,6 +20,7 @@ from canny import reports
 from canny.ledger import GROUP_BYS, OUTCOMES, AttemptRecord, ReportFilter, ReportQuery, migrations, open_ledger
 from canny.ledger.rollups import HOUR_US, plan, window_cost
 from canny.units import to_us
+from canny.usage import Usage
 from tests import test_ledger_contract
 
 #: The fixture of the ledger contract tests: a fresh SQLite file, or a fresh PostgreSQL schema.
@@ -48,11 +49,13 @@ def _records(seed: int, calls: int) -> list[AttemptRecord]:
                     model=model,
                     outcome=rng.choice(OUTCOMES),
                     session_id=rng.choice([None, "s1", "s2"]),
-                    input_tokens=rng.randrange(0, 3000),
-                    cache_write_5m_tokens=rng.randrange(0, 300),
-                    cache_write_1h_tokens=rng.randrange(0, 300),
-                    cache_read_tokens=rng.randrange(0, 5000),
-                    output_tokens=rng.randrange(0, 700),
+                    usage=Usage(
+                        input=rng.randrange(0, 3000),
+                        cache_write_5m=rng.randrange(0, 300),
+                        cache_write_1h=rng.randrange(0, 300),
+                        cache_read=rng.randrange(0, 5000),
+                        output=rng.randrange(0, 700),
+                    ),
                     cost_usd=None if model == "mystery" else Decimal(rng.randrange(0, 10**9)).scaleb(-12),
                     tags=tags if rng.random() < 0.8 else ("c",),
                     project=rng.choice([None, "alpha", "beta"]),
@@ -120,11 +123,11 @@ def test_rollup_figures_equal_row_figures(ledger: Any, seed: int, zone: tzinfo, 
 def test_a_lost_row_replaced_by_the_real_one_leaves_exact_rollups(ledger: Any) -> None:
     """Deleting a row (a lost attempt giving way to its real row) takes it out of every rollup."""
     base = _records(3, 1)[0]
-    lost = replace(base, outcome="lost", cost_usd=Decimal("0.5"), input_tokens=9)
+    lost = replace(base, outcome="lost", cost_usd=Decimal("0.5"), usage=replace(base.usage, input=9))
     ledger.record(lost)
-    ledger.record(replace(base, outcome="ok", cost_usd=Decimal("0.25"), input_tokens=7))
+    ledger.record(replace(base, outcome="ok", cost_usd=Decimal("0.25"), usage=replace(base.usage, input=7)))
     groups, _ = ledger.aggregate(ReportQuery("outcome"))
-    assert [(g.key, g.attempts, g.input_tokens, g.cost_usd) for g in groups] == [("ok", 1, 7, Decimal("0.25"))]
+    assert [(g.key, g.attempts, g.tokens.input, g.cost_usd) for g in groups] == [("ok", 1, 7, Decimal("0.25"))]
     with ledger.transaction(write=False) as tx:
         assert tx.execute("SELECT count(*) FROM rollup_hours WHERE outcome = 'lost'")[0][0] == 0
         assert tx.execute("SELECT sum(attempts) FROM rollup_totals")[0][0] == 1

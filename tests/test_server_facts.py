@@ -227,7 +227,7 @@ def test_client_records_unexpected_values_as_sent(serve: Any, clean_env: Path, s
     assert any("daydream" in k for k in kinds)
     (row,) = _rows(clean_env)
     assert (row.outcome, row.stop_reason, row.cost_usd) == ("ok", "daydream", None)
-    assert row.input_tokens == 1200
+    assert row.usage.input == 1200
 
 
 def test_meter_records_not_available(serve: Any, clean_env: Path) -> None:

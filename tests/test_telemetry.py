@@ -77,10 +77,10 @@ def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Otel]:
 def _hand_cost(row: Any) -> Decimal:
     """A row's cost from its disjoint buckets at the rates above, per million tokens."""
     tokens = {
-        "input": row.input_tokens,
-        "cache_write_5m": row.cache_write_5m_tokens,
-        "cache_read": row.cache_read_tokens,
-        "output": row.output_tokens,
+        "input": row.usage.input,
+        "cache_write_5m": row.usage.cache_write_5m,
+        "cache_read": row.usage.cache_read,
+        "output": row.usage.output,
     }
     return sum((Decimal(n) * RATES[b] for b, n in tokens.items()), Decimal(0)) / 1_000_000
 
@@ -102,8 +102,8 @@ def test_client_create_and_stream_give_a_call_span_with_attempt_children_and_cac
     assert text and first.attempts == 2 and second.attempts == 1
     error_row, write_row, read_row = memory_ledger.rows
     assert (error_row.outcome, write_row.outcome, read_row.outcome) == ("error", "ok", "ok")
-    assert write_row.cache_write_5m_tokens > 0 and write_row.cache_read_tokens == 0
-    assert read_row.cache_read_tokens == write_row.cache_write_5m_tokens and read_row.cache_write_5m_tokens == 0
+    assert write_row.usage.cache_write_5m > 0 and write_row.usage.cache_read == 0
+    assert read_row.usage.cache_read == write_row.usage.cache_write_5m and read_row.usage.cache_write_5m == 0
     for row in (write_row, read_row):
         assert row.cost_usd == _hand_cost(row)
 
@@ -119,18 +119,18 @@ def test_client_create_and_stream_give_a_call_span_with_attempt_children_and_cac
     assert a["gen_ai.provider.name"] == a["gen_ai.system"] == "anthropic"
     assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == MODEL
     assert a["gen_ai.request.stream"] is False and a["canny.attempts"] == 2 and a["canny.outcome"] == "ok"
-    inclusive = write_row.input_tokens + write_row.cache_write_5m_tokens
+    inclusive = write_row.usage.input + write_row.usage.cache_write_5m
     assert a["gen_ai.usage.input_tokens"] == inclusive
-    assert a["gen_ai.usage.cache_creation.input_tokens"] == write_row.cache_write_5m_tokens
+    assert a["gen_ai.usage.cache_creation.input_tokens"] == write_row.usage.cache_write_5m
     assert a["gen_ai.usage.cache_read.input_tokens"] == 0
-    assert a["gen_ai.usage.output_tokens"] == write_row.output_tokens
-    assert a["canny.usage.input"] == write_row.input_tokens
+    assert a["gen_ai.usage.output_tokens"] == write_row.usage.output
+    assert a["canny.usage.input"] == write_row.usage.input
     assert Decimal(str(a["canny.cost_usd"])) == _hand_cost(write_row)
     assert a["gen_ai.response.finish_reasons"] == ("end_turn",)
     b = dict(streamed.attributes or {})
     assert b["gen_ai.request.stream"] is True
-    assert b["gen_ai.usage.cache_read.input_tokens"] == read_row.cache_read_tokens
-    assert b["gen_ai.usage.input_tokens"] == read_row.input_tokens + read_row.cache_read_tokens
+    assert b["gen_ai.usage.cache_read.input_tokens"] == read_row.usage.cache_read
+    assert b["gen_ai.usage.input_tokens"] == read_row.usage.input + read_row.usage.cache_read
     assert Decimal(str(b["canny.cost_usd"])) == _hand_cost(read_row)
     failed = next(s for s in spans if s.name == "attempt 1")
     assert dict(failed.attributes or {})["error.type"] == "overloaded_error"
@@ -138,10 +138,10 @@ def test_client_create_and_stream_give_a_call_span_with_attempt_children_and_cac
     for span in spans:
         assert RULES not in str(span.attributes) and "Hello there" not in str(span.attributes)
 
-    assert otel.total("canny.tokens", **{"canny.token.bucket": "cache_read"}) == read_row.cache_read_tokens
-    assert otel.total("canny.tokens", **{"canny.token.bucket": "cache_write_5m"}) == write_row.cache_write_5m_tokens
+    assert otel.total("canny.tokens", **{"canny.token.bucket": "cache_read"}) == read_row.usage.cache_read
+    assert otel.total("canny.tokens", **{"canny.token.bucket": "cache_write_5m"}) == write_row.usage.cache_write_5m
     assert otel.total("gen_ai.client.token.usage", **{"gen_ai.token.type": "input"}) == (
-        inclusive + read_row.input_tokens + read_row.cache_read_tokens
+        inclusive + read_row.usage.input + read_row.usage.cache_read
     )
     cost = otel.total("canny.cost")
     assert Decimal(str(cost)).quantize(Decimal("1e-12")) == (_hand_cost(write_row) + _hand_cost(read_row))
@@ -185,16 +185,16 @@ def test_meter_attempts_are_traced_with_cost_and_tokens(
             model=MODEL, max_tokens=100, system=SYSTEM, messages=HELLO
         )
     error_row, ok_row = memory_ledger.rows
-    assert ok_row.cache_write_5m_tokens == message.usage.cache_creation_input_tokens
-    assert ok_row.cache_write_5m_tokens > 0
+    assert ok_row.usage.cache_write_5m == message.usage.cache_creation_input_tokens
+    assert ok_row.usage.cache_write_5m > 0
     spans = otel.finished()
     calls = [s for s in spans if s.parent is None]
     assert len(calls) == 2 and len(spans) == 4
     assert {(s.attributes or {})["canny.call_id"] for s in calls} == {ok_row.call_id}  # the SDK's retry, one call
     ok = next(s for s in calls if (s.attributes or {})["canny.outcome"] == "ok")
     attributes = dict(ok.attributes or {})
-    assert attributes["gen_ai.usage.input_tokens"] == message.usage.input_tokens + ok_row.cache_write_5m_tokens
-    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == ok_row.cache_write_5m_tokens
+    assert attributes["gen_ai.usage.input_tokens"] == message.usage.input_tokens + ok_row.usage.cache_write_5m
+    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == ok_row.usage.cache_write_5m
     assert Decimal(str(attributes["canny.cost_usd"])) == _hand_cost(ok_row)
     assert otel.total("canny.attempts", **{"canny.outcome": "error"}) == 1
     assert error_row.outcome == "error"
@@ -310,7 +310,7 @@ def test_metered_run_exports_spans_and_metrics_over_otlp_http(
         server.shutdown()
         server.server_close()
     write_row, read_row = memory_ledger.rows
-    assert read_row.cache_read_tokens == write_row.cache_write_5m_tokens > 0
+    assert read_row.usage.cache_read == write_row.usage.cache_write_5m > 0
 
     spans = [
         span
@@ -329,10 +329,10 @@ def test_metered_run_exports_spans_and_metrics_over_otlp_http(
     assert len(calls) == 2 and len(spans) == 4
     for span, row in zip(calls, (write_row, read_row), strict=True):
         attributes = {a.key: _value(a.value) for a in span.attributes}
-        assert attributes["gen_ai.usage.cache_read.input_tokens"] == row.cache_read_tokens
-        assert attributes["gen_ai.usage.cache_creation.input_tokens"] == row.cache_write_5m_tokens
-        assert attributes["gen_ai.usage.input_tokens"] == row.input_tokens + row.cache_write_5m_tokens + (
-            row.cache_read_tokens
+        assert attributes["gen_ai.usage.cache_read.input_tokens"] == row.usage.cache_read
+        assert attributes["gen_ai.usage.cache_creation.input_tokens"] == row.usage.cache_write_5m
+        assert attributes["gen_ai.usage.input_tokens"] == row.usage.input + row.usage.cache_write_5m + (
+            row.usage.cache_read
         )
         assert Decimal(attributes["canny.cost_usd"]) == _hand_cost(row) == row.cost_usd
         assert [c.name for c in spans if c.parent_span_id == span.span_id] == ["attempt 1"]
@@ -348,9 +348,9 @@ def test_metered_run_exports_spans_and_metrics_over_otlp_http(
                         key = (metric.name, str(labels.get("canny.token.bucket") or labels.get("gen_ai.token.type")))
                         value = point.sum if kind == "histogram" else point.as_double or point.as_int
                         sums[key] = value  # cumulative: the last export holds the totals
-    assert sums[("canny.tokens", "cache_read")] == read_row.cache_read_tokens
-    assert sums[("canny.tokens", "cache_write_5m")] == write_row.cache_write_5m_tokens
-    inclusive = sum(r.input_tokens + r.cache_write_5m_tokens + r.cache_read_tokens for r in (write_row, read_row))
+    assert sums[("canny.tokens", "cache_read")] == read_row.usage.cache_read
+    assert sums[("canny.tokens", "cache_write_5m")] == write_row.usage.cache_write_5m
+    inclusive = sum(r.usage.input + r.usage.cache_write_5m + r.usage.cache_read for r in (write_row, read_row))
     assert sums[("gen_ai.client.token.usage", "input")] == inclusive
     expected = _hand_cost(write_row) + _hand_cost(read_row)
     assert Decimal(str(sums[("canny.cost", "None")])).quantize(Decimal("1e-12")) == expected

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from canny.usage import Usage, UsageAccumulator, usage_from_api
+from canny.usage import IterationUsage, Usage, UsageAccumulator, usage_from_api
 
 
 def test_buckets_are_disjoint_from_api_usage() -> None:
@@ -47,6 +48,15 @@ def test_server_tools_and_iterations_are_read() -> None:
         ("claude-opus-5-5", 7, 2),
         ("claude-sonnet-5-5", 3, 3),
     ]
+
+
+def test_totals_are_the_buckets_without_iterations() -> None:
+    """Usage.totals keeps every bucket and drops the iterations (what a ledger row keeps)."""
+    plain = Usage(input=10, cache_read=5, output=3, web_search_requests=1)
+    assert plain.totals is plain
+    split = replace(plain, iterations=(IterationUsage(model="m", usage=plain),))
+    assert split.totals == plain
+    assert split.totals.iterations == ()
 
 
 def test_addition_sums_every_bucket() -> None:
@@ -130,26 +140,30 @@ def test_sdk_usage_objects_are_accepted() -> None:
 
 
 def test_buckets_table_is_what_records_columns_and_rates_are_made_of(tmp_path: Path) -> None:
-    """usage.BUCKETS agrees with Usage, AttemptRecord, the ledger's SQL columns, report rows and price rates."""
+    """usage.BUCKETS agrees with Usage, a record's row fields, the ledger's SQL columns, report rows and price rates."""
     from dataclasses import fields
 
-    from canny.ledger import AttemptRecord, GroupTotals, open_ledger
+    from canny.ledger import ROW_FIELDS, AttemptRecord, GroupTotals, open_ledger
     from canny.ledger._sql import COLUMNS
     from canny.pricing import Rates
     from canny.pricing.table import RATED, RateSet
-    from canny.reports import ReportRow
+    from canny.reports import REPORT_FIELDS, ReportRow
     from canny.usage import BUCKETS, TOKEN_BUCKETS
 
     columns = [b.column for b in BUCKETS]
     assert [f.name for f in fields(Usage) if f.name != "iterations"] == [b.name for b in BUCKETS]
     record_fields = [f.name for f in fields(AttemptRecord)]
-    start = record_fields.index(columns[0])
-    assert record_fields[start : start + len(columns)] == columns
+    assert not set(columns) & set(record_fields)  # the buckets live in record.usage alone
+    start = ROW_FIELDS.index(columns[0])
+    assert ROW_FIELDS[start : start + len(columns)] == tuple(columns)
+    assert ROW_FIELDS[:start] + ROW_FIELDS[start + len(columns) :] == tuple(n for n in record_fields if n != "usage")
     assert COLUMNS[COLUMNS.index(columns[0]) :][: len(columns)] == tuple(columns)
     token_columns = [b.column for b in TOKEN_BUCKETS]
+    assert [n for n in REPORT_FIELDS if n.endswith("_tokens")] == token_columns
     for row in (ReportRow, GroupTotals):
         names = [f.name for f in fields(row)]
-        assert [n for n in names if n.endswith("_tokens")] == token_columns
+        assert not [n for n in names if n.endswith("_tokens")]  # summed in row.tokens
+        assert fields(row)[names.index("tokens")].type in (Usage, "Usage")
     assert list(RATED) == [f.name for f in fields(RateSet)] == [b.name for b in TOKEN_BUCKETS]
     assert {b.name for b in TOKEN_BUCKETS} <= {f.name for f in fields(Rates)}
     ledger = open_ledger(tmp_path / "l.db")
@@ -173,12 +187,11 @@ def test_inflight_row_keeps_the_input_side_buckets_of_the_table() -> None:
 
 def test_usage_round_trips_through_api_shape_and_ledger_columns() -> None:
     """to_api / usage_from_api and usage_columns / usage_from_columns are inverses for every bucket."""
-    from types import SimpleNamespace
-
     from canny.usage import BUCKETS, usage_columns, usage_from_columns
 
     counts: dict[str, Any] = {b.name: i + 1 for i, b in enumerate(BUCKETS)}
     usage = Usage(**counts)
     assert usage_from_api(usage.to_api()) == usage
-    assert usage_from_columns(SimpleNamespace(**usage_columns(usage))) == usage
+    assert list(usage_columns(usage)) == [b.column for b in BUCKETS]
+    assert usage_from_columns(usage_columns(usage)) == usage
     assert "server_tool_use" not in Usage(input=1).to_api()

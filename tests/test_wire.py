@@ -97,14 +97,8 @@ def _expected_buckets(case: dict[str, Any]) -> dict[str, int]:
 
 
 def _row_buckets(row: Any) -> dict[str, int]:
-    return {
-        "input": row.input_tokens,
-        "cache_write_5m": row.cache_write_5m_tokens,
-        "cache_write_1h": row.cache_write_1h_tokens,
-        "cache_read": row.cache_read_tokens,
-        "output": row.output_tokens,
-        "web_search_requests": row.web_search_requests,
-    }
+    assert row.usage.iterations == ()  # a row keeps the bucket totals alone
+    return {b: getattr(row.usage, b) for b in BUCKETS}
 
 
 def _interrupted(case: dict[str, Any]) -> bool:

@@ -23,6 +23,7 @@ from canny.errors import CannyWarning
 from canny.ledger import AttemptRecord, open_for_calls, open_ledger
 from canny.ledger.spool import pending
 from canny.ledger.writer import Op, _coalesce
+from canny.usage import Usage
 from tests.conftest import CANARY_KEY
 
 MODEL = "claude-sonnet-4-6"
@@ -32,7 +33,7 @@ def _record(call_id: str, attempt: int = 1) -> AttemptRecord:
     now = datetime.now(UTC)
     return AttemptRecord(
         call_id=call_id, attempt=attempt, started_at=now, ended_at=now, model=MODEL, outcome="ok",
-        input_tokens=10, output_tokens=2, cost_usd=Decimal("0.00006"),
+        usage=Usage(input=10, output=2), cost_usd=Decimal("0.00006"),
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from canny.prefixes import prefix_hashes
 from canny.result import CallResult, Outcome
 from canny.retry import Attempts, RetryPolicy, RetryState
 from canny.streaming import MessageAccumulator, parse_body
-from canny.usage import BUCKETS, Usage, usage_columns
+from canny.usage import BUCKETS, Usage
 
 #: ``canny ask -v`` shows the response headers of each attempt (request id, rate limits).
 _http_log = logging.getLogger("canny.http")
@@ -301,7 +301,7 @@ class CallRun:
                 inference_geo=self.spec.params.get("inference_geo"),
                 speed=self.spec.params.get("speed"),
                 extra=notes,
-                **usage_columns(usage),
+                usage=usage,
             )
 
         lease_until = _now() + timedelta(seconds=self.lease)
@@ -463,7 +463,7 @@ class CallRun:
             prompt_text=self.spec.prompt_json if self.spec.log_content else None,
             response_text=attempt.acc.text if self.spec.log_content else None,
             extra=dict(attempt.notes),
-            **usage_columns(attempt.usage),
+            usage=attempt.usage.totals,
         )
         if self.ledger is not None:
             self.write(record)
@@ -497,7 +497,9 @@ class CallRun:
         the first row needs them: a call without a ledger never pays for them."""
         if self._prefix_hashes is None:
             spec = self.spec
-            self._prefix_hashes = prefix_hashes(spec.model, spec.params, body_chars=len(spec.prompt_json))
+            self._prefix_hashes = prefix_hashes(
+                spec.model, spec.params, body_chars=len(spec.prompt_json), table=spec.table
+            )
         return self._prefix_hashes
 
     def write(self, record: AttemptRecord) -> None:
@@ -659,7 +661,7 @@ def budget_refused_record(spec: CallSpec, error: errors.BudgetExceeded) -> Attem
         key_fingerprint=spec.key_fingerprint,
         prompt_hash=spec.prompt_hash,
         max_tokens=sent_max_tokens(spec.params),
-        prefix_hashes=prefix_hashes(spec.model, spec.params),
+        prefix_hashes=prefix_hashes(spec.model, spec.params, table=spec.table),
     )
 
 

@@ -33,9 +33,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from canny.errors import ConfigError
+
+if TYPE_CHECKING:
+    from canny.pricing import PriceTable
 
 __all__ = [
     "CACHE_MODES",
@@ -94,12 +97,13 @@ _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 _BYTES_PER_TOKEN = 4
 
 
-def min_cacheable_tokens(model: str) -> int:
+def min_cacheable_tokens(model: str, *, table: PriceTable | None = None) -> int:
     """The shortest prefix (in tokens) ``model`` caches; aliases and dated ids resolve
-    through the price table; unknown models get :data:`DEFAULT_MIN_CACHEABLE_TOKENS`."""
+    through the price table (``table``, else the default one); unknown models get
+    :data:`DEFAULT_MIN_CACHEABLE_TOKENS`."""
     from canny.pricing import resolve_model
 
-    return MIN_CACHEABLE_TOKENS.get(resolve_model(model), DEFAULT_MIN_CACHEABLE_TOKENS)
+    return MIN_CACHEABLE_TOKENS.get(resolve_model(model, table=table), DEFAULT_MIN_CACHEABLE_TOKENS)
 
 
 def check_cache_settings(mode: str, ttl: str) -> tuple[CacheMode, CacheTTL]:

@@ -98,7 +98,7 @@ def output_history(ledger: Ledger | None, model: str, tags: Sequence[str]) -> tu
     transaction = getattr(ledger, "transaction", None)
     if transaction is None:
         values = sorted(
-            r.output_tokens
+            r.usage.output
             for r in ledger.records()
             if r.model == model and r.outcome == "ok" and set(wanted) <= set(r.tags)
         )

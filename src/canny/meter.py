@@ -282,19 +282,27 @@ def _split_chain(call_next: Any) -> tuple[list[Any], Any]:
     first, and the link that sends one HTTP attempt at its end.
 
     The SDK links each middleware as a closure over ``handler`` (its ``handle``) and
-    ``call_next`` (the rest of the chain). When the chain does not have that shape (the
-    meter is last, or an SDK that links differently), no handler is found and
-    ``call_next`` is metered as one attempt, as before.
+    ``call_next`` (the rest of the chain); from 2.17 the ``call_next`` a handler is given
+    is a forwarding closure over ``call_next`` alone (and the request), which is stepped
+    over. When the chain does not have that shape (the meter is last, or an SDK that
+    links differently), no handler is found and ``call_next`` is metered as one attempt.
     """
     handlers: list[Any] = []
     link = call_next
-    for _ in range(256):
+    for _ in range(512):
         cells = _closure(link)
         handler, rest = cells.get("handler"), cells.get("call_next")
-        if not (callable(handler) and callable(rest)):
+        if not callable(rest):
+            break
+        if handler is None:  # a forwarder (SDK 2.17+): the next link is behind it
+            link = rest
+            continue
+        if not callable(handler):
             break
         handlers.append(handler)
         link = rest
+    if not handlers:  # nothing after the meter: its own call_next sends the attempt
+        return [], call_next
     return handlers, link
 
 

@@ -32,9 +32,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canny.caching import estimate_tokens, min_cacheable_tokens
+
+if TYPE_CHECKING:
+    from canny.pricing import PriceTable
 
 __all__ = ["MAX_PREFIXES", "VERSION", "Prefix", "format_prefixes", "parse_prefixes", "prefix_hashes", "prefixes"]
 
@@ -108,15 +111,18 @@ def prefixes(params: Mapping[str, Any]) -> list[Prefix]:
     return found
 
 
-def prefix_hashes(model: str, params: Mapping[str, Any], *, body_chars: int | None = None) -> str:
+def prefix_hashes(
+    model: str, params: Mapping[str, Any], *, body_chars: int | None = None, table: PriceTable | None = None
+) -> str:
     """The stored form of a request's boundaries that ``model`` could cache (see the module
     docstring): those at least its minimum cacheable length, at most :data:`MAX_PREFIXES`.
 
     ``body_chars``, when known, is the length in characters of the request's system,
     messages and tools as JSON. Every estimate here is UTF-8 bytes / 4 of a part of that
     JSON, and a character is at most 4 bytes, so no prefix estimates more tokens than the
-    body has characters: a body shorter than the model's minimum has nothing to hash."""
-    least = min_cacheable_tokens(model)
+    body has characters: a body shorter than the model's minimum has nothing to hash.
+    ``table``: the price table that resolves ``model`` (the call's own; else the default)."""
+    least = min_cacheable_tokens(model, table=table)
     if body_chars is not None and body_chars < least:
         return ""
     long_enough = [p for p in prefixes(params) if p.tokens >= least]

@@ -40,7 +40,7 @@ from canny.ledger import AttemptRecord, Ledger
 from canny.pricing import default_table, format_usd, resolve_model
 from canny.secrets import Secret
 from canny.units import plain_decimal
-from canny.usage import Usage, usage_from_columns
+from canny.usage import Usage
 
 if TYPE_CHECKING:
     import httpx2
@@ -327,7 +327,7 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
         if not since <= day < until:
             continue
         # the buckets the provider's usage report has: not web fetches or code executions
-        tokens = replace(usage_from_columns(r), web_fetch_requests=0, code_execution_requests=0)
+        tokens = replace(r.usage, web_fetch_requests=0, code_execution_requests=0)
         if tokens.is_empty:
             continue  # nothing was billed (refused by a budget, failed before the API)
         side = sides[(day, resolve_model(r.model))]
@@ -337,7 +337,7 @@ def _ledger_sides(records: Iterable[AttemptRecord], since: date, until: date) ->
         if r.cost_usd is None:
             side.unpriced += 1
             continue
-        fee = (table.web_search_fee(day) or Decimal(0)) * r.web_search_requests
+        fee = (table.web_search_fee(day) or Decimal(0)) * r.usage.web_search_requests
         side.cost += r.cost_usd - fee
         sides[(day, SERVER_TOOLS)].cost += fee
     return sides

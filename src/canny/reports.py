@@ -41,6 +41,7 @@ from typing import Any
 
 from canny.ledger import (
     ANSWER_OUTCOMES,
+    ROW_FIELDS,
     AttemptRecord,
     GroupBy,
     GroupTotals,
@@ -49,10 +50,11 @@ from canny.ledger import (
     ReportingLedger,
     ReportQuery,
     Sums,
+    record_values,
 )
 from canny.pricing import CacheSavingRates, cache_saving_rates
 from canny.units import plain_decimal
-from canny.usage import TOKEN_BUCKETS, Usage, usage_from_columns
+from canny.usage import TOKEN_BUCKETS, Usage
 
 __all__ = [
     "EXPORT_FIELDS",
@@ -105,15 +107,10 @@ class ReportRow(Sums):
     reprice_difference: Decimal | None = None
 
     @property
-    def prompt_tokens(self) -> int:
-        """Input tokens of every kind: uncached, written to the cache, read from it."""
-        return sum(getattr(self, b.column) for b in TOKEN_BUCKETS if b.kind == "prompt")
-
-    @property
     def cache_hit_rate(self) -> float | None:
         """cache_read / (input + cache writes + cache_read); ``None`` with no input at all."""
-        prompt = self.prompt_tokens
-        return self.cache_read_tokens / prompt if prompt else None
+        prompt = self.tokens.prompt_tokens
+        return self.tokens.cache_read / prompt if prompt else None
 
     @classmethod
     def from_totals(cls, totals: GroupTotals) -> ReportRow:
@@ -227,7 +224,8 @@ def _within(
             yield record
 
 
-#: The token bucket columns a report sums (``canny.usage.TOKEN_BUCKETS``), in order.
+#: The token buckets a report sums (``canny.usage.TOKEN_BUCKETS``): names, and columns of its output.
+_TOKEN_NAMES: tuple[str, ...] = tuple(b.name for b in TOKEN_BUCKETS)
 _TOKEN_COLUMNS: tuple[str, ...] = tuple(b.column for b in TOKEN_BUCKETS)
 
 
@@ -235,7 +233,7 @@ _TOKEN_COLUMNS: tuple[str, ...] = tuple(b.column for b in TOKEN_BUCKETS)
 class _Acc:
     calls: set[str] = field(default_factory=set)
     attempts: int = 0
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_COLUMNS, 0))
+    tokens: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(_TOKEN_NAMES, 0))
     cost: Decimal | None = None
     unpriced: int = 0
     failures: int = 0
@@ -248,8 +246,9 @@ class _Acc:
         self.saved_units += saved_units
         self.calls.add(r.call_id)
         self.attempts += 1
-        for column in _TOKEN_COLUMNS:
-            self.tokens[column] += getattr(r, column)
+        usage = r.usage
+        for name in _TOKEN_NAMES:
+            self.tokens[name] += getattr(usage, name)
         if r.cost_usd is None:
             self.unpriced += 1
         else:
@@ -275,7 +274,7 @@ class _Acc:
             sub,
             calls=len(self.calls),
             attempts=self.attempts,
-            **self.tokens,
+            tokens=Usage(**self.tokens),
             cost_usd=self.cost,
             unpriced=self.unpriced,
             failures=self.failures,
@@ -373,7 +372,7 @@ def table_pricer() -> Pricer:
         return cost(model, usage, batch=batch, reported={"inference_geo": geo, "speed": speed}, at=None)
 
     def price(r: AttemptRecord) -> Decimal | None:
-        return priced(r.model, usage_from_columns(r), r.batch, r.inference_geo, r.speed)
+        return priced(r.model, r.usage, r.batch, r.inference_geo, r.speed)
 
     return price
 
@@ -490,7 +489,7 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             **({"then": report.then, "subgroup": row.subgroup} if report.then else {}),
             "calls": row.calls,
             "attempts": row.attempts,
-            **{column: getattr(row, column) for column in _TOKEN_COLUMNS},
+            **{b.column: getattr(row.tokens, b.name) for b in TOKEN_BUCKETS},
             "cost_usd": _money(row.cost_usd),
             "unpriced": row.unpriced,
             "failures": row.failures,
@@ -510,7 +509,8 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else plain_decimal(value)
 
 
-EXPORT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttemptRecord))
+#: The keys of an export line (and the CSV header), in order: :data:`canny.ledger.ROW_FIELDS`.
+EXPORT_FIELDS: tuple[str, ...] = ROW_FIELDS
 _TEXT_FIELDS = ("prompt_text", "response_text")
 
 
@@ -518,10 +518,10 @@ def export_row(record: AttemptRecord, *, include_text: bool = False) -> dict[str
     """One attempt as a JSON-ready dict: every field, times in ISO-8601 UTC, cost as a
     decimal string or ``None``. Stored prompt/response text only with ``include_text``."""
     row: dict[str, Any] = {}
-    for name in EXPORT_FIELDS:
+    for name, raw in record_values(record).items():
         if name in _TEXT_FIELDS and not include_text:
             continue
-        value = getattr(record, name)
+        value = raw
         if isinstance(value, datetime):
             value = _aware(value).astimezone(UTC).isoformat()
         elif isinstance(value, Decimal):

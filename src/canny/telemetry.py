@@ -40,7 +40,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from canny.usage import BUCKETS, usage_from_columns
+from canny.usage import BUCKETS
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, Meter, MeterProvider
@@ -70,7 +70,7 @@ def _ns(moment: datetime) -> int:
 
 def usage_attributes(record: AttemptRecord) -> dict[str, Any]:
     """The token attributes of a row: the conventions' inclusive figures and canny's disjoint buckets."""
-    usage = usage_from_columns(record)
+    usage = record.usage
     writes = usage.cache_write_5m + usage.cache_write_1h
     attributes: dict[str, Any] = {
         "gen_ai.usage.input_tokens": usage.input + writes + usage.cache_read,

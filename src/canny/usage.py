@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any, Literal
 
 __all__ = [
@@ -54,8 +55,8 @@ class Bucket:
 
     ``name`` is canny's name (the :class:`Usage` attribute, and the rate's name in the price
     table for token buckets); ``api`` is where the API reports it in ``usage`` (dotted for a
-    nested object); ``column`` is the ledger column and the
-    :class:`~canny.ledger.AttemptRecord` attribute; ``label`` is how the usage line and
+    nested object); ``column`` is the ledger column (and the bucket's key in exports, report
+    output and spooled rows: :func:`usage_columns`); ``label`` is how the usage line and
     report tables show it. ``kind``: ``prompt`` (input side, priced per MTok), ``output`` (priced per MTok) or
     ``tool`` (server-tool requests, counted, priced by fee where one is known).
     """
@@ -74,8 +75,8 @@ class Bucket:
 
 #: THE list of usage buckets, in display and column order. Everything that names buckets
 #: (ledger rows and columns, reports, the usage line, replay JSON, the price table's rates)
-#: is derived from it: a new bucket is one line here, a field of :class:`Usage` and of
-#: ``AttemptRecord``, and a named ledger migration for its column.
+#: is derived from it: a new bucket is one line here, a field of :class:`Usage`, and a named
+#: ledger migration for its column.
 BUCKETS: tuple[Bucket, ...] = (
     Bucket("input", "input_tokens", "input_tokens", "input", "prompt"),
     Bucket("cache_write_5m", "cache_creation.ephemeral_5m_input_tokens", "cache_write_5m_tokens", "write 5m", "prompt"),
@@ -133,6 +134,11 @@ class Usage:
     def prompt_tokens(self) -> int:
         """Every input token of the request: uncached, written and read."""
         return self.input + self.cache_write + self.cache_read
+
+    @property
+    def totals(self) -> Usage:
+        """The bucket totals alone, without ``iterations``: what a ledger row keeps."""
+        return replace(self, iterations=()) if self.iterations else self
 
     @property
     def is_empty(self) -> bool:
@@ -263,14 +269,20 @@ _COUNT_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
 )
 
 
-def usage_columns(usage: Usage) -> dict[str, Any]:
-    """The buckets of ``usage`` keyed by ledger column (``input_tokens`` ...), for a row."""
-    return {b.column: getattr(usage, b.name) for b in BUCKETS}
+def usage_columns(usage: Usage) -> dict[str, int]:
+    """The buckets of ``usage`` keyed by ledger column (``input_tokens`` ...), in column
+    order: the values of a row, of an export line, of a spooled row."""
+    return dict(zip(_COLUMNS, _counts(usage), strict=True))
 
 
-def usage_from_columns(row: Any) -> Usage:
-    """The :class:`Usage` of a ledger row (anything with the bucket columns as attributes)."""
-    return Usage(**{b.name: getattr(row, b.column) for b in BUCKETS})
+_COLUMNS: tuple[str, ...] = tuple(b.column for b in BUCKETS)
+_counts = attrgetter(*(b.name for b in BUCKETS))
+
+
+def usage_from_columns(row: Mapping[str, Any]) -> Usage:
+    """The :class:`Usage` of a row keyed by ledger column (the inverse of
+    :func:`usage_columns`); a column the row lacks counts 0."""
+    return Usage(**{b.name: row[b.column] for b in BUCKETS if b.column in row})
 
 
 def _iterations(value: Any) -> tuple[Any, ...]:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from canny.caching import min_cacheable_tokens
 from canny.ledger import AttemptRecord
 from canny.prefixes import Prefix, parse_prefixes
-from canny.usage import Usage, usage_from_columns
+from canny.usage import Usage
 
 __all__ = ["TTL", "Cached", "simulate"]
 
@@ -74,7 +74,7 @@ def simulate(records: Sequence[AttemptRecord]) -> list[Cached | None]:
     """Per record (in the order given, which should be time order), its usage with the
     repeated prefixes cached; ``None`` for a record with no stored prefixes (unknown)."""
     prefixes = [_cacheable(r) for r in records]
-    prompts = [usage_from_columns(r).prompt_tokens for r in records]
+    prompts = [r.usage.prompt_tokens for r in records]
     seen: Counter[_Key] = Counter()
     for record, found, prompt in zip(records, prefixes, prompts, strict=True):
         if found and prompt:
@@ -82,7 +82,7 @@ def simulate(records: Sequence[AttemptRecord]) -> list[Cached | None]:
     expiry: dict[_Key, datetime] = {}
     out: list[Cached | None] = []
     for record, found, prompt in zip(records, prefixes, prompts, strict=True):
-        usage = usage_from_columns(record)
+        usage = record.usage
         if found is None:
             out.append(None)
             continue

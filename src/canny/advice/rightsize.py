@@ -36,7 +36,6 @@ from canny.ledger import AttemptRecord, Ledger
 from canny.prefixes import parse_prefixes
 from canny.pricing import PriceTable, default_table
 from canny.reports import plain_decimal
-from canny.usage import usage_from_columns
 
 __all__ = [
     "PERCENTILES",
@@ -131,10 +130,10 @@ def _size_rows(records: list[AttemptRecord]) -> list[SizeRow]:
                 groups.setdefault((record.model, tag), []).append(record)
     rows: list[SizeRow] = []
     for (model, tag), answers in groups.items():
-        used = sorted(r.output_tokens for r in answers)
+        used = sorted(r.usage.output for r in answers)
         asked = [r.max_tokens for r in answers if r.max_tokens is not None]
         most = max(asked, default=None)
-        natural = [r.output_tokens for r in answers if r.outcome == "ok"]
+        natural = [r.usage.output for r in answers if r.outcome == "ok"]
         rows.append(
             SizeRow(
                 model=model,
@@ -201,7 +200,7 @@ def _prefix_rows(records: list[AttemptRecord], table: PriceTable) -> tuple[list[
 
 def _count_uses(records: list[AttemptRecord], found: dict[tuple[str, str], _PrefixAcc]) -> None:
     for record in records:
-        if usage_from_columns(record).prompt_tokens:
+        if record.usage.prompt_tokens:
             for prefix in parse_prefixes(record.prefix_hashes) or ():
                 acc = found.get((record.model, prefix.hash))
                 if acc is not None:

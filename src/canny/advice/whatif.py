@@ -37,7 +37,6 @@ from canny.errors import ConfigError
 from canny.ledger import AttemptRecord, GroupBy, Ledger
 from canny.pricing import PriceTable, default_table
 from canny.reports import TIME_GROUPS, group_keys, plain_decimal
-from canny.usage import usage_from_columns
 
 __all__ = ["WHAT_IF_FIELDS", "WhatIf", "WhatIfRow", "what_if", "what_if_report", "what_if_rows"]
 
@@ -160,7 +159,7 @@ def what_if(
     total = _Acc()
     with quiet():  # each unpriced attempt is counted in the report
         for i, record in enumerate(rows):
-            usage, model, batch, known = usage_from_columns(record), None, None, True
+            usage, model, batch, known = record.usage, None, None, True
             if cached is not None:
                 sim = cached[i]
                 known = sim is not None

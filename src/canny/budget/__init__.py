@@ -9,7 +9,7 @@ ledger shares them::
 
     ledger = open_ledger("~/.local/share/canny/ledger.db")
     budget.set_budget(ledger, period="day", limit="5", time_zone="Europe/Paris")
-    budget.set_budget(ledger, period="month", limit="100", project="acme")
+    budget.set_budget(ledger, period="month", limit="100", scope=budget.Scope(project="acme"))
     for line in budget.budget_status(ledger):
         print(line.budget.name, line.spent, line.reserved, line.headroom)
 
@@ -28,17 +28,18 @@ explains the guarantees and the bound on overspend.
 The package: :mod:`~canny.budget.clamp` (THE rule that lowers ``max_tokens`` to what the
 money allows, used by every cost check), :mod:`~canny.budget.guard` (the guards and
 reservations: per-call ``max_cost``, stored and profile budgets), :mod:`~canny.budget.limits`
-(a budget, its window and status) and :mod:`~canny.budget.store` (the SQL; the tables are
+(a budget, its window and status), :mod:`~canny.budget.scope` (which calls a budget
+covers) and :mod:`~canny.budget.store` (the SQL; the tables are
 the ledger's migration ``budget.0001_tables``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from canny.budget import alerts, store
 from canny.budget.clamp import MIN_MAX_TOKENS, affordable_max_tokens, worst_case_at
@@ -59,13 +60,14 @@ from canny.budget.limits import (
     Period,
     Window,
     as_ledger,
-    cached_limits,
+    cached_limits_at,
     dollars,
     holds_budgets,
     limits_changed,
     period_window,
     utc_now,
 )
+from canny.budget.scope import ALL_CALLS, Scope
 from canny.errors import ConfigError
 from canny.units import to_us
 
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from canny.ledger import Ledger
 
 __all__ = [
+    "ALL_CALLS",
     "LEASE_MARGIN",
     "MIN_MAX_TOKENS",
     "PERIODS",
@@ -88,15 +91,16 @@ __all__ = [
     "Period",
     "Reservation",
     "Reserver",
+    "Scope",
     "Window",
     "affordable_max_tokens",
     "alerts",
     "budget_alerts",
-    "budget_scope",
     "budget_status",
     "clear_in_flight",
     "clear_reservations",
     "guard_for",
+    "matching_budgets",
     "period_window",
     "profile_budgets",
     "reconcile",
@@ -117,16 +121,8 @@ LEASE_MARGIN = 60.0
 # --- stored budgets ----------------------------------------------------------------------
 
 
-def _budget(row: store.LimitRow, source: Literal["ledger", "profile"] = "ledger") -> Budget:
-    return Budget(
-        period=cast(Period, row.period),
-        limit=Decimal(row.limit_usd),
-        project=row.project or None,
-        tag=row.tag or None,
-        key=row.key or None,
-        time_zone=row.time_zone,
-        source=source,
-    )
+def _budget(row: store.LimitRow) -> Budget:
+    return Budget(cast(Period, row.period), Decimal(row.limit_usd), row.scope, row.time_zone)
 
 
 def _budgets(rows: list[store.LimitRow]) -> tuple[Budget, ...]:
@@ -138,15 +134,14 @@ def set_budget(
     *,
     period: Period,
     limit: Decimal | str | int | float,
-    project: str | None = None,
-    tag: str | None = None,
-    key: str | None = None,
+    scope: Scope = ALL_CALLS,
     time_zone: str = "UTC",
     alert_at: str | Iterable[Decimal | int | str] | None = None,
     alert_command: str | None = None,
     alert_url: str | None = None,
 ) -> Budget:
-    """Store a budget in the ledger, replacing the one of the same period and scope.
+    """Store a budget for the calls in ``scope`` (default: every call), replacing the one
+    of the same period and scope.
 
     It applies from the next call of every process using the ledger (within
     :data:`~canny.budget.limits.LIMITS_TTL` on PostgreSQL); spending already in
@@ -159,7 +154,7 @@ def set_budget(
     """
     from canny.config import parse_money
 
-    new = Budget(period, parse_money(limit, "budget limit"), project, tag, key, time_zone)
+    new = Budget(period, parse_money(limit, "budget limit"), scope, time_zone)
     thresholds = alerts.parse_thresholds(alert_at)
     if (alert_command or alert_url) and not thresholds:
         raise ConfigError("an alert command or URL needs thresholds", hint="add alert_at, e.g. --alert-at 50,80,100")
@@ -167,22 +162,11 @@ def set_budget(
     if alert_at is not None:
         alerts.check_rule(rule)
     db = as_ledger(ledger)
-    row = store.LimitRow(period, project or "", tag or "", key or "", str(new.limit), time_zone)
-    store.write_limit(db, row, to_us(utc_now()))
+    store.write_limit(db, store.LimitRow(period, scope, str(new.limit), time_zone), to_us(utc_now()))
     limits_changed()
     if alert_at is not None:
-        alerts.write_rule(db, _row_scope(row), rule)
+        alerts.write_rule(db, new, rule)
     return new
-
-
-def _row_scope(row: store.LimitRow) -> alerts.Scope:
-    """The ``(period, project, tag, key)`` of a stored limit (``''``: any)."""
-    return (row.period, row.project, row.tag, row.key)
-
-
-def budget_scope(b: Budget) -> alerts.Scope:
-    """The ``(period, project, tag, key)`` of a budget as stored (``''``: any)."""
-    return (b.period, b.project or "", b.tag or "", b.key or "")
 
 
 def budget_alerts(
@@ -191,10 +175,8 @@ def budget_alerts(
     """A stored budget's alert rule (``None``: no alerts) and the thresholds that fired in
     its current period window."""
     db = as_ledger(ledger)
-    scope = budget_scope(budget)
-    rule = alerts.read_rules(db).get(scope)
     window = budget.window(now or utc_now())
-    return rule, alerts.fired_alerts(db, scope, budget.time_zone, window.label)
+    return alerts.read_rule(db, budget), alerts.fired_alerts(db, budget, window.label)
 
 
 def stored_budgets(ledger: Ledger) -> list[Budget]:
@@ -202,20 +184,29 @@ def stored_budgets(ledger: Ledger) -> list[Budget]:
     return [_budget(row) for row in store.read_limits(as_ledger(ledger))]
 
 
-def remove_budgets(
-    ledger: Ledger,
-    *,
-    period: Period | None = None,
-    project: str | None = None,
-    tag: str | None = None,
-    key: str | None = None,
-) -> list[Budget]:
-    """Remove the stored budgets matching every given field (all of them when none is
-    given); return what was removed. Their counters go with them."""
-    db = as_ledger(ledger)
-    rows = store.delete_limits(db, period=period, project=project, tag=tag, key=key)
+def _picked(period: Period | None, matching: Scope) -> Callable[[store.LimitRow], bool]:
+    """Whether a stored limit is of ``period`` (any when ``None``) and has a scope that
+    ``matching``, read as a filter (:meth:`Scope.selects`), selects."""
+    return lambda row: period in (None, row.period) and matching.selects(row.scope)
+
+
+def matching_budgets(ledger: Ledger, *, period: Period | None = None, matching: Scope = ALL_CALLS) -> list[Budget]:
+    """The stored budgets that :func:`remove_budgets` would remove with the same arguments."""
+    picked = _picked(period, matching)
+    return [_budget(row) for row in store.read_limits(as_ledger(ledger)) if picked(row)]
+
+
+def remove_budgets(ledger: Ledger, *, period: Period | None = None, matching: Scope = ALL_CALLS) -> list[Budget]:
+    """Remove the stored budgets of ``period`` (any when ``None``) whose scope ``matching``
+    selects, with their counters and alert rules; return them.
+
+    ``matching`` is a filter, read by :meth:`Scope.selects`: a budget goes when its scope
+    has each field ``matching`` sets, whatever its other fields, so
+    ``matching=Scope(project="acme")`` removes every budget of project ``acme`` (with or
+    without a tag or key) and the default removes every budget.
+    """
+    rows = store.delete_limits(as_ledger(ledger), _picked(period, matching))
     limits_changed()
-    alerts.forget_rules(db, [_row_scope(row) for row in rows])
     return [_budget(row) for row in rows]
 
 
@@ -294,12 +285,10 @@ def _parse_profile(table: Mapping[str, Any], default_tz: str) -> _Profile:
         raise ConfigError(
             f"unknown budget setting {unknown[0]!r}", hint=f"a budget table takes {', '.join(sorted(PROFILE_KEYS))}"
         )
-    scope: dict[str, str | None] = {}
-    for name in ("project", "tag", "key", "time_zone"):
-        value = table.get(name)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"budget.{name} must be a string")
-        scope[name] = value
+    zone = table.get("time_zone")
+    if zone is not None and not isinstance(zone, str):
+        raise ConfigError("budget.time_zone must be a string")
+    scope = Scope(table.get("project"), table.get("tag"), table.get("key"))
     lease = table.get("lease")
     from canny.config import MAX_SECONDS, parse_money
 
@@ -309,15 +298,7 @@ def _parse_profile(table: Mapping[str, Any], default_tz: str) -> _Profile:
         raise ConfigError(f"budget.lease must be a positive number of seconds, at most {MAX_SECONDS:,}, not {lease!r}")
 
     found = tuple(
-        Budget(
-            period=period,
-            limit=parse_money(table[period], f"budget.{period}"),
-            project=scope["project"],
-            tag=scope["tag"],
-            key=scope["key"],
-            time_zone=scope["time_zone"] or default_tz,
-            source="profile",
-        )
+        Budget(period, parse_money(table[period], f"budget.{period}"), scope, zone or default_tz, "profile")
         for period in PERIODS
         if table.get(period) is not None
     )
@@ -364,9 +345,10 @@ def guard_for(ledger: Ledger, settings: Settings, *, clock: Clock | None = None)
         if profile.budgets:
             as_ledger(ledger)  # raises: profile budgets cannot be enforced without a database
         return None
-    budgets = [*cached_limits(as_ledger(ledger), _budgets), *profile.budgets]
+    stored, stamp = cached_limits_at(as_ledger(ledger), _budgets)
+    budgets = [*stored, *profile.budgets]
     if not budgets:
         return None
     longest = settings.retry.deadline + settings.timeouts.total + settings.timeouts.idle
     lease = profile.lease or longest + LEASE_MARGIN
-    return BudgetGuard(ledger, budgets, lease=lease, clock=clock)
+    return BudgetGuard(ledger, budgets, lease=lease, clock=clock, stamp=stamp)

@@ -19,6 +19,8 @@ delivery is at most once, the decision exactly once.
 
 from __future__ import annotations
 
+# SQL here is built from constants and ``?`` placeholders only; values are never spliced in.
+# ruff: noqa: S608
 import json
 import shlex
 import subprocess
@@ -32,26 +34,27 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from canny.budget.scope import Scope
 from canny.errors import CannyWarning, ConfigError
 from canny.units import from_us, pico_to_usd, plain_decimal, to_us
 
 if TYPE_CHECKING:
+    from canny.budget.limits import Budget
     from canny.budget.store import BudgetLedger
     from canny.ledger.migrations import Transaction
 
 __all__ = [
     "ALERT_TIMEOUT",
+    "BUDGET_ROW",
     "Alert",
     "AlertRule",
     "FiredAlert",
-    "Scope",
     "check_rule",
     "crossed",
     "deliver",
     "fired_alerts",
-    "forget_rules",
     "parse_thresholds",
-    "read_rules",
+    "read_rule",
     "write_rule",
 ]
 
@@ -60,7 +63,8 @@ ALERT_TIMEOUT = 10.0
 #: The highest threshold accepted, in percent of the limit.
 MAX_THRESHOLD = Decimal(1000)
 
-Scope = tuple[str, str, str, str]  # (period, project, tag, key_fingerprint); '' means any
+#: The condition on a budget table's row that picks one budget: ``(period, *scope.stored)``.
+BUDGET_ROW = "period = ? AND project = ? AND tag = ? AND key_fingerprint = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +93,7 @@ class Alert:
     """A threshold that just fired, with where to send it."""
 
     period: str
-    project: str | None
-    tag: str | None
-    key: str | None
+    scope: Scope
     fired: FiredAlert
     command: str | None
     url: str | None
@@ -102,9 +104,7 @@ class Alert:
         return {
             "event": "canny.budget_alert",
             "period": self.period,
-            "project": self.project,
-            "tag": self.tag,
-            "key": self.key,
+            **self.scope.as_dict(),
             "window": f.window,
             "time_zone": f.time_zone,
             "threshold_percent": plain_decimal(f.threshold),
@@ -154,12 +154,15 @@ def check_rule(rule: AlertRule) -> None:
             raise ConfigError(f"the alert URL must be an http(s) URL, got {url!r}")
 
 
-def write_rule(ledger: BudgetLedger, scope: Scope, rule: AlertRule | None) -> None:
-    """Store the alert rule of a budget's scope (``None`` or no thresholds: remove it)."""
+def _which(budget: Budget) -> tuple[str, str, str, str]:
+    """The values of :data:`BUDGET_ROW` for ``budget``."""
+    return (budget.period, *budget.scope.stored)
+
+
+def write_rule(ledger: BudgetLedger, budget: Budget, rule: AlertRule | None) -> None:
+    """Store the alert rule of ``budget`` (``None`` or no thresholds: remove it)."""
     with ledger.transaction() as tx:
-        tx.execute(
-            "DELETE FROM budget_alert_rules WHERE period = ? AND project = ? AND tag = ? AND key_fingerprint = ?", scope
-        )
+        tx.execute(f"DELETE FROM budget_alert_rules WHERE {BUDGET_ROW}", _which(budget))
         if rule is None or not rule.thresholds:
             return
         check_rule(rule)
@@ -167,7 +170,7 @@ def write_rule(ledger: BudgetLedger, scope: Scope, rule: AlertRule | None) -> No
         tx.execute(
             "INSERT INTO budget_alert_rules (period, project, tag, key_fingerprint, thresholds, command, url) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (*scope, thresholds, rule.command, rule.url),
+            (*_which(budget), thresholds, rule.command, rule.url),
         )
 
 
@@ -175,32 +178,20 @@ def _rule(thresholds: str, command: str | None, url: str | None) -> AlertRule:
     return AlertRule(tuple(Decimal(t) for t in json.loads(thresholds)), command or None, url or None)
 
 
-def read_rules(ledger: BudgetLedger) -> dict[Scope, AlertRule]:
-    """Every stored alert rule, by budget scope."""
+def read_rule(ledger: BudgetLedger, budget: Budget) -> AlertRule | None:
+    """The alert rule of ``budget`` (``None``: no alerts)."""
     with ledger.transaction(write=False) as tx:
-        rows = tx.execute(
-            "SELECT period, project, tag, key_fingerprint, thresholds, command, url FROM budget_alert_rules"
-        )
-    return {(str(r[0]), str(r[1]), str(r[2]), str(r[3])): _rule(r[4], r[5], r[6]) for r in rows}
+        rows = tx.execute(f"SELECT thresholds, command, url FROM budget_alert_rules WHERE {BUDGET_ROW}", _which(budget))
+    return _rule(*rows[0]) if rows else None
 
 
-def forget_rules(ledger: BudgetLedger, scopes: Iterable[Scope]) -> None:
-    """Remove the alert rules of removed budgets (their fired rows stay, as history)."""
-    with ledger.transaction() as tx:
-        for scope in scopes:
-            tx.execute(
-                "DELETE FROM budget_alert_rules WHERE period = ? AND project = ? AND tag = ? AND key_fingerprint = ?",
-                scope,
-            )
-
-
-def fired_alerts(ledger: BudgetLedger, scope: Scope, time_zone: str, window: str) -> list[FiredAlert]:
-    """The thresholds of a budget that fired in one period window, lowest first."""
+def fired_alerts(ledger: BudgetLedger, budget: Budget, window: str) -> list[FiredAlert]:
+    """The thresholds of ``budget`` that fired in its period window ``window``, lowest first."""
     with ledger.transaction(write=False) as tx:
         rows = tx.execute(
             "SELECT threshold, label, time_zone, limit_usd, spent_pico, fired_at_us FROM budget_alerts_fired "
-            "WHERE period = ? AND project = ? AND tag = ? AND key_fingerprint = ? AND time_zone = ? AND label = ?",
-            (*scope, time_zone, window),
+            f"WHERE {BUDGET_ROW} AND time_zone = ? AND label = ?",
+            (*_which(budget), budget.time_zone, window),
         )
     found = [_fired(*row) for row in rows]
     return sorted(found, key=lambda f: f.threshold)
@@ -247,8 +238,8 @@ def crossed(tx: Transaction, counter_ids: Sequence[int], now_us: int | None = No
             )
             if inserted:
                 fired = _fired(plain_decimal(threshold), label, zone, limit_text, int(spent), now_us)
-                scope = (project or None, tag or None, key or None)
-                alerts.append(Alert(str(period), *scope, fired=fired, command=rule.command, url=rule.url))
+                scope = Scope.from_stored(project, tag, key)
+                alerts.append(Alert(str(period), scope, fired=fired, command=rule.command, url=rule.url))
     return alerts
 
 

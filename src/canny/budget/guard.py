@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from canny.budget import alerts, store
 from canny.budget.clamp import MIN_MAX_TOKENS, affordable_max_tokens, worst_case_at
-from canny.budget.limits import Budget, BudgetStatus, Clock, Window, as_ledger, dollars, utc_now
+from canny.budget.limits import Budget, BudgetStatus, Clock, Window, as_ledger, dollars, limits_stamp, utc_now
 from canny.errors import BudgetExceeded, CannyWarning, LedgerError
 from canny.pricing import format_usd as _usd
 from canny.units import to_us, usd_to_pico
@@ -155,8 +155,8 @@ def _host() -> str:
 
 @functools.cache
 def _slices() -> ModuleType:
-    """:mod:`canny.budget.slices`, imported on the first PostgreSQL reservation (it
-    registers an exit hook)."""
+    """:mod:`canny.budget.slices`, imported on the first PostgreSQL reservation, or SQLite
+    one behind the call (it registers an exit hook)."""
     from canny.budget import slices
 
     return slices
@@ -233,13 +233,27 @@ class _Decision:
     status: BudgetStatus
 
 
+#: Each budget's counter key of the window last seen, shared by the guards of this process
+#: (the client makes one per call): worked out once per window.
+_KEYS: dict[Budget, store.CounterKey] = {}
+_MAX_KEYS = 1024
+
+
 class BudgetGuard:
     """Reserves each call's worst case against the budgets that apply to it (a
     :class:`Reserver`). ``lease``: seconds a reservation lives unless settled or renewed;
-    ``clock``: the current UTC time (injectable for tests)."""
+    ``clock``: the current UTC time (injectable for tests); ``stamp``: the
+    :func:`~canny.budget.limits.limits_stamp` the budgets were read at (``guard_for`` gives
+    it; else it is read before a slice is used)."""
 
     def __init__(
-        self, ledger: Ledger, budgets: Iterable[Budget], *, lease: float = 1320.0, clock: Clock | None = None
+        self,
+        ledger: Ledger,
+        budgets: Iterable[Budget],
+        *,
+        lease: float = 1320.0,
+        clock: Clock | None = None,
+        stamp: tuple[object, ...] | None = None,
     ) -> None:
         self.db = as_ledger(ledger)
         self.budgets = tuple(budgets)
@@ -247,23 +261,30 @@ class BudgetGuard:
         self.clock: Clock = clock or utc_now
         self.owner = f"{_host()}:{os.getpid()}"
         self._postgres = getattr(self.db, "dialect", None) == "postgres"
+        #: SQLite with rows written behind the call (a client's or meter's ledger): a hot
+        #: counter set reserves from a slice in memory (:func:`canny.budget.slices.take`).
+        self._sliced = not self._postgres and bool(getattr(self.db, "writes_behind", False))
+        self.stamp = stamp
         #: Each budget's limit in whole pico-dollars (rounded down), worked out once.
         self._limits = [math.floor(b.limit.scaleb(12)) for b in self.budgets]
-        #: Each budget's counter key of the window last seen (kept while ``now`` is in it).
-        self._keys: list[store.CounterKey | None] = [None] * len(self.budgets)
 
     def _key(self, index: int, now: datetime, now_us: int) -> store.CounterKey:
         """Budget ``index``'s counter key at ``now``: worked out once per window."""
-        key = self._keys[index]
+        budget = self.budgets[index]
+        key = _KEYS.get(budget)
         if key is None or not key.start_us <= now_us < key.end_us:
-            key = self._keys[index] = self.budgets[index].counter_key(now)
+            key = budget.counter_key(now)
+            if len(_KEYS) >= _MAX_KEYS:
+                _KEYS.clear()
+            _KEYS[budget] = key
         return key
 
     def reserve(self, spec: CallLike) -> LedgerReservation | NoReservation | SliceReservation:
-        """Hold ``spec``'s worst case against every budget in scope, in one transaction;
-        lower ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
+        """Hold ``spec``'s worst case against every budget in scope, in one transaction (or,
+        for a busy process, from its slice in memory: :mod:`canny.budget.slices`); lower
+        ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
         :class:`~canny.errors.BudgetExceeded` when it does not fit."""
-        chosen = [i for i, b in enumerate(self.budgets) if b.applies_to(spec)]
+        chosen = [i for i, b in enumerate(self.budgets) if b.scope.matches(spec)]
         if not chosen:
             return NoReservation(spec.max_tokens)
         applicable = [self.budgets[i] for i in chosen]
@@ -287,6 +308,14 @@ class BudgetGuard:
                 return held
             rid, ids, decision = held
         else:
+            if self._sliced:
+                taken: SliceReservation | None = _slices().take(
+                    self.db, owner=self.owner, lease=self.lease, max_tokens=spec.max_tokens,
+                    stamp=self.stamp if self.stamp is not None else limits_stamp(self.db),
+                    limits=[self._limits[i] for i in chosen], keys=keys, now_us=now_us, full=full,
+                )  # fmt: skip
+                if taken is not None:
+                    return taken
             rid, ids, decision = self._hold(spec, applicable, keys, now, full, floor)
         if rid is None or decision.amount is None:
             least = worst_case_at(MIN_MAX_TOKENS, max_tokens=spec.max_tokens, worst=full, floor=floor())
@@ -351,9 +380,7 @@ def _decide(
 
 
 def _hint(budget: Budget, window: Window) -> str:
-    flags = "".join(
-        f" --{n} {v}" for n, v in (("project", budget.project), ("tag", budget.tag), ("key", budget.key)) if v
-    )
+    flags = "".join(f" --{n} {v}" for n, v in budget.scope.items())
     where = (
         f"raise it with `canny budget set --{budget.period} AMOUNT{flags}`"
         if budget.source == "ledger"

@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from canny.budget import store
+from canny.budget.scope import ALL_CALLS, Scope
 from canny.errors import ConfigError
-from canny.units import pico_to_usd, to_us
+from canny.units import pico_to_usd
 
 if TYPE_CHECKING:
-    from canny.budget.guard import CallLike
     from canny.ledger import Ledger
 
 __all__ = ["PERIODS", "Budget", "BudgetStatus", "Clock", "Period", "Window", "as_ledger", "cached_limits",
-           "dollars", "holds_budgets", "limits_changed", "period_window"]  # fmt: skip
+           "cached_limits_at", "dollars", "holds_budgets", "limits_changed", "limits_stamp",
+           "period_window"]  # fmt: skip
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
@@ -75,19 +76,18 @@ def period_window(period: Period, time_zone: str, now: datetime) -> Window:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A spending limit per ``period`` in ``time_zone``, for the calls in its scope.
+    """A spending limit per ``period`` in ``time_zone``, for the calls in its ``scope``
+    (a :class:`~canny.budget.scope.Scope`; default: every call).
 
-    A scope field left ``None`` matches every call; ``project`` matches the call's
-    project, ``tag`` any of its tags, ``key`` the fingerprint of its API key
-    (``Secret.fingerprint``). ``source`` is ``"ledger"`` (stored, shared by every process
-    using the ledger) or ``"profile"`` (from this process's configuration).
+    ``source`` is ``"ledger"`` (stored, shared by every process using the ledger) or
+    ``"profile"`` (from this process's configuration)::
+
+        Budget("month", Decimal(100), Scope(project="acme"), time_zone="Europe/Paris")
     """
 
     period: Period
     limit: Decimal
-    project: str | None = None
-    tag: str | None = None
-    key: str | None = None
+    scope: Scope = ALL_CALLS
     time_zone: str = "UTC"
     source: Literal["ledger", "profile"] = "ledger"
 
@@ -96,42 +96,22 @@ class Budget:
             raise ConfigError(f"budget period must be 'day' or 'month', not {self.period!r}")
         if not self.limit.is_finite() or self.limit < 0:
             raise ConfigError(f"budget limit must be a non-negative dollar amount, not {self.limit}")
+        if not isinstance(self.scope, Scope):
+            raise TypeError(f"a budget's scope is a canny.budget.Scope, e.g. Scope(project='acme'), not {self.scope!r}")
         _zone(self.time_zone)
-        for name in ("project", "tag", "key"):
-            value = getattr(self, name)
-            if value is not None and not value.strip():
-                raise ConfigError(f"budget {name} must not be empty")
-
-    @property
-    def scope(self) -> str:
-        """``project acme, tag nightly`` or ``all calls``."""
-        parts = [f"{n} {v}" for n, v in (("project", self.project), ("tag", self.tag), ("key", self.key)) if v]
-        return ", ".join(parts) or "all calls"
 
     @property
     def name(self) -> str:
         """``day`` or ``month[project=acme]``: the ``budget`` of a BudgetExceeded and its ledger row."""
-        parts = [f"{n}={v}" for n, v in (("project", self.project), ("tag", self.tag), ("key", self.key)) if v]
-        return self.period + (f"[{','.join(parts)}]" if parts else "")
-
-    def applies_to(self, spec: CallLike) -> bool:
-        """Whether a call falls in this budget's scope."""
-        return (
-            (self.project is None or spec.project == self.project)
-            and (self.tag is None or self.tag in spec.tags)
-            and (self.key is None or spec.key_fingerprint == self.key)
-        )
+        return self.period + self.scope.suffix
 
     def window(self, now: datetime) -> Window:
         """The period ``now`` falls in."""
         return period_window(self.period, self.time_zone, now)
 
     def counter_key(self, now: datetime) -> store.CounterKey:
-        w = self.window(now)
-        return store.CounterKey(
-            self.period, self.time_zone, w.label, to_us(w.start), to_us(w.end),
-            self.project or "", self.tag or "", self.key or "",
-        )  # fmt: skip
+        """The counter of this budget's scope in the period ``now`` falls in."""
+        return store.CounterKey(self.window(now), self.scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +176,7 @@ def limits_changed() -> None:
         _limits_cache.clear()
 
 
-def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
+def limits_stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
     """A value that differs whenever the stored limits may have changed since it was taken:
     this process's own writes (:func:`limits_changed`) and, for SQLite, the limits'
     change counter (``SQLiteLedger.change_stamp``, kept by triggers); other databases fall
@@ -209,12 +189,19 @@ def _stamp(ledger: store.BudgetLedger) -> tuple[Any, ...]:
 
 def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitRow]], _T]) -> _T:
     """``build(stored limits)``, read and built again only when the limits may have changed
-    (see :func:`_stamp`). The client asks before every call; when nothing changed this costs
+    (see :func:`limits_stamp`). The client asks before every call; when nothing changed this costs
     one small read on SQLite instead of a read transaction."""
-    stamp = _stamp(ledger)  # taken before the read: a change in between makes the next check miss
+    return cached_limits_at(ledger, build)[0]
+
+
+def cached_limits_at(
+    ledger: store.BudgetLedger, build: Callable[[list[store.LimitRow]], _T]
+) -> tuple[_T, tuple[Any, ...]]:
+    """:func:`cached_limits`, and the :func:`limits_stamp` it checked them at."""
+    stamp = limits_stamp(ledger)  # taken before the read: a change in between makes the next check miss
     found = _limits_cache.get(ledger)
     if found is not None and found[0] == stamp:
-        return cast(_T, found[1])
+        return cast(_T, found[1]), stamp
     # The limits changed (or were never read): a new budget's counter is seeded from the
     # ledger's rows, so the rows this process still has queued go in first.
     flush = getattr(ledger, "flush", None)
@@ -227,4 +214,4 @@ def cached_limits(ledger: store.BudgetLedger, build: Callable[[list[store.LimitR
                 _limits_cache[ledger] = (stamp, built)
     except TypeError:  # a ledger that cannot be weakly referenced: not cached
         pass
-    return built
+    return built, stamp

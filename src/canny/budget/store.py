@@ -43,17 +43,21 @@ from __future__ import annotations
 # ruff: noqa: S608
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
-from canny.budget.alerts import Alert, crossed
+from canny.budget.alerts import BUDGET_ROW, Alert, crossed
+from canny.budget.scope import Scope
 from canny.ledger.budget_tables import counter_ids, update_counters
 from canny.ledger.migrations import BUDGET_LOCK, Transaction
 from canny.units import to_us
+
+if TYPE_CHECKING:
+    from canny.budget.limits import Window
 
 __all__ = [
     "BUDGET_LOCK",
@@ -111,24 +115,31 @@ def begin(ledger: BudgetLedger) -> Iterator[Transaction]:
 
 @dataclass(frozen=True, slots=True)
 class LimitRow:
-    """A stored limit, as in the table (``''`` scope fields mean "any")."""
+    """A stored limit: a budget's period and scope, its limit (dollars, as text) and zone."""
 
     period: str
-    project: str
-    tag: str
-    key: str
+    scope: Scope
     limit_usd: str
     time_zone: str
+
+    @property
+    def budget_key(self) -> tuple[str, str, str, str]:
+        """``(period, project, tag, key_fingerprint)``: the budget's key in the tables."""
+        return (self.period, *self.scope.stored)
+
+
+_LIMITS = "SELECT period, project, tag, key_fingerprint, limit_usd, time_zone FROM budget_limits"
+
+
+def _limit_rows(rows: list[tuple[Any, ...]]) -> list[LimitRow]:
+    return [LimitRow(str(p), Scope.from_stored(pr, t, k), str(lim), str(z)) for p, pr, t, k, lim, z in rows]
 
 
 def read_limits(ledger: BudgetLedger) -> list[LimitRow]:
     """Every stored limit: one small read."""
     with ledger.transaction(write=False) as tx:
-        rows = tx.execute(
-            "SELECT period, project, tag, key_fingerprint, limit_usd, time_zone FROM budget_limits "
-            "ORDER BY period, project, tag, key_fingerprint"
-        )
-    return [LimitRow(*(str(v) for v in row)) for row in rows]
+        rows = tx.execute(f"{_LIMITS} ORDER BY period, project, tag, key_fingerprint")
+    return _limit_rows(rows)
 
 
 def write_limit(ledger: BudgetLedger, row: LimitRow, now_us: int) -> None:
@@ -138,40 +149,24 @@ def write_limit(ledger: BudgetLedger, row: LimitRow, now_us: int) -> None:
             "INSERT INTO budget_limits (period, project, tag, key_fingerprint, limit_usd, time_zone, updated_at_us) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (period, project, tag, key_fingerprint) DO UPDATE SET "
             "limit_usd = excluded.limit_usd, time_zone = excluded.time_zone, updated_at_us = excluded.updated_at_us",
-            (row.period, row.project, row.tag, row.key, row.limit_usd, row.time_zone, now_us),
+            (*row.budget_key, row.limit_usd, row.time_zone, now_us),
         )
 
 
-def _match(period: str | None, project: str | None, tag: str | None, key: str | None) -> tuple[str, list[str]]:
-    clauses: list[str] = []
-    params: list[str] = []
-    for column, value in (("period", period), ("project", project), ("tag", tag), ("key_fingerprint", key)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def delete_limits(
-    ledger: BudgetLedger, *, period: str | None, project: str | None, tag: str | None, key: str | None
-) -> list[LimitRow]:
-    """Delete the matching limits (``None`` matches anything) with their counters; return them.
+def delete_limits(ledger: BudgetLedger, chosen: Callable[[LimitRow], bool]) -> list[LimitRow]:
+    """Delete the limits ``chosen`` picks, with their counters and alert rules, in one
+    transaction; return them.
 
     Counters go too: a scope without a budget is not counted, so a counter kept until the
     budget is set again would miss what was spent meanwhile. It is seeded afresh instead.
+    The alerts that fired stay, as history.
     """
-    where, params = _match(period, project, tag, key)
     with begin(ledger) as tx:
-        rows = tx.execute(
-            f"SELECT period, project, tag, key_fingerprint, limit_usd, time_zone FROM budget_limits{where}", params
-        )
+        rows = [row for row in _limit_rows(tx.execute(_LIMITS)) if chosen(row)]
         for row in rows:
-            tx.execute(
-                "DELETE FROM budget_counters WHERE period = ? AND project = ? AND tag = ? AND key_fingerprint = ?",
-                row[:4],
-            )
-        tx.execute(f"DELETE FROM budget_limits{where}", params)
-    return [LimitRow(*(str(v) for v in row)) for row in rows]
+            for table in ("budget_counters", "budget_alert_rules", "budget_limits"):
+                tx.execute(f"DELETE FROM {table} WHERE {BUDGET_ROW}", row.budget_key)
+    return rows
 
 
 # --- counters ----------------------------------------------------------------------------
@@ -179,20 +174,24 @@ def delete_limits(
 
 @dataclass(frozen=True, slots=True)
 class CounterKey:
-    """One budget scope in one period window (``start_us``/``end_us``: UTC microseconds)."""
+    """A budget scope in a period window: the row of ``budget_counters`` that counts it.
 
-    period: str
-    time_zone: str
-    label: str
-    start_us: int
-    end_us: int
-    project: str = ""
-    tag: str = ""
-    key: str = ""
+    Two keys are equal when they name the same row (``unique``); the window's bounds in
+    UTC microseconds (``start_us``, ``end_us``) are worked out once.
+    """
 
-    @property
-    def unique(self) -> tuple[str, str, str, str, str, str]:
-        return (self.period, self.time_zone, self.label, self.project, self.tag, self.key)
+    window: Window = field(compare=False)
+    scope: Scope = field(compare=False)
+    start_us: int = field(init=False, repr=False, compare=False)
+    end_us: int = field(init=False, repr=False, compare=False)
+    #: ``(period, time_zone, label, project, tag, key_fingerprint)``: the row's unique columns.
+    unique: tuple[str, str, str, str, str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        w = self.window
+        object.__setattr__(self, "start_us", to_us(w.start))
+        object.__setattr__(self, "end_us", to_us(w.end))
+        object.__setattr__(self, "unique", (w.period, w.time_zone, w.label, *self.scope.stored))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +209,14 @@ _COUNTER = (
 )
 
 
-def _seed(tx: Transaction, key: CounterKey) -> int:
-    """What the ledger already holds for this scope and window (pico-dollars), summed from
-    the ledger's rollups (:func:`canny.ledger.rollups.window_cost`): milliseconds, however
-    many attempts the window holds."""
+def _seed(tx: Transaction, start_us: int, end_us: int, scope: Scope) -> int:
+    """What the ledger already holds for ``scope`` in ``[start_us, end_us)`` (pico-dollars),
+    summed from the ledger's rollups (:func:`canny.ledger.rollups.window_cost`):
+    milliseconds, however many attempts the window holds."""
     from canny.ledger.rollups import window_cost
 
-    return window_cost(tx, key.start_us, key.end_us, project=key.project, tag=key.tag, key=key.key)
+    project, tag, key = scope.stored
+    return window_cost(tx, start_us, end_us, project=project, tag=tag, key=key)
 
 
 def counters(tx: Transaction, keys: Sequence[CounterKey], now_us: int) -> list[CounterState]:
@@ -226,7 +226,7 @@ def counters(tx: Transaction, keys: Sequence[CounterKey], now_us: int) -> list[C
         rows = tx.execute(_COUNTER, key.unique)
         if not rows:
             _prune(tx, now_us)
-            spent = _seed(tx, key)
+            spent = _seed(tx, key.start_us, key.end_us, key.scope)
             tx.execute(
                 "INSERT INTO budget_counters (period, time_zone, label, project, tag, key_fingerprint, "
                 "period_end_us, spent_pico, reserved_pico) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0) "
@@ -301,9 +301,7 @@ def _slice_charge(tx: Transaction, cid: int, amount: int, pending: int) -> int:
     period, zone, label, project, tag, key, end_us, spent = rows[0]
     first = date.fromisoformat(label if period == "day" else f"{label}-01")
     start = datetime.combine(first, time(), tzinfo=ZoneInfo(str(zone)))
-    window = CounterKey(str(period), str(zone), str(label), to_us(start), int(end_us),
-                        str(project), str(tag), str(key))  # fmt: skip
-    unseen = _seed(tx, window) - int(spent) - pending
+    unseen = _seed(tx, to_us(start), int(end_us), Scope.from_stored(project, tag, key)) - int(spent) - pending
     return min(amount, max(unseen, 0))
 
 

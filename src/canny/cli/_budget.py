@@ -125,9 +125,10 @@ def set_budget(
         limits = {p: parse_money(v, f"--{p}") for p, v in pairs if v is not None}
         with _ledger(target, profile) as (ledger, settings):
             zone = time_zone or settings.time_zone
+            scope = budgets.Scope(project, tag, _key(key))
             for period, limit in limits.items():
                 found = budgets.set_budget(
-                    ledger, period=period, limit=limit, project=project, tag=tag, key=_key(key), time_zone=zone,
+                    ledger, period=period, limit=limit, scope=scope, time_zone=zone,
                     alert_at=() if no_alerts else alert_at, alert_command=alert_command, alert_url=alert_url,
                 )  # fmt: skip
                 echo_err(f"canny: {period} budget for {found.scope}: {format_usd(found.limit)} per {period} ({zone})")
@@ -157,9 +158,7 @@ def _row(line: BudgetStatus, alerts: dict[str, Any] | None = None) -> dict[str, 
     b = line.budget
     return {
         "period": b.period,
-        "project": b.project,
-        "tag": b.tag,
-        "key": b.key,
+        **b.scope.as_dict(),
         "time_zone": b.time_zone,
         "source": b.source,
         "window": line.window.label,
@@ -178,15 +177,23 @@ def _row(line: BudgetStatus, alerts: dict[str, Any] | None = None) -> dict[str, 
 @_ledger_option
 @_profile_option
 def show(as_json: bool, target: str | None, profile: str | None) -> None:
-    """List each budget's limit, spent, reserved and headroom in its current period."""
+    """List each budget's limit, spent, reserved and headroom in its current period.
+
+    Reserved includes the slices of headroom that busy processes hold to reserve from in
+    memory; their spend reaches "spent" at least once a second while they run."""
     with cli_errors():
+        from datetime import UTC, datetime
+
         from canny import budget as budgets
+        from canny.budget.limits import as_ledger, dollars
+        from canny.budget.slices import held_slices
         from canny.pricing import format_usd
 
         with _ledger(target, profile) as (ledger, settings):
             chosen: list[Budget] = budgets.stored_budgets(ledger) + budgets.profile_budgets(settings)
             lines = budgets.budget_status(ledger, chosen)
             held, expired, next_end = budgets.reservations_in_flight(ledger)
+            sliced, sliced_pico, slice_end_us = held_slices(as_ledger(ledger))
             alerts = [
                 budgets.budget_alerts(ledger, x.budget) if x.budget.source == "ledger" else (None, []) for x in lines
             ]
@@ -196,8 +203,14 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
                 "expired": expired,
                 "next_lease_end": None if next_end is None else next_end.isoformat(),
             }
+            slice_end = None if slice_end_us is None else datetime.fromtimestamp(slice_end_us / 1e6, UTC)
+            slices_held = {
+                "held": sliced,
+                "amount_usd": str(dollars(sliced_pico)),
+                "next_lease_end": None if slice_end is None else slice_end.isoformat(),
+            }
             rows = [_row(x, _alerts(*a)) for x, a in zip(lines, alerts, strict=True)]
-            click.echo(json.dumps({"budgets": rows, "reservations": reservations}, indent=2))
+            click.echo(json.dumps({"budgets": rows, "reservations": reservations, "slices": slices_held}, indent=2))
             return
         if not lines:
             echo_err("canny: no budgets: set one with `canny budget set --day 5` (dollars per day)")
@@ -222,6 +235,12 @@ def show(as_json: bool, target: str | None, profile: str | None) -> None:
         if held:
             when = next_end.strftime("%Y-%m-%d %H:%M:%S UTC") if next_end else "?"
             click.echo(f"{held} reservation(s) held by calls in flight; the first lease ends {when}")
+        if sliced:
+            click.echo(
+                f"{sliced} slice{'s' if sliced > 1 else ''} of headroom held by running processes "
+                f"({format_usd(dollars(sliced_pico))}, counted as reserved; their spend is written back "
+                "at least once a second, and the rest given back when they stop)"
+            )
 
 
 @budget.command("reset")
@@ -263,25 +282,16 @@ def reset(
                 lost, ended = budgets.clear_in_flight(ledger)
                 echo_err(f"canny: {ended} reservation(s) ended, {lost} attempt(s) in flight recorded as lost")
                 return
-            fingerprint = _key(key)
-            matching = [
-                b
-                for b in budgets.stored_budgets(ledger)
-                if (period is None or b.period == period)
-                and all(
-                    want is None or have == want
-                    for have, want in ((b.project, project), (b.tag, tag), (b.key, fingerprint))
-                )
-            ]
-            if not matching:
+            wanted = cast("Period | None", period)
+            matching = budgets.Scope(project, tag, _key(key))  # a filter: Scope.selects
+            chosen = budgets.matching_budgets(ledger, period=wanted, matching=matching)
+            if not chosen:
                 echo_err("canny: no stored budget matches; nothing to remove")
                 return
             if not yes:
-                listed = "; ".join(f"{b.period} {b.scope}" for b in matching)
-                _confirm(f"Remove {len(matching)} budget(s): {listed}?")
-            removed = budgets.remove_budgets(
-                ledger, period=cast("Period | None", period), project=project, tag=tag, key=fingerprint
-            )
+                listed = "; ".join(f"{b.period} {b.scope}" for b in chosen)
+                _confirm(f"Remove {len(chosen)} budget(s): {listed}?")
+            removed = budgets.remove_budgets(ledger, period=wanted, matching=matching)
             echo_err(f"canny: removed {len(removed)} budget(s)")
 
 

@@ -125,7 +125,6 @@ def _json_line(record: AttemptRecord) -> str:
 def _line(record: AttemptRecord, zone: tzinfo) -> str:
     """``2026-12-03 14:31:02  claude-sonnet-5-5  ok  in 1,204 · out 534 · cache read 38,912  $0.0101  acme  #a #b``."""
     from canny.pricing import format_usd
-    from canny.usage import usage_from_columns
 
     started = record.started_at if record.started_at.tzinfo else record.started_at.replace(tzinfo=UTC)
     outcome = record.outcome + (f" ({record.error_type})" if record.error_type and record.outcome != "ok" else "")
@@ -135,7 +134,7 @@ def _line(record: AttemptRecord, zone: tzinfo) -> str:
         started.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
         record.model,
         outcome,
-        _tokens(usage_from_columns(record)),
+        _tokens(record.usage),
         format_usd(record.cost_usd),
     ]
     if record.project:

@@ -224,7 +224,7 @@ def _charts(report: Report, views: Mapping[GroupBy, Report]) -> list[str]:
             out.append(_section("Attempts not ok, by outcome", _figure(bar_chart, bars, "attempts not ok"), note))
         else:
             out.append(_section("Attempts not ok, by outcome", '<p class="note">Every attempt ended ok.</p>'))
-    tokens = [(b.label, getattr(report.total, b.column)) for b in TOKEN_BUCKETS]
+    tokens = [(b.label, getattr(report.total.tokens, b.name)) for b in TOKEN_BUCKETS]
     bars = [Bar(name, float(n), f"{n:,}", f"{name}: {n:,} tokens", "tokens") for name, n in tokens]
     out.append(_section("Tokens per bucket", _figure(bar_chart, bars, "tokens per bucket")))
     return out
@@ -286,8 +286,8 @@ def _attempts(n: int) -> str:
     return f"{n:,} attempt has" if n == 1 else f"{n:,} attempts have"
 
 
-def _count(column: str) -> Callable[[ReportRow], str]:
-    return lambda row: f"{getattr(row, column):,}"
+def _count(name: str) -> Callable[[ReportRow], str]:
+    return lambda row: f"{getattr(row.tokens, name):,}"
 
 
 def _table(report: Report) -> str:
@@ -305,7 +305,7 @@ def _table(report: Report) -> str:
         ("unpriced", lambda r: f"{r.unpriced:,}"),
         ("cache hit", lambda r: "-" if r.cache_hit_rate is None else f"{r.cache_hit_rate * 100:.1f}%"),
     ]
-    columns += [(b.label, _count(b.column)) for b in TOKEN_BUCKETS]
+    columns += [(b.label, _count(b.name)) for b in TOKEN_BUCKETS]
     if report.savings:
         columns.append(("saved", lambda r: _money_html(r.saved_usd, format_usd(r.saved_usd))))
     if report.repriced:

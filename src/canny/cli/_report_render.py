@@ -52,7 +52,7 @@ def _cells(report: Report, row: ReportRow) -> list[str]:
     if report.then:
         out.append("" if row is report.total else NONE_LABEL if row.subgroup is None else row.subgroup)
     out += [f"{row.calls:,}", f"{row.attempts:,}"]
-    out += [f"{getattr(row, b.column):,}" for b in TOKEN_BUCKETS]
+    out += [f"{getattr(row.tokens, b.name):,}" for b in TOKEN_BUCKETS]
     out += [_money(row.cost_usd), f"{row.unpriced:,}", f"{row.failures:,}"]
     out.append(_rate(row.cache_hit_rate))
     if report.savings:

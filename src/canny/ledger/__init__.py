@@ -21,6 +21,7 @@ from canny.ledger.records import ANSWER_OUTCOMES as ANSWER_OUTCOMES
 from canny.ledger.records import GROUP_BYS as GROUP_BYS
 from canny.ledger.records import OFFLINE_TAG as OFFLINE_TAG
 from canny.ledger.records import OUTCOMES as OUTCOMES
+from canny.ledger.records import ROW_FIELDS as ROW_FIELDS
 from canny.ledger.records import AttemptRecord as AttemptRecord
 from canny.ledger.records import GroupBy as GroupBy
 from canny.ledger.records import GroupTotals as GroupTotals
@@ -31,6 +32,8 @@ from canny.ledger.records import ReportFilter as ReportFilter
 from canny.ledger.records import ReportingLedger as ReportingLedger
 from canny.ledger.records import ReportQuery as ReportQuery
 from canny.ledger.records import Sums as Sums
+from canny.ledger.records import record_from_values as record_from_values
+from canny.ledger.records import record_values as record_values
 
 __all__ = ["display_location", "open_for_calls", "open_ledger", "parse_ledger_target"]
 __all__ += records.__all__  # the contract and the row, re-exported

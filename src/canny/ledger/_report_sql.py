@@ -26,7 +26,7 @@ from canny.ledger.migrations import Dialect
 from canny.ledger.records import ANSWER_OUTCOMES, GroupBy, GroupTotals
 from canny.pricing import CacheSavingRates, CacheWeights, RateTree
 from canny.units import from_us, pico_to_usd, to_us
-from canny.usage import BUCKETS, TOKEN_BUCKETS
+from canny.usage import BUCKETS, TOKEN_BUCKETS, Usage
 
 __all__ = [
     "ANSWERS_SQL",
@@ -243,7 +243,7 @@ def totals(
     """A GroupTotals from a ``ROW_SUMS`` row (plus the savings column when ``exponent`` is
     given: units of ``10**-exponent`` USD) and the number of rows repeating a call."""
     attempts, *values = (int(v or 0) for v in row)
-    tokens = {b.column: values.pop(0) for b in TOKEN_BUCKETS}
+    tokens: dict[str, Any] = {b.name: values.pop(0) for b in TOKEN_BUCKETS}
     pico, priced, failures, *rest = values
     saved = None
     if exponent is not None and priced:
@@ -253,7 +253,7 @@ def totals(
         subkey=subkey,
         calls=attempts - repeated,
         attempts=attempts,
-        **tokens,
+        tokens=Usage(**tokens),
         cost_usd=pico_to_usd(pico) if priced else None,
         unpriced=attempts - priced,
         failures=failures,

@@ -15,20 +15,20 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 from canny.errors import LedgerError
 from canny.ledger import migrations
 from canny.ledger._report_sql import range_sql
 from canny.ledger.migrations import BUDGET_LOCK, Dialect, Transaction
-from canny.ledger.records import OUTCOMES, AttemptRecord, GroupTotals, ReportQuery
+from canny.ledger.records import OUTCOMES, AttemptRecord, GroupTotals, ReportQuery, record_from_values
 from canny.ledger.writer import Op, Writer, await_writers, holding, place_of, write_turns
 from canny.ledger.writer import live_places as writer_places
 from canny.units import from_us, to_us, usd_to_pico
-from canny.usage import BUCKETS
+from canny.usage import BUCKETS, usage_columns, usage_from_columns
 
 __all__ = [
     "BUCKET_COLUMNS",
@@ -42,7 +42,7 @@ __all__ = [
 
 #: The usage bucket columns (``canny.usage.BUCKETS``), in order.
 BUCKET_COLUMNS: tuple[str, ...] = tuple(b.column for b in BUCKETS)
-#: The ``attempts`` columns written and read, in AttemptRecord order.
+#: The ``attempts`` columns written and read, in AttemptRecord order (``usage`` as its bucket columns).
 COLUMNS: tuple[str, ...] = (
     "call_id", "attempt", "started_at_us", "ended_at_us", "model", "outcome", "session_id",
     "first_token_at_us", "status_code", "error_type", "error_code", "request_id", "stop_reason",
@@ -51,10 +51,8 @@ COLUMNS: tuple[str, ...] = (
     "response_text", "extra", "max_tokens", "prefix_hashes", "cost_pico",
 )  # fmt: skip
 _SELECT = ", ".join(COLUMNS[:-1])
-#: The ``attempts`` columns of :meth:`SQLLedger.export_bytes`, in AttemptRecord field order.
-EXPORT_COLUMNS: tuple[str, ...] = tuple(
-    f"{f.name}_us" if f.name in ("started_at", "ended_at", "first_token_at") else f.name for f in fields(AttemptRecord)
-)
+#: The ``attempts`` columns of :meth:`SQLLedger.export_bytes`: those of a record, in order.
+EXPORT_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != "cost_pico")
 _INSERT = (
     f"INSERT INTO attempts ({', '.join(COLUMNS)}, call_seq) VALUES ({', '.join('?' * len(COLUMNS))}, "
     "(SELECT count(*) FROM attempts WHERE call_id = ?)) ON CONFLICT (call_id, attempt) DO NOTHING RETURNING id"
@@ -206,6 +204,31 @@ class SQLLedger(ABC):
         refused (it spools it) and returns the warning to show."""
         if self._writer is None:
             self._writer = Writer(self, _apply, keep)
+
+    @property
+    def writes_behind(self) -> bool:
+        """Whether rows are written behind the call (:meth:`write_behind`): the ledger of a
+        client or meter, unless ``CANNY_LEDGER_WRITES=sync``. Budgets on SQLite then settle
+        in memory from slices of headroom (:mod:`canny.budget.slices`)."""
+        return self._writer is not None
+
+    _close_hooks: list[Callable[[], None]] | None = None
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the ledger closes, after the writer wrote what it held and
+        before the connections close (budget slices give back what they hold there:
+        :mod:`canny.budget.slices`); a :class:`LedgerError` in it is ignored."""
+        if self._close_hooks is None:
+            self._close_hooks = []
+        self._close_hooks.append(hook)
+
+    def _stop(self) -> None:
+        """The first part of ``close()``: write what the writer holds, then run the close hooks."""
+        self._stop_writer()
+        hooks, self._close_hooks = self._close_hooks or [], None
+        for hook in hooks:
+            with suppress(LedgerError):
+                hook()
 
     def defer(self, work: Callable[[], object]) -> None:
         """Run ``work`` after the rows queued so far are written: on the writer's thread
@@ -391,6 +414,7 @@ def _store(tx: Transaction, record: AttemptRecord) -> None:
 
 #: The bucket columns an attempt in flight keeps: the input side, known from ``message_start``.
 PROMPT_COLUMNS: tuple[str, ...] = tuple(b.column for b in BUCKETS if b.kind == "prompt")
+_prompt_counts = itemgetter(*PROMPT_COLUMNS)
 #: The ``inflight`` columns written and read (migration ``ledger.0004_inflight``).
 INFLIGHT_COLUMNS: tuple[str, ...] = (
     "call_id", "attempt", "session_id", "started_at_us", "lease_until_us", "model", "request_id",
@@ -409,7 +433,7 @@ def _inflight_params(r: AttemptRecord, lease_until: datetime, reservation_id: in
     cost = r.cost_usd
     return (
         r.call_id, r.attempt, r.session_id, to_us(r.started_at), to_us(lease_until), r.model, r.request_id,
-        *(getattr(r, column) for column in PROMPT_COLUMNS),
+        *_prompt_counts(usage_columns(r.usage)),
         None if cost is None else format(cost, "f"), r.price_version, r.inference_geo, r.speed, bool(r.streamed),
         r.endpoint, r.project, json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash,
         json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.max_tokens, r.prefix_hashes, reservation_id,
@@ -425,7 +449,6 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
     streamed = bool(values["streamed"])
     cost = values["cost_usd"]
     extra = dict(json.loads(values["extra"] or "{}"))
-    prompt_usage: dict[str, Any] = {column: int(values[column]) for column in PROMPT_COLUMNS}
     extra["lost"] = "the process ended before the attempt's row was written; input usage as reported when it began"
     record = AttemptRecord(
         call_id=values["call_id"],
@@ -450,7 +473,7 @@ def _lost_from_row(row: Sequence[Any], now_us: int | None) -> tuple[AttemptRecor
         extra=extra,
         max_tokens=values["max_tokens"],
         prefix_hashes=values["prefix_hashes"],
-        **prompt_usage,
+        usage=usage_from_columns({column: int(values[column]) for column in PROMPT_COLUMNS}),
     )
     rid = values["reservation_id"]
     return record, None if rid is None else int(rid)
@@ -509,7 +532,7 @@ def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
     return (
         r.call_id, r.attempt, to_us(r.started_at), to_us(r.ended_at), r.model, r.outcome, r.session_id,
         _opt_us(r.first_token_at), r.status_code, r.error_type, r.error_code, r.request_id, r.stop_reason,
-        r.refusal_category, *(getattr(r, column) for column in BUCKET_COLUMNS),
+        r.refusal_category, *usage_columns(r.usage).values(),
         None if cost is None else format(cost, "f"), r.price_version, bool(r.batch),
         r.inference_geo, r.speed, bool(r.streamed), r.endpoint, r.project,
         json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash, r.prompt_text,
@@ -533,4 +556,4 @@ def _record_from_row(row: Sequence[Any]) -> AttemptRecord:
         tags=tuple(json.loads(values["tags"] or "[]")),
         extra=dict(json.loads(values["extra"] or "{}")),
     )
-    return AttemptRecord(**values)
+    return record_from_values(values)

@@ -18,8 +18,8 @@ URL without one; libpq reads both.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from itertools import count
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -106,7 +106,6 @@ class PostgresLedger(SQLLedger):
         self._url_secrets = url_secrets(url)
         self.location = mask_url(url)
         self._connect_timeout = connect_timeout
-        self._close_hooks: list[Callable[[], None]] = []
         try:
             import psycopg
         except ImportError as exc:
@@ -215,19 +214,10 @@ class PostgresLedger(SQLLedger):
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
 
-    def on_close(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` first when the ledger closes (budget slices give back what they hold
-        there: :mod:`canny.budget.slices`); a :class:`LedgerError` in it is ignored."""
-        self._close_hooks.append(hook)
-
     def close(self) -> None:
-        """Run the close hooks, then close every pooled connection; further use raises
-        :class:`LedgerError`."""
-        self._stop_writer()
-        hooks, self._close_hooks = self._close_hooks, []
-        for hook in hooks:
-            with suppress(LedgerError):
-                hook()
+        """Write what the writer holds, run the close hooks, then close every pooled
+        connection; further use raises :class:`LedgerError`."""
+        self._stop()
         self._pool.close()
 
 

@@ -7,22 +7,24 @@ the backends can import the contract without importing the package that imports 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from canny.pricing import CacheSavingRates
 
 from canny.result import OUTCOMES, Outcome
+from canny.usage import Usage, usage_columns, usage_from_columns
 
 __all__ = [
     "ANSWER_OUTCOMES",
     "GROUP_BYS",
     "OFFLINE_TAG",
     "OUTCOMES",
+    "ROW_FIELDS",
     "AttemptRecord",
     "GroupBy",
     "GroupTotals",
@@ -33,6 +35,8 @@ __all__ = [
     "ReportQuery",
     "ReportingLedger",
     "Sums",
+    "record_from_values",
+    "record_values",
 ]
 
 #: Outcomes that are answers; reports count every other outcome as a failure.
@@ -62,14 +66,9 @@ class AttemptRecord:
     request_id: str | None = None
     stop_reason: str | None = None
     refusal_category: str | None = None
-    input_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
-    web_search_requests: int = 0
-    web_fetch_requests: int = 0
-    code_execution_requests: int = 0
+    #: The attempt's usage, bucket totals only (no ``iterations``): stored as the bucket
+    #: columns of :data:`canny.usage.BUCKETS`.
+    usage: Usage = Usage()
     #: Exact USD; ``None`` means unpriced (never stored as 0).
     cost_usd: Decimal | None = None
     price_version: str | None = None
@@ -93,6 +92,33 @@ class AttemptRecord:
     #: The request's cacheable prefix boundaries as hashes and estimated sizes, never text
     #: (:mod:`canny.prefixes`); ``""`` when none was long enough, ``None`` when unknown.
     prefix_hashes: str | None = None
+
+
+_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttemptRecord))
+#: The names of a record's values in a ledger row, an export line and a spooled row, in
+#: order: the fields of :class:`AttemptRecord`, with ``usage`` spelled out as its bucket
+#: columns (:data:`canny.usage.BUCKETS`).
+ROW_FIELDS: tuple[str, ...] = tuple(
+    column for name in _FIELDS for column in (tuple(usage_columns(Usage())) if name == "usage" else (name,))
+)
+
+
+def record_values(record: AttemptRecord) -> dict[str, Any]:
+    """The values of ``record`` keyed by :data:`ROW_FIELDS`, in that order, each as it is."""
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        if name == "usage":
+            values.update(usage_columns(record.usage))
+        else:
+            values[name] = getattr(record, name)
+    return values
+
+
+def record_from_values(values: Mapping[str, Any]) -> AttemptRecord:
+    """The record of ``values`` keyed by :data:`ROW_FIELDS` (the inverse of
+    :func:`record_values`); other keys are ignored, a field left out takes its default."""
+    kept = {name: values[name] for name in _FIELDS if name in values and name != "usage"}
+    return AttemptRecord(**kept, usage=usage_from_columns(values))
 
 
 @runtime_checkable
@@ -146,11 +172,9 @@ class Sums:
 
     calls: int = 0
     attempts: int = 0
-    input_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    cache_read_tokens: int = 0
-    output_tokens: int = 0
+    #: The token buckets summed (:data:`canny.usage.TOKEN_BUCKETS`; server-tool requests are
+    #: not summed and read 0).
+    tokens: Usage = Usage()
     cost_usd: Decimal | None = None
     unpriced: int = 0
     failures: int = 0

@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -62,30 +61,31 @@ def spool_path(location: str, environ: dict[str, str] | None = None) -> Path:
 
 def encode(record: AttemptRecord, location: str) -> bytes:
     """One JSON line for ``record`` (money as exact strings, times in ISO 8601)."""
+    from canny.ledger.records import record_values
+
     row: dict[str, Any] = {"v": _VERSION, "ledger": location}
-    for f in fields(record):
-        value = getattr(record, f.name)
+    for name, raw in record_values(record).items():
+        value = raw
         if isinstance(value, datetime):
             value = value.isoformat()
         elif isinstance(value, Decimal):
             value = str(value)
         elif isinstance(value, tuple):
             value = list(value)
-        row[f.name] = value
+        row[name] = value
     return (json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def decode(line: bytes) -> AttemptRecord:
     """The record of one spooled line; ``ValueError`` when it is not one."""
-    from canny.ledger.records import AttemptRecord
+    from canny.ledger.records import ROW_FIELDS, record_from_values
 
     row = json.loads(line)
     if not isinstance(row, dict) or row.get("v") != _VERSION:
         raise ValueError("not a spooled row")
-    known = {f.name for f in fields(AttemptRecord)}
     values: dict[str, Any] = {}
     for name, raw in row.items():
-        if name not in known:
+        if name not in ROW_FIELDS:
             continue
         value: Any = raw
         if name in _TIMES and raw is not None:
@@ -96,7 +96,7 @@ def decode(line: bytes) -> AttemptRecord:
             value = tuple(raw)
         values[name] = value
     try:
-        return AttemptRecord(**values)
+        return record_from_values(values)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
 

@@ -91,9 +91,21 @@ class SQLiteLedger(SQLLedger):
             raise
 
     def _create_file(self) -> None:
+        """Create the file (``0600``) unless it exists; an existing one must be writable. An
+        existing file is never opened here: closing any descriptor of a file drops every
+        POSIX lock this process holds on it, so the SQLite locks of this process's other
+        connections would go with it (and another process could checkpoint and remove the
+        WAL under their readers: "disk I/O error")."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            if self.path.exists():
+                if not os.access(self.path, os.R_OK | os.W_OK):
+                    raise PermissionError(13, "Permission denied", str(self.path))
+                return
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return  # another thread or process created it just now
             os.close(fd)
         except OSError as exc:
             raise LedgerError(f"ledger {self.location}: cannot create it ({exc.strerror or exc})") from exc
@@ -209,9 +221,9 @@ class SQLiteLedger(SQLLedger):
                 raise self._error(exc) from exc
 
     def close(self) -> None:
-        """Write what the writer holds, then close every pooled connection; further use
-        raises :class:`LedgerError`."""
-        self._stop_writer()
+        """Write what the writer holds, run the close hooks (:meth:`on_close`), then close
+        every pooled connection; further use raises :class:`LedgerError`."""
+        self._stop()
         self._pool.close()
 
 

@@ -33,7 +33,9 @@ What this promises, and how:
   reservation's settle after the call's row; until it runs the reservation holds the
   worst case, so budget checks in between count too much, never too little. Write
   transactions (a budget reserve) do not wait for the writer: on SQLite the writes of
-  this process to one file take turns on a lock instead.
+  this process to one file take turns on a lock instead. A ledger with a writer is also
+  what lets SQLite budgets reserve from slices in memory (:mod:`canny.budget.slices`);
+  ``CANNY_LEDGER_WRITES=sync`` keeps one reservation transaction per call.
 * **PostgreSQL rows one per transaction.** Rollup triggers lock rows table by table; two
   multi-row transactions could deadlock, single rows cannot. A deadlock or serialization
   victim is tried again (:data:`RETRIES`).

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Literal
 
 from canny.pricing.rates import Basis, applicable_rates
 from canny.pricing.table import ModelEntry, PriceTable, default_table, utc_day
-from canny.usage import usage_from_columns
 
 if TYPE_CHECKING:
     from canny.ledger import AttemptRecord
@@ -97,7 +96,7 @@ def basis_of(record: AttemptRecord) -> Basis:
         batch=record.batch,
         geo_us=record.inference_geo == "us",
         fast=record.speed == "fast",
-        prompt_tokens=usage_from_columns(record).prompt_tokens,
+        prompt_tokens=record.usage.prompt_tokens,
     )
 
 
@@ -117,7 +116,8 @@ class CacheSavingRates:
 
     def saving_units(self, record: AttemptRecord) -> int:
         """The attempt's saving in units of ``10**-exponent`` USD (0 when it does not count)."""
-        cached = record.cache_read_tokens + record.cache_write_5m_tokens + record.cache_write_1h_tokens
+        usage = record.usage
+        cached = usage.cache_read + usage.cache_write
         if not cached or record.cost_usd is None or record.cost_usd <= 0:
             return 0
         tree = self.models.get(record.model)
@@ -128,9 +128,9 @@ class CacheSavingRates:
         if tree is None:
             return 0
         return (
-            record.cache_read_tokens * tree.cache_read
-            + record.cache_write_5m_tokens * tree.cache_write_5m
-            + record.cache_write_1h_tokens * tree.cache_write_1h
+            usage.cache_read * tree.cache_read
+            + usage.cache_write_5m * tree.cache_write_5m
+            + usage.cache_write_1h * tree.cache_write_1h
         )
 
     def to_usd(self, units: int) -> Decimal:
