@@ -3,9 +3,11 @@
 Building the lines (:mod:`canny.ledger._export_sql`) is nearly all of an export's time. The
 rows, in export order (``started_at_us``, then ``id``), are cut into chunks of
 ``chunk_rows``, and a chunk is one statement: the ``group_concat`` of its lines, handed on
-as one ``bytes`` object, never decoded to text. (SQLite keeps a subquery's ``ORDER BY``
-under an aggregate other than ``count``/``min``/``max``, so the lines come in key order; a
-test checks it over chunk edges.) So Python makes one object a chunk, not one a row. Each
+as one ``bytes`` object, never decoded to text. The order of the lines in a chunk is
+promised by SQLite from 3.44 on, where the aggregate takes its own ``ORDER BY`` (used
+there); before 3.44 the lines come in the order of the ordered subquery they are
+aggregated from, which is what SQLite does but does not document, and a test checks it
+over chunk edges. So Python makes one object a chunk, not one a row. Each
 chunk's first key comes from a walk of the ``started_at_us`` index. The whole export is one
 read transaction: one snapshot, so rows written meanwhile are not in it, and memory holds
 a chunk or two whatever the size of the ledger.
@@ -39,6 +41,13 @@ _BEFORE = "(started_at_us < ? OR id < ?) AND started_at_us <= ?"
 
 Key = tuple[int, int]
 
+#: A chunk's lines joined in key order: ``ORDER BY`` inside the aggregate where SQLite has it.
+_CONCAT = (
+    "group_concat(line, char(10) ORDER BY started_at_us, id)"
+    if sqlite3.sqlite_version_info >= (3, 44, 0)
+    else "group_concat(line, char(10))"
+)
+
 
 class _Chunks:
     """The statements of one export: chunk edges and chunk text, within ``where``."""
@@ -65,8 +74,8 @@ class _Chunks:
         if end is not None:
             conds.append(_BEFORE)
             params += [end[0], end[1], end[0]]
-        lines = self._select(f"{self.line} AS line", conds)
-        cursor = conn.execute(f"SELECT CAST(group_concat(line, char(10)) || char(10) AS BLOB) FROM ({lines})", params)
+        lines = self._select(f"started_at_us, id, {self.line} AS line", conds)
+        cursor = conn.execute(f"SELECT CAST({_CONCAT} || char(10) AS BLOB) FROM ({lines})", params)
         try:
             row = cursor.fetchone()
         finally:
