@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from canny.ledger import (
     ANSWER_OUTCOMES,
@@ -63,6 +63,7 @@ __all__ = [
     "SAVINGS_FIELDS",
     "THEN_FIELDS",
     "TIME_GROUPS",
+    "ExportOptions",
     "Pricer",
     "Report",
     "ReportRow",
@@ -542,45 +543,39 @@ def export_rows(
         yield export_row(record, include_text=include_text)
 
 
-def export_text(
-    ledger: Ledger,
-    fmt: str,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    include_text: bool = False,
-) -> Iterator[str]:
+class ExportOptions(TypedDict, total=False):
+    """What an export takes besides its ledger and format: the attempts started in
+    ``[since, until)``, and the stored prompt and response text with ``include_text``."""
+
+    since: datetime | None
+    until: datetime | None
+    include_text: bool
+
+
+def export_text(ledger: Ledger, fmt: str, **options: Unpack[ExportOptions]) -> Iterator[str]:
     """The export of ``ledger`` as text chunks: ``jsonl`` (one :func:`export_row` object a
     line) or ``csv`` (a header, then a row per attempt; lists and objects as JSON, booleans
     as ``true``/``false``, nothing for null). A SQL ledger streams the lines its database
     builds (``export_bytes``, decoded); any other goes through
     :class:`AttemptRecord` (the reference: both give the same bytes)."""
     if hasattr(ledger, "export_bytes"):
-        built = export_bytes(ledger, fmt, since=since, until=until, include_text=include_text)
-        return (chunk.decode() for chunk in built)
+        return (chunk.decode() for chunk in export_bytes(ledger, fmt, **options))
+    include_text = options.get("include_text", False)
     names = [n for n in EXPORT_FIELDS if include_text or n not in _TEXT_FIELDS]
-    dicts = export_rows(ledger, since=since, until=until, include_text=include_text)
+    dicts = export_rows(ledger, since=options.get("since"), until=options.get("until"), include_text=include_text)
     values = (_raw_json(tuple(row.values())) for row in dicts)
     return _jsonl(values, names) if fmt == "jsonl" else _csv(values, names)
 
 
-def export_bytes(
-    ledger: Ledger,
-    fmt: str,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    include_text: bool = False,
-) -> Iterator[bytes]:
+def export_bytes(ledger: Ledger, fmt: str, **options: Unpack[ExportOptions]) -> Iterator[bytes]:
     """:func:`export_text` as UTF-8 bytes (what ``canny ledger export`` writes). A SQL
     ledger hands on its database's bytes as they come (``export_bytes``): no text is
     decoded or encoded on the way."""
     chunks = getattr(ledger, "export_bytes", None)
     if chunks is not None:
-        built: Iterator[bytes] = chunks(fmt, since=since, until=until, include_text=include_text)
+        built: Iterator[bytes] = chunks(fmt, **options)
         return built
-    text = export_text(ledger, fmt, since=since, until=until, include_text=include_text)
-    return (chunk.encode() for chunk in text)
+    return (chunk.encode() for chunk in export_text(ledger, fmt, **options))
 
 
 def _raw_json(values: tuple[Any, ...]) -> tuple[Any, ...]:
