@@ -159,3 +159,28 @@ def test_accumulator_survives_malformed_events(events: list[dict[str, object]]) 
         acc.feed(event)
     acc.final_message()
     _ = acc.usage
+
+
+_sse_text = st.text(alphabet=st.sampled_from(["a", "é", ":", " ", "\r", "\n", "{", "☃"]), max_size=6)
+_sse_line = st.one_of(
+    st.builds(lambda n: f"event: {n}", _sse_text),
+    st.builds(lambda d: f"data: {d}", _sse_text),
+    st.builds(lambda d: f"data:{d}", _sse_text),
+    st.builds(lambda c: f": {c}", _sse_text),
+    _sse_text,
+)
+_sse_block = st.one_of(
+    st.builds(lambda n, d: f"event: {n}\ndata: {d}", _sse_text, _sse_text),
+    st.lists(_sse_line, max_size=4).map("\n".join),
+)
+
+
+@given(st.lists(_sse_block, max_size=6))
+def test_whole_event_chunks_decode_as_byte_by_byte_feeding_does(blocks: list[str]) -> None:
+    """A chunk of whole events (the fast path) yields the events the line-by-line path does."""
+    body = "".join(block + "\n\n" for block in blocks).encode()
+    whole = SSEDecoder()
+    at_once = whole.feed(body) + whole.flush()
+    single = SSEDecoder()
+    by_byte = [event for i in range(len(body)) for event in single.feed(body[i : i + 1])] + single.flush()
+    assert at_once == by_byte

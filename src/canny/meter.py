@@ -71,6 +71,8 @@ _CONTENT_EVENT_NAMES = frozenset(name.encode() for name in _CONTENT_EVENTS)
 _EVENT_PREFIX = b"event: "
 _CONTENT_PREFIX = b"event: content_block_"
 _DELTA = ord("d")
+#: A chunk the tees keep as it is while skimming starts with this (:meth:`_Tap.keeps`).
+_DELTA_EVENT = b"event: content_block_delta\ndata: "
 
 
 class MeterOptions(TypedDict, total=False):
@@ -401,6 +403,7 @@ class _Tap:
         "done",
         "request",
         "run",
+        "skimming",
     )
 
     def __init__(self, request: APIRequest, run: CallRun | None, attempt: Attempt | None = None) -> None:
@@ -418,6 +421,10 @@ class _Tap:
         #: content events are skipped (``None`` when the content is logged: all decoded).
         self._log: list[ServerSentEvent | bytes] | None = None if run is None or run.spec.log_content else []
         self._skipped = False
+        #: The tees may keep a chunk that is one whole ``content_block_delta`` as it is
+        #: (:meth:`keeps`), without calling :meth:`chunk`: the first text was seen, and the
+        #: decoder is between events.
+        self.skimming = False
 
     # -- what the attempt saw -----------------------------------------------------------
     def arrived(self, http: httpx2.Response | None, raw: bytes | None, tee: type[_SyncTee | _AsyncTee]) -> None:
@@ -467,11 +474,34 @@ class _Tap:
         try:
             if self._decoder is None:
                 self._take(data)
+                self.skimming = (
+                    self._log is not None
+                    and not self._json
+                    and self._event_error is None
+                    and self.attempt.first_token_at is not None
+                    and self._sse.idle
+                )
             else:
                 for piece in self._decoder.decode(data):
                     self._take(piece)
         except Exception as exc:
             self._fail(exc)
+
+    def keeps(self, data: bytes) -> bool:
+        """While :attr:`skimming`: keep ``data`` undecoded if it is exactly one
+        ``content_block_delta`` event (one event line, one data line); ``False`` sends
+        it to :meth:`chunk`. The tees call this for every chunk of a long answer, so it
+        does only what :meth:`_skim` would conclude for such a chunk, and nothing more."""
+        if (
+            data.startswith(_DELTA_EVENT)
+            and data.endswith(b"\n\n")
+            and data.count(b"\n") == 3
+            and len(data) <= self._sse.max_line
+        ):
+            self._log.append(data)  # type: ignore[union-attr]  # skimming: the log is kept
+            self._skipped = True
+            return True
+        return False
 
     def _take(self, data: bytes) -> None:
         if self._json:
@@ -622,7 +652,7 @@ class _Tap:
 
     def no_attempt(self) -> None:
         """A later middleware answered without an HTTP request: nothing to record."""
-        self.done = True
+        self.done, self.skimming = True, False
         if self.run is not None and self.attempt is not None:
             self.run.not_sent(self.attempt)  # nor anything in flight
         if self.run is not None and self.run.reservation is not None:
@@ -638,7 +668,7 @@ class _Tap:
     def _finish(self, outcome: Outcome, error: errors.CannyError | None = None) -> None:
         if self.done or self.run is None or self.attempt is None:
             return
-        self.done = True
+        self.done, self.skimming = True, False
         try:
             self.run.record(self.attempt, outcome, error)
         except Exception as exc:
@@ -714,7 +744,8 @@ class _SyncTee(_Tee, httpx2.SyncByteStream):
         tap = self._tap
         try:
             for chunk in self._body:
-                tap.chunk(chunk)
+                if not (tap.skimming and tap.keeps(chunk)):
+                    tap.chunk(chunk)
                 yield chunk
         except Exception as exc:
             tap.end("failed", exc)
@@ -737,7 +768,8 @@ class _AsyncTee(_Tee, httpx2.AsyncByteStream):
         chunks = self._body.__aiter__()
         try:
             async for chunk in chunks:
-                tap.chunk(chunk)
+                if not (tap.skimming and tap.keeps(chunk)):
+                    tap.chunk(chunk)
                 yield chunk
         except Exception as exc:
             tap.end("failed", exc)

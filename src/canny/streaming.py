@@ -75,6 +75,16 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode a chunk of bytes; returns the events it completed."""
+        if (
+            chunk.endswith(b"\n\n")
+            and not self._parts
+            and not self._data
+            and not self._event
+            and len(chunk) <= self.max_line
+        ):
+            events = _whole_events(chunk)
+            if events is not None:
+                return events
         if b"\n" not in chunk:
             if chunk:
                 self._pending += len(chunk)
@@ -156,6 +166,27 @@ class SSEDecoder:
         if event is not None:
             out.append(event)
         return out
+
+
+def _whole_events(chunk: bytes) -> list[ServerSentEvent] | None:
+    """The events of a chunk made only of whole events of the API's own shape, each
+    ``event: NAME``, ``data: DATA``, blank line (the usual chunk: one event, or a few);
+    ``None`` for anything else (comments, CR, several data lines, a missing name), which
+    the line-by-line decoder takes. Both give the same events."""
+    out: list[ServerSentEvent] = []
+    for block in chunk[:-2].split(b"\n\n"):
+        end = block.find(b"\n")
+        if (
+            end <= 7
+            or not block.startswith(b"event: ")
+            or block.find(b"data: ", end) != end + 1
+            or block.find(b"\n", end + 1) != -1
+            or b"\r" in block
+        ):
+            return None
+        name = block[7:end].decode("utf-8", errors="replace")
+        out.append(ServerSentEvent(name, block[end + 7 :].decode("utf-8", errors="replace")))
+    return out
 
 
 def iter_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:

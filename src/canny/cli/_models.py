@@ -140,9 +140,19 @@ def _check_spool(target: str, opened: bool, report: Callable[[bool, str], None])
     except (OSError, ValueError) as exc:
         report(False, f"spool: cannot be read ({exc})")
         return
+    then = "the next call writes them into the ledger" if opened else "they wait until the ledger opens again"
     if waiting:
-        then = "the next call writes them into the ledger" if opened else "they wait until the ledger opens again"
         report(opened, f"spool: {waiting} spooled row(s) wait in {spool_path(location)}; {then}")
+    from canny.ledger.journal import journal_dir
+    from canny.ledger.journal import waiting as journaled
+
+    try:
+        left = journaled(location)
+    except OSError as exc:
+        report(False, f"journal: cannot be read ({exc})")
+        return
+    if left:
+        report(opened, f"journal: {left} row(s) of ended processes wait in {journal_dir()}; {then}")
 
 
 def _check_api(base_url: str | None, key: str | None, offline: bool, report: Callable[[bool, str], None]) -> None:

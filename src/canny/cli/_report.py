@@ -297,6 +297,18 @@ def _spool_line(target: str) -> None:
             f"canny: {waiting} spooled row(s) wait in {spool_path(location)}; "
             "they go into the ledger the next time a call opens it"
         )
+    from canny.ledger.journal import journal_dir
+    from canny.ledger.journal import waiting as journaled
+
+    try:
+        left = journaled(location)
+    except OSError:
+        return
+    if left:
+        echo_err(
+            f"canny: {left} row(s) of ended processes wait in their journals in {journal_dir()}; "
+            "they go into the ledger the next time a call opens it"
+        )
 
 
 @click.group(cls=_OneLineGroup)

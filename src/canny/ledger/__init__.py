@@ -83,11 +83,15 @@ def open_for_calls(target: str | Path) -> Ledger:
             hint=_hint(exc),
         ) from None
     spool.drain(ledger)
+    from canny.ledger import journal
+
+    if hasattr(ledger, "record_all"):
+        journal.recover(ledger)  # rows of processes killed before their writer committed them
     from canny.ledger.writer import background_writes_enabled
 
     write_behind = getattr(ledger, "write_behind", None)
     if write_behind is not None and background_writes_enabled():
-        write_behind(partial(spool.keep, ledger))
+        write_behind(partial(spool.keep, ledger), journal=journal.Journal(ledger.location))
     return ledger
 
 

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from canny.errors import LedgerError
 from canny.ledger import migrations
@@ -37,6 +37,7 @@ __all__ = [
     "INFLIGHT_COLUMNS",
     "PROMPT_COLUMNS",
     "SQLLedger",
+    "record_from_row",
     "sweep_inflight",
 ]
 
@@ -59,6 +60,9 @@ _INSERT = (
 )
 
 _FORGET = "DELETE FROM inflight WHERE call_id = ? AND attempt = ?"
+
+if TYPE_CHECKING:
+    from canny.ledger.journal import Journal
 
 C = TypeVar("C")
 
@@ -160,11 +164,28 @@ class SQLLedger(ABC):
         still ran) gives way to the real one. With a writer (:meth:`write_behind`) the row
         is queued and written on the writer's thread."""
         _check(record)
-        if self._writer is not None:
-            self._writer.put(Op("record", record, (record.call_id, record.attempt)))
+        writer = self._writer
+        if writer is not None:
+            writer.put(Op("record", record, (record.call_id, record.attempt), params=_row_params(record)))
             return
         with self.transaction() as tx:
             _store(tx, record)
+
+    def record_all(self, records: Sequence[AttemptRecord]) -> None:
+        """Store attempts as :meth:`record` does, without a writer: on SQLite in one
+        transaction (a journal's rows, :mod:`canny.ledger.journal`), on PostgreSQL one
+        transaction each (rows of several transactions lock rollup rows in crossed order)."""
+        for record in records:
+            _check(record)
+        self._await_writes()
+        if self.dialect != "sqlite":
+            for record in records:
+                with self.transaction() as tx:
+                    _store(tx, record)
+            return
+        with self.transaction() as tx:
+            for record in records:
+                _store(tx, record)
 
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
@@ -198,12 +219,15 @@ class SQLLedger(ABC):
     # -- writing behind the call (canny.ledger.writer) -------------------------------------
     _writer: Writer | None = None
 
-    def write_behind(self, keep: Callable[[AttemptRecord, LedgerError], str]) -> None:
+    def write_behind(
+        self, keep: Callable[[AttemptRecord, LedgerError], str], *, journal: Journal | None = None
+    ) -> None:
         """From now on, write attempts' rows on a thread of their own (:mod:`canny.ledger.writer`);
         reads and ``close()`` wait for what is queued. ``keep`` takes a row the ledger
-        refused (it spools it) and returns the warning to show."""
+        refused (it spools it) and returns the warning to show. With a ``journal``
+        (:mod:`canny.ledger.journal`) the rows of finished attempts are committed in groups."""
         if self._writer is None:
-            self._writer = Writer(self, _apply, keep)
+            self._writer = Writer(self, _apply, keep, journal)
 
     @property
     def writes_behind(self) -> bool:
@@ -334,7 +358,7 @@ class SQLLedger(ABC):
         where, params = range_sql(_opt_us(since), _opt_us(until))
         sql = f"SELECT {_SELECT} FROM attempts{where} ORDER BY started_at_us, id"
         for row in self._stream(sql, params):
-            yield _record_from_row(row)
+            yield record_from_row(row)
 
     def tail(self, limit: int, *, after: int | None = None) -> list[tuple[int, AttemptRecord]]:
         """(row id, attempt) in the order written: the last ``limit``, or the first ``limit``
@@ -344,7 +368,7 @@ class SQLLedger(ABC):
             params: list[int] = [limit]
         else:
             sql, params = f"SELECT id, {_SELECT} FROM attempts WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
-        return [(int(row[0]), _record_from_row(row[1:])) for row in self._stream(sql, params)]
+        return [(int(row[0]), record_from_row(row[1:])) for row in self._stream(sql, params)]
 
     def export_bytes(
         self,
@@ -394,9 +418,10 @@ class SQLLedger(ABC):
         )
 
 
-def _store(tx: Transaction, record: AttemptRecord) -> None:
-    """Insert one attempt (and its tags) in ``tx``, dropping its row in flight."""
-    params = (*_row_params(record), record.call_id)
+def _store(tx: Transaction, record: AttemptRecord, values: Sequence[Any] | None = None) -> None:
+    """Insert one attempt (and its tags) in ``tx``, dropping its row in flight (``values``:
+    its column values, when already made)."""
+    params = (*(_row_params(record) if values is None else values), record.call_id)
     tx.execute(_FORGET, (record.call_id, record.attempt))
     inserted = tx.execute(_INSERT, params)
     if not inserted and record.outcome != "lost":
@@ -505,7 +530,7 @@ def _apply(tx: Transaction, op: Op) -> None:
     """Write one queued operation of the writer in ``tx``."""
     if op.kind == "record":
         assert op.record is not None
-        _store(tx, op.record)
+        _store(tx, op.record, op.params)
     elif op.kind == "begin":
         assert op.build is not None
         assert op.lease_until is not None
@@ -541,7 +566,9 @@ def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _record_from_row(row: Sequence[Any]) -> AttemptRecord:
+def record_from_row(row: Sequence[Any]) -> AttemptRecord:
+    """The record of a row of ``attempts`` read in :data:`COLUMNS` order (``cost_pico``,
+    last, may be left off)."""
     values = dict(zip(COLUMNS, row, strict=False))
     values.pop("cost_pico", None)
     first = values.pop("first_token_at_us")

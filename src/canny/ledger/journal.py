@@ -1,0 +1,279 @@
+"""The journal: every finished attempt's row, appended to a local file before the call
+returns, so that the writer may gather rows and commit them together without a crash
+losing any.
+
+The writer (:mod:`canny.ledger.writer`) commits the rows of a process's calls in groups,
+up to :data:`~canny.ledger.writer.GROUP_SECONDS` after the first of them: one commit for
+many rows, where one per row costs a busy process more than its calls do. In the
+meantime each row lives in this process's journal, written in the calling thread with one
+``write`` on an ``O_APPEND`` descriptor (a few microseconds, no ``fsync``: the page cache
+outlives a killed process, as SQLite's ``synchronous=NORMAL`` does). A process killed
+with ``kill -9`` leaves its journal behind; the next client or meter that opens the same
+ledger (:func:`canny.ledger.open_for_calls`) writes its rows into the ledger and removes
+it. A row written twice is harmless: the ledger keeps one per ``(call_id, attempt)``.
+
+Files live in ``<data dir>/journal/`` (``CANNY_HOME`` when set), mode ``0600``, named
+after the ledger (the spool's hash of its location), the process and a counter. A live
+process holds an exclusive ``flock`` on each of its journal files, so recovery takes
+only the files of processes that are gone. Each process keeps two files and alternates:
+the writer switches appends to the other file when it takes a batch, and empties the
+first once the batch is committed (or spooled).
+
+A line is a JSON array: the format version, then the values of the ``attempts`` columns
+(:data:`canny.ledger._sql.COLUMNS`) as they are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from canny.ledger.records import AttemptRecord
+
+__all__ = ["VERSION", "Journal", "decode", "encode", "journal_dir", "recover", "waiting"]
+
+VERSION = 1
+_SUFFIX = ".jsonl"
+
+
+def journal_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where the journals of every ledger are kept."""
+    from canny.config import data_dir
+
+    return data_dir(environ) / "journal"
+
+
+def _prefix(location: str) -> str:
+    """The part of a journal's name that names its ledger (the spool's digest)."""
+    from canny.ledger.spool import spool_path
+
+    return spool_path(location).stem
+
+
+def encode(params: Sequence[Any]) -> bytes:
+    """One journal line for the column values ``params``."""
+    return (json.dumps([VERSION, *params], ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def decode(line: bytes) -> AttemptRecord:
+    """The record of one journal line; ``ValueError`` when it is not one."""
+    from canny.ledger._sql import COLUMNS, record_from_row
+
+    values = json.loads(line)
+    if not isinstance(values, list) or not values or values[0] != VERSION or len(values) != len(COLUMNS) + 1:
+        raise ValueError("not a journal line")
+    try:
+        return record_from_row(values[1:])
+    except (TypeError, KeyError, ArithmeticError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _flock(fd: int, *, wait: bool) -> bool:
+    """Take the exclusive lock of a journal file; ``False`` when another process holds it."""
+    if sys.platform == "win32":  # pragma: no cover - no flock: recovery trusts names alone
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class Journal:
+    """The two journal files of one ledger in this process (see the module's docstring).
+
+    Not thread-safe by itself: the writer calls it under its own lock.
+    """
+
+    def __init__(self, location: str, directory: Path | None = None) -> None:
+        self.location = location
+        self._dir = directory or journal_dir()
+        self._prefix = _prefix(location)
+        self._pid = os.getpid()
+        self._fds: list[int | None] = [None, None]
+        self._paths: list[Path | None] = [None, None]
+        self._dirty = [False, False]
+        self.current = 0
+        self.failed: OSError | None = None
+
+    def _open(self, which: int) -> int:
+        fd = self._fds[which]
+        if fd is not None:
+            return fd
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{self._prefix}.{self._pid}.{id(self):x}.{which}{_SUFFIX}"
+        path = self._dir / name
+        # Created under a name recovery ignores, locked, and only then given its real
+        # name: recovery never takes a live process's file for a dead one's.
+        hidden = self._dir / f".{name}.new"
+        fd = os.open(hidden, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _flock(fd, wait=True)
+            os.replace(hidden, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[which], self._paths[which] = fd, path
+        return fd
+
+    @staticmethod
+    def line(params: Sequence[Any]) -> bytes:
+        """The line of a row with column values ``params`` (:func:`encode`)."""
+        return encode(params)
+
+    def append(self, line: bytes) -> bool:
+        """Append ``line`` to the current file; ``False`` when the journal cannot be
+        written (the row must then be committed at once)."""
+        if self.failed is not None:
+            return False
+        try:
+            fd = self._open(self.current)
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"short write to the journal ({written} of {len(line)} bytes)")
+        except OSError as exc:
+            self.failed = exc
+            return False
+        self._dirty[self.current] = True
+        return True
+
+    def switch(self) -> int | None:
+        """Send appends to the other file; return the file to empty once the rows taken so
+        far are committed (``None``: nothing was appended to it)."""
+        taken = self.current
+        self.current = 1 - taken
+        return taken if self._dirty[taken] else None
+
+    def empty(self, which: int) -> None:
+        """Empty file ``which``: its rows are committed (or spooled)."""
+        fd = self._fds[which]
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError as exc:
+            self.failed = exc  # the rows stay there, and recovery writes them again: harmless
+            return
+        self._dirty[which] = False
+
+    def close(self) -> None:
+        """Remove both files (every row is committed or spooled) and let go of them."""
+        for which in (0, 1):
+            fd, path = self._fds[which], self._paths[which]
+            if fd is None or path is None:
+                continue
+            if not self._dirty[which] and os.getpid() == self._pid:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            os.close(fd)
+            self._fds[which] = self._paths[which] = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: let go of the parent's files without touching them."""
+        for which in (0, 1):
+            fd = self._fds[which]
+            if fd is not None:
+                with suppress(OSError):
+                    os.close(fd)  # the parent's descriptor, and its lock, stay with the parent
+        self._fds, self._paths, self._dirty = [None, None], [None, None], [False, False]
+        self._pid, self.current = os.getpid(), 0
+
+
+def _orphans(location: str, directory: Path) -> Iterator[Path]:
+    prefix = _prefix(location) + "."
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:  # no journals yet, or none this user may read
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(_SUFFIX):
+            yield directory / name
+
+
+def waiting(location: str, directory: Path | None = None) -> int:
+    """How many rows wait in the journals that processes which ended left for the ledger
+    at ``location`` (:func:`recover` writes them at the next open for calls)."""
+    count = 0
+    for path in _orphans(location, directory or journal_dir()):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _flock(fd, wait=False):  # released with the descriptor
+                with open(fd, "rb", closefd=False) as stream:
+                    count += sum(1 for line in stream if line.endswith(b"\n"))
+        finally:
+            os.close(fd)
+    return count
+
+
+def recover(ledger: Any, directory: Path | None = None) -> int:
+    """Write into ``ledger`` the rows that processes which ended without committing them
+    left in their journals, and remove those journals; return how many rows were read.
+    A journal whose process still runs is left alone. If the ledger fails, the journal
+    stays for the next open; unreadable lines go to a ``.bad`` file beside it."""
+    location = getattr(ledger, "location", None)
+    if not isinstance(location, str) or not location:
+        return 0
+    directory = directory or journal_dir()
+    total = 0
+    for path in _orphans(location, directory):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue  # gone meanwhile (another process recovered it)
+        try:
+            if not _flock(fd, wait=False):
+                continue  # its process is alive
+            if not os.path.exists(path):
+                continue  # recovered and removed by another process just before our lock
+            total += _replay(ledger, path, fd)
+        finally:
+            os.close(fd)
+    return total
+
+
+def _replay(ledger: Any, path: Path, fd: int) -> int:
+    from canny.errors import CannyWarning, LedgerError
+
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    records: list[AttemptRecord] = []
+    bad: list[bytes] = []
+    for line in b"".join(chunks).splitlines(keepends=True):
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("torn line")
+            records.append(decode(line))
+        except ValueError:
+            bad.append(line if line.endswith(b"\n") else line + b"\n")
+    if records:
+        try:
+            ledger.record_all(records)
+        except LedgerError as exc:
+            warnings.warn(
+                f"{len(records)} journaled row(s) not written yet ({exc.message}); they stay in {path}",
+                CannyWarning,
+                stacklevel=3,
+            )
+            return 0
+    if bad:
+        with path.with_suffix(".bad").open("ab") as rejected:
+            rejected.writelines(bad)
+        warnings.warn(
+            f"{len(bad)} unreadable line(s) of {path} moved to {path.with_suffix('.bad')}", CannyWarning, stacklevel=3
+        )
+    path.unlink(missing_ok=True)
+    return len(records)

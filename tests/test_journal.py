@@ -1,0 +1,356 @@
+"""The journal (canny.ledger.journal): rows wait to be committed in groups, and a process
+killed before its writer committed them leaves them in its journal, written into the
+ledger by the next client that opens it."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canny.errors import CannyWarning
+from canny.ledger import AttemptRecord, journal, open_for_calls, open_ledger, writer
+from canny.ledger._sql import _row_params
+from canny.usage import Usage
+from tests.conftest import CANARY_KEY
+from tests.test_ledger_contract import BACKENDS, PG_DSN
+
+MODEL = "claude-sonnet-4-6"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _record(call_id: str, **changes: Any) -> AttemptRecord:
+    now = datetime(2026, 12, 4, 12, 0, 0, 123456, tzinfo=UTC)
+    record = AttemptRecord(
+        call_id=call_id, attempt=1, started_at=now, ended_at=now + timedelta(seconds=2), model=MODEL,
+        outcome="ok", usage=Usage(input=10, output=2, cache_read=5), cost_usd=Decimal("0.000061"),
+        price_version="2026-11-01", streamed=True, project="alpha", tags=("nightly", "ünï"),
+        status_code=200, stop_reason="end_turn",
+    )  # fmt: skip
+    return replace(record, **changes)
+
+
+def _journals(home: Path) -> list[str]:
+    directory = home / "journal"
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def _ok_ids(where: str) -> list[str]:
+    with closing(open_ledger(where)) as reader:
+        return sorted(r.call_id for r in reader.records() if r.outcome == "ok")
+
+
+@pytest.fixture(params=BACKENDS)
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh ledger: a SQLite file, or a new schema in the test PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    import psycopg
+
+    schema = "j_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_journal_line_gives_back_the_record_it_was_made_from() -> None:
+    """Every field survives the journal: times to the microsecond, exact money, usage, tags, text."""
+    records = [
+        _record("plain"),
+        _record("unpriced", cost_usd=None, extra={"unpriced": "no price for this model"}),
+        _record(
+            "full",
+            first_token_at=datetime(2026, 12, 4, 12, 0, 1, 5, tzinfo=UTC),
+            prompt_text='[{"role":"user","content":"héllo \\u2028 ☃"}]',
+            response_text="résumé\nline two",
+            session_id="sess_1",
+            request_id="req_011CZ",
+            batch=True,
+            max_tokens=1024,
+            usage=Usage(input=1, cache_write_5m=2, cache_write_1h=3, cache_read=4, output=5, web_search_requests=6),
+            extra={"input_tokens": "estimated"},
+        ),
+    ]
+    for record in records:
+        assert journal.decode(journal.encode(_row_params(record))) == record
+
+
+def test_a_line_that_is_not_a_journal_line_is_refused() -> None:
+    """Lines of another version, of the wrong length or not JSON raise ValueError."""
+    good = journal.encode(_row_params(_record("x")))
+    for line in (b"garbage\n", b"[2" + good[2:], b"[1,2,3]\n", b"{}\n"):
+        with pytest.raises(ValueError, match=r"journal line|Expecting|Extra data"):
+            journal.decode(line)
+
+
+def test_rows_wait_for_their_group_and_are_committed_without_a_flush(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows journaled within GROUP_SECONDS are committed together, by the writer's own clock."""
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 0.5)
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    try:
+        for n in range(20):
+            ledger.record(_record(f"call_{n}"))
+        assert _count(path) == 0  # waiting for the group, safe in the journal meanwhile
+        assert any(os.path.getsize(clean_env / "journal" / name) > 0 for name in _journals(clean_env))
+        deadline = time.monotonic() + 10
+        while _count(path) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _count(path) == 20
+    finally:
+        ledger.close()
+
+
+def _count(path: Path) -> int:
+    """Rows as another connection sees them (not through canny, so no writer is awaited)."""
+    with closing(sqlite3.connect(path)) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM attempts").fetchone()
+    return int(n)
+
+
+def test_close_commits_the_rows_and_removes_the_journal(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() commits what waits for its group and leaves no journal file behind."""
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    for n in range(5):
+        ledger.record(_record(f"call_{n}"))
+    assert _journals(clean_env)
+    ledger.close()
+    assert _count(path) == 5
+    assert _journals(clean_env) == []
+
+
+def test_a_live_processs_journal_is_left_alone(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recovery takes only journals no process holds: a running writer's rows are its own to commit."""
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    try:
+        for n in range(5):
+            ledger.record(_record(f"call_{n}"))
+        taken: list[AttemptRecord] = []
+
+        class Other:  # another ledger object would read this process's own writes first
+            location = str(path)
+
+            def record_all(self, records: list[AttemptRecord]) -> None:
+                taken.extend(records)
+
+        assert journal.recover(Other()) == 0
+        assert taken == []
+        assert _count(path) == 0
+    finally:
+        ledger.close()
+    assert _count(path) == 5
+
+
+#: The child: records ROWS rows, which wait for a group that never comes, then says DONE.
+CHILD = """
+import sys, time
+from canny.ledger import open_for_calls, writer
+from tests.test_journal import _record
+writer.GROUP_SECONDS = 3600.0
+ledger = open_for_calls(sys.argv[1])
+for n in range(int(sys.argv[2])):
+    ledger.record(_record(f"call_{n}"))
+print("DONE", flush=True)
+time.sleep(600)
+"""
+
+
+def _run_and_kill(code: str, *args: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if ready else ""
+    if line.strip() != "DONE":
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the child never said DONE: {line!r} {err[-2000:]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def test_rows_of_a_process_killed_before_its_commit_come_back_from_its_journal(clean_env: Path, where: str) -> None:
+    """kill -9 before the writer committed: the next open_for_calls writes every row, exactly, once."""
+    _run_and_kill(CHILD, where, "40")
+    assert _ok_ids(where) == []  # nothing was committed: only the journal holds them
+    assert len(_journals(clean_env)) == 1
+    reopened = open_for_calls(where)
+    reopened.close()
+    ids = _ok_ids(where)
+    assert ids == sorted(f"call_{n}" for n in range(40))
+    with closing(open_ledger(where)) as reader:
+        first = next(r for r in reader.records() if r.call_id == "call_0")
+    assert first == _record("call_0")
+    assert _journals(clean_env) == []
+    open_for_calls(where).close()  # nothing left to recover, nothing doubled
+    assert _ok_ids(where) == ids
+
+
+#: A client's calls through the emulator: N calls, then DONE, killed before any group commit.
+CLIENT_CHILD = f"""
+import sys, time, json
+from canny.client import Client
+from canny.ledger import writer
+writer.GROUP_SECONDS = 3600.0
+url, ledger, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = Client(base_url=url, ledger=ledger, model="{MODEL}")
+results = []
+for i in range(n):
+    with client.stream("count to three", max_tokens=16) as stream:
+        for _ in stream:
+            pass
+    r = stream.result
+    results.append([r.call_id, str(r.cost), r.usage.output, r.outcome])
+print(json.dumps(results), flush=True)
+print("DONE", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_clients_finished_calls_keep_their_whole_rows(emulator: Any, run_id: str, clean_env: Path) -> None:
+    """Calls that returned before kill -9 are on the record with their output and cost, not as lost rows."""
+    path = clean_env / "ledger.db"
+    env = {**os.environ, "ANTHROPIC_API_KEY": CANARY_KEY}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT_CHILD, emulator.url_for(*["ok"] * 12, run=run_id), str(path), "12"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    results_line = proc.stdout.readline() if ready else ""
+    done = proc.stdout.readline()
+    if done.strip() != "DONE":
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the child never said DONE: {results_line!r} {err[-2000:]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
+    proc.stderr.close()
+    import json
+
+    results = json.loads(results_line)
+    with closing(open_ledger(path)) as reader:
+        assert len(list(reader.records())) < 12  # the last calls' rows were still waiting for their group
+    open_for_calls(path).close()
+    with closing(open_ledger(path)) as reader:
+        rows = {r.call_id: r for r in reader.records()}
+        assert reader.in_flight() == []  # type: ignore[attr-defined]
+    assert len(rows) == 12
+    for call_id, cost, output, outcome in results:
+        assert rows[call_id].outcome == outcome != "lost"
+        assert rows[call_id].usage.output == output > 0
+        assert str(rows[call_id].cost_usd) == cost
+    for name in os.listdir(clean_env / "journal") if (clean_env / "journal").exists() else []:
+        assert CANARY_KEY not in (clean_env / "journal" / name).read_text()
+
+
+def test_unreadable_lines_are_set_aside_and_the_rest_recovered(clean_env: Path) -> None:
+    """A dead journal with a garbage line and a torn last line: good rows written, the rest in .bad, warned."""
+    path = clean_env / "ledger.db"
+    open_for_calls(path).close()
+    directory = clean_env / "journal"
+    directory.mkdir(exist_ok=True)
+    prefix = journal._prefix(str(path))
+    dead = directory / f"{prefix}.999999.dead.0.jsonl"
+    good = [journal.encode(_row_params(_record(f"call_{n}"))) for n in range(3)]
+    dead.write_bytes(good[0] + b"garbage\n" + good[1] + good[2][:40])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        open_for_calls(path).close()
+    assert _ok_ids(str(path)) == ["call_0", "call_1"]
+    assert not dead.exists()
+    bad = dead.with_suffix(".bad").read_bytes()
+    assert bad == b"garbage\n" + good[2][:40] + b"\n"
+    assert any(issubclass(w.category, CannyWarning) and "unreadable" in str(w.message) for w in caught)
+
+
+def test_without_a_usable_journal_rows_are_committed_at_once(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where no journal can be written (its directory is a file), a row does not wait for a group."""
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
+    (clean_env / "journal").write_text("not a directory")
+    path = tmp_path / "ledger.db"
+    ledger = open_for_calls(path)
+    try:
+        ledger.record(_record("call_0"))
+        deadline = time.monotonic() + 10
+        while _count(path) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _count(path) == 1
+    finally:
+        ledger.close()
+
+
+def test_a_journal_file_is_private(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journal files are readable by their owner only (they may hold prompts when content is logged)."""
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
+    ledger = open_for_calls(clean_env / "ledger.db")
+    try:
+        ledger.record(_record("call_0"))
+        names = _journals(clean_env)
+        assert names
+        for name in names:
+            assert (clean_env / "journal" / name).stat().st_mode & 0o077 == 0
+    finally:
+        ledger.close()
+
+
+def test_doctor_and_report_count_the_rows_a_killed_process_left(clean_env: Path) -> None:
+    """`canny doctor` and `canny report` say how many journaled rows wait; after the next open, none."""
+    from click.testing import CliRunner
+
+    from canny.cli import main
+
+    target = str(clean_env / "ledger.db")  # the default ledger
+    _run_and_kill(CHILD, target, "7")
+    assert journal.waiting(target) == 7
+    runner = CliRunner()
+    doctor = runner.invoke(main, ["doctor", "--offline"])
+    assert f"journal: 7 row(s) of ended processes wait in {clean_env / 'journal'}" in doctor.stdout
+    report = runner.invoke(main, ["report"])
+    assert report.exit_code == 0
+    assert [line for line in report.stderr.splitlines() if "journal" in line] == [
+        f"canny: 7 row(s) of ended processes wait in their journals in {clean_env / 'journal'}; "
+        "they go into the ledger the next time a call opens it"
+    ]
+    open_for_calls(target).close()
+    assert journal.waiting(target) == 0
+    assert "journal" not in runner.invoke(main, ["report"]).stderr
