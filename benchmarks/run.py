@@ -91,6 +91,38 @@ def _interleaved(funcs: dict[str, Callable[[], object]], rounds: int, runs: int)
     return medians
 
 
+#: Calls per variant and run of :func:`_sustained`.
+SUSTAINED_CALLS = 200
+
+
+def _sustained(funcs: dict[str, tuple[Callable[[], object], Callable[[], None]]], runs: int) -> Runs:
+    """Each function's mean seconds per call, per run, over :data:`SUSTAINED_CALLS` calls back
+    to back followed by its ledger's ``flush`` (the second callable), all inside the timing.
+
+    The cross-check of :func:`_interleaved`: a median leaves out the calls that a group
+    commit of the writer lands on, and work left queued when a variant's block ends would
+    land on the next one. Here every variant starts with every queue written (untimed) and
+    ends once its own rows are committed, so the mean holds all the work its calls made.
+    """
+    names = list(funcs)
+    means: Runs = {name: [] for name in funcs}
+    for run in range(runs):
+        shift = run % len(names)
+        for name in names[shift:] + names[:shift]:
+            for _, flush in funcs.values():
+                flush()
+            call, flush = funcs[name]
+            call()
+            flush()
+            gc.collect()
+            start = time.perf_counter()
+            for _ in range(SUSTAINED_CALLS):
+                call()
+            flush()
+            means[name].append((time.perf_counter() - start) / SUSTAINED_CALLS)
+    return means
+
+
 def _ratio(medians: Runs, over: str, under: str) -> tuple[float, float, float]:
     """Median of the runs' ratios ``over / under``, and their min and max."""
     ratios = [a / b for a, b in zip(medians[over], medians[under], strict=True)]
@@ -223,6 +255,32 @@ def bench_calls(base_url: str, rounds: int, runs: int, workdir: Path) -> None:
     _target("create_budgets_vs_raw", "create, Client+SQLite+3 budgets / raw create",
             medians, "client, three budgets", "raw", 1.05, "lower")  # fmt: skip
     _target("create_meter_vs_raw", "create, meter / raw create", medians, "meter", "raw", 1.05, "lower")
+
+    meter_of = next(m for m in metered.middleware if isinstance(m, canny.Meter))
+
+    def nothing() -> None:
+        return None
+
+    print(
+        f"\n== sustained: mean ms per call over {SUSTAINED_CALLS} calls back to back, the variant's own rows "
+        "committed inside the timing; ratio (min–max) vs raw"
+    )
+    means = _sustained(
+        {
+            "raw, 1-token stream": (raw_stream(sdk), nothing),
+            "client, 1-token stream": (canny_stream(ledgered), ledgered.flush),
+            "client, no ledger, 1-token stream": (canny_stream(bare), nothing),
+            "meter, 1-token stream": (raw_stream(metered), meter_of.flush),
+            "raw, create": (raw_create(sdk), nothing),
+            "client, create": (lambda: ledgered.create(SHORT, max_tokens=64), ledgered.flush),
+            "client, three budgets, create": (lambda: budgeted.create(SHORT, max_tokens=64), budgeted.flush),
+            "meter, create": (raw_create(metered), meter_of.flush),
+        },
+        runs,
+    )
+    for name in means:
+        base = "raw, create" if name.endswith("create") else "raw, 1-token stream"
+        _show(name, means, name, (base,))
     for client in (sdk, metered, passing, unledgered):
         client.close()
     for own in (bare, ledgered, budgeted):

@@ -25,7 +25,7 @@ import pytest
 
 from canny.errors import CannyWarning
 from canny.ledger import AttemptRecord, journal, open_for_calls, open_ledger, writer
-from canny.ledger._sql import _row_params
+from canny.ledger._sql import _inflight_params, _row_params
 from canny.usage import Usage
 from tests.conftest import CANARY_KEY
 from tests.test_ledger_contract import BACKENDS, PG_DSN
@@ -91,12 +91,15 @@ def test_a_journal_line_gives_back_the_record_it_was_made_from() -> None:
     ]
     for record in records:
         assert journal.decode(journal.encode(_row_params(record))) == record
+    lease = datetime(2026, 12, 4, 12, 30, tzinfo=UTC)
+    in_flight = _inflight_params(records[0], lease, 7)
+    assert journal.decode(journal.encode(in_flight, "begin")) == in_flight
 
 
 def test_a_line_that_is_not_a_journal_line_is_refused() -> None:
-    """Lines of another version, of the wrong length or not JSON raise ValueError."""
+    """Lines of another version, kind or length, or not JSON, raise ValueError."""
     good = journal.encode(_row_params(_record("x")))
-    for line in (b"garbage\n", b"[2" + good[2:], b"[1,2,3]\n", b"{}\n"):
+    for line in (b"garbage\n", b"[2" + good[2:], b'[1,"b"' + good[6:], b"[1,2,3]\n", b"{}\n"):
         with pytest.raises(ValueError, match=r"journal line|Expecting|Extra data"):
             journal.decode(line)
 
@@ -354,3 +357,38 @@ def test_doctor_and_report_count_the_rows_a_killed_process_left(clean_env: Path)
     open_for_calls(target).close()
     assert journal.waiting(target) == 0
     assert "journal" not in runner.invoke(main, ["report"]).stderr
+
+
+#: The child: an attempt in flight against a slow API, journaled, then killed.
+IN_FLIGHT_CHILD = """
+import sys, time
+from datetime import UTC, datetime, timedelta
+from canny.ledger import open_for_calls, writer
+from tests.test_journal import _record
+writer.GROUP_SECONDS = 3600.0
+ledger = open_for_calls(sys.argv[1])
+now = datetime.now(UTC)
+record = _record("slow_call", outcome="lost", started_at=now, ended_at=now)
+ledger.begin_attempt(record, lease_until=now + timedelta(minutes=20))
+print("DONE", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_processs_attempt_in_flight_comes_back_and_is_lost_at_its_lease_end(
+    clean_env: Path, where: str
+) -> None:
+    """A journaled row in flight is recovered as a row in flight, with its lease; at lease end, a `lost` row."""
+    _run_and_kill(IN_FLIGHT_CHILD, where)
+    with closing(open_ledger(where)) as reader:
+        assert reader.in_flight() == []  # type: ignore[attr-defined]
+    open_for_calls(where).close()
+    with closing(open_ledger(where)) as reader:
+        [row] = reader.in_flight()  # type: ignore[attr-defined]
+        assert (row.call_id, row.usage.input, row.project) == ("slow_call", 10, "alpha")
+        started = row.started_at
+        assert reader.sweep_lost(now=started + timedelta(minutes=19)) == 0  # type: ignore[attr-defined]
+        assert reader.sweep_lost(now=started + timedelta(minutes=21)) == 1  # type: ignore[attr-defined]
+        [lost] = list(reader.records())
+    assert (lost.call_id, lost.outcome, lost.ended_at) == ("slow_call", "lost", started + timedelta(minutes=20))
+    assert _journals(clean_env) == []

@@ -265,8 +265,8 @@ def test_a_deadlock_victim_is_written_again(clean_env: Path) -> None:
     from canny.ledger.writer import RETRIES, Writer
 
     def keep(kept: list[str]) -> Any:
-        def spool(record: AttemptRecord, exc: Exception) -> str:
-            kept.append(record.call_id)
+        def spool(op: Op, exc: Exception) -> str:
+            kept.append(op.key[0])
             return "spooled"
 
         return spool
@@ -320,15 +320,38 @@ def test_a_forked_child_writes_its_own_rows(clean_env: Path) -> None:
     assert sorted(ids) == sorted([f"parent_{n}" for n in range(200)] + ["child"])
 
 
-def test_without_short_attempts_a_row_in_flight_is_written_at_once(
+def test_without_short_attempts_a_row_in_flight_is_journaled_and_waits_for_its_group(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no history of attempts shorter than the linger (a remote API), a row in flight goes at once."""
+    """With no history of short attempts (a remote API), a row in flight is built and journaled at once."""
+    from canny.ledger import writer
+
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)  # only a flush ends the wait
+    path = clean_env / "ledger.db"
+    ledger = open_for_calls(path)
+    try:
+        lease = datetime.now(UTC) + timedelta(seconds=60)
+        ledger.begin_attempt(_record("remote"), lease_until=lease)  # type: ignore[attr-defined]
+        lines = b"".join(p.read_bytes() for p in (clean_env / "journal").iterdir())
+        assert lines.startswith(b'[1,"b","remote",1,') and lines.count(b"\n") == 1
+        assert _count(path, "inflight") == 0
+        ledger.flush()  # type: ignore[attr-defined]
+        assert _count(path, "inflight") == 1
+    finally:
+        ledger.close()
+
+
+def test_without_a_journal_a_row_in_flight_of_a_long_attempt_is_written_at_once(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no journal can be written, a remote attempt's row in flight does not wait for a group."""
     import time
 
     from canny.ledger import writer
 
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
     monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)  # were it to linger, only a flush would end it
+    (clean_env / "journal").write_text("not a directory")
     path = clean_env / "ledger.db"
     ledger = open_for_calls(path)
     try:

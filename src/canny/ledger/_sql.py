@@ -60,6 +60,7 @@ _INSERT = (
 )
 
 _FORGET = "DELETE FROM inflight WHERE call_id = ? AND attempt = ?"
+_RECORDED = "SELECT 1 FROM attempts WHERE call_id = ? AND attempt = ?"
 
 if TYPE_CHECKING:
     from canny.ledger.journal import Journal
@@ -166,26 +167,33 @@ class SQLLedger(ABC):
         _check(record)
         writer = self._writer
         if writer is not None:
-            writer.put(Op("record", record, (record.call_id, record.attempt), params=_row_params(record)))
+            # Only the column values wait in the queue (and the journal): no objects that the
+            # garbage collector would have to walk while a group waits.
+            writer.put(Op("record", key=(record.call_id, record.attempt), params=_row_params(record)))
             return
         with self.transaction() as tx:
             _store(tx, record)
 
-    def record_all(self, records: Sequence[AttemptRecord]) -> None:
-        """Store attempts as :meth:`record` does, without a writer: on SQLite in one
-        transaction (a journal's rows, :mod:`canny.ledger.journal`), on PostgreSQL one
-        transaction each (rows of several transactions lock rollup rows in crossed order)."""
+    def record_all(self, records: Sequence[AttemptRecord], *, in_flight: Sequence[Sequence[Any]] = ()) -> None:
+        """Store attempts as :meth:`record` does, without a writer, after the rows in flight
+        ``in_flight`` (``inflight`` column values; one already there, or whose attempt has
+        its row, is skipped): what a journal held (:mod:`canny.ledger.journal`). On SQLite
+        in one transaction, on PostgreSQL one each (rows of several transactions lock
+        rollup rows in crossed order)."""
         for record in records:
             _check(record)
         self._await_writes()
+        with self.transaction() as tx:
+            for values in in_flight:
+                if not tx.execute(_RECORDED, (values[0], values[1])):
+                    tx.execute(_INFLIGHT_INSERT, values)
+            if self.dialect == "sqlite":
+                for record in records:
+                    _store(tx, record)
         if self.dialect != "sqlite":
             for record in records:
                 with self.transaction() as tx:
                     _store(tx, record)
-            return
-        with self.transaction() as tx:
-            for record in records:
-                _store(tx, record)
 
     def begin_attempt(self, record: AttemptRecord, *, lease_until: datetime, reservation_id: int | None = None) -> None:
         """Keep the provisional row of an attempt in flight (see
@@ -203,9 +211,19 @@ class SQLLedger(ABC):
     ) -> None:
         """:meth:`begin_attempt` for the row ``build()`` returns, built only if it is written:
         with a writer, on the writer's thread, and not at all when the attempt's own row
-        (``key``: call id and attempt) reaches the writer in the same batch."""
-        if self._writer is not None:
-            self._writer.put(Op("begin", None, key, lease_until, reservation_id, build))
+        (``key``: call id and attempt) reaches the writer in the same batch. Where attempts
+        take longer (a remote API) and rows are journaled, it is built now and journaled,
+        and waits for the group like a finished attempt's row."""
+        writer = self._writer
+        if writer is not None:
+            if writer.journals_begins():
+                try:
+                    params = _inflight_params(build(), lease_until, reservation_id)
+                except Exception:  # a row in flight that cannot be built is skipped; its attempt's row is not
+                    return
+                writer.put(Op("begin", None, key, lease_until, reservation_id, params=params))
+                return
+            writer.put(Op("begin", None, key, lease_until, reservation_id, build))
             return
         self._write_one(_INFLIGHT_INSERT, _inflight_params(build(), lease_until, reservation_id))
 
@@ -227,7 +245,7 @@ class SQLLedger(ABC):
         refused (it spools it) and returns the warning to show. With a ``journal``
         (:mod:`canny.ledger.journal`) the rows of finished attempts are committed in groups."""
         if self._writer is None:
-            self._writer = Writer(self, _apply, keep, journal)
+            self._writer = Writer(self, _apply, lambda op, exc: keep(_op_record(op), exc), journal)
 
     @property
     def writes_behind(self) -> bool:
@@ -418,20 +436,30 @@ class SQLLedger(ABC):
         )
 
 
-def _store(tx: Transaction, record: AttemptRecord, values: Sequence[Any] | None = None) -> None:
-    """Insert one attempt (and its tags) in ``tx``, dropping its row in flight (``values``:
-    its column values, when already made)."""
-    params = (*(_row_params(record) if values is None else values), record.call_id)
-    tx.execute(_FORGET, (record.call_id, record.attempt))
+def _store(tx: Transaction, record: AttemptRecord) -> None:
+    """Insert one attempt (and its tags) in ``tx``, dropping its row in flight."""
+    _store_values(tx, _row_params(record))
+
+
+_CALL_ID, _ATTEMPT, _OUTCOME, _TAGS = (COLUMNS.index(name) for name in ("call_id", "attempt", "outcome", "tags"))
+
+
+def _store_values(tx: Transaction, values: Sequence[Any]) -> None:
+    """:func:`_store` for the row's column values (:data:`COLUMNS` order, as the writer
+    queues them: a queued row holds no objects but these)."""
+    call_id, attempt = values[_CALL_ID], values[_ATTEMPT]
+    params = (*values, call_id)
+    tx.execute(_FORGET, (call_id, attempt))
     inserted = tx.execute(_INSERT, params)
-    if not inserted and record.outcome != "lost":
+    if not inserted and values[_OUTCOME] != "lost":
         # Swept as lost while its process still ran (a lease too short): the real row wins.
         lost = "DELETE FROM attempts WHERE call_id = ? AND attempt = ? AND outcome = 'lost' RETURNING id"
-        if tx.execute(lost, (record.call_id, record.attempt)):
+        if tx.execute(lost, (call_id, attempt)):
             inserted = tx.execute(_INSERT, params)
-    if inserted and record.tags:
+    tags = json.loads(values[_TAGS]) if inserted and values[_TAGS] != "[]" else ()
+    if tags:
         attempt_id = inserted[0][0]
-        for tag in dict.fromkeys(record.tags):
+        for tag in dict.fromkeys(tags):
             tx.execute(
                 "INSERT INTO attempt_tags (tag, attempt_id) VALUES (?, ?) ON CONFLICT DO NOTHING", (tag, attempt_id)
             )
@@ -526,11 +554,20 @@ def sweep_inflight(tx: Transaction, now_us: int, *, everything: bool = False) ->
     return len(lost)
 
 
+def _op_record(op: Op) -> AttemptRecord:
+    """The record of a queued row (for the spool, when the ledger refuses it)."""
+    if op.record is not None:
+        return op.record
+    assert op.params is not None
+    return record_from_row(op.params)
+
+
 def _apply(tx: Transaction, op: Op) -> None:
     """Write one queued operation of the writer in ``tx``."""
     if op.kind == "record":
-        assert op.record is not None
-        _store(tx, op.record, op.params)
+        _store_values(tx, op.params if op.params is not None else _row_params(_op_record(op)))
+    elif op.kind == "begin" and op.params is not None:
+        tx.execute(_INFLIGHT_INSERT, op.params)
     elif op.kind == "begin":
         assert op.build is not None
         assert op.lease_until is not None

@@ -1,15 +1,19 @@
-"""The journal: every finished attempt's row, appended to a local file before the call
-returns, so that the writer may gather rows and commit them together without a crash
-losing any.
+"""The journal: the rows a process's writer has not committed yet, appended to a local file
+first, so that the writer may gather rows and commit them together without a crash losing
+any.
 
 The writer (:mod:`canny.ledger.writer`) commits the rows of a process's calls in groups,
 up to :data:`~canny.ledger.writer.GROUP_SECONDS` after the first of them: one commit for
 many rows, where one per row costs a busy process more than its calls do. In the
 meantime each row lives in this process's journal, written in the calling thread with one
 ``write`` on an ``O_APPEND`` descriptor (a few microseconds, no ``fsync``: the page cache
-outlives a killed process, as SQLite's ``synchronous=NORMAL`` does). A process killed
+outlives a killed process, as SQLite's ``synchronous=NORMAL`` does). That is every
+finished attempt's row, before the call returns, and the row in flight of an attempt
+where attempts take longer (a remote API; where they all end within moments, a row in
+flight waits unwritten and is dropped when its attempt's row follows). A process killed
 with ``kill -9`` leaves its journal behind; the next client or meter that opens the same
-ledger (:func:`canny.ledger.open_for_calls`) writes its rows into the ledger and removes
+ledger (:func:`canny.ledger.open_for_calls`) writes its rows into the ledger (rows in
+flight as rows in flight, which become ``lost`` at their lease end as always) and removes
 it. A row written twice is harmless: the ledger keeps one per ``(call_id, attempt)``.
 
 Files live in ``<data dir>/journal/`` (``CANNY_HOME`` when set), mode ``0600``, named
@@ -19,8 +23,9 @@ only the files of processes that are gone. Each process keeps two files and alte
 the writer switches appends to the other file when it takes a batch, and empties the
 first once the batch is committed (or spooled).
 
-A line is a JSON array: the format version, then the values of the ``attempts`` columns
-(:data:`canny.ledger._sql.COLUMNS`) as they are written.
+A line is a JSON array: the format version, ``"r"`` and the values of the ``attempts``
+columns (:data:`canny.ledger._sql.COLUMNS`) as they are written, or ``"b"`` and those of
+the ``inflight`` columns (:data:`canny.ledger._sql.INFLIGHT_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -58,20 +63,31 @@ def _prefix(location: str) -> str:
     return spool_path(location).stem
 
 
-def encode(params: Sequence[Any]) -> bytes:
-    """One journal line for the column values ``params``."""
-    return (json.dumps([VERSION, *params], ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+def encode(params: Sequence[Any], kind: str = "record") -> bytes:
+    """One journal line: a finished attempt's row (``record``: ``attempts`` column values)
+    or a row in flight (``begin``: ``inflight`` column values)."""
+    row = [VERSION, _KINDS[kind], *params]
+    return (json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
-def decode(line: bytes) -> AttemptRecord:
-    """The record of one journal line; ``ValueError`` when it is not one."""
-    from canny.ledger._sql import COLUMNS, record_from_row
+_KINDS = {"record": "r", "begin": "b"}
+
+
+def decode(line: bytes) -> AttemptRecord | tuple[Any, ...]:
+    """What one journal line holds: the record of a finished attempt, or the ``inflight``
+    column values of a row in flight; ``ValueError`` when it is not a journal line."""
+    from canny.ledger._sql import COLUMNS, INFLIGHT_COLUMNS, record_from_row
 
     values = json.loads(line)
-    if not isinstance(values, list) or not values or values[0] != VERSION or len(values) != len(COLUMNS) + 1:
+    if not isinstance(values, list) or len(values) < 2 or values[0] != VERSION:
+        raise ValueError("not a journal line")
+    kind, rest = values[1], values[2:]
+    if kind == "b" and len(rest) == len(INFLIGHT_COLUMNS):
+        return tuple(rest)
+    if kind != "r" or len(rest) != len(COLUMNS):
         raise ValueError("not a journal line")
     try:
-        return record_from_row(values[1:])
+        return record_from_row(rest)
     except (TypeError, KeyError, ArithmeticError) as exc:
         raise ValueError(str(exc)) from None
 
@@ -127,9 +143,10 @@ class Journal:
         return fd
 
     @staticmethod
-    def line(params: Sequence[Any]) -> bytes:
-        """The line of a row with column values ``params`` (:func:`encode`)."""
-        return encode(params)
+    def line(kind: str, params: Sequence[Any]) -> bytes:
+        """The line of a queued row of ``kind`` (``record``, ``begin``) with column values
+        ``params`` (:func:`encode`)."""
+        return encode(params, kind)
 
     def append(self, line: bytes) -> bool:
         """Append ``line`` to the current file; ``False`` when the journal cannot be
@@ -251,17 +268,23 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     records: list[AttemptRecord] = []
+    in_flight: list[tuple[Any, ...]] = []
     bad: list[bytes] = []
     for line in b"".join(chunks).splitlines(keepends=True):
         try:
             if not line.endswith(b"\n"):
                 raise ValueError("torn line")
-            records.append(decode(line))
+            item = decode(line)
         except ValueError:
             bad.append(line if line.endswith(b"\n") else line + b"\n")
-    if records:
+            continue
+        if isinstance(item, tuple):
+            in_flight.append(item)
+        else:
+            records.append(item)
+    if records or in_flight:
         try:
-            ledger.record_all(records)
+            ledger.record_all(records, in_flight=in_flight)
         except LedgerError as exc:
             warnings.warn(
                 f"{len(records)} journaled row(s) not written yet ({exc.message}); they stay in {path}",
@@ -276,4 +299,4 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
             f"{len(bad)} unreadable line(s) of {path} moved to {path.with_suffix('.bad')}", CannyWarning, stacklevel=3
         )
     path.unlink(missing_ok=True)
-    return len(records)
+    return len(records) + len(in_flight)

@@ -113,7 +113,8 @@ def background_writes_enabled(environ: dict[str, str] | None = None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One queued write: an attempt's row (``record``, with ``record``), its row in flight
+    """One queued write: an attempt's row (``record``, with its column values ``params``,
+    or its ``record``), its row in flight
     (``begin``, with ``build``), the removal of a row in flight that was never sent
     (``forget``), or work to run after the rows before it (``call``, with ``run``)."""
 
@@ -137,7 +138,7 @@ class Writer:
         self,
         ledger: SQLLedger,
         apply: Callable[[Transaction, Op], None],
-        keep: Callable[[AttemptRecord, LedgerError], str],
+        keep: Callable[[Op, LedgerError], str],
         journal: Journal | None = None,
     ) -> None:
         self._ledger = ledger
@@ -146,6 +147,8 @@ class Writer:
         #: whether something queued must not wait for the group (see :meth:`put`).
         self._since: float | None = None
         self._urgent = False
+        #: The rows in flight still queued, by attempt (see :meth:`_cancel_begin`).
+        self._queued_begins: dict[tuple[str, int], Op] = {}
         self._apply = apply
         self._keep = keep
         self.place = place_of(ledger.location)
@@ -179,7 +182,7 @@ class Writer:
         journal = self._journal
         line = None
         if journal is not None and journal.failed is None and op.params is not None:
-            line = journal.line(op.params)
+            line = journal.line(op.kind, op.params)
         with self._cond:
             if self._closed:
                 raise LedgerError(f"ledger {self._ledger.location}: the ledger is closed")
@@ -188,6 +191,10 @@ class Writer:
             journaled = line is not None and journal is not None and journal.append(line)
             self._ops.append(op)
             self._time(op)
+            if op.kind == "begin":
+                self._queued_begins[op.key] = op
+            elif op.kind == "record":
+                self._cancel_begin(op.key)
             wake = self._since is None or len(self._ops) >= GROUP_OPS
             if self._since is None:
                 self._since = time.monotonic()
@@ -199,6 +206,26 @@ class Writer:
                 self._cond.notify_all()
         self._report()
 
+    def journals_begins(self) -> bool:
+        """Whether a row in flight should be built now and journaled (then it waits for the
+        group): rows are journaled, and attempts here are not all short (where they are,
+        a row in flight waits unbuilt, and is dropped when its attempt's row follows)."""
+        journal = self._journal
+        return journal is not None and journal.failed is None and not self._short_attempts()
+
+    def _cancel_begin(self, key: tuple[str, int]) -> None:
+        """Drop the queued row in flight of the attempt whose own row was just queued (the
+        caller holds the condition's lock): it would never be written, and it holds the
+        attempt's objects until the group is written."""
+        begin = self._queued_begins.pop(key, None)
+        if begin is None:
+            return
+        ops = self._ops
+        for index in range(len(ops) - 1, -1, -1):
+            if ops[index] is begin:
+                del ops[index]
+                return
+
     def _may_wait(self, op: Op, journaled: bool) -> bool:
         """Whether ``op`` may wait for the group (the caller holds the condition's lock):
         only with a journal; a row only once journaled; a row in flight only where
@@ -208,7 +235,7 @@ class Writer:
         if op.kind == "record":
             return journaled
         if op.kind == "begin":
-            return self._short_attempts()
+            return journaled or self._short_attempts()
         return True  # a forget, or a budget settle (its reservation holds the worst case meanwhile)
 
     def _time(self, op: Op) -> None:
@@ -288,8 +315,12 @@ class Writer:
                 emptied: int | None = None
                 if self._ops:
                     self._since = time.monotonic()
+                    for op in batch:
+                        if op.kind == "begin":
+                            self._queued_begins.pop(op.key, None)
                 else:
                     self._since, self._urgent = None, False
+                    self._queued_begins.clear()
                     if self._journal is not None:
                         # Every row journaled so far is in this batch: later ones go to the
                         # other file, and this one is emptied once the batch is written.
@@ -383,8 +414,8 @@ class Writer:
                 exc = (
                     failure if isinstance(failure, LedgerError) else LedgerError(f"{type(failure).__name__}: {failure}")
                 )
-                if op.kind == "record" and op.record is not None:
-                    problem = self._keep(op.record, exc)
+                if op.kind == "record":
+                    problem = self._keep(op, exc)
                     with self._cond:
                         self._problems.append(problem)
                 # A row in flight that cannot be written is the attempt's own row's problem.
@@ -485,6 +516,7 @@ def _after_fork_in_child() -> None:
         writer._cond = threading.Condition(threading.Lock())
         writer._ops, writer._busy, writer._running, writer._hurry = [], False, False, 0
         writer._thread, writer._pid, writer._since, writer._urgent = None, os.getpid(), None, False
+        writer._queued_begins = {}
         if writer._journal is not None:
             writer._journal.forget_after_fork()
 
