@@ -488,8 +488,8 @@ def _inflight_params(r: AttemptRecord, lease_until: datetime, reservation_id: in
         r.call_id, r.attempt, r.session_id, to_us(r.started_at), to_us(lease_until), r.model, r.request_id,
         *_prompt_counts(usage_columns(r.usage)),
         None if cost is None else format(cost, "f"), r.price_version, r.inference_geo, r.speed, bool(r.streamed),
-        r.endpoint, r.project, json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash,
-        json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.max_tokens, r.prefix_hashes, reservation_id,
+        r.endpoint, r.project, _tags_json(r.tags), r.key_fingerprint, r.prompt_hash,
+        _extra_json(r.extra), r.max_tokens, r.prefix_hashes, reservation_id,
     )  # fmt: skip
 
 
@@ -589,6 +589,16 @@ def _opt_us(moment: datetime | None) -> int | None:
     return None if moment is None else to_us(moment)
 
 
+def _tags_json(tags: tuple[str, ...]) -> str:
+    """The stored form of an attempt's tags (most have none)."""
+    return json.dumps(list(tags), ensure_ascii=False) if tags else "[]"
+
+
+def _extra_json(extra: dict[str, str]) -> str:
+    """The stored form of an attempt's notes (most have none)."""
+    return json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else "{}"
+
+
 def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
     cost = r.cost_usd
     return (
@@ -597,8 +607,8 @@ def _row_params(r: AttemptRecord) -> tuple[Any, ...]:
         r.refusal_category, *usage_columns(r.usage).values(),
         None if cost is None else format(cost, "f"), r.price_version, bool(r.batch),
         r.inference_geo, r.speed, bool(r.streamed), r.endpoint, r.project,
-        json.dumps(list(r.tags), ensure_ascii=False), r.key_fingerprint, r.prompt_hash, r.prompt_text,
-        r.response_text, json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.max_tokens, r.prefix_hashes,
+        _tags_json(r.tags), r.key_fingerprint, r.prompt_hash, r.prompt_text,
+        r.response_text, _extra_json(r.extra), r.max_tokens, r.prefix_hashes,
         None if cost is None else usd_to_pico(cost),
     )  # fmt: skip
 
