@@ -71,7 +71,7 @@ _CONTENT_EVENT_NAMES = frozenset(name.encode() for name in _CONTENT_EVENTS)
 _EVENT_PREFIX = b"event: "
 _CONTENT_PREFIX = b"event: content_block_"
 _DELTA = ord("d")
-#: A chunk the tees keep as it is while skimming starts with this (:meth:`_Tap.keeps`).
+#: A chunk the tees keep as it is while skimming starts with this (:meth:`_Tap.see`).
 _DELTA_EVENT = b"event: content_block_delta\ndata: "
 
 
@@ -421,9 +421,8 @@ class _Tap:
         #: content events are skipped (``None`` when the content is logged: all decoded).
         self._log: list[ServerSentEvent | bytes] | None = None if run is None or run.spec.log_content else []
         self._skipped = False
-        #: The tees may keep a chunk that is one whole ``content_block_delta`` as it is
-        #: (:meth:`keeps`), without calling :meth:`chunk`: the first text was seen, and the
-        #: decoder is between events.
+        #: The tees' chunks that are one whole ``content_block_delta`` are kept as they are
+        #: (:meth:`see`): the first text was seen, and the decoder is between events.
         self.skimming = False
 
     # -- what the attempt saw -----------------------------------------------------------
@@ -487,21 +486,23 @@ class _Tap:
         except Exception as exc:
             self._fail(exc)
 
-    def keeps(self, data: bytes) -> bool:
-        """While :attr:`skimming`: keep ``data`` undecoded if it is exactly one
-        ``content_block_delta`` event (one event line, one data line); ``False`` sends
-        it to :meth:`chunk`. The tees call this for every chunk of a long answer, so it
-        does only what :meth:`_skim` would conclude for such a chunk, and nothing more."""
+    def see(self, data: bytes) -> None:
+        """Raw body bytes as the SDK reads them, from the tees: while :attr:`skimming`, a
+        chunk that is exactly one ``content_block_delta`` event (one event line, one data
+        line) is kept undecoded here, with only the checks :meth:`_skim` would make of
+        it (the tees call this for every chunk of a long answer); anything else goes to
+        :meth:`chunk`."""
         if (
-            data.startswith(_DELTA_EVENT)
+            self.skimming
+            and data.startswith(_DELTA_EVENT)
             and data.endswith(b"\n\n")
             and data.count(b"\n") == 3
             and len(data) <= self._sse.max_line
         ):
             self._log.append(data)  # type: ignore[union-attr]  # skimming: the log is kept
             self._skipped = True
-            return True
-        return False
+            return
+        self.chunk(data)
 
     def _take(self, data: bytes) -> None:
         if self._json:
@@ -744,8 +745,7 @@ class _SyncTee(_Tee, httpx2.SyncByteStream):
         tap = self._tap
         try:
             for chunk in self._body:
-                if not (tap.skimming and tap.keeps(chunk)):
-                    tap.chunk(chunk)
+                tap.see(chunk)
                 yield chunk
         except Exception as exc:
             tap.end("failed", exc)
@@ -768,8 +768,7 @@ class _AsyncTee(_Tee, httpx2.AsyncByteStream):
         chunks = self._body.__aiter__()
         try:
             async for chunk in chunks:
-                if not (tap.skimming and tap.keeps(chunk)):
-                    tap.chunk(chunk)
+                tap.see(chunk)
                 yield chunk
         except Exception as exc:
             tap.end("failed", exc)
