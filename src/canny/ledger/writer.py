@@ -313,6 +313,9 @@ class Writer:
                 self._gather()
                 batch, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
                 emptied: int | None = None
+                # The file this batch's journaled rows are in: every row queued since the
+                # last switch went to the current file.
+                holding = None if self._journal is None else self._journal.current
                 if self._ops:
                     self._since = time.monotonic()
                     for op in batch:
@@ -337,11 +340,11 @@ class Writer:
                     self._problems.append(problem)
             finally:
                 with self._cond:
-                    if emptied is not None and self._journal is not None:
-                        if written:
+                    if self._journal is not None and holding is not None:
+                        if not written:  # the file keeps the rows for recovery; no more grouping
+                            self._journal.keep(holding)
+                        elif emptied is not None:
                             self._journal.empty(emptied)
-                        else:  # the file keeps the rows for recovery; no more grouping
-                            self._journal.failed = OSError("rows not written")
                     self._busy = False
                     self._cond.notify_all()
 
