@@ -9,6 +9,7 @@ import os
 import time
 import warnings
 import weakref
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,24 @@ def test_a_journaled_row_the_ledger_refuses_is_set_aside_and_the_ledger_still_op
     assert _ok_ids(where) == ["good_0", "good_1"]
     assert not dead.exists()
     assert dead.with_suffix(".bad").read_bytes() == refused
+
+
+def test_back_to_back_calls_under_a_budget_are_not_held_to_the_last_calls_worst_case(
+    emulator: Any, run_id: str, clean_env: Path
+) -> None:
+    """Settles wait for their group: a call that would not fit first waits for them, so none is lowered or refused."""
+    from contextlib import closing
+
+    from canny import budget
+    from canny.client import Client
+    from canny.ledger import open_ledger
+    from tests.conftest import CANARY_KEY
+
+    path = clean_env / "ledger.db"
+    with closing(open_ledger(path)) as db:
+        budget.set_budget(db, period="day", limit="0.25")  # one call's worst case (max_tokens=10000) fits, not two
+    url = emulator.url_for(*["ok"] * 4, run=run_id)
+    with Client(api_key=CANARY_KEY, base_url=url, model="claude-sonnet-4-6", ledger=path) as client:
+        results = [client.create("hello", max_tokens=10000) for _ in range(4)]  # a lowered max_tokens would warn
+    assert [r.outcome for r in results] == ["ok"] * 4
+    assert sum(r.cost or 0 for r in results) < Decimal("0.01")

@@ -38,9 +38,10 @@ What this promises, and how:
   attempts take longer, a row in flight is written at once, with whatever waits.
 * **Budgets settle behind the call.** :meth:`~canny.ledger._sql.SQLLedger.defer` queues a
   reservation's settle after the call's row, in the same group; until it runs the
-  reservation holds the worst case, so budget checks in between count too much, never too little. Write
-  transactions (a budget reserve) do not wait for the writer: on SQLite the writes of
-  this process to one file take turns on a lock instead. A ledger with a writer is also
+  reservation holds the worst case, so budget checks in between count too much, never too little
+  (a call that does not fit while settles wait waits for them and is checked again:
+  :meth:`Writer.calls_waiting`). Write transactions (a budget reserve) do not wait for the
+  writer: on SQLite the writes of this process to one file take turns on a lock instead. A ledger with a writer is also
   what lets SQLite budgets reserve from slices in memory (:mod:`canny.budget.slices`);
   ``CANNY_LEDGER_WRITES=sync`` keeps one reservation transaction per call.
 * **PostgreSQL rows one per transaction.** Rollup triggers lock rows table by table; two
@@ -255,6 +256,11 @@ class Writer:
         in flight (a local server): only then is waiting for an attempt's own row worth it."""
         recent = self._recent
         return len(recent) == RECENT_ATTEMPTS and max(recent) < LINGER_SECONDS
+
+    def calls_waiting(self) -> bool:
+        """Whether ``call`` work (a budget settle) is queued or being written."""
+        with self._cond:
+            return self._busy or any(op.kind == "call" for op in self._ops)
 
     def flush(self) -> None:
         """Wait until everything queued so far is written (or spooled). A no-op on the
