@@ -283,7 +283,17 @@ class BudgetGuard:
         """Hold ``spec``'s worst case against every budget in scope, in one transaction (or,
         for a busy process, from its slice in memory: :mod:`canny.budget.slices`); lower
         ``spec``'s ``max_tokens`` (returned in ``.max_tokens``) or raise
-        :class:`~canny.errors.BudgetExceeded` when it does not fit."""
+        :class:`~canny.errors.BudgetExceeded` when it does not fit. A call that does not fit
+        while this process's earlier calls still hold their worst cases (their settles wait
+        on the ledger's writer for their group) waits for those settles and is decided again."""
+        return self._reserve(spec, settled=False)
+
+    def _settles_waiting(self) -> bool:
+        """Whether settles this process queued wait on the ledger's writer (:meth:`reserve`)."""
+        waiting = getattr(self.db, "settles_waiting", None)
+        return waiting is not None and bool(waiting())
+
+    def _reserve(self, spec: CallLike, *, settled: bool) -> LedgerReservation | NoReservation | SliceReservation:
         chosen = [i for i, b in enumerate(self.budgets) if b.scope.matches(spec)]
         if not chosen:
             return NoReservation(spec.max_tokens)
@@ -317,6 +327,12 @@ class BudgetGuard:
                 if taken is not None:
                     return taken
             rid, ids, decision = self._hold(spec, applicable, keys, now, full, floor)
+        tight = rid is None or decision.amount is None or decision.max_tokens < spec.max_tokens
+        if tight and not settled and self._settles_waiting():
+            if rid is not None and decision.amount is not None:
+                LedgerReservation(self, rid, ids, decision.amount, decision.max_tokens).release()
+            getattr(self.db, "flush")()  # noqa: B009 - a ledger with settles waiting has a writer
+            return self._reserve(spec, settled=True)
         if rid is None or decision.amount is None:
             least = worst_case_at(MIN_MAX_TOKENS, max_tokens=spec.max_tokens, worst=full, floor=floor())
             raise _refusal(decision.status, worst, math.ceil(least))

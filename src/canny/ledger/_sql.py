@@ -280,6 +280,10 @@ class SQLLedger(ABC):
             return
         work()
 
+    def settles_waiting(self) -> bool:
+        """Whether work queued with :meth:`defer` (a budget settle) waits on the writer."""
+        return self._writer is not None and self._writer.calls_waiting()
+
     def flush(self) -> None:
         """Wait until every row queued for the writer is written (or spooled)."""
         if self._writer is not None:

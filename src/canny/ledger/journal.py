@@ -17,7 +17,8 @@ flight as rows in flight, which become ``lost`` at their lease end as always) an
 it. A row written twice is harmless: the ledger keeps one per ``(call_id, attempt)``.
 
 Files live in ``<data dir>/journal/`` (``CANNY_HOME`` when set), mode ``0600``, named
-after the ledger (the spool's hash of its location), the process and a counter. A live
+after the ledger (the spool's hash of its location), the process and a random part (a
+reused pid never takes over a file an earlier process left). A live
 process holds an exclusive ``flock`` on each of its journal files, so recovery takes
 only the files of processes that are gone. Each process keeps two files and alternates:
 the writer switches appends to the other file when it takes a batch, and empties the
@@ -33,8 +34,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sys
+import time
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -47,6 +51,9 @@ __all__ = ["VERSION", "Journal", "decode", "encode", "journal_dir", "recover", "
 
 VERSION = 1
 _SUFFIX = ".jsonl"
+#: Seconds after which a hidden file (``.<name>.new``) that a crash left between its
+#: creation and its rename is removed by recovery (a live process holds one for microseconds).
+STALE_HIDDEN_SECONDS = 600.0
 
 
 def journal_dir(environ: dict[str, str] | None = None) -> Path:
@@ -115,19 +122,32 @@ class Journal:
         self.location = location
         self._dir = directory or journal_dir()
         self._prefix = _prefix(location)
-        self._pid = os.getpid()
+        # A random name part, not the pid alone: a pid is reused, and a file a process of
+        # the same pid left behind must wait for recovery, not be replaced.
+        self._token = secrets.token_hex(8)
+        self._owner = [os.getpid()]
         self._fds: list[int | None] = [None, None]
         self._paths: list[Path | None] = [None, None]
         self._dirty = [False, False]
+        #: Files holding rows the writer failed to write: never emptied, left for recovery.
+        self._kept = [False, False]
         self.current = 0
         self.failed: OSError | None = None
+        # A ledger never closed: its files are let go of when the journal is collected (not
+        # at exit, where the writers close first and commit what their journals hold).
+        finalizer = weakref.finalize(self, _let_go, self._fds, self._paths, self._dirty, self._owner)
+        finalizer.atexit = False
+
+    @property
+    def _pid(self) -> int:
+        return self._owner[0]
 
     def _open(self, which: int) -> int:
         fd = self._fds[which]
         if fd is not None:
             return fd
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = f"{self._prefix}.{self._pid}.{id(self):x}.{which}{_SUFFIX}"
+        name = f"{self._prefix}.{self._pid}.{self._token}.{which}{_SUFFIX}"
         path = self._dir / name
         # Created under a name recovery ignores, locked, and only then given its real
         # name: recovery never takes a live process's file for a dead one's.
@@ -174,7 +194,7 @@ class Journal:
     def empty(self, which: int) -> None:
         """Empty file ``which``: its rows are committed (or spooled)."""
         fd = self._fds[which]
-        if fd is None:
+        if fd is None or self._kept[which]:
             return
         try:
             os.ftruncate(fd, 0)
@@ -183,17 +203,16 @@ class Journal:
             return
         self._dirty[which] = False
 
+    def keep(self, which: int) -> None:
+        """File ``which`` holds rows the writer could not write: it is never emptied, and
+        stays for recovery; no row waits for a group any more."""
+        self._kept[which] = True
+        if self.failed is None:
+            self.failed = OSError("journaled rows not written")
+
     def close(self) -> None:
         """Remove both files (every row is committed or spooled) and let go of them."""
-        for which in (0, 1):
-            fd, path = self._fds[which], self._paths[which]
-            if fd is None or path is None:
-                continue
-            if not self._dirty[which] and os.getpid() == self._pid:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            os.close(fd)
-            self._fds[which] = self._paths[which] = None
+        _let_go(self._fds, self._paths, self._dirty, self._owner)
 
     def forget_after_fork(self) -> None:
         """In a forked child: let go of the parent's files without touching them."""
@@ -202,8 +221,28 @@ class Journal:
             if fd is not None:
                 with suppress(OSError):
                     os.close(fd)  # the parent's descriptor, and its lock, stay with the parent
-        self._fds, self._paths, self._dirty = [None, None], [None, None], [False, False]
-        self._pid, self.current = os.getpid(), 0
+        # In place: the finalizer holds these lists.
+        self._fds[:], self._paths[:], self._dirty[:], self._kept[:] = (
+            [None, None],
+            [None, None],
+            [False, False],
+            [False, False],
+        )
+        self._owner[0], self.current, self._token = os.getpid(), 0, secrets.token_hex(8)
+
+
+def _let_go(fds: list[int | None], paths: list[Path | None], dirty: list[bool], owner: list[int]) -> None:
+    """Close a journal's files, removing those with no rows waiting (in the process that made them)."""
+    for which in (0, 1):
+        fd, path = fds[which], paths[which]
+        if fd is None or path is None:
+            continue
+        if not dirty[which] and os.getpid() == owner[0]:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        fds[which] = paths[which] = None
 
 
 def _orphans(location: str, directory: Path) -> Iterator[Path]:
@@ -244,6 +283,7 @@ def recover(ledger: Any, directory: Path | None = None) -> int:
     if not isinstance(location, str) or not location:
         return 0
     directory = directory or journal_dir()
+    _remove_stale_hidden(location, directory)
     total = 0
     for path in _orphans(location, directory):
         try:
@@ -261,6 +301,48 @@ def recover(ledger: Any, directory: Path | None = None) -> int:
     return total
 
 
+def _one_at_a_time(ledger: Any, items: list[tuple[bytes, AttemptRecord | tuple[Any, ...]]]) -> list[bytes]:
+    """Write journaled rows one by one; return the lines of those the ledger refuses with
+    ``ValueError`` (text it cannot encode, an outcome it does not know), as the spool does."""
+    refused = []
+    for line, item in items:
+        try:
+            if isinstance(item, tuple):
+                ledger.record_all([], in_flight=[item])
+            else:
+                ledger.record_all([item])
+        except ValueError:
+            refused.append(line)
+    return refused
+
+
+def _remove_stale_hidden(location: str, directory: Path) -> None:
+    """Remove the hidden files of this ledger's journals that a crash left between their
+    creation and their rename (empty: nothing is written before the rename), once they are
+    :data:`STALE_HIDDEN_SECONDS` old and no process holds them."""
+    prefix = "." + _prefix(location) + "."
+    try:
+        names = [name for name in os.listdir(directory) if name.startswith(prefix) and name.endswith(".new")]
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = directory / name
+        try:
+            if now - path.stat().st_mtime < STALE_HIDDEN_SECONDS:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _flock(fd, wait=False):
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _replay(ledger: Any, path: Path, fd: int) -> int:
     from canny.errors import CannyWarning, LedgerError
 
@@ -269,6 +351,7 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
         chunks.append(chunk)
     records: list[AttemptRecord] = []
     in_flight: list[tuple[Any, ...]] = []
+    items: list[tuple[bytes, AttemptRecord | tuple[Any, ...]]] = []
     bad: list[bytes] = []
     for line in b"".join(chunks).splitlines(keepends=True):
         try:
@@ -278,13 +361,17 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
         except ValueError:
             bad.append(line if line.endswith(b"\n") else line + b"\n")
             continue
+        items.append((line, item))
         if isinstance(item, tuple):
             in_flight.append(item)
         else:
             records.append(item)
     if records or in_flight:
         try:
-            ledger.record_all(records, in_flight=in_flight)
+            try:
+                ledger.record_all(records, in_flight=in_flight)
+            except ValueError:  # a row this ledger cannot hold: the others are written, it is set aside
+                bad.extend(_one_at_a_time(ledger, items))
         except LedgerError as exc:
             warnings.warn(
                 f"{len(records)} journaled row(s) not written yet ({exc.message}); they stay in {path}",
@@ -296,7 +383,9 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
         with path.with_suffix(".bad").open("ab") as rejected:
             rejected.writelines(bad)
         warnings.warn(
-            f"{len(bad)} unreadable line(s) of {path} moved to {path.with_suffix('.bad')}", CannyWarning, stacklevel=3
+            f"{len(bad)} unreadable or refused line(s) of {path} moved to {path.with_suffix('.bad')}",
+            CannyWarning,
+            stacklevel=3,
         )
     path.unlink(missing_ok=True)
     return len(records) + len(in_flight)

@@ -38,9 +38,10 @@ What this promises, and how:
   attempts take longer, a row in flight is written at once, with whatever waits.
 * **Budgets settle behind the call.** :meth:`~canny.ledger._sql.SQLLedger.defer` queues a
   reservation's settle after the call's row, in the same group; until it runs the
-  reservation holds the worst case, so budget checks in between count too much, never too little. Write
-  transactions (a budget reserve) do not wait for the writer: on SQLite the writes of
-  this process to one file take turns on a lock instead. A ledger with a writer is also
+  reservation holds the worst case, so budget checks in between count too much, never too little
+  (a call that does not fit while settles wait waits for them and is checked again:
+  :meth:`Writer.calls_waiting`). Write transactions (a budget reserve) do not wait for the
+  writer: on SQLite the writes of this process to one file take turns on a lock instead. A ledger with a writer is also
   what lets SQLite budgets reserve from slices in memory (:mod:`canny.budget.slices`);
   ``CANNY_LEDGER_WRITES=sync`` keeps one reservation transaction per call.
 * **PostgreSQL rows one per transaction.** Rollup triggers lock rows table by table; two
@@ -256,6 +257,11 @@ class Writer:
         recent = self._recent
         return len(recent) == RECENT_ATTEMPTS and max(recent) < LINGER_SECONDS
 
+    def calls_waiting(self) -> bool:
+        """Whether ``call`` work (a budget settle) is queued or being written."""
+        with self._cond:
+            return self._busy or any(op.kind == "call" for op in self._ops)
+
     def flush(self) -> None:
         """Wait until everything queued so far is written (or spooled). A no-op on the
         writer's own thread and inside a write transaction of the calling thread (which
@@ -313,6 +319,9 @@ class Writer:
                 self._gather()
                 batch, self._ops = self._ops[:MAX_BATCH], self._ops[MAX_BATCH:]
                 emptied: int | None = None
+                # The file this batch's journaled rows are in: every row queued since the
+                # last switch went to the current file.
+                holding = None if self._journal is None else self._journal.current
                 if self._ops:
                     self._since = time.monotonic()
                     for op in batch:
@@ -337,11 +346,11 @@ class Writer:
                     self._problems.append(problem)
             finally:
                 with self._cond:
-                    if emptied is not None and self._journal is not None:
-                        if written:
+                    if self._journal is not None and holding is not None:
+                        if not written:  # the file keeps the rows for recovery; no more grouping
+                            self._journal.keep(holding)
+                        elif emptied is not None:
                             self._journal.empty(emptied)
-                        else:  # the file keeps the rows for recovery; no more grouping
-                            self._journal.failed = OSError("rows not written")
                     self._busy = False
                     self._cond.notify_all()
 
