@@ -108,7 +108,7 @@ def test_rows_wait_for_their_group_and_are_committed_without_a_flush(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows journaled within GROUP_SECONDS are committed together, by the writer's own clock."""
-    monkeypatch.setattr(writer, "GROUP_SECONDS", 0.5)
+    monkeypatch.setattr(writer, "GROUP_SECONDS", 2.0)
     path = clean_env / "ledger.db"
     ledger = open_for_calls(path)
     try:
