@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +23,7 @@ import pytest
 from canny import budget
 from canny.ledger import Ledger, open_ledger
 from tests.conftest import CANARY_KEY
+from tests.test_ledger_contract import fresh_target
 
 MODEL = "claude-sonnet-5-5"
 PG_DSN = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
@@ -103,17 +103,8 @@ def _targets() -> list[Any]:
 @pytest.fixture(params=_targets())
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Where a fresh ledger lives: a new SQLite file, or a new PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "ledger.db")
-        return
-    import psycopg
-
-    schema = "b_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_target(request.param, tmp_path / "ledger.db") as where:
+        yield where
 
 
 def _charged(ledger: Ledger) -> tuple[Decimal, int, int]:

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +30,7 @@ from canny.ledger import Ledger, open_for_calls, open_ledger
 from canny.ledger.records import AttemptRecord
 from canny.units import usd_to_pico
 from canny.usage import Usage
+from tests.test_ledger_contract import fresh_target
 
 MODEL = "claude-sonnet-5-5"
 PG_DSN = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
@@ -58,17 +58,8 @@ def _open(target: str) -> Ledger:
 )
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh SQLite file, or a fresh PostgreSQL schema, to hold the ledger."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "ledger.db")
-        return
-    import psycopg
-
-    schema = "s_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_target(request.param, tmp_path / "ledger.db") as where:
+        yield where
 
 
 def _books(target: str) -> tuple[list[tuple[int, int]], int, int]:

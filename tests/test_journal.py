@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import closing
@@ -28,7 +27,7 @@ from canny.ledger import AttemptRecord, journal, open_for_calls, open_ledger, wr
 from canny.ledger._sql import _inflight_params, _row_params
 from canny.usage import Usage
 from tests.conftest import CANARY_KEY
-from tests.test_ledger_contract import BACKENDS, PG_DSN
+from tests.test_ledger_contract import BACKENDS, fresh_target
 
 MODEL = "claude-sonnet-4-6"
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,17 +57,8 @@ def _ok_ids(where: str) -> list[str]:
 @pytest.fixture(params=BACKENDS)
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh ledger: a SQLite file, or a new schema in the test PostgreSQL database."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "ledger.db")
-        return
-    import psycopg
-
-    schema = "j_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_target(request.param, tmp_path / "ledger.db") as where:
+        yield where
 
 
 def test_a_journal_line_gives_back_the_record_it_was_made_from() -> None:

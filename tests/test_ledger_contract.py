@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -98,20 +99,30 @@ def full_record(outcome: str, n: int) -> AttemptRecord:
     )
 
 
-@pytest.fixture(params=BACKENDS)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Where a fresh ledger lives: a new SQLite file, or a new PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "sub" / "dir" / "ledger.db")
+@contextmanager
+def fresh_target(backend: str, sqlite_path: Path) -> Iterator[str]:
+    """Where a fresh ledger lives: ``sqlite_path``, or a new PostgreSQL schema of the test
+    server (dropped afterwards) for ``backend`` ``postgres`` (a :data:`BACKENDS` value)."""
+    if backend == "sqlite":
+        yield str(sqlite_path)
         return
     import psycopg
 
     schema = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a fresh ledger lives: a new SQLite file, or a new PostgreSQL schema."""
+    with fresh_target(request.param, tmp_path / "sub" / "dir" / "ledger.db") as where:
+        yield where
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -33,7 +32,7 @@ from canny.meter import meter
 from canny.pricing import cost
 from canny.usage import Usage
 from tests.conftest import CANARY_KEY
-from tests.test_ledger_contract import BACKENDS, PG_DSN
+from tests.test_ledger_contract import BACKENDS, fresh_target
 
 MODEL = "claude-sonnet-4-6"
 PROMPT = "Tell me about ledgers, please"
@@ -110,17 +109,8 @@ def _reported_input(emulator: Any, run_id: str) -> int:
 @pytest.fixture(params=BACKENDS)
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh ledger: a SQLite file, or a new schema in the test PostgreSQL database."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "ledger.db")
-        return
-    import psycopg
-
-    schema = "l_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield PG_DSN + ("&" if "?" in PG_DSN else "?") + f"options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_target(request.param, tmp_path / "ledger.db") as where:
+        yield where
 
 
 def test_sigkill_mid_stream_leaves_a_lost_row_and_settles_the_budget(emulator: Any, run_id: str, where: str) -> None:
