@@ -5,11 +5,11 @@ ledger by the next client that opens it."""
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -172,7 +172,9 @@ time.sleep(600)
 """
 
 
-def _run_and_kill(code: str, *args: str, env: dict[str, str] | None = None) -> None:
+def _run_and_kill(code: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """Run ``code`` in a child until it prints DONE, then kill it with SIGKILL; return the
+    lines it printed before DONE."""
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args],
         cwd=ROOT,
@@ -182,16 +184,24 @@ def _run_and_kill(code: str, *args: str, env: dict[str, str] | None = None) -> N
         text=True,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    line = proc.stdout.readline() if ready else ""
-    if line.strip() != "DONE":
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"the child never said DONE: {line!r} {err[-2000:]}")
+    said: list[str] = []
+    watchdog = threading.Timer(60, proc.kill)  # a child that never says DONE ends the wait
+    watchdog.start()
+    try:
+        while not said or said[-1] != "DONE":
+            line = proc.stdout.readline()
+            if not line:
+                proc.kill()
+                _, err = proc.communicate()
+                pytest.fail(f"the child never said DONE: {said!r} {err[-2000:]}")
+            said.append(line.strip())
+    finally:
+        watchdog.cancel()
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     proc.stdout.close()
     proc.stderr.close()
+    return said[:-1]
 
 
 def test_rows_of_a_process_killed_before_its_commit_come_back_from_its_journal(clean_env: Path, where: str) -> None:
@@ -236,26 +246,8 @@ def test_a_killed_clients_finished_calls_keep_their_whole_rows(emulator: Any, ru
     """Calls that returned before kill -9 are on the record with their output and cost, not as lost rows."""
     path = clean_env / "ledger.db"
     env = {**os.environ, "ANTHROPIC_API_KEY": CANARY_KEY}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLIENT_CHILD, emulator.url_for(*["ok"] * 12, run=run_id), str(path), "12"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    results_line = proc.stdout.readline() if ready else ""
-    done = proc.stdout.readline()
-    if done.strip() != "DONE":
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"the child never said DONE: {results_line!r} {err[-2000:]}")
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    proc.stdout.close()
-    proc.stderr.close()
+    url = emulator.url_for(*["ok"] * 12, run=run_id)
+    [results_line] = _run_and_kill(CLIENT_CHILD, url, str(path), "12", env=env)
     import json
 
     results = json.loads(results_line)
