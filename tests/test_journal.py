@@ -121,40 +121,42 @@ def _count(path: Path) -> int:
     return int(n)
 
 
-def test_close_commits_the_rows_and_removes_the_journal(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """close() commits what waits for its group and leaves no journal file behind."""
+@pytest.fixture
+def held(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``<CANNY_HOME>/ledger.db`` opened for calls, its groups never due: only flush() or close() commits."""
     monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
-    path = clean_env / "ledger.db"
-    ledger = open_for_calls(path)
-    for n in range(5):
-        ledger.record(_record(f"call_{n}"))
-    assert _journals(clean_env)
+    ledger = open_for_calls(clean_env / "ledger.db")
+    yield ledger
     ledger.close()
-    assert _count(path) == 5
+
+
+def test_close_commits_the_rows_and_removes_the_journal(clean_env: Path, held: Any) -> None:
+    """close() commits what waits for its group and leaves no journal file behind."""
+    for n in range(5):
+        held.record(_record(f"call_{n}"))
+    assert _journals(clean_env)
+    held.close()
+    assert _count(clean_env / "ledger.db") == 5
     assert _journals(clean_env) == []
 
 
-def test_a_live_processs_journal_is_left_alone(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_live_processs_journal_is_left_alone(clean_env: Path, held: Any) -> None:
     """Recovery takes only journals no process holds: a running writer's rows are its own to commit."""
-    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
     path = clean_env / "ledger.db"
-    ledger = open_for_calls(path)
-    try:
-        for n in range(5):
-            ledger.record(_record(f"call_{n}"))
-        taken: list[AttemptRecord] = []
+    for n in range(5):
+        held.record(_record(f"call_{n}"))
+    taken: list[AttemptRecord] = []
 
-        class Other:  # another ledger object would read this process's own writes first
-            location = str(path)
+    class Other:  # another ledger object would read this process's own writes first
+        location = str(path)
 
-            def record_all(self, records: list[AttemptRecord]) -> None:
-                taken.extend(records)
+        def record_all(self, records: list[AttemptRecord]) -> None:
+            taken.extend(records)
 
-        assert journal.recover(Other()) == 0
-        assert taken == []
-        assert _count(path) == 0
-    finally:
-        ledger.close()
+    assert journal.recover(Other()) == 0
+    assert taken == []
+    assert _count(path) == 0
+    held.close()
     assert _count(path) == 5
 
 
@@ -304,18 +306,13 @@ def test_without_a_usable_journal_rows_are_committed_at_once(
         ledger.close()
 
 
-def test_a_journal_file_is_private(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_journal_file_is_private(clean_env: Path, held: Any) -> None:
     """Journal files are readable by their owner only (they may hold prompts when content is logged)."""
-    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
-    ledger = open_for_calls(clean_env / "ledger.db")
-    try:
-        ledger.record(_record("call_0"))
-        names = _journals(clean_env)
-        assert names
-        for name in names:
-            assert (clean_env / "journal" / name).stat().st_mode & 0o077 == 0
-    finally:
-        ledger.close()
+    held.record(_record("call_0"))
+    names = _journals(clean_env)
+    assert names
+    for name in names:
+        assert (clean_env / "journal" / name).stat().st_mode & 0o077 == 0
 
 
 def test_doctor_and_report_count_the_rows_a_killed_process_left(clean_env: Path) -> None:

@@ -19,7 +19,7 @@ from canny.errors import CannyWarning
 from canny.ledger import journal, open_for_calls, writer
 from canny.ledger._sql import _row_params
 from canny.ledger.spool import location_of
-from tests.test_journal import _journals, _ok_ids, _record, where  # noqa: F401  (the fixture, both backends)
+from tests.test_journal import _journals, _ok_ids, _record, held, where  # noqa: F401  (the fixtures)
 
 
 def _fail_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,48 +150,45 @@ def test_a_stale_hidden_journal_file_is_removed_and_a_fresh_one_kept(clean_env: 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_journals_to_its_own_files_and_the_parent_keeps_its_locks(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+    clean_env: Path,
+    held: Any,  # noqa: F811
 ) -> None:
     """After fork the parent's journal stays locked (the child cannot recover it) and the child journals apart."""
-    monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
-    path = clean_env / "ledger.db"
-    ledger = open_for_calls(path)
-    try:
-        ledger.record(_record("parent"))
-        parents = set(_journals(clean_env))
-        assert len(parents) == 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python 3.12+)
-            pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                taken: list[Any] = []
+    path, ledger = clean_env / "ledger.db", held
+    ledger.record(_record("parent"))
+    parents = set(_journals(clean_env))
+    assert len(parents) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python 3.12+)
+        pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            taken: list[Any] = []
 
-                class Other:
-                    location = str(path)
+            class Other:
+                location = str(path)
 
-                    def record_all(self, records: list[Any], *, in_flight: Any = ()) -> None:
-                        taken.extend(records)
+                def record_all(self, records: list[Any], *, in_flight: Any = ()) -> None:
+                    taken.extend(records)
 
-                assert journal.recover(Other()) == 0 and taken == []  # the parent's lock holds
-                ledger.record(_record("child"))
-                mine = set(_journals(clean_env)) - parents
-                assert len(mine) == 1 and f".{os.getpid()}." in mine.pop()
-                assert b"child" not in b"".join((clean_env / "journal" / name).read_bytes() for name in parents)
-            except BaseException as exc:
-                import traceback
+            assert journal.recover(Other()) == 0 and taken == []  # the parent's lock holds
+            ledger.record(_record("child"))
+            mine = set(_journals(clean_env)) - parents
+            assert len(mine) == 1 and f".{os.getpid()}." in mine.pop()
+            assert b"child" not in b"".join((clean_env / "journal" / name).read_bytes() for name in parents)
+        except BaseException as exc:
+            import traceback
 
-                (clean_env / "child-error.txt").write_text("".join(traceback.format_exception(exc)))
-                code = 1
-            os._exit(code)  # killed, in effect: its row stays in its own journal
-        _, status = os.waitpid(pid, 0)
-        error = clean_env / "child-error.txt"
-        assert os.waitstatus_to_exitcode(status) == 0, error.read_text() if error.exists() else ""
-        assert journal.recover(ledger) == 1  # the child's file; the parent's own is locked
-        ledger.flush()  # type: ignore[attr-defined]
-    finally:
-        ledger.close()
+            (clean_env / "child-error.txt").write_text("".join(traceback.format_exception(exc)))
+            code = 1
+        os._exit(code)  # killed, in effect: its row stays in its own journal
+    _, status = os.waitpid(pid, 0)
+    error = clean_env / "child-error.txt"
+    assert os.waitstatus_to_exitcode(status) == 0, error.read_text() if error.exists() else ""
+    assert journal.recover(ledger) == 1  # the child's file; the parent's own is locked
+    ledger.flush()  # type: ignore[attr-defined]
+    ledger.close()
     assert _ok_ids(str(path)) == ["child", "parent"]
     assert _journals(clean_env) == []
 
