@@ -187,7 +187,7 @@ def test_a_forked_child_journals_to_its_own_files_and_the_parent_keeps_its_locks
     error = clean_env / "child-error.txt"
     assert os.waitstatus_to_exitcode(status) == 0, error.read_text() if error.exists() else ""
     assert journal.recover(ledger) == 1  # the child's file; the parent's own is locked
-    ledger.flush()  # type: ignore[attr-defined]
+    ledger.flush()
     ledger.close()
     assert _ok_ids(str(path)) == ["child", "parent"]
     assert _journals(clean_env) == []
