@@ -268,13 +268,21 @@ def test_a_killed_clients_finished_calls_keep_their_whole_rows(emulator: Any, ru
         assert CANARY_KEY not in (clean_env / "journal" / name).read_text()
 
 
+def journals_of(home: Path, where: str) -> tuple[Path, str]:
+    """Open the ledger at ``where`` once (it exists, nothing to recover), and give the
+    journal directory under ``home`` and the prefix of that ledger's journal names."""
+    from canny.ledger.spool import location_of
+
+    open_for_calls(where).close()
+    directory = home / "journal"
+    directory.mkdir(exist_ok=True)
+    return directory, journal._prefix(location_of(where))
+
+
 def test_unreadable_lines_are_set_aside_and_the_rest_recovered(clean_env: Path) -> None:
     """A dead journal with a garbage line and a torn last line: good rows written, the rest in .bad, warned."""
     path = clean_env / "ledger.db"
-    open_for_calls(path).close()
-    directory = clean_env / "journal"
-    directory.mkdir(exist_ok=True)
-    prefix = journal._prefix(str(path))
+    directory, prefix = journals_of(clean_env, str(path))
     dead = directory / f"{prefix}.999999.dead.0.jsonl"
     good = [journal.encode(_row_params(_record(f"call_{n}"))) for n in range(3)]
     dead.write_bytes(good[0] + b"garbage\n" + good[1] + good[2][:40])

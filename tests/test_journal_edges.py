@@ -18,8 +18,7 @@ import pytest
 from canny.errors import CannyWarning
 from canny.ledger import journal, open_for_calls, writer
 from canny.ledger._sql import _row_params
-from canny.ledger.spool import location_of
-from tests.test_journal import _journals, _ok_ids, _record, held, where  # noqa: F401  (the fixtures)
+from tests.test_journal import _journals, _ok_ids, _record, held, journals_of, where  # noqa: F401  (the fixtures)
 
 
 def _fail_first_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,11 +114,9 @@ def test_a_new_journal_file_never_replaces_an_older_one(clean_env: Path, monkeyp
     """A journal whose name an earlier process (same pid, reused) left behind does not wipe that file's rows."""
     monkeypatch.setattr(writer, "GROUP_SECONDS", 3600.0)
     path = clean_env / "ledger.db"
-    open_for_calls(path).close()
+    directory, prefix = journals_of(clean_env, str(path))
     mine = journal.Journal(str(path))
-    directory = clean_env / "journal"
-    directory.mkdir(exist_ok=True)
-    left = [directory / f"{journal._prefix(str(path))}.{os.getpid()}.{id(mine):x}.{which}.jsonl" for which in (0, 1)]
+    left = [directory / f"{prefix}.{os.getpid()}.{id(mine):x}.{which}.jsonl" for which in (0, 1)]
     for which, file in enumerate(left):
         file.write_bytes(journal.encode(_row_params(_record(f"earlier_{which}"))))
     assert mine.append(journal.encode(_row_params(_record("mine"))))
@@ -132,10 +129,7 @@ def test_a_new_journal_file_never_replaces_an_older_one(clean_env: Path, monkeyp
 def test_a_stale_hidden_journal_file_is_removed_and_a_fresh_one_kept(clean_env: Path) -> None:
     """A `.new` file a crash left between create and rename goes at the next open; one just made stays."""
     path = clean_env / "ledger.db"
-    open_for_calls(path).close()
-    directory = clean_env / "journal"
-    directory.mkdir(exist_ok=True)
-    prefix = journal._prefix(str(path))
+    directory, prefix = journals_of(clean_env, str(path))
     stale = directory / f".{prefix}.999999.dead.0.jsonl.new"
     fresh = directory / f".{prefix}.999998.live.0.jsonl.new"
     other = directory / ".someone-else.0.jsonl.new"
@@ -198,10 +192,8 @@ def test_a_journaled_row_the_ledger_refuses_is_set_aside_and_the_ledger_still_op
     where: str,  # noqa: F811
 ) -> None:
     """A dead journal's row the ledger cannot hold (a lone surrogate): the others written, it goes to .bad."""
-    open_for_calls(where).close()
-    directory = clean_env / "journal"
-    directory.mkdir(exist_ok=True)
-    dead = directory / f"{journal._prefix(location_of(where))}.999999.dead.0.jsonl"
+    directory, prefix = journals_of(clean_env, where)
+    dead = directory / f"{prefix}.999999.dead.0.jsonl"
     refused = journal.encode(_row_params(_record("refused", prompt_text="half a pair \ud800")))
     dead.write_bytes(
         journal.encode(_row_params(_record("good_0"))) + refused + journal.encode(_row_params(_record("good_1")))
