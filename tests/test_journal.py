@@ -379,3 +379,30 @@ def test_a_killed_processs_attempt_in_flight_comes_back_and_is_lost_at_its_lease
         [lost] = list(reader.records())
     assert (lost.call_id, lost.outcome, lost.ended_at) == ("slow_call", "lost", started + timedelta(minutes=20))
     assert _journals(clean_env) == []
+
+
+def _unclosed_worker(path: str, n: int) -> None:
+    """A multiprocessing worker that records rows and returns without closing its ledger."""
+    ledger = open_for_calls(path)
+    for i in range(n):
+        ledger.record(_record(f"{os.getpid()}_{i}"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_multiprocessing_workers_commit_their_rows_before_join_returns(clean_env: Path) -> None:
+    """A worker forked by multiprocessing (it ends with os._exit, no atexit) commits its rows as it ends."""
+    import multiprocessing
+
+    path = str(clean_env / "ledger.db")
+    open_for_calls(path).close()
+    context = multiprocessing.get_context("fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python 3.12+)
+        workers = [context.Process(target=_unclosed_worker, args=(path, 5)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert _count(Path(path)) == 15
+    assert _journals(clean_env) == []

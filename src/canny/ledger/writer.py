@@ -24,7 +24,8 @@ What this promises, and how:
   rows in its journal, and the next client or meter that opens the ledger writes them:
   a finished attempt is never lost, nor cut down to its row in flight. Where no journal
   can be written (an unwritable data directory), rows are committed at once.
-* **Nothing lost.** ``close()`` and interpreter exit (``atexit``) write what is queued. A
+* **Nothing lost.** ``close()``, interpreter exit (``atexit``) and the end of a worker
+  that ``multiprocessing`` forked (which skips ``atexit``) write what is queued. A
   row that cannot be written (a locked file, a full disk, a server gone) goes to the spool
   (:mod:`canny.ledger.spool`) and its warning is shown in the caller's thread at its next
   use of the ledger. ``CANNY_LEDGER_WRITES=sync`` (or ``background=False``) writes in
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 import warnings
@@ -180,6 +182,8 @@ class Writer:
     def put(self, op: Op) -> None:
         """Queue ``op``; it is written soon, in order with the others. A record with its
         column values (``params``) goes to the journal first: then it may wait for the group."""
+        if _after_fork[0]:
+            _hook_exit()
         journal = self._journal
         line = None
         if journal is not None and journal.failed is None and op.params is not None:
@@ -521,6 +525,7 @@ def _after_fork_in_child() -> None:
     writes what it had queued)."""
     _held_for_fork.clear()
     _turns.clear()
+    _after_fork[0] = True
     for writer in list(_live):
         writer._cond = threading.Condition(threading.Lock())
         writer._ops, writer._busy, writer._running, writer._hurry = [], False, False, 0
@@ -532,6 +537,25 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+#: Set in a forked child until its first write registers :func:`_hook_exit`.
+_after_fork = [False]
+
+
+def _hook_exit() -> None:
+    """In a process that ``multiprocessing`` forked, write what the writers hold when its
+    work ends: such a child ends with ``os._exit``, which skips ``atexit``, so its rows would
+    wait in its journal for the next open instead of landing before ``join()`` returns.
+    (Registered here, at the child's first write: the child clears multiprocessing's
+    finalizers after the fork handlers run.)"""
+    _after_fork[0] = False
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
+    from multiprocessing import util
+
+    util.Finalize(None, _flush_all, exitpriority=10)
 
 
 @atexit.register
