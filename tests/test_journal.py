@@ -406,3 +406,30 @@ def test_forked_multiprocessing_workers_commit_their_rows_before_join_returns(cl
         assert worker.exitcode == 0
     assert _count(Path(path)) == 15
     assert _journals(clean_env) == []
+
+
+#: The child: a journaled row in flight, then its attempt is never sent after all (forgotten).
+FORGOTTEN_CHILD = """
+import sys, time
+from datetime import UTC, datetime, timedelta
+from canny.ledger import open_for_calls, writer
+from tests.test_journal import _record
+writer.GROUP_SECONDS = 3600.0
+ledger = open_for_calls(sys.argv[1])
+now = datetime.now(UTC)
+ledger.begin_attempt(_record("kept", started_at=now, ended_at=now), lease_until=now + timedelta(minutes=20))
+ledger.begin_attempt(_record("unsent", started_at=now, ended_at=now), lease_until=now + timedelta(minutes=20))
+ledger.forget_attempt("unsent", 1)
+print("DONE", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_row_in_flight_forgotten_before_the_kill_does_not_come_back(clean_env: Path) -> None:
+    """An attempt never sent (its row in flight forgotten) leaves nothing after kill -9 and recovery."""
+    path = str(clean_env / "ledger.db")
+    _run_and_kill(FORGOTTEN_CHILD, path)
+    open_for_calls(path).close()
+    with closing(open_ledger(path)) as reader:
+        assert [row.call_id for row in reader.in_flight()] == ["kept"]  # type: ignore[attr-defined]
+    assert _journals(clean_env) == []

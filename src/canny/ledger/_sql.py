@@ -230,7 +230,7 @@ class SQLLedger(ABC):
     def forget_attempt(self, call_id: str, attempt: int) -> None:
         """Drop the provisional row of an attempt that was never sent after all."""
         if self._writer is not None:
-            self._writer.put(Op("forget", key=(call_id, attempt)))
+            self._writer.put(Op("forget", key=(call_id, attempt), params=(call_id, attempt)))
             return
         self._write_one(_FORGET, (call_id, attempt))
 

@@ -25,8 +25,9 @@ the writer switches appends to the other file when it takes a batch, and empties
 first once the batch is committed (or spooled).
 
 A line is a JSON array: the format version, ``"r"`` and the values of the ``attempts``
-columns (:data:`canny.ledger._sql.COLUMNS`) as they are written, or ``"b"`` and those of
-the ``inflight`` columns (:data:`canny.ledger._sql.INFLIGHT_COLUMNS`).
+columns (:data:`canny.ledger._sql.COLUMNS`) as they are written, ``"b"`` and those of
+the ``inflight`` columns (:data:`canny.ledger._sql.INFLIGHT_COLUMNS`), or ``"f"``, a call id
+and an attempt number: that attempt's row in flight goes (it was never sent).
 """
 
 from __future__ import annotations
@@ -41,13 +42,14 @@ import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from canny.ledger.records import AttemptRecord
 
-__all__ = ["VERSION", "Journal", "decode", "encode", "journal_dir", "recover", "waiting"]
+__all__ = ["VERSION", "Forgotten", "Journal", "decode", "encode", "journal_dir", "recover", "waiting"]
 
 VERSION = 1
 _SUFFIX = ".jsonl"
@@ -71,18 +73,28 @@ def _prefix(location: str) -> str:
 
 
 def encode(params: Sequence[Any], kind: str = "record") -> bytes:
-    """One journal line: a finished attempt's row (``record``: ``attempts`` column values)
-    or a row in flight (``begin``: ``inflight`` column values)."""
+    """One journal line: a finished attempt's row (``record``: ``attempts`` column values),
+    a row in flight (``begin``: ``inflight`` column values), or the removal of a row in
+    flight whose attempt was never sent (``forget``: call id and attempt)."""
     row = [VERSION, _KINDS[kind], *params]
     return (json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
-_KINDS = {"record": "r", "begin": "b"}
+_KINDS = {"record": "r", "begin": "b", "forget": "f"}
 
 
-def decode(line: bytes) -> AttemptRecord | tuple[Any, ...]:
-    """What one journal line holds: the record of a finished attempt, or the ``inflight``
-    column values of a row in flight; ``ValueError`` when it is not a journal line."""
+@dataclass(frozen=True)
+class Forgotten:
+    """A journal line saying that the row in flight of attempt ``key`` goes: the attempt
+    was never sent (a later middleware answered the meter's request)."""
+
+    key: tuple[str, int]
+
+
+def decode(line: bytes) -> AttemptRecord | tuple[Any, ...] | Forgotten:
+    """What one journal line holds: the record of a finished attempt, the ``inflight``
+    column values of a row in flight, or a :class:`Forgotten` row in flight;
+    ``ValueError`` when it is not a journal line."""
     from canny.ledger._sql import COLUMNS, INFLIGHT_COLUMNS, record_from_row
 
     values = json.loads(line)
@@ -91,6 +103,8 @@ def decode(line: bytes) -> AttemptRecord | tuple[Any, ...]:
     kind, rest = values[1], values[2:]
     if kind == "b" and len(rest) == len(INFLIGHT_COLUMNS):
         return tuple(rest)
+    if kind == "f" and len(rest) == 2 and isinstance(rest[0], str) and isinstance(rest[1], int):
+        return Forgotten((rest[0], rest[1]))
     if kind != "r" or len(rest) != len(COLUMNS):
         raise ValueError("not a journal line")
     try:
@@ -352,6 +366,7 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
     records: list[AttemptRecord] = []
     in_flight: list[tuple[Any, ...]] = []
     items: list[tuple[bytes, AttemptRecord | tuple[Any, ...]]] = []
+    forgotten: set[tuple[str, int]] = set()
     bad: list[bytes] = []
     for line in b"".join(chunks).splitlines(keepends=True):
         try:
@@ -361,7 +376,13 @@ def _replay(ledger: Any, path: Path, fd: int) -> int:
         except ValueError:
             bad.append(line if line.endswith(b"\n") else line + b"\n")
             continue
+        if isinstance(item, Forgotten):
+            forgotten.add(item.key)
+            continue
         items.append((line, item))
+    # A row in flight forgotten later in the journal never happened.
+    items = [(line, item) for line, item in items if not (isinstance(item, tuple) and tuple(item[:2]) in forgotten)]
+    for _, item in items:
         if isinstance(item, tuple):
             in_flight.append(item)
         else:

@@ -198,7 +198,7 @@ class Writer:
             self._time(op)
             if op.kind == "begin":
                 self._queued_begins[op.key] = op
-            elif op.kind == "record":
+            elif op.kind in ("record", "forget"):
                 self._cancel_begin(op.key)
             wake = self._since is None or len(self._ops) >= GROUP_OPS
             if self._since is None:
