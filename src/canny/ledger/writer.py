@@ -10,41 +10,43 @@ breath.
 
 What this promises, and how:
 
-* **Read your own writes.** Every read and write of the ledger object in the caller's
-  thread (a report, a budget check, ``records()``, ``close()``) waits for the queue to be
-  written first (:meth:`Writer.flush`), so the process sees its own rows as before.
-  Another process sees a row within :data:`GROUP_SECONDS` (50 ms) of the call's return.
-* **Rows are committed in groups, and journaled meanwhile.** A commit per row cost a
-  1.7 ms loopback call about a fifth of its time (the commit, and the writer thread
-  woken for each one); so a finished attempt's row is first appended to this process's
-  journal (:mod:`canny.ledger.journal`: one ``write`` in the calling thread, before the
-  call returns), and the writer commits whatever has
-  queued :data:`GROUP_SECONDS` after the oldest of it (sooner with :data:`GROUP_OPS`
-  operations queued, a flush, or close). A process killed with ``kill -9`` leaves its
-  rows in its journal, and the next client or meter that opens the ledger writes them:
-  a finished attempt is never lost, nor cut down to its row in flight. Where no journal
-  can be written (an unwritable data directory), rows are committed at once.
-* **Nothing lost.** ``close()``, interpreter exit (``atexit``) and the end of a worker
-  that ``multiprocessing`` forked (which skips ``atexit``) write what is queued. A
-  row that cannot be written (a locked file, a full disk, a server gone) goes to the spool
+* **Read your own writes.** Every read and write of the ledger object in the caller's thread
+  (a report, a budget check, ``records()``, ``close()``) waits for the queue to be written
+  first (:meth:`Writer.flush`), so the process sees its own rows as before. Another process
+  sees a row within :data:`GROUP_SECONDS` (50 ms) of the call's return.
+* **Rows are committed in groups, and journaled meanwhile.** A commit per row cost a 1.7 ms
+  loopback call about a fifth of its time (the commit, and the writer thread woken for each
+  one); so a finished attempt's row is first appended to this process's journal
+  (:mod:`canny.ledger.journal`: one ``write`` in the calling thread, before the call
+  returns), and the writer commits whatever has queued :data:`GROUP_SECONDS` after the
+  oldest of it (sooner with :data:`GROUP_OPS` operations queued, a flush, or close). A
+  process killed with ``kill -9`` leaves its rows in its journal, and the next client or
+  meter that opens the ledger writes them: a finished attempt is never lost, nor cut down to
+  its row in flight. Where no journal can be written (an unwritable data directory), rows
+  are committed at once.
+* **Nothing lost.** ``close()``, interpreter exit (``atexit``) and the end of a worker that
+  ``multiprocessing`` forked (which skips ``atexit``) write what is queued. A row that
+  cannot be written (a locked file, a full disk, a server gone) goes to the spool
   (:mod:`canny.ledger.spool`) and its warning is shown in the caller's thread at its next
-  use of the ledger. ``CANNY_LEDGER_WRITES=sync`` (or ``background=False``) writes in
-  the caller's thread instead, one transaction per row, as before this module existed.
+  use of the ledger. ``CANNY_LEDGER_WRITES=sync`` (or ``background=False``) writes in the
+  caller's thread instead, one transaction per row, as before this module existed.
 * **Rows in flight wait only where attempts are that short.** While the latest
-  :data:`RECENT_ATTEMPTS` attempts all ended within :data:`LINGER_SECONDS` (20 ms) of
-  their row in flight (a local server, the emulator), a row in flight waits with the
-  group, so such an attempt never has its row in flight written (its own row follows at
-  once); a process killed with ``kill -9`` within that time of an attempt's start (its
+  :data:`RECENT_ATTEMPTS` attempts all ended within :data:`LINGER_SECONDS` (20 ms) of their
+  row in flight (a local server, the emulator), a row in flight waits with the group, so
+  such an attempt never has its row in flight written (its own row follows at once); a
+  process killed with ``kill -9`` within that time of an attempt's start (its
   ``message_start``, for a stream) leaves no row for it. Against a remote API, where
-  attempts take longer, a row in flight is written at once, with whatever waits.
+  attempts take longer, a row in flight is built and journaled at once and committed with
+  the group (committed at once where there is no journal).
 * **Budgets settle behind the call.** :meth:`~canny.ledger._sql.SQLLedger.defer` queues a
   reservation's settle after the call's row, in the same group; until it runs the
-  reservation holds the worst case, so budget checks in between count too much, never too little
-  (a call that does not fit while settles wait waits for them and is checked again:
+  reservation holds the worst case, so budget checks in between count too much, never too
+  little (a call that does not fit while settles wait waits for them and is checked again:
   :meth:`Writer.calls_waiting`). Write transactions (a budget reserve) do not wait for the
-  writer: on SQLite the writes of this process to one file take turns on a lock instead. A ledger with a writer is also
-  what lets SQLite budgets reserve from slices in memory (:mod:`canny.budget.slices`);
-  ``CANNY_LEDGER_WRITES=sync`` keeps one reservation transaction per call.
+  writer: on SQLite the writes of this process to one file take turns on a lock instead. A
+  ledger with a writer is also what lets SQLite budgets reserve from slices in memory
+  (:mod:`canny.budget.slices`); ``CANNY_LEDGER_WRITES=sync`` keeps one reservation
+  transaction per call.
 * **PostgreSQL rows one per transaction.** Rollup triggers lock rows table by table; two
   multi-row transactions could deadlock, single rows cannot. A deadlock or serialization
   victim is tried again (:data:`RETRIES`).
