@@ -178,7 +178,7 @@ class Journal:
 
     @staticmethod
     def line(kind: str, params: Sequence[Any]) -> bytes:
-        """The line of a queued row of ``kind`` (``record``, ``begin``) with column values
+        """The line of a queued operation of ``kind`` (``record``, ``begin``, ``forget``) with values
         ``params`` (:func:`encode`)."""
         return encode(params, kind)
 
