@@ -270,21 +270,30 @@ def _orphans(location: str, directory: Path) -> Iterator[Path]:
             yield directory / name
 
 
+def _ended(location: str, directory: Path) -> Iterator[tuple[Path, int]]:
+    """The journal files that processes which ended left for the ledger at ``location``,
+    each open and locked while the caller holds it (closed, and so unlocked, after). A file
+    whose process still runs, or that another process recovered meanwhile, is passed over."""
+    for path in _orphans(location, directory):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue  # gone meanwhile (another process recovered it)
+        try:
+            # Locked: its process is gone; still there: nobody recovered it just before our lock.
+            if _flock(fd, wait=False) and os.path.exists(path):
+                yield path, fd
+        finally:
+            os.close(fd)
+
+
 def waiting(location: str, directory: Path | None = None) -> int:
     """How many rows wait in the journals that processes which ended left for the ledger
     at ``location`` (:func:`recover` writes them at the next open for calls)."""
     count = 0
-    for path in _orphans(location, directory or journal_dir()):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            if _flock(fd, wait=False):  # released with the descriptor
-                with open(fd, "rb", closefd=False) as stream:
-                    count += sum(1 for line in stream if line.endswith(b"\n"))
-        finally:
-            os.close(fd)
+    for _, fd in _ended(location, directory or journal_dir()):
+        with open(fd, "rb", closefd=False) as stream:
+            count += sum(1 for line in stream if line.endswith(b"\n"))
     return count
 
 
@@ -298,21 +307,7 @@ def recover(ledger: Any, directory: Path | None = None) -> int:
         return 0
     directory = directory or journal_dir()
     _remove_stale_hidden(location, directory)
-    total = 0
-    for path in _orphans(location, directory):
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except OSError:
-            continue  # gone meanwhile (another process recovered it)
-        try:
-            if not _flock(fd, wait=False):
-                continue  # its process is alive
-            if not os.path.exists(path):
-                continue  # recovered and removed by another process just before our lock
-            total += _replay(ledger, path, fd)
-        finally:
-            os.close(fd)
-    return total
+    return sum(_replay(ledger, path, fd) for path, fd in _ended(location, directory))
 
 
 def _one_at_a_time(ledger: Any, items: list[tuple[bytes, AttemptRecord | tuple[Any, ...]]]) -> list[bytes]:
