@@ -282,15 +282,19 @@ class CallRun:
             return
         notes: dict[str, str] = {}
         if self.spec.stream:
-            seen = attempt.acc.usage
-            usage = Usage(**{b.name: getattr(seen, b.name) for b in BUCKETS if b.kind == "prompt"})
+            seen = attempt.acc.usage_acc.later()  # as at message_start; built only if written
         else:
-            usage = Usage(input=self.spec.estimated_input_tokens())
+            estimate = Usage(input=self.spec.estimated_input_tokens())
             notes["input_tokens"] = "estimated: local estimate before sending (UTF-8 bytes / 3)"
         model = self._attempt_model(attempt)
-        reported = dict(attempt.acc.usage_acc.reported)  # later events may add to it
+        reported = attempt.acc.usage_acc.reported  # a copy: later events may add to it
 
         def build() -> AttemptRecord:
+            if self.spec.stream:
+                now = seen()
+                usage = Usage(**{b.name: getattr(now, b.name) for b in BUCKETS if b.kind == "prompt"})
+            else:
+                usage = estimate
             return self._row(
                 attempt,
                 ended_at=attempt.started_at,

@@ -242,14 +242,14 @@ class MessageAccumulator:
         kind = event.get("type")
         if kind == "message_start":
             start = event.get("message")
-            if isinstance(start, Mapping):
+            if isinstance(start, (dict, Mapping)):
                 self.message = {k: v for k, v in start.items() if k != "usage"}
                 self.message["content"] = list(start.get("content") or [])
             self.usage_acc.feed(event)
         elif kind == "content_block_start":
             index = _index(event, len(self._content))
             raw_block = event.get("content_block")
-            block = dict(raw_block) if isinstance(raw_block, Mapping) else {}
+            block = dict(raw_block) if isinstance(raw_block, (dict, Mapping)) else {}
             while len(self._content) <= index:
                 self._content.append({})
             self._content[index] = block
@@ -259,7 +259,7 @@ class MessageAccumulator:
             self._finish_block(_index(event, -1))
         elif kind == "message_delta":
             delta = event.get("delta")
-            delta = delta if isinstance(delta, Mapping) else {}
+            delta = delta if isinstance(delta, (dict, Mapping)) else {}
             for key in ("stop_reason", "stop_sequence", "stop_details", "container"):
                 if key in delta:
                     self.message[key] = delta[key]
@@ -280,7 +280,7 @@ class MessageAccumulator:
         self.shown = True
         index = _index(event, 0)
         raw = event.get("delta")
-        delta = raw if isinstance(raw, Mapping) else {}
+        delta = raw if isinstance(raw, (dict, Mapping)) else {}
         while len(self._content) <= index:
             self._content.append({"type": "text", "text": ""})
         block = self._content[index]
@@ -347,7 +347,7 @@ class MessageAccumulator:
     @property
     def refusal_category(self) -> str | None:
         details = self.message.get("stop_details")
-        if isinstance(details, Mapping):
+        if isinstance(details, (dict, Mapping)):
             category = details.get("category")
             return str(category) if category is not None else None
         return None

@@ -25,7 +25,7 @@ proportion and any difference goes to the bucket that already held writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, Literal
@@ -190,7 +190,7 @@ def _get(obj: Any, name: str) -> Any:
     """Read a field from a dict or an SDK object, tolerating absence and ``None``."""
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if isinstance(obj, (dict, Mapping)):  # dict first: no ABC check for the usual case
         return obj.get(name)
     return getattr(obj, name, None)
 
@@ -201,6 +201,8 @@ MAX_COUNT = 10**15
 
 def valid_count(value: Any) -> bool:
     """A token or request count as the API sends one: a whole number from 0 to ``MAX_COUNT``."""
+    if type(value) is int:  # the usual case, first (a bool is not an int here)
+        return 0 <= value <= MAX_COUNT
     if isinstance(value, bool):
         return False
     if isinstance(value, float):
@@ -293,7 +295,7 @@ def _iterations(value: Any) -> tuple[Any, ...]:
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, Mapping):
+    if isinstance(obj, (dict, Mapping)):
         return dict(obj)
     dump = getattr(obj, "model_dump", None)
     if callable(dump):
@@ -344,7 +346,7 @@ class UsageAccumulator:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message")
-            if isinstance(message, Mapping):
+            if isinstance(message, (dict, Mapping)):
                 self.start(message.get("usage"))
         elif kind == "message_delta":
             self.delta(event.get("usage"))
@@ -363,6 +365,16 @@ class UsageAccumulator:
             merged["cache_creation"] = self._breakdown
             self._built = usage_from_api(merged)
         return self._built
+
+    def later(self) -> Callable[[], Usage]:
+        """The usage as it is now, built only when asked for: a row in flight that is
+        dropped unwritten (its attempt's own row came first) never builds it."""
+        built = self._built
+        if built is not None:
+            return lambda: built
+        merged = dict(self._fields)
+        merged["cache_creation"] = self._breakdown
+        return lambda: usage_from_api(merged)
 
     def with_output(self, output: int) -> Usage:
         """The usage so far with ``output`` replaced (used for interrupted streams)."""

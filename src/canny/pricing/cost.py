@@ -119,7 +119,7 @@ def reported_modifiers(reported: Mapping[str, Any] | Any) -> _Carried:
     geo_us = lookup("inference_geo", _REPORTED_GEO)
     fast = lookup("speed", _REPORTED_SPEED)
     batch = bool(lookup("service_tier", _REPORTED_TIER))
-    if isinstance(reported, Mapping):
+    if isinstance(reported, (dict, Mapping)):
         unknown.extend(_unknown_counts(reported, "usage", _USAGE_FIELDS))
         for i, item in enumerate(reported.get("iterations") or ()):
             if isinstance(item, Mapping):
@@ -136,7 +136,7 @@ def _unknown_counts(obj: Mapping[str, Any], where: str, known: frozenset[str]) -
     for key, value in obj.items():
         name = str(key)
         if name in _NESTED_COUNTS:
-            if isinstance(value, Mapping):
+            if isinstance(value, (dict, Mapping)):
                 found.extend(_unknown_counts(value, f"{where}.{name}", _NESTED_COUNTS[name]))
             continue
         if name in known:
@@ -208,7 +208,7 @@ def _check_api_mapping(obj: Mapping[str, Any], where: str) -> None:
 
 
 def _read(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return obj.get(name) if isinstance(obj, (dict, Mapping)) else getattr(obj, name, None)
 
 
 def _coerce_usage(usage: Usage | Mapping[str, Any] | Any) -> tuple[Usage, _Carried]:
