@@ -334,7 +334,8 @@ def test_doctor_and_report_count_the_rows_a_killed_process_left(clean_env: Path)
     assert journal.waiting(target) == 7
     runner = CliRunner()
     doctor = runner.invoke(main, ["doctor", "--offline"])
-    assert f"journal: 7 row(s) of ended processes wait in {clean_env / 'journal'}" in doctor.stdout
+    assert f"journal: 7 row(s) of ended processes wait in their journals in {clean_env / 'journal'}" in doctor.stdout
+    assert "other ledgers" not in doctor.stdout
     report = runner.invoke(main, ["report"])
     assert report.exit_code == 0
     assert [line for line in report.stderr.splitlines() if "journal" in line] == [
@@ -344,6 +345,26 @@ def test_doctor_and_report_count_the_rows_a_killed_process_left(clean_env: Path)
     open_for_calls(target).close()
     assert journal.waiting(target) == 0
     assert "journal" not in runner.invoke(main, ["report"]).stderr
+
+
+def test_doctor_counts_the_journals_left_for_other_ledgers(clean_env: Path, tmp_path: Path) -> None:
+    """`canny doctor` counts the journals ended processes left for other ledgers, which no open of its ledger writes."""
+    from click.testing import CliRunner
+
+    from canny.cli import main
+
+    other = str(tmp_path / "scratch.db")
+    _run_and_kill(CHILD, other, "3")
+    runner = CliRunner()
+    doctor = runner.invoke(main, ["doctor", "--offline"])
+    assert doctor.exit_code == 0, doctor.output
+    assert (
+        f"ok   journal: 1 journal file(s) of ended processes wait for other ledgers in {clean_env / 'journal'}"
+        in doctor.stdout
+    )
+    assert "row(s) of ended processes" not in doctor.stdout  # none for the configured ledger
+    open_for_calls(other).close()
+    assert "other ledgers" not in runner.invoke(main, ["doctor", "--offline"]).stdout
 
 
 #: The child: an attempt in flight against a slow API, journaled, then killed.

@@ -131,28 +131,25 @@ def _key_store() -> str:
 
 
 def _check_spool(target: str, opened: bool, report: Callable[[bool, str], None]) -> None:
-    """Rows that could not be written after billed calls, waiting for the ledger."""
-    from canny.ledger.spool import location_of, pending, spool_path
+    """Rows that could not be written after billed calls, waiting for the ledger; and
+    journals that ended processes left for other ledgers."""
+    from canny.ledger import waiting_rows
 
     try:
-        location = location_of(target)
-        waiting = pending(location)
+        waiting = waiting_rows(target, others=True)
     except (OSError, ValueError) as exc:
-        report(False, f"spool: cannot be read ({exc})")
+        report(False, f"rows waiting outside the ledger: cannot be counted ({exc})")
         return
     then = "the next call writes them into the ledger" if opened else "they wait until the ledger opens again"
-    if waiting:
-        report(opened, f"spool: {waiting} spooled row(s) wait in {spool_path(location)}; {then}")
-    from canny.ledger.journal import journal_dir
-    from canny.ledger.journal import waiting as journaled
-
-    try:
-        left = journaled(location)
-    except OSError as exc:
-        report(False, f"journal: cannot be read ({exc})")
-        return
-    if left:
-        report(opened, f"journal: {left} row(s) of ended processes wait in {journal_dir()}; {then}")
+    for where, fact in waiting.facts():
+        report(opened, f"{where}: {fact}; {then}")
+    if waiting.others:
+        report(
+            True,
+            f"journal: {waiting.others} journal file(s) of ended processes wait for other ledgers in "
+            f"{waiting.journals}; each goes into its ledger when a call next opens it "
+            "(a file whose ledger was deleted can be deleted too)",
+        )
 
 
 def _check_api(base_url: str | None, key: str | None, offline: bool, report: Callable[[bool, str], None]) -> None:

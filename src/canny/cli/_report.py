@@ -284,31 +284,16 @@ def report(
 
 
 def _spool_line(target: str) -> None:
-    """One stderr line when rows wait in the spool for this ledger (they are not in the report)."""
-    from canny.ledger.spool import location_of, pending, spool_path
+    """One stderr line for each place where rows of this ledger wait outside it (the spool,
+    the journals of ended processes): they are not in the report."""
+    from canny.ledger import waiting_rows
 
     try:
-        location = location_of(target)
-        waiting = pending(location)
+        waiting = waiting_rows(target)
     except (OSError, ValueError):
         return
-    if waiting:
-        echo_err(
-            f"canny: {waiting} spooled row(s) wait in {spool_path(location)}; "
-            "they go into the ledger the next time a call opens it"
-        )
-    from canny.ledger.journal import journal_dir
-    from canny.ledger.journal import waiting as journaled
-
-    try:
-        left = journaled(location)
-    except OSError:
-        return
-    if left:
-        echo_err(
-            f"canny: {left} row(s) of ended processes wait in their journals in {journal_dir()}; "
-            "they go into the ledger the next time a call opens it"
-        )
+    for _, fact in waiting.facts():
+        echo_err(f"canny: {fact}; they go into the ledger the next time a call opens it")
 
 
 @click.group(cls=_OneLineGroup)

@@ -12,6 +12,7 @@ share their schema through :mod:`canny.ledger.migrations`. Schema and usage:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -35,7 +36,7 @@ from canny.ledger.records import Sums as Sums
 from canny.ledger.records import record_from_values as record_from_values
 from canny.ledger.records import record_values as record_values
 
-__all__ = ["display_location", "open_for_calls", "open_ledger", "parse_ledger_target"]
+__all__ = ["Waiting", "display_location", "open_for_calls", "open_ledger", "parse_ledger_target", "waiting_rows"]
 __all__ += records.__all__  # the contract and the row, re-exported
 
 
@@ -93,6 +94,49 @@ def open_for_calls(target: str | Path) -> Ledger:
     if write_behind is not None and background_writes_enabled():
         write_behind(partial(spool.keep, ledger), journal=journal.Journal(ledger.location))
     return ledger
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Rows of billed calls that are not in a ledger yet (:func:`waiting_rows`): spooled
+    by a process that could not write them, or left in the journal of a process that ended
+    before its writer committed them. The next client or meter that opens the ledger
+    (:func:`open_for_calls`) writes both."""
+
+    spooled: int
+    spool: Path
+    journaled: int
+    journals: Path
+    #: Journal files that ended processes left for other ledgers (written when each of
+    #: those ledgers is next opened for calls, or never, if it was deleted).
+    others: int = 0
+
+    def facts(self) -> list[tuple[str, str]]:
+        """``(where, sentence)`` for each place where this ledger's rows wait, the same
+        words for ``canny doctor`` and ``canny report``."""
+        found = []
+        if self.spooled:
+            found.append(("spool", f"{self.spooled} spooled row(s) wait in {self.spool}"))
+        if self.journaled:
+            where = f"their journals in {self.journals}"
+            found.append(("journal", f"{self.journaled} row(s) of ended processes wait in {where}"))
+        return found
+
+
+def waiting_rows(target: str | Path, *, others: bool = False) -> Waiting:
+    """How many rows wait outside the ledger at ``target`` (a path or URL), and where; with
+    ``others``, also how many journal files wait for other ledgers. Raises ``OSError`` when
+    they cannot be read, ``ValueError`` for a target that names no ledger."""
+    from canny.ledger import journal, spool
+
+    location = spool.location_of(target)
+    return Waiting(
+        spooled=spool.pending(location),
+        spool=spool.spool_path(location),
+        journaled=journal.waiting(location),
+        journals=journal.journal_dir(),
+        others=journal.others(location) if others else 0,
+    )
 
 
 def _scrub(text: str, target: str | Path) -> str:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from canny.ledger.records import AttemptRecord
 
-__all__ = ["VERSION", "Forgotten", "Journal", "decode", "encode", "journal_dir", "recover", "waiting"]
+__all__ = ["VERSION", "Forgotten", "Journal", "decode", "encode", "journal_dir", "others", "recover", "waiting"]
 
 VERSION = 1
 _SUFFIX = ".jsonl"
@@ -259,22 +259,25 @@ def _let_go(fds: list[int | None], paths: list[Path | None], dirty: list[bool], 
         fds[which] = paths[which] = None
 
 
-def _orphans(location: str, directory: Path) -> Iterator[Path]:
+def _orphans(location: str, directory: Path, *, mine: bool = True) -> Iterator[Path]:
+    """The journal files in ``directory`` of the ledger at ``location`` (``mine``), or of
+    every other ledger."""
     prefix = _prefix(location) + "."
     try:
         names = sorted(os.listdir(directory))
     except OSError:  # no journals yet, or none this user may read
         return
     for name in names:
-        if name.startswith(prefix) and name.endswith(_SUFFIX):
+        if name.endswith(_SUFFIX) and not name.startswith(".") and name.startswith(prefix) == mine:
             yield directory / name
 
 
-def _ended(location: str, directory: Path) -> Iterator[tuple[Path, int]]:
-    """The journal files that processes which ended left for the ledger at ``location``,
-    each open and locked while the caller holds it (closed, and so unlocked, after). A file
-    whose process still runs, or that another process recovered meanwhile, is passed over."""
-    for path in _orphans(location, directory):
+def _ended(location: str, directory: Path, *, mine: bool = True) -> Iterator[tuple[Path, int]]:
+    """The journal files that processes which ended left for the ledger at ``location``
+    (or, not ``mine``, for other ledgers), each open and locked while the caller holds it
+    (closed, and so unlocked, after). A file whose process still runs, or that another
+    process recovered meanwhile, is passed over."""
+    for path in _orphans(location, directory, mine=mine):
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError:
@@ -294,6 +297,16 @@ def waiting(location: str, directory: Path | None = None) -> int:
     for _, fd in _ended(location, directory or journal_dir()):
         with open(fd, "rb", closefd=False) as stream:
             count += sum(1 for line in stream if line.endswith(b"\n"))
+    return count
+
+
+def others(location: str, directory: Path | None = None) -> int:
+    """How many journal files that ended processes left for ledgers other than the one at
+    ``location`` hold rows (each is written into its own ledger when that ledger is next
+    opened for calls; the journal of a ledger that was deleted stays until removed)."""
+    count = 0
+    for _, fd in _ended(location, directory or journal_dir(), mine=False):
+        count += os.fstat(fd).st_size > 0
     return count
 
 
