@@ -24,11 +24,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canny.errors import LedgerError
 from canny.ledger._sql import Pool, SQLLedger
 from canny.ledger.migrations import Dialect, split_sqlite_script
+
+if TYPE_CHECKING:
+    from canny.ledger.writer import Op
 
 __all__ = ["SQLiteLedger"]
 
@@ -168,6 +171,31 @@ class SQLiteLedger(SQLLedger):
                 conn.execute("COMMIT").close()
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+
+    #: Whether a writer's batch may go as one statement (:meth:`write_all`); off for good
+    #: once this SQLite turns out to have no JSON functions.
+    _one_statement = True
+
+    def write_all(self, ops: Sequence[Op]) -> bool:
+        """Write a writer's batch of rows, rows in flight and their removals in one
+        statement and one transaction (:mod:`canny.ledger._batch_sqlite`, which says why);
+        ``False`` when it cannot go that way, and nothing was written."""
+        from canny.ledger import _batch_sqlite
+
+        if not self._one_statement:
+            return False
+        text = _batch_sqlite.payload(ops)
+        if text is None:
+            return False
+        with self._holding(), self._pool.connection() as conn:
+            try:
+                _batch_sqlite.write(conn, text)
+            except sqlite3.Error as exc:
+                if _batch_sqlite.no_json(exc):
+                    self._one_statement = False
+                    return False
+                raise self._error(exc) from exc
+        return True
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> None:
         with self._holding(), self._pool.connection() as conn:
