@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from canny.cli._exit_codes import exit_code_for
-from canny.errors import ConfigError
+from canny.errors import ConfigError, ResponseWarning
 from canny.pricing import (
     UnpricedModelWarning,
     cost,
@@ -484,6 +484,24 @@ def test_unknown_non_count_usage_field_is_only_warned() -> None:
     with pytest.warns(ResponseWarning, match="unknown field usage.tier_note"):
         got = cost("claude-sonnet-4-6", {"input_tokens": 1000, "output_tokens": 0, "tier_note": "x"}, at=AT)
     assert got == cost("claude-sonnet-4-6", Usage(input=1000), at=AT)
+
+
+def test_reported_parts_are_read_in_their_order_whatever_came_before() -> None:
+    """Unpriceable parts come in the usage object's order; a usage of the same shape is judged by its own values."""
+    from canny.pricing.cost import reported_modifiers
+
+    shape = ("mystery_tokens", "input_tokens", "cache_creation", "tier_note", "odd_requests")
+    with pytest.warns(ResponseWarning):
+        first = reported_modifiers(dict(zip(shape, (3, -1, {"ephemeral_9m_input_tokens": 4}, "x", 0), strict=True)))
+    assert first.unknown == (
+        "usage.mystery_tokens 3",
+        "usage.input_tokens -1",
+        "usage.cache_creation.ephemeral_9m_input_tokens 4",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResponseWarning)  # warned once already
+        second = reported_modifiers(dict(zip(shape, (0, 7, {"ephemeral_9m_input_tokens": 0}, "y", 2), strict=True)))
+    assert second.unknown == ("usage.odd_requests 2",)
 
 
 def test_invalid_requested_modifier_still_raises() -> None:

@@ -133,22 +133,49 @@ def _unknown_counts(obj: Mapping[str, Any], where: str, known: frozenset[str]) -
     """Fields that could carry billable quantities canny has no rate for. Unknown fields
     that are not counts (or are zero) are only warned about."""
     found: list[str] = []
-    for key, value in obj.items():
-        name = str(key)
-        if name in _NESTED_COUNTS:
+    for key, what in _plan(tuple(obj), known):
+        value = obj[key]
+        if what is _COUNT:
+            if value is not None and not valid_count(value):
+                found.append(f"{where}.{key} {value!r:.40}")
+        elif what is _NESTED:
             if isinstance(value, (dict, Mapping)):
-                found.extend(_unknown_counts(value, f"{where}.{name}", _NESTED_COUNTS[name]))
-            continue
-        if name in known:
-            if name.endswith(("_tokens", "_requests")) and value is not None and not valid_count(value):
-                found.append(f"{where}.{name} {value!r:.40}")
-            continue
-        countable = name.endswith(("_tokens", "_requests")) and not _zero(value)
-        if countable:
-            found.append(f"{where}.{name} {value!r}")
+                found.extend(_unknown_counts(value, f"{where}.{key}", _NESTED_COUNTS[str(key)]))
+        elif str(key).endswith(_COUNTED) and not _zero(value):
+            found.append(f"{where}.{key} {value!r}")
         else:
-            warn_unexpected(f"an unknown field {where}.{name}")
+            warn_unexpected(f"an unknown field {where}.{key}")
     return found
+
+
+_COUNT, _NESTED, _UNKNOWN = "count", "nested", "unknown"
+#: How :func:`_unknown_counts` reads a usage object with these keys, in their order: each
+#: key that needs a look, and what it is (a known count, a nested object, an unknown
+#: field; other known fields need none). A response's usage comes in the same few shapes
+#: call after call, so each is worked out once.
+_PLANS: dict[tuple[tuple[Any, ...], frozenset[str]], tuple[tuple[Any, str], ...]] = {}
+
+
+def _plan(keys: tuple[Any, ...], known: frozenset[str]) -> tuple[tuple[Any, str], ...]:
+    plan = _PLANS.get((keys, known))
+    if plan is None:
+        steps: list[tuple[Any, str]] = []
+        for key in keys:
+            name = str(key)
+            if name in _NESTED_COUNTS:
+                steps.append((key, _NESTED))
+            elif name not in known:
+                steps.append((key, _UNKNOWN))
+            elif name.endswith(_COUNTED):
+                steps.append((key, _COUNT))
+        plan = tuple(steps)
+        if len(_PLANS) > 256:  # shapes are few; anything else is not worth keeping
+            _PLANS.clear()
+        _PLANS[(keys, known)] = plan
+    return plan
+
+
+_COUNTED = ("_tokens", "_requests")
 
 
 def unknown_usage_fields(usage: Mapping[str, Any]) -> list[str]:
