@@ -39,7 +39,13 @@ def _state(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Everything the writer's work leaves in the database, without row ids."""
     with closing(sqlite3.connect(path)) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(attempts)") if row[1] != "id"]
+        ids = ("attempt_id", "earlier_id")
+        links = [f"r.{row[1]}" for row in conn.execute("PRAGMA table_info(attempt_retries)") if row[1] not in ids]
         return {
+            "retries": conn.execute(
+                f"SELECT a.call_id, a.attempt, e.call_id, e.attempt, {', '.join(links)} FROM attempt_retries r "
+                "JOIN attempts a ON a.id = r.attempt_id JOIN attempts e ON e.id = r.earlier_id ORDER BY 1, 2, 3, 4"
+            ).fetchall(),
             "attempts": conn.execute(f"SELECT {', '.join(columns)} FROM attempts ORDER BY call_id, attempt").fetchall(),
             "tags": conn.execute(
                 "SELECT a.call_id, a.attempt, t.tag FROM attempt_tags t JOIN attempts a ON a.id = t.attempt_id "
