@@ -268,7 +268,7 @@ def _orphans(location: str, directory: Path, *, mine: bool = True) -> Iterator[P
     except OSError:  # no journals yet, or none this user may read
         return
     for name in names:
-        if name.endswith(_SUFFIX) and not name.startswith(".") and name.startswith(prefix) == mine:
+        if name.endswith(_SUFFIX) and name.startswith(prefix) == mine:
             yield directory / name
 
 
