@@ -548,18 +548,28 @@ def _user_price_path() -> str:
     return path
 
 
+def _shipped_table() -> PriceTable:
+    """The shipped table alone (:func:`load_table` with no file: one cache look-up)."""
+    table = _CACHE.get(())
+    return table if table is not None else load_table(())
+
+
 def default_table() -> PriceTable:
     """The shipped table with the user's price file layered on top (cached).
 
-    Every call costs one ``stat`` of the user's price file: an edited, added or removed
-    file is picked up on the next call, an unchanged one is not read again."""
+    Every call costs one look at the user's price file: an edited, added or removed file
+    is picked up on the next call, an unchanged one is not read again. Where there is no
+    file (the usual case) the look is an ``access`` check, which says so without raising
+    (a ``stat`` that fails costs an exception per call)."""
     path = _user_price_path()
+    if not os.access(path, os.F_OK):
+        return _shipped_table()
     try:
         st = os.stat(path)
-    except OSError:
-        return load_table(())
+    except OSError:  # removed between the two looks
+        return _shipped_table()
     if not stat.S_ISREG(st.st_mode):
-        return load_table(())
+        return _shipped_table()
     table = _CACHE.get(((path, st.st_mtime_ns, st.st_size),))
     return table if table is not None else load_table((path,))
 
