@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from canny.ledger._sql import COLUMNS, INFLIGHT_COLUMNS, _inflight_params, _op_record, _row_params
+from canny.ledger._sql import COLUMNS, INFLIGHT_COLUMNS, op_values
 
 if TYPE_CHECKING:
     from canny.ledger.writer import Op
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["no_json", "payload", "write"]
 
 _VIEW = "canny_batch"
+_KINDS = {"record": "r", "begin": "b", "forget": "f"}
 
 
 def _at(index: int) -> str:
@@ -89,20 +90,9 @@ def payload(ops: Sequence[Op]) -> str | None:
     carry it (a NUL in some text)."""
     items: list[list[Any]] = []
     for op in ops:
-        if op.kind == "record":
-            items.append(["r", op.params if op.params is not None else _row_params(_op_record(op))])
-        elif op.kind == "begin":
-            values = op.params
-            if values is None:
-                assert op.build is not None
-                assert op.lease_until is not None
-                try:
-                    values = _inflight_params(op.build(), op.lease_until, op.reservation_id)
-                except Exception:  # noqa: S112 - a row in flight that cannot be built is skipped, as _apply does
-                    continue
-            items.append(["b", values])
-        elif op.kind == "forget":
-            items.append(["f", list(op.key)])
+        values = op_values(op)
+        if values is not None:
+            items.append([_KINDS[op.kind], values])
     text = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
     return None if "\\u0000" in text else text
 

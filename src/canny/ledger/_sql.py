@@ -566,22 +566,37 @@ def _op_record(op: Op) -> AttemptRecord:
     return record_from_row(op.params)
 
 
-def _apply(tx: Transaction, op: Op) -> None:
-    """Write one queued operation of the writer in ``tx``."""
+def op_values(op: Op) -> Sequence[Any] | None:
+    """The column values a queued operation of the writer writes: an attempt's row
+    (:data:`COLUMNS`), a row in flight (:data:`INFLIGHT_COLUMNS`, built now if it was
+    queued unbuilt) or the key of a row in flight to drop; ``None`` for a row in flight
+    that cannot be built (it is skipped; its attempt's row is not)."""
     if op.kind == "record":
-        _store_values(tx, op.params if op.params is not None else _row_params(_op_record(op)))
-    elif op.kind == "begin" and op.params is not None:
-        tx.execute(_INFLIGHT_INSERT, op.params)
-    elif op.kind == "begin":
+        return op.params if op.params is not None else _row_params(_op_record(op))
+    if op.kind == "begin":
+        if op.params is not None:
+            return op.params
         assert op.build is not None
         assert op.lease_until is not None
         try:
             record = op.build()
         except Exception:  # a row in flight that cannot be built is skipped; its attempt's row is not
-            return
-        tx.execute(_INFLIGHT_INSERT, _inflight_params(record, op.lease_until, op.reservation_id))
+            return None
+        return _inflight_params(record, op.lease_until, op.reservation_id)
+    return op.key
+
+
+def _apply(tx: Transaction, op: Op) -> None:
+    """Write one queued operation of the writer in ``tx``."""
+    values = op_values(op)
+    if values is None:
+        return
+    if op.kind == "record":
+        _store_values(tx, values)
+    elif op.kind == "begin":
+        tx.execute(_INFLIGHT_INSERT, values)
     else:
-        tx.execute(_FORGET, op.key)
+        tx.execute(_FORGET, values)
 
 
 def _check(record: AttemptRecord) -> None:
