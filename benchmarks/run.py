@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # fewer rounds and runs
     python benchmarks/run.py --quick --calls   # only the per-call and throughput figures
     python benchmarks/run.py --emulator thread # the emulator in this process (default: its own)
+    python benchmarks/run.py --writer   # only the ledger writer's rows per second
 
 Measures (DESIGN §4), every ratio against BOTH baselines of the raw SDK, the plain
 ``messages.create(stream=True)`` and the ``messages.stream()`` helper (which does more
@@ -13,7 +14,9 @@ work per event, so it is the easier one to beat):
 - streaming throughput (output tokens per second) of a 4,000-token answer;
 - cold start with the ledger on: ``canny ask --offline`` against ``import anthropic``;
 - retries: time lost to a scripted 429 with ``retry-after: 1`` against the 1 s minimum;
-- 64 concurrent async streams into one ledger: rows written vs expected.
+- 64 concurrent async streams into one ledger: rows written vs expected;
+- rows the ledger's writer commits per second, idle and with another thread busy, before
+  and after a group became one statement (SQLite) or one round trip (PostgreSQL).
 
 The per-call and throughput figures talk to an emulator in a process of its own, as the
 real API is on another machine (``--emulator thread`` puts it in this process, where its
@@ -413,6 +416,84 @@ def bench_concurrency(emulator: Any, workdir: Path, n: int = 64) -> tuple[int, i
     return len(rows), len({(r.call_id, r.attempt) for r in rows}), elapsed
 
 
+def bench_writer(workdir: Path, n: int = 2000) -> None:
+    """Rows a ledger's writer commits per second while the calling thread queues ``n``,
+    the process otherwise idle and with another thread busy in Python: a group as one
+    statement (SQLite) or one round trip (PostgreSQL, when ``CANNY_TEST_POSTGRES_DSN`` names
+    a server) against the statement-by-statement path it replaced (``write_all`` off). A
+    thread busy in Python keeps the interpreter lock, and the writer waits for it after
+    every statement it runs."""
+    import os
+    import threading
+    import uuid
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from canny.ledger import AttemptRecord, open_for_calls
+    from canny.usage import Usage
+
+    now = datetime.now(UTC)
+
+    def row(i: int) -> AttemptRecord:
+        return AttemptRecord(
+            call_id=f"call_{i}", attempt=1, started_at=now, ended_at=now, model=MODEL, outcome="ok",
+            usage=Usage(input=10, output=2), cost_usd=Decimal("0.00006"),
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def sqlite_target() -> Iterator[str]:
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            yield str(Path(tmp) / "ledger.db")
+
+    @contextlib.contextmanager
+    def postgres_target() -> Iterator[str]:
+        import psycopg
+
+        schema = "bench_" + uuid.uuid4().hex[:10]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield dsn + ("&" if "?" in dsn else "?") + f"options=-csearch_path%3D{schema}"
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    def rate(target: Callable[[], contextlib.AbstractContextManager[str]], grouped: bool, busy: bool) -> float:
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                sum(range(100))
+
+        with target() as where:
+            ledger = open_for_calls(where)
+            if not grouped:
+                ledger.write_all = lambda ops: False  # type: ignore[attr-defined]  # the path before
+            spinner = threading.Thread(target=spin, daemon=True)
+            if busy:
+                spinner.start()
+            try:
+                start = time.perf_counter()
+                for i in range(n):
+                    ledger.record(row(i))
+                ledger.flush()  # type: ignore[attr-defined]
+                return n / (time.perf_counter() - start)
+            finally:
+                stop.set()
+                if busy:
+                    spinner.join()
+                ledger.close()
+
+    dsn = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
+    targets = [("SQLite", sqlite_target)] + ([("PostgreSQL", postgres_target)] if dsn else [])
+    print(f"\n== rows the ledger's writer commits per second, {n:,} queued; before (statement by statement) / now")
+    for name, target in targets:
+        for busy in (False, True):
+            before, after = rate(target, False, busy), rate(target, True, busy)
+            state = "another thread busy" if busy else "process idle"
+            print(f"{name:10} {state:20} {before:>9,.0f} / {after:>9,.0f} rows/s  ({after / before:.1f}x)")
+
+
 @contextlib.contextmanager
 def served_in_process(workdir: Path) -> Iterator[str]:
     """The emulator in a process of its own (``canny emulator serve``), as the real API is
@@ -442,6 +523,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="interleaved rounds per run (default 150; --quick 40)")
     parser.add_argument("--runs", type=int, help="runs, each giving one median per variant (default 3)")
     parser.add_argument("--calls", action="store_true", help="only the per-call and throughput figures")
+    parser.add_argument("--writer", action="store_true", help="only the ledger writer's rows per second")
     parser.add_argument(
         "--emulator",
         choices=("process", "thread"),
@@ -462,6 +544,9 @@ def main() -> None:
     print(f"emulator for the per-call figures: {args.emulator}")
     with tempfile.TemporaryDirectory() as tmp, serve_in_thread() as emu:
         workdir = Path(tmp)
+        if args.writer:
+            bench_writer(workdir)
+            return
         with contextlib.ExitStack() as stack:
             base_url = stack.enter_context(served_in_process(workdir)) if args.emulator == "process" else emu.base_url
             bench_calls(base_url, rounds, runs, workdir)
@@ -475,6 +560,7 @@ def main() -> None:
         rows, distinct, elapsed = bench_concurrency(emu, workdir)
         print("\n== 64 concurrent async streams into one SQLite ledger")
         print(f"rows {rows}, distinct (call, attempt) {distinct}, expected 64 · {elapsed:.2f} s")
+        bench_writer(workdir)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from canny.errors import LedgerError
 from canny.ledger import AttemptRecord, _batch_sqlite, open_for_calls, open_ledger, writer
-from canny.ledger._sql import _apply, _inflight_params, _row_params
+from canny.ledger._sql import COLUMNS, _apply, _inflight_params, _row_params
 from canny.ledger.sqlite import SQLiteLedger
 from canny.ledger.writer import Op
 from canny.usage import Usage
+from tests.test_ledger_contract import PG_DSN, fresh_target
 
 MODEL = "claude-sonnet-4-6"
 T0 = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
@@ -124,6 +126,82 @@ def test_one_statement_writes_what_row_by_row_writes(pair: tuple[SQLiteLedger, S
                 for op in ops:
                     _apply(tx, op)
     assert _state(Path(batch.location)) == _state(Path(by_row.location))
+
+
+_RETRY_LINKS = ", ".join(
+    f"r.{side}{name}"
+    for side in ("", "e_")
+    for name in ("started_at_us", "model", "outcome", "tags", "project", "key_fingerprint", "session_id")
+)
+
+
+def _state_of(ledger: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """:func:`_state` through the ledger itself: for PostgreSQL as for SQLite."""
+    with ledger.transaction(write=False) as tx:
+        return {
+            "attempts": tx.execute(f"SELECT {', '.join(COLUMNS)}, call_seq FROM attempts ORDER BY call_id, attempt"),
+            "tags": tx.execute(
+                "SELECT a.call_id, a.attempt, t.tag FROM attempt_tags t JOIN attempts a ON a.id = t.attempt_id "
+                "ORDER BY 1, 2, 3"
+            ),
+            "retries": tx.execute(
+                f"SELECT a.call_id, a.attempt, e.call_id, e.attempt, {_RETRY_LINKS} FROM attempt_retries r "
+                "JOIN attempts a ON a.id = r.attempt_id JOIN attempts e ON e.id = r.earlier_id ORDER BY 1, 2, 3, 4"
+            ),
+            "inflight": tx.execute("SELECT * FROM inflight ORDER BY call_id, attempt"),
+            "rollups": tx.execute("SELECT * FROM rollup_hours ORDER BY 1, 2, 3, 4, 5, 6"),
+        }
+
+
+@pytest.fixture(scope="module")
+def pg_pair() -> Iterator[tuple[Any, Any]]:
+    """Two PostgreSQL ledgers (schemas of the test server) given the same work: one
+    operation per call of the usual path, one batch per pipeline."""
+    if not PG_DSN:
+        pytest.skip("CANNY_TEST_POSTGRES_DSN is not set (scripts/pg-test-server.sh)")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fresh_target("postgres", Path(tmp)) as one,
+        fresh_target("postgres", Path(tmp)) as other,
+    ):
+        by_row, batch = open_ledger(one), open_ledger(other)
+        try:
+            yield by_row, batch
+        finally:
+            by_row.close()
+            batch.close()
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_pipelined_batch_writes_what_one_by_one_writes_on_postgresql(pg_pair: tuple[Any, Any], data: Any) -> None:
+    """On PostgreSQL a batch sent in one round trip leaves what the usual path leaves, operation by operation."""
+    by_row, batch = pg_pair
+    number = next(_batches)
+    for _ in range(2):
+        # PostgreSQL refuses text with a NUL (test_pg_encoding.py): such rows are spooled.
+        ops = [op for op in data.draw(_ops(number)) if not any("\x00" in str(v) for v in op.params or ())]
+        for op in ops:
+            with by_row.transaction() as tx:
+                _apply(tx, op)
+        assert batch.write_all(ops)
+    assert _state_of(batch) == _state_of(by_row)
+
+
+def test_a_failed_pipeline_is_written_again_one_at_a_time(pg_pair: tuple[Any, Any]) -> None:
+    """A pipeline that fails part way keeps the rows before it; the batch written again one at a time adds the rest."""
+    _, ledger = pg_pair
+    good = [Op("record", key=(f"call_pipe_{n}", 1), params=_row_params(_record(f"call_pipe_{n}"))) for n in range(3)]
+    bad = Op("record", key=("call_pipe_bad", 1), params=_row_params(_record("call_pipe_bad", prompt_text="a\x00b")))
+    with pytest.raises(LedgerError):
+        ledger.write_all([good[0], bad, *good[1:]])
+    before = _state_of(ledger)
+    assert [row[:2] for row in before["attempts"] if str(row[0]).startswith("call_pipe")] == [("call_pipe_0", 1)]
+    for op in good:
+        with ledger.transaction() as tx:
+            _apply(tx, op)
+    after = [row[:2] for row in _state_of(ledger)["attempts"] if str(row[0]).startswith("call_pipe")]
+    assert after == [("call_pipe_0", 1), ("call_pipe_1", 1), ("call_pipe_2", 1)]
 
 
 def _for_calls(path: Path) -> SQLiteLedger:

@@ -17,6 +17,7 @@ URL without one; libpq reads both.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ from canny.ledger.migrations import Dialect
 
 if TYPE_CHECKING:
     import psycopg
+
+    from canny.ledger.writer import Op
 
 __all__ = ["PostgresLedger", "copy_text", "mask_url"]
 
@@ -68,6 +71,35 @@ def url_secrets(url: str) -> list[str]:
     else:
         found += [m.group(1).strip("'") for m in re.finditer(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.I)]
     return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def _steps(kind: str, values: Sequence[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements of one queued operation (:func:`canny.ledger._sql.op_values`), none
+    of which needs the result of another: what :func:`canny.ledger._sql._apply` does, with
+    a ``lost`` row giving way before the insert rather than after a failed one, and the
+    tags inserted by the statement that inserts the row."""
+    from canny.ledger._sql import _FORGET, _INFLIGHT_INSERT, _INSERT, COLUMNS
+
+    if kind == "begin":
+        return [(_INFLIGHT_INSERT, tuple(values))]
+    if kind == "forget":
+        return [(_FORGET, tuple(values))]
+    call_id, attempt = values[0], values[1]
+    tags = list(dict.fromkeys(json.loads(values[COLUMNS.index("tags")] or "[]")))
+    return [
+        (_FORGET, (call_id, attempt)),
+        (_LOST, (call_id, attempt, values[COLUMNS.index("outcome")])),
+        (f"WITH ins AS ({_INSERT}) {_TAGS}", (*values, call_id, tags)),
+    ]
+
+
+#: A ``lost`` row gives way to the real row of its attempt (swept while its process ran).
+_LOST = "DELETE FROM attempts WHERE call_id = ? AND attempt = ? AND outcome = 'lost' AND ? <> 'lost'"
+#: The tags of the row just inserted (none when the attempt already had its row).
+_TAGS = (
+    "INSERT INTO attempt_tags (tag, attempt_id) SELECT DISTINCT tag, ins.id FROM ins, "
+    "unnest(CAST(? AS text[])) AS tag ON CONFLICT DO NOTHING"
+)
 
 
 class _Tx:
@@ -154,6 +186,34 @@ class PostgresLedger(SQLLedger):
                     yield _Tx(conn)
             except self._psycopg.Error as exc:
                 raise self._error(exc) from None
+
+    def write_all(self, ops: Sequence[Op]) -> bool:
+        """Write a writer's batch in one round trip (psycopg's pipeline mode), each
+        operation still in a transaction of its own: a row's triggers lock its rollup rows
+        table by table, and transactions of one row each cannot deadlock. One round trip
+        also means the writer thread takes Python's interpreter lock back once, not once
+        per statement (:mod:`canny.ledger._batch_sqlite` says why that matters).
+        ``False`` where pipelines are not supported. A failure raises after the
+        operations before it were committed; the writer then writes the batch again one
+        operation at a time, which each operation allows (written twice, it changes
+        nothing the second time)."""
+        from canny.ledger._sql import op_values
+
+        if not self._psycopg.Pipeline.is_supported():
+            return False
+        with self._holding(), self._pool.connection() as conn:
+            try:
+                with conn.pipeline():
+                    for op in ops:
+                        values = op_values(op)
+                        if values is not None:
+                            conn.execute("BEGIN")
+                            for sql, params in _steps(op.kind, values):
+                                conn.execute(_Tx._sql(sql), params)
+                            conn.execute("COMMIT")
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+        return True
 
     def _write_one(self, sql: str, params: Sequence[Any]) -> None:
         with self._pool.connection() as conn:
