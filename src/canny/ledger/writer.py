@@ -47,9 +47,11 @@ What this promises, and how:
   ledger with a writer is also what lets SQLite budgets reserve from slices in memory
   (:mod:`canny.budget.slices`); ``CANNY_LEDGER_WRITES=sync`` keeps one reservation
   transaction per call.
-* **PostgreSQL rows one per transaction.** Rollup triggers lock rows table by table; two
-  multi-row transactions could deadlock, single rows cannot. A deadlock or serialization
-  victim is tried again (:data:`RETRIES`).
+* **PostgreSQL rows one per transaction, a batch in one round trip.** Rollup triggers lock
+  rows table by table; two multi-row transactions could deadlock, single rows cannot. The
+  batch's transactions are pipelined (``PostgresLedger.write_all``); a SQLite batch is one
+  statement (``SQLiteLedger.write_all``). A deadlock or serialization victim is tried
+  again (:data:`RETRIES`).
 * **Bounded.** At most :data:`MAX_PENDING` operations wait; a caller that gets ahead of the
   disk waits for room.
 """
