@@ -37,24 +37,28 @@ def _record(call_id: str, attempt: int = 1, **fields: Any) -> AttemptRecord:
     return AttemptRecord(**values)
 
 
-def _state(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+_RETRY_LINKS = ", ".join(
+    f"r.{side}{name}"
+    for side in ("", "e_")
+    for name in ("started_at_us", "model", "outcome", "tags", "project", "key_fingerprint", "session_id")
+)
+
+
+def _state_of(ledger: Any) -> dict[str, list[tuple[Any, ...]]]:
     """Everything the writer's work leaves in the database, without row ids."""
-    with closing(sqlite3.connect(path)) as conn:
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(attempts)") if row[1] != "id"]
-        ids = ("attempt_id", "earlier_id")
-        links = [f"r.{row[1]}" for row in conn.execute("PRAGMA table_info(attempt_retries)") if row[1] not in ids]
+    with ledger.transaction(write=False) as tx:
         return {
-            "retries": conn.execute(
-                f"SELECT a.call_id, a.attempt, e.call_id, e.attempt, {', '.join(links)} FROM attempt_retries r "
-                "JOIN attempts a ON a.id = r.attempt_id JOIN attempts e ON e.id = r.earlier_id ORDER BY 1, 2, 3, 4"
-            ).fetchall(),
-            "attempts": conn.execute(f"SELECT {', '.join(columns)} FROM attempts ORDER BY call_id, attempt").fetchall(),
-            "tags": conn.execute(
+            "attempts": tx.execute(f"SELECT {', '.join(COLUMNS)}, call_seq FROM attempts ORDER BY call_id, attempt"),
+            "tags": tx.execute(
                 "SELECT a.call_id, a.attempt, t.tag FROM attempt_tags t JOIN attempts a ON a.id = t.attempt_id "
                 "ORDER BY 1, 2, 3"
-            ).fetchall(),
-            "inflight": conn.execute("SELECT * FROM inflight ORDER BY call_id, attempt").fetchall(),
-            "rollups": conn.execute("SELECT * FROM rollup_hours ORDER BY 1, 2, 3, 4, 5, 6").fetchall(),
+            ),
+            "retries": tx.execute(
+                f"SELECT a.call_id, a.attempt, e.call_id, e.attempt, {_RETRY_LINKS} FROM attempt_retries r "
+                "JOIN attempts a ON a.id = r.attempt_id JOIN attempts e ON e.id = r.earlier_id ORDER BY 1, 2, 3, 4"
+            ),
+            "inflight": tx.execute("SELECT * FROM inflight ORDER BY call_id, attempt"),
+            "rollups": tx.execute("SELECT * FROM rollup_hours ORDER BY 1, 2, 3, 4, 5, 6"),
         }
 
 
@@ -125,32 +129,7 @@ def test_one_statement_writes_what_row_by_row_writes(pair: tuple[SQLiteLedger, S
             with batch.transaction() as tx:
                 for op in ops:
                     _apply(tx, op)
-    assert _state(Path(batch.location)) == _state(Path(by_row.location))
-
-
-_RETRY_LINKS = ", ".join(
-    f"r.{side}{name}"
-    for side in ("", "e_")
-    for name in ("started_at_us", "model", "outcome", "tags", "project", "key_fingerprint", "session_id")
-)
-
-
-def _state_of(ledger: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """:func:`_state` through the ledger itself: for PostgreSQL as for SQLite."""
-    with ledger.transaction(write=False) as tx:
-        return {
-            "attempts": tx.execute(f"SELECT {', '.join(COLUMNS)}, call_seq FROM attempts ORDER BY call_id, attempt"),
-            "tags": tx.execute(
-                "SELECT a.call_id, a.attempt, t.tag FROM attempt_tags t JOIN attempts a ON a.id = t.attempt_id "
-                "ORDER BY 1, 2, 3"
-            ),
-            "retries": tx.execute(
-                f"SELECT a.call_id, a.attempt, e.call_id, e.attempt, {_RETRY_LINKS} FROM attempt_retries r "
-                "JOIN attempts a ON a.id = r.attempt_id JOIN attempts e ON e.id = r.earlier_id ORDER BY 1, 2, 3, 4"
-            ),
-            "inflight": tx.execute("SELECT * FROM inflight ORDER BY call_id, attempt"),
-            "rollups": tx.execute("SELECT * FROM rollup_hours ORDER BY 1, 2, 3, 4, 5, 6"),
-        }
+    assert _state_of(batch) == _state_of(by_row)
 
 
 @pytest.fixture(scope="module")
