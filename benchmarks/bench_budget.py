@@ -108,7 +108,7 @@ def pairs_worker(target: str, pairs: int, sliced: bool, ready: Any, go: Any, out
 
 
 @contextmanager
-def _fresh(url: str | None, workdir: Path, name: str) -> Iterator[str]:
+def fresh_ledger(url: str | None, workdir: Path, name: str) -> Iterator[str]:
     """An empty ledger: a new SQLite file, or a new schema in the PostgreSQL database."""
     if url is None:
         yield str(workdir / f"{name}.db")
@@ -254,7 +254,10 @@ def bench_postgres(url: str, quick: bool) -> None:
     print(f"\n== PostgreSQL budgets: fsync={settings['fsync']}, synchronous_commit={settings['synchronous_commit']}")
     total = 4000 if quick else 16000
     rates: dict[int, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="canny-bench-pg-") as tmp, _fresh(url, Path(tmp), "pgpairs") as target:
+    with (
+        tempfile.TemporaryDirectory(prefix="canny-bench-pg-") as tmp,
+        fresh_ledger(url, Path(tmp), "pgpairs") as target,
+    ):
         for processes in (1, 8, 32, 64):
             pairs = max(250, total // processes) if processes > 1 else total // 4
             runs = 1 if quick or processes != 8 else 3
@@ -324,11 +327,11 @@ def main() -> None:
 
             where = mask_url(args.ledger)
         print(f"Python {sys.version.split()[0]} · {os.cpu_count()} CPUs · ledger {where}")
-        with _fresh(args.ledger, workdir, "invariant") as target:
+        with fresh_ledger(args.ledger, workdir, "invariant") as target:
             passed = bench_invariant(target, args.processes, args.calls, workdir)
-        with _fresh(args.ledger, workdir, "pairs") as target:
+        with fresh_ledger(args.ledger, workdir, "pairs") as target:
             rate = bench_pairs(target, args.processes, args.pairs)
-        with _fresh(args.ledger, workdir, "empty") as target:
+        with fresh_ledger(args.ledger, workdir, "empty") as target:
             bench_no_budget(target)
         if args.ledger is not None and args.ledger.startswith("postgres"):
             bench_postgres(args.ledger, args.quick)

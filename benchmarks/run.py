@@ -429,6 +429,8 @@ def bench_writer(workdir: Path, n: int = 2000) -> None:
     from datetime import UTC, datetime
     from decimal import Decimal
 
+    from bench_budget import fresh_ledger
+
     from canny.ledger import AttemptRecord, open_for_calls
     from canny.usage import Usage
 
@@ -440,32 +442,14 @@ def bench_writer(workdir: Path, n: int = 2000) -> None:
             usage=Usage(input=10, output=2), cost_usd=Decimal("0.00006"),
         )  # fmt: skip
 
-    @contextlib.contextmanager
-    def sqlite_target() -> Iterator[str]:
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            yield str(Path(tmp) / "ledger.db")
-
-    @contextlib.contextmanager
-    def postgres_target() -> Iterator[str]:
-        import psycopg
-
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield dsn + ("&" if "?" in dsn else "?") + f"options=-csearch_path%3D{schema}"
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-    def rate(target: Callable[[], contextlib.AbstractContextManager[str]], grouped: bool, busy: bool) -> float:
+    def rate(url: str | None, grouped: bool, busy: bool) -> float:
         stop = threading.Event()
 
         def spin() -> None:
             while not stop.is_set():
                 sum(range(100))
 
-        with target() as where:
+        with fresh_ledger(url, workdir, f"writer_{uuid.uuid4().hex[:8]}") as where:
             ledger = open_for_calls(where)
             if not grouped:
                 ledger.write_all = lambda ops: False  # type: ignore[attr-defined]  # the path before
@@ -485,11 +469,11 @@ def bench_writer(workdir: Path, n: int = 2000) -> None:
                 ledger.close()
 
     dsn = os.environ.get("CANNY_TEST_POSTGRES_DSN", "")
-    targets = [("SQLite", sqlite_target)] + ([("PostgreSQL", postgres_target)] if dsn else [])
+    targets: list[tuple[str, str | None]] = [("SQLite", None)] + ([("PostgreSQL", dsn)] if dsn else [])
     print(f"\n== rows the ledger's writer commits per second, {n:,} queued; before (statement by statement) / now")
-    for name, target in targets:
+    for name, url in targets:
         for busy in (False, True):
-            before, after = rate(target, False, busy), rate(target, True, busy)
+            before, after = rate(url, False, busy), rate(url, True, busy)
             state = "another thread busy" if busy else "process idle"
             print(f"{name:10} {state:20} {before:>9,.0f} / {after:>9,.0f} rows/s  ({after / before:.1f}x)")
 
