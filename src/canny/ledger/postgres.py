@@ -78,25 +78,25 @@ def _steps(kind: str, values: Sequence[Any]) -> list[tuple[str, tuple[Any, ...]]
     of which needs the result of another: what :func:`canny.ledger._sql._apply` does, with
     a ``lost`` row giving way before the insert rather than after a failed one, and the
     tags inserted by the statement that inserts the row."""
-    from canny.ledger._sql import _FORGET, _INFLIGHT_INSERT, _INSERT, COLUMNS
+    from canny.ledger._sql import _FORGET, _INFLIGHT_INSERT, _INSERT, _OUTCOME, _TAGS
 
     if kind == "begin":
         return [(_INFLIGHT_INSERT, tuple(values))]
     if kind == "forget":
         return [(_FORGET, tuple(values))]
     call_id, attempt = values[0], values[1]
-    tags = list(dict.fromkeys(json.loads(values[COLUMNS.index("tags")] or "[]")))
+    tags = list(dict.fromkeys(json.loads(values[_TAGS] or "[]")))
     return [
         (_FORGET, (call_id, attempt)),
-        (_LOST, (call_id, attempt, values[COLUMNS.index("outcome")])),
-        (f"WITH ins AS ({_INSERT}) {_TAGS}", (*values, call_id, tags)),
+        (_LOST, (call_id, attempt, values[_OUTCOME])),
+        (f"WITH ins AS ({_INSERT}) {_INSERT_TAGS}", (*values, call_id, tags)),
     ]
 
 
 #: A ``lost`` row gives way to the real row of its attempt (swept while its process ran).
 _LOST = "DELETE FROM attempts WHERE call_id = ? AND attempt = ? AND outcome = 'lost' AND ? <> 'lost'"
 #: The tags of the row just inserted (none when the attempt already had its row).
-_TAGS = (
+_INSERT_TAGS = (
     "INSERT INTO attempt_tags (tag, attempt_id) SELECT DISTINCT tag, ins.id FROM ins, "
     "unnest(CAST(? AS text[])) AS tag ON CONFLICT DO NOTHING"
 )
