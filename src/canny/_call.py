@@ -283,18 +283,22 @@ class CallRun:
         notes: dict[str, str] = {}
         if self.spec.stream:
             seen = attempt.acc.usage_acc.later()  # as at message_start; built only if written
+
+            def prompt_usage() -> Usage:
+                now = seen()
+                return Usage(**{b.name: getattr(now, b.name) for b in BUCKETS if b.kind == "prompt"})
         else:
             estimate = Usage(input=self.spec.estimated_input_tokens())
             notes["input_tokens"] = "estimated: local estimate before sending (UTF-8 bytes / 3)"
+
+            def prompt_usage() -> Usage:
+                return estimate
+
         model = self._attempt_model(attempt)
         reported = attempt.acc.usage_acc.reported  # a copy: later events may add to it
 
         def build() -> AttemptRecord:
-            if self.spec.stream:
-                now = seen()
-                usage = Usage(**{b.name: getattr(now, b.name) for b in BUCKETS if b.kind == "prompt"})
-            else:
-                usage = estimate
+            usage = prompt_usage()
             return self._row(
                 attempt,
                 ended_at=attempt.started_at,

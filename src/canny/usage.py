@@ -361,9 +361,7 @@ class UsageAccumulator:
         """The usage so far (built once per event that changed it: clients, rows and
         results all ask for it)."""
         if self._built is None:
-            merged = dict(self._fields)
-            merged["cache_creation"] = self._breakdown
-            self._built = usage_from_api(merged)
+            self._built = usage_from_api(self._merged())
         return self._built
 
     def later(self) -> Callable[[], Usage]:
@@ -372,9 +370,14 @@ class UsageAccumulator:
         built = self._built
         if built is not None:
             return lambda: built
+        merged = self._merged()
+        return lambda: usage_from_api(merged)
+
+    def _merged(self) -> dict[str, Any]:
+        """The fields so far, with the cache-write breakdown that goes with them."""
         merged = dict(self._fields)
         merged["cache_creation"] = self._breakdown
-        return lambda: usage_from_api(merged)
+        return merged
 
     def with_output(self, output: int) -> Usage:
         """The usage so far with ``output`` replaced (used for interrupted streams)."""
