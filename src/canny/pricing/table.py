@@ -548,12 +548,6 @@ def _user_price_path() -> str:
     return path
 
 
-def _shipped_table() -> PriceTable:
-    """The shipped table alone (:func:`load_table` with no file: one cache look-up)."""
-    table = _CACHE.get(())
-    return table if table is not None else load_table(())
-
-
 def default_table() -> PriceTable:
     """The shipped table with the user's price file layered on top (cached).
 
@@ -563,13 +557,13 @@ def default_table() -> PriceTable:
     (a ``stat`` that fails costs an exception per call)."""
     path = _user_price_path()
     if not os.access(path, os.F_OK):
-        return _shipped_table()
+        return load_table(())
     try:
         st = os.stat(path)
     except OSError:  # removed between the two looks
-        return _shipped_table()
+        return load_table(())
     if not stat.S_ISREG(st.st_mode):
-        return _shipped_table()
+        return load_table(())
     table = _CACHE.get(((path, st.st_mtime_ns, st.st_size),))
     return table if table is not None else load_table((path,))
 
