@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from canny.ledger._sql import COLUMNS, INFLIGHT_COLUMNS, op_values
+from canny.ledger.journal import KINDS
 
 if TYPE_CHECKING:
     from canny.ledger.writer import Op
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["no_json", "payload", "write"]
 
 _VIEW = "canny_batch"
-_KINDS = {"record": "r", "begin": "b", "forget": "f"}
 
 
 def _at(index: int) -> str:
@@ -92,7 +92,7 @@ def payload(ops: Sequence[Op]) -> str | None:
     for op in ops:
         values = op_values(op)
         if values is not None:
-            items.append([_KINDS[op.kind], values])
+            items.append([KINDS[op.kind], values])
     text = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
     return None if "\\u0000" in text else text
 

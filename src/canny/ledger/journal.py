@@ -49,7 +49,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from canny.ledger.records import AttemptRecord
 
-__all__ = ["VERSION", "Forgotten", "Journal", "decode", "encode", "journal_dir", "others", "recover", "waiting"]
+__all__ = [
+    "KINDS", "VERSION", "Forgotten", "Journal", "decode", "encode", "journal_dir", "others", "recover", "waiting",
+]  # fmt: skip
 
 VERSION = 1
 _SUFFIX = ".jsonl"
@@ -76,11 +78,13 @@ def encode(params: Sequence[Any], kind: str = "record") -> bytes:
     """One journal line: a finished attempt's row (``record``: ``attempts`` column values),
     a row in flight (``begin``: ``inflight`` column values), or the removal of a row in
     flight whose attempt was never sent (``forget``: call id and attempt)."""
-    row = [VERSION, _KINDS[kind], *params]
+    row = [VERSION, KINDS[kind], *params]
     return (json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
-_KINDS = {"record": "r", "begin": "b", "forget": "f"}
+#: The one-letter name of each kind of queued operation, in journal lines and in the one
+#: statement of a SQLite batch (:mod:`canny.ledger._batch_sqlite`).
+KINDS = {"record": "r", "begin": "b", "forget": "f"}
 
 
 @dataclass(frozen=True)
